@@ -1,0 +1,44 @@
+/**
+ * Every error Portico reports to a user carries a stable code (like undici's UND_ERR_*), so scripts
+ * and dashboards can match on it instead of on message text.
+ */
+export const ErrorCode = {
+  /** the portico.yaml gateway config is unreadable or invalid */
+  CONFIG_INVALID: 'PORTICO_ERR_CONFIG_INVALID',
+  /** a config object (route, upstream, ...) failed its JSON schema */
+  SCHEMA: 'PORTICO_ERR_SCHEMA',
+  /** a config object's value is not parseable JSON / YAML */
+  PARSE: 'PORTICO_ERR_PARSE',
+  /** a config object names an upstream_id / service_id that does not exist */
+  REFERENCE: 'PORTICO_ERR_REFERENCE',
+  /** a config object is semantically wrong (bad regex, bad CIDR, unknown var operator, ...) */
+  SEMANTIC: 'PORTICO_ERR_SEMANTIC',
+  /** the etcd config center could not be reached or answered with an error */
+  ETCD_UNAVAILABLE: 'PORTICO_ERR_ETCD_UNAVAILABLE',
+  ETCD_AUTH: 'PORTICO_ERR_ETCD_AUTH',
+  ETCD_COMPACTED: 'PORTICO_ERR_ETCD_COMPACTED',
+  /** the on-disk snapshot is missing or unreadable */
+  SNAPSHOT: 'PORTICO_ERR_SNAPSHOT',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class PorticoError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PorticoError';
+    this.code = code;
+  }
+}
+
+/**
+ * Errors returned to HTTP clients by the data plane. Status codes and messages follow APISIX so
+ * existing clients and monitors keep working: body is always `{"error_msg": "..."}`.
+ */
+export const ProxyError = {
+  ROUTE_NOT_FOUND: { status: 404, message: '404 Route Not Found' },
+  BAD_REQUEST: { status: 400, message: 'Bad Request' },
+  UPSTREAM_UNAVAILABLE: { status: 502, message: '502 Bad Gateway' },
+  NO_HEALTHY_NODE: { status: 503, message: '503 Service Unavailable' },
+  UPSTREAM_TIMEOUT: { status: 504, message: '504 Gateway Timeout' },
+} as const;
