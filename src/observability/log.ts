@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import pino, { type Logger } from 'pino';
 
 /**
  * One process-wide logger. JSON lines on stderr (stdout stays free for CLI output). Level from

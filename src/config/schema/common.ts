@@ -1,0 +1,34 @@
+import { Type, type TSchema } from '@sinclair/typebox';
+
+/** APISIX object id: a string of safe characters, or an integer (stored as its string form). */
+export const Id = Type.Union([
+  Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-zA-Z0-9-_.]+$' }),
+  Type.Integer({ minimum: 1 }),
+]);
+
+export const Labels = Type.Record(Type.String({ minLength: 1, maxLength: 64 }), Type.String({ minLength: 1, maxLength: 256 }));
+
+/** Host name, optionally with a leading '*.' wildcard (APISIX host_def). */
+export const Host = Type.String({ pattern: '^\\*?[0-9a-zA-Z-._\\[\\]:]+$', maxLength: 253 });
+
+/** plugin name -> plugin config; kept for the plugin pipeline */
+export const Plugins = Type.Record(Type.String({ minLength: 1 }), Type.Object({}, { additionalProperties: true }));
+
+/** Fields APISIX keeps on every object; accepted so objects written by APISIX's Admin API load as they are. */
+export const Meta = {
+  id: Type.Optional(Id),
+  name: Type.Optional(Type.String({ maxLength: 256 })),
+  desc: Type.Optional(Type.String({ maxLength: 256 })),
+  labels: Type.Optional(Labels),
+  create_time: Type.Optional(Type.Integer()),
+  update_time: Type.Optional(Type.Integer()),
+};
+
+export function optional<T extends TSchema>(schema: T) {
+  return Type.Optional(schema);
+}
+
+/** A string enum as JSON Schema `enum` (a Union of literals would make ajv report one branch only). */
+export function StringEnum<const T extends readonly string[]>(values: T, options: { default?: T[number] } = {}) {
+  return Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...options });
+}

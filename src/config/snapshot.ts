@@ -1,0 +1,53 @@
+import type { Kind } from './changeset.ts';
+import type { RouteConfig } from './schema/route.ts';
+import type { ServiceConfig } from './schema/service.ts';
+import type { UpstreamConfig } from './schema/upstream.ts';
+
+export interface StoredObject<V> {
+  readonly id: string;
+  /** source revision at which this version was written (etcd mod_revision) */
+  readonly modRevision: number;
+  readonly value: V;
+}
+
+export interface SnapshotObjects {
+  readonly routes: ReadonlyMap<string, StoredObject<RouteConfig>>;
+  readonly services: ReadonlyMap<string, StoredObject<ServiceConfig>>;
+  readonly upstreams: ReadonlyMap<string, StoredObject<UpstreamConfig>>;
+}
+
+/**
+ * The configuration in force: every object valid and every reference resolved. Immutable once
+ * published; publishing a new one is a single reference swap in the store.
+ */
+export interface Snapshot extends SnapshotObjects {
+  /** the source revision this snapshot reflects */
+  readonly revision: number;
+  readonly source: string;
+  /** source detail (file: content hash) */
+  readonly detail?: string;
+  /** ISO time the snapshot was published */
+  readonly appliedAt: string;
+}
+
+/** Ids whose version in force changed (added, replaced or removed) between two snapshots. */
+export type SnapshotDiff = Record<Kind, Set<string>>;
+
+export function emptyDiff(): SnapshotDiff {
+  return { routes: new Set(), services: new Set(), upstreams: new Set() };
+}
+
+export function isEmptyDiff(d: SnapshotDiff): boolean {
+  return d.routes.size === 0 && d.services.size === 0 && d.upstreams.size === 0;
+}
+
+export function emptySnapshot(source: string): Snapshot {
+  return {
+    revision: 0,
+    source,
+    appliedAt: new Date(0).toISOString(),
+    routes: new Map(),
+    services: new Map(),
+    upstreams: new Map(),
+  };
+}

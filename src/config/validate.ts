@@ -1,0 +1,129 @@
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { Kind } from './changeset.ts';
+import { RouteSchema, type RouteConfig } from './schema/route.ts';
+import { ServiceSchema, type ServiceConfig } from './schema/service.ts';
+import { BALANCER_TYPES, UpstreamSchema, type UpstreamConfig } from './schema/upstream.ts';
+import { ErrorCode } from '../errors.ts';
+
+export type ObjectValue = RouteConfig | ServiceConfig | UpstreamConfig;
+
+/** Why an object was not accepted. `reason` names the object, the field path and the rule. */
+export interface Rejection {
+  kind: Kind;
+  id: string;
+  code: ErrorCode;
+  reason: string;
+}
+
+const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: false });
+
+const validators: Record<Kind, ValidateFunction> = {
+  routes: ajv.compile(RouteSchema),
+  services: ajv.compile(ServiceSchema),
+  upstreams: ajv.compile(UpstreamSchema),
+};
+
+export const SCHEMAS = { routes: RouteSchema, services: ServiceSchema, upstreams: UpstreamSchema } as const;
+
+/**
+ * Picks the one ajv error a user can act on. Unions (nodes as map or array) make ajv report every
+ * branch; the branch that matches the value's JSON type is the one the user meant.
+ */
+function pickError(errors: ErrorObject[], value: unknown): ErrorObject {
+  const concrete = errors.filter((e) => e.keyword !== 'anyOf' && e.keyword !== 'oneOf');
+  const notTypeMismatch = concrete.filter((e) => {
+    if (e.keyword !== 'type') return true;
+    // a type error on a path where another error also sits is the other union branch: skip it
+    return !concrete.some((o) => o !== e && o.instancePath.startsWith(e.instancePath) && o.keyword !== 'type');
+  });
+  const sorted = (notTypeMismatch.length ? notTypeMismatch : concrete.length ? concrete : errors).slice();
+  // prefer errors on the deepest path: they say most precisely what is wrong
+  sorted.sort((a, b) => b.instancePath.split('/').length - a.instancePath.split('/').length);
+  void value;
+  return sorted[0]!;
+}
+
+function describe(e: ErrorObject): string {
+  const path = e.instancePath || '/';
+  if (e.keyword === 'additionalProperties') {
+    return `${path}: unknown field '${(e.params as { additionalProperty: string }).additionalProperty}'`;
+  }
+  if (e.keyword === 'enum' || e.keyword === 'const') {
+    const allowed = (e.params as { allowedValues?: unknown[]; allowedValue?: unknown }).allowedValues ??
+      [(e.params as { allowedValue?: unknown }).allowedValue];
+    return `${path}: must be one of ${allowed.map((v) => JSON.stringify(v)).join(', ')}`;
+  }
+  return `${path}: ${e.message ?? e.keyword}`;
+}
+
+function exclusive(obj: Record<string, unknown>, a: string, b: string): string | undefined {
+  return obj[a] !== undefined && obj[b] !== undefined ? `/: only one of '${a}' and '${b}' may be set` : undefined;
+}
+
+function checkUpstream(u: UpstreamConfig, at: string): string | undefined {
+  const type = u.type ?? 'roundrobin';
+  if (!(BALANCER_TYPES as readonly string[]).includes(type)) {
+    return `${at}/type: balancer '${type}' is not supported (supported: ${BALANCER_TYPES.join(', ')})`;
+  }
+  if (u.pass_host === 'rewrite' && !u.upstream_host) return `${at}/upstream_host: required when pass_host is 'rewrite'`;
+  return undefined;
+}
+
+/** Per-object semantic checks a JSON schema cannot express. */
+const semanticChecks: Record<Kind, (v: never) => string | undefined> = {
+  routes: (r: RouteConfig) => {
+    const o = r as Record<string, unknown>;
+    const both =
+      exclusive(o, 'uri', 'uris') ?? exclusive(o, 'host', 'hosts') ?? exclusive(o, 'remote_addr', 'remote_addrs') ??
+      exclusive(o, 'upstream', 'upstream_id');
+    if (both) return both;
+    if (r.uri === undefined && r.uris === undefined) return `/: must have 'uri' or 'uris'`;
+    if (!r.upstream && r.upstream_id === undefined && r.service_id === undefined && !r.plugins) {
+      return `/: must have one of 'upstream', 'upstream_id', 'service_id' or 'plugins'`;
+    }
+    return r.upstream ? checkUpstream(r.upstream, '/upstream') : undefined;
+  },
+  services: (s: ServiceConfig) => {
+    const both = exclusive(s as Record<string, unknown>, 'upstream', 'upstream_id');
+    if (both) return both;
+    return s.upstream ? checkUpstream(s.upstream, '/upstream') : undefined;
+  },
+  upstreams: (u: UpstreamConfig) => checkUpstream(u, ''),
+};
+
+/** Extra checks other parts register (the router checks vars, CIDRs, ...), kept out of this file's imports. */
+type Check = (id: string, value: never) => string | undefined;
+const extraChecks: Partial<Record<Kind, Check[]>> = {};
+
+export function registerCheck(kind: Kind, check: Check): void {
+  (extraChecks[kind] ??= []).push(check);
+}
+
+/**
+ * Validates one object. Returns the typed value, or a rejection whose reason reads
+ * `routes/7: /upstream/nodes: must NOT have fewer than 1 properties`.
+ */
+export function validateObject(kind: Kind, id: string, value: unknown):
+  | { ok: true; value: ObjectValue }
+  | { ok: false; rejection: Rejection } {
+  const reject = (code: ErrorCode, detail: string) => ({
+    ok: false as const,
+    rejection: { kind, id, code, reason: `${kind}/${id}: ${detail}` },
+  });
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return reject(ErrorCode.SCHEMA, '/: must be an object');
+  }
+  const validate = validators[kind];
+  if (!validate(value)) return reject(ErrorCode.SCHEMA, describe(pickError(validate.errors ?? [], value)));
+  const declared = (value as { id?: unknown }).id;
+  if (declared !== undefined && String(declared) !== id) {
+    return reject(ErrorCode.SCHEMA, `/id: '${String(declared)}' does not match the object's key id '${id}'`);
+  }
+  const problem = semanticChecks[kind](value as never);
+  if (problem) return reject(ErrorCode.SEMANTIC, problem);
+  for (const check of extraChecks[kind] ?? []) {
+    const p = check(id, value as never);
+    if (p) return reject(ErrorCode.SEMANTIC, p);
+  }
+  return { ok: true, value: value as ObjectValue };
+}
