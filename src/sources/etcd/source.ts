@@ -1,0 +1,323 @@
+/**
+ * The etcd configuration source: lists `<prefix>/<kind>/<id>` keys once, then watches them, and
+ * turns both into ChangeSets (see ARCHITECTURE.md, "etcd source rules").
+ *
+ * start() contract (the Source interface leaves the choice to us):
+ *   - resolves once the first full ChangeSet was delivered (the consumer's promise settled);
+ *   - rejects with PORTICO_ERR_ETCD_UNAVAILABLE (or _ETCD_AUTH) as soon as the FIRST attempt to
+ *     list fails, so a gateway can fall back to its persisted snapshot instead of hanging;
+ *   - either way the source keeps retrying in the background (backoff, endpoint rotation) and
+ *     delivers a full ChangeSet when etcd answers, until stop() is called.
+ */
+import type { Change, ChangeSet } from '../../config/changeset.ts';
+import { isKind } from '../../config/changeset.ts';
+import { ErrorCode, PorticoError } from '../../errors.ts';
+import { log } from '../../observability/log.ts';
+import type { Source, SourceEvents, SourceState } from '../source.ts';
+import { EtcdClient, toPorticoError, type EtcdTlsOptions, type KeyValue } from './client.ts';
+import { watchPrefix, type WatchEvent } from './watch.ts';
+
+export interface EtcdSourceOptions {
+  endpoints: string[];
+  /** e.g. "/apisix"; keys are `<prefix>/<kind>/<id>` */
+  prefix: string;
+  user?: string;
+  password?: string;
+  tls?: EtcdTlsOptions;
+  /** per-request timeout, seconds (default 5) */
+  timeout?: number;
+  /** keys per page of the initial list (default 500) */
+  pageSize?: number;
+  /** reconnect backoff in ms: starts at `initial`, doubles up to `max` (defaults 100 / 5000), with jitter */
+  backoff?: { initial?: number; max?: number };
+  /** ms between liveness probes of the watched member (default 3000; 0 disables) */
+  probeInterval?: number;
+  /**
+   * abort the watch when etcd sent nothing for this many ms (default 0: off). Only meaningful when
+   * etcd's --experimental-watch-progress-notify-interval is shorter than this.
+   */
+  silenceTimeout?: number;
+}
+
+const SOURCE_NAME = 'etcd';
+
+export class EtcdSource implements Source {
+  readonly name = SOURCE_NAME;
+  /** the underlying client, also usable for instance registration (leases, puts) */
+  readonly client: EtcdClient;
+  private readonly prefix: string;
+  /** the prefix ranged and watched: `<prefix>/`, so the directory key itself is excluded */
+  private readonly keyPrefix: string;
+  private readonly opts: EtcdSourceOptions;
+
+  private events?: SourceEvents;
+  private readonly abort = new AbortController();
+  private running?: Promise<void>;
+  private stopped = false;
+
+  /**
+   * Highest revision handed to the delivery queue: the last applied event's mod_revision, or the
+   * revision of the last full list. The watch resumes at lastRevision + 1. The queue survives
+   * reconnects, so everything up to here reaches the consumer. Never taken from a response header
+   * of a watch message: the header revision can be ahead of the events we actually received.
+   */
+  private lastRevision = 0;
+  private needRelist = true;
+
+  private readonly queue: ChangeSet[] = [];
+  private pumping = false;
+
+  private state?: SourceState;
+  private firstSync?: { resolve(): void; reject(e: Error): void; settled: boolean; listed: boolean };
+
+  constructor(opts: EtcdSourceOptions) {
+    if (typeof opts.prefix !== 'string' || !opts.prefix.startsWith('/')) {
+      throw new PorticoError(ErrorCode.CONFIG_INVALID, `etcd: prefix must start with "/" (got ${JSON.stringify(opts.prefix)})`);
+    }
+    this.opts = opts;
+    this.prefix = opts.prefix.replace(/\/+$/, '');
+    this.keyPrefix = `${this.prefix}/`;
+    this.client = new EtcdClient({
+      endpoints: opts.endpoints,
+      user: opts.user,
+      password: opts.password,
+      tls: opts.tls,
+      timeout: opts.timeout,
+    });
+  }
+
+  start(events: SourceEvents): Promise<void> {
+    if (this.events) return Promise.reject(new Error('EtcdSource.start() called twice'));
+    this.events = events;
+    const p = new Promise<void>((resolve, reject) => {
+      this.firstSync = { resolve, reject, settled: false, listed: false };
+    });
+    this.running = this.run();
+    return p;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.abort.abort();
+    this.settleFirstSync(new PorticoError(ErrorCode.ETCD_UNAVAILABLE, 'etcd source stopped before the first sync'));
+    await this.running;
+    this.queue.length = 0;
+    await this.client.close();
+  }
+
+  // ---- connection loop -----------------------------------------------------------------------
+
+  private async run(): Promise<void> {
+    const initial = this.opts.backoff?.initial ?? 100;
+    const max = this.opts.backoff?.max ?? 5000;
+    let attempt = 0;
+    const signal = this.abort.signal;
+    while (!this.stopped) {
+      const endpoint = this.client.endpoint;
+      let error: PorticoError;
+      try {
+        if (this.needRelist) {
+          await this.relist(endpoint);
+        } else {
+          // A cheap read first: if etcd's revision is behind what we applied, it was wiped or
+          // restored from backup, and watching from lastRevision + 1 would wait forever.
+          const { header } = await this.client.range(this.keyPrefix, { endpoint, countOnly: true, signal });
+          if (header.revision < this.lastRevision) {
+            log.warn(
+              { endpoint, revision: header.revision, lastRevision: this.lastRevision },
+              'etcd revision went backwards (wiped or restored): relisting',
+            );
+            this.needRelist = true;
+            continue;
+          }
+        }
+        const end = await watchPrefix(this.client, {
+          prefix: this.keyPrefix,
+          startRevision: this.lastRevision + 1,
+          endpoint,
+          probeInterval: this.opts.probeInterval,
+          silenceTimeout: this.opts.silenceTimeout,
+          signal,
+          onCreated: () => {
+            attempt = 0;
+            this.setState({ connected: true, endpoint });
+          },
+          onEvents: (evs) => this.applyEvents(evs),
+        });
+        if (end.reason === 'aborted') break;
+        if (end.reason === 'compacted') {
+          log.warn(
+            { endpoint, compactRevision: end.compactRevision, lastRevision: this.lastRevision },
+            'etcd compacted past our revision: relisting',
+          );
+          this.needRelist = true;
+          continue;
+        }
+        error = end.error;
+      } catch (err) {
+        if (this.stopped) break;
+        error = toPorticoError(err, endpoint);
+      }
+      this.setState({ connected: false, endpoint, error });
+      if (!this.firstSync?.listed) this.settleFirstSync(error);
+      this.client.rotate(endpoint);
+      const delay = Math.min(max, initial * 2 ** Math.min(attempt, 30));
+      attempt++;
+      await sleep(delay / 2 + (Math.random() * delay) / 2, signal);
+    }
+  }
+
+  /** Range the whole prefix at one revision and queue it as one full ChangeSet. */
+  private async relist(endpoint: string): Promise<void> {
+    const { revision, kvs } = await this.client.rangePrefix(this.keyPrefix, {
+      pageSize: this.opts.pageSize ?? 500,
+      endpoint,
+      signal: this.abort.signal,
+    });
+    const changes: Change[] = [];
+    for (const kv of kvs) {
+      const change = this.toChange(kv, false);
+      if (change) changes.push(change);
+    }
+    const first = this.lastRevision === 0;
+    log.info(
+      { endpoint, revision, objects: changes.length, previousRevision: first ? undefined : this.lastRevision },
+      first ? 'etcd listed' : 'etcd relisted',
+    );
+    this.lastRevision = revision;
+    this.needRelist = false;
+    if (this.firstSync) this.firstSync.listed = true;
+    this.enqueue({ source: SOURCE_NAME, revision, full: true, changes });
+  }
+
+  /** Watch events → one ChangeSet per etcd revision (a txn's puts arrive together). */
+  private applyEvents(events: WatchEvent[]): void {
+    let current: ChangeSet | undefined;
+    for (const ev of events) {
+      const rev = ev.kv.modRevision;
+      // already applied (cannot happen with a correct start revision; cheap insurance).
+      // lastRevision moves only when a revision's group is finished, so this never splits one.
+      if (rev <= this.lastRevision) continue;
+      if (!current || current.revision !== rev) {
+        if (current) this.finishRevision(current);
+        current = { source: SOURCE_NAME, revision: rev, full: false, changes: [] };
+      }
+      const change = this.toChange(ev.kv, ev.type === 'DELETE');
+      if (change) current.changes.push(change);
+    }
+    if (current) this.finishRevision(current);
+  }
+
+  private finishRevision(cs: ChangeSet): void {
+    this.lastRevision = cs.revision;
+    // revisions touching only foreign keys (e.g. <prefix>/_instances/...) advance the resume
+    // point but carry nothing for the store
+    if (cs.changes.length > 0) this.enqueue(cs);
+  }
+
+  private toChange(kv: KeyValue, deleted: boolean): Change | undefined {
+    if (!kv.key.startsWith(this.keyPrefix)) return undefined;
+    const rest = kv.key.slice(this.keyPrefix.length);
+    const slash = rest.indexOf('/');
+    if (slash <= 0) return undefined; // the `<prefix>/<kind>` directory key
+    const kind = rest.slice(0, slash);
+    const id = rest.slice(slash + 1);
+    if (!isKind(kind) || id === '' || id.includes('/')) return undefined;
+    if (deleted) return { kind, id, modRevision: kv.modRevision, deleted: true };
+    try {
+      return { kind, id, modRevision: kv.modRevision, value: JSON.parse(kv.value) as unknown };
+    } catch (err) {
+      return {
+        kind,
+        id,
+        modRevision: kv.modRevision,
+        parseError: `${kind}/${id}: invalid JSON: ${(err as Error).message}`,
+      };
+    }
+  }
+
+  // ---- delivery ------------------------------------------------------------------------------
+
+  private enqueue(cs: ChangeSet): void {
+    this.queue.push(cs);
+    if (this.pumping) return;
+    this.pumping = true;
+    // Deliver from a microtask: every ChangeSet of one watch response is queued by then and goes
+    // out merged; while the consumer is busy, later ones pile up and are merged the same way.
+    queueMicrotask(() => void this.pump());
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      while (this.queue.length > 0 && !this.stopped) {
+        const batch = this.queue.splice(0);
+        const cs = batch.length === 1 ? batch[0]! : mergeChangeSets(batch);
+        try {
+          await this.events!.onChangeSet(cs);
+        } catch (err) {
+          log.error({ err, revision: cs.revision }, 'etcd: the ChangeSet consumer failed');
+        }
+        if (cs.full) this.settleFirstSync();
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private settleFirstSync(err?: PorticoError): void {
+    const fs = this.firstSync;
+    if (!fs || fs.settled) return;
+    fs.settled = true;
+    if (err) fs.reject(err);
+    else fs.resolve();
+  }
+
+  private setState(s: { connected: boolean; endpoint: string; error?: PorticoError }): void {
+    if (this.stopped) return;
+    if (this.state && this.state.connected === s.connected) return;
+    const state: SourceState = { connected: s.connected, since: new Date().toISOString() };
+    if (s.error) state.error = { code: s.error.code, message: s.error.message };
+    this.state = state;
+    if (s.connected) log.info({ endpoint: s.endpoint, revision: this.lastRevision }, 'etcd connected');
+    else log.warn({ endpoint: s.endpoint, err: state.error, revision: this.lastRevision }, 'etcd disconnected');
+    this.events?.onState(state);
+  }
+}
+
+/**
+ * Merge consecutive ChangeSets into one that leads to the same state: last write per object wins,
+ * a full set resets everything before it, and the revision is the last one's. No event is lost: an
+ * object's final change in the batch is what the store would have ended with anyway.
+ */
+export function mergeChangeSets(list: ChangeSet[]): ChangeSet {
+  let full = false;
+  const byKey = new Map<string, Change>();
+  for (const cs of list) {
+    if (cs.full) {
+      full = true;
+      byKey.clear();
+    }
+    for (const c of cs.changes) {
+      const key = `${c.kind}/${c.id}`;
+      byKey.delete(key);
+      // in a full set, absence is deletion
+      if (full && c.deleted) continue;
+      byKey.set(key, c);
+    }
+  }
+  return { source: list[0]!.source, revision: list[list.length - 1]!.revision, full, changes: [...byKey.values()] };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
