@@ -1,0 +1,104 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { Ajv } from 'ajv';
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { ErrorCode, PorticoError } from '../errors.ts';
+import { StringEnum } from './schema/common.ts';
+
+/** `host:port`, `[v6]:port` or a bare port */
+const ListenAddress = Type.String({ pattern: '^((\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):)?[0-9]{1,5}$' });
+
+const EtcdConfigSchema = Type.Object(
+  {
+    endpoints: Type.Array(Type.String({ pattern: '^https?://' }), { minItems: 1, default: ['http://127.0.0.1:2379'] }),
+    prefix: Type.String({ pattern: '^/', default: '/portico' }),
+    user: Type.Optional(Type.String({ minLength: 1 })),
+    password: Type.Optional(Type.String()),
+    tls: Type.Optional(
+      Type.Object(
+        { ca: Type.Optional(Type.String()), cert: Type.Optional(Type.String()), key: Type.Optional(Type.String()) },
+        { additionalProperties: false },
+      ),
+    ),
+    timeout: Type.Number({ exclusiveMinimum: 0, default: 5 }),
+  },
+  { additionalProperties: false },
+);
+
+/** portico.yaml: how this gateway instance runs. Objects (routes, ...) live in the config source. */
+export const GatewayConfigSchema = Type.Object(
+  {
+    instance_id: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' })),
+    proxy: Type.Object(
+      {
+        listen: Type.Array(ListenAddress, { minItems: 1, default: ['0.0.0.0:9080'] }),
+        router: StringEnum(['radixtree_host_uri', 'radixtree_uri', 'radixtree_uri_with_parameter'], { default: 'radixtree_host_uri' }),
+        drain_timeout: Type.Number({ minimum: 0, default: 30 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    status: Type.Object({ listen: ListenAddress }, { additionalProperties: false, default: { listen: '127.0.0.1:9090' } }),
+    config: Type.Object(
+      {
+        source: StringEnum(['file', 'etcd'], { default: 'file' }),
+        file: Type.Object({ path: Type.String({ minLength: 1 }) }, { additionalProperties: false, default: { path: 'routes.yaml' } }),
+        etcd: Type.Optional(EtcdConfigSchema),
+        snapshot: Type.String({ minLength: 1, default: 'data/snapshot.json' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export type GatewayConfig = Static<typeof GatewayConfigSchema>;
+export type EtcdConfig = Static<typeof EtcdConfigSchema>;
+
+const ajv = new Ajv({ useDefaults: true, strict: false, allErrors: false });
+const validateGateway = ajv.compile(GatewayConfigSchema);
+const validateEtcd = ajv.compile(EtcdConfigSchema);
+
+/**
+ * Reads portico.yaml. Defaults are filled in; relative paths resolve against the file's folder.
+ * Throws PORTICO_ERR_CONFIG_INVALID naming the file, the field and the rule.
+ */
+export function loadGatewayConfig(path: string): GatewayConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new PorticoError(ErrorCode.CONFIG_INVALID, `cannot read ${path}: ${(err as Error).message}`);
+  }
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length) throw new PorticoError(ErrorCode.CONFIG_INVALID, `${path}: ${doc.errors[0]!.message}`);
+  return parseGatewayConfig((doc.toJS() ?? {}) as unknown, dirname(resolve(path)), path);
+}
+
+export function parseGatewayConfig(raw: unknown, baseDir: string, name = 'config'): GatewayConfig {
+  const value = structuredClone(raw ?? {}) as Record<string, unknown>;
+  if (!validateGateway(value)) {
+    const e = validateGateway.errors![0]!;
+    const extra = e.keyword === 'additionalProperties' ? ` '${(e.params as { additionalProperty: string }).additionalProperty}'` : '';
+    throw new PorticoError(ErrorCode.CONFIG_INVALID, `${name}: ${e.instancePath || '/'}: ${e.message}${extra}`);
+  }
+  const cfg = value as GatewayConfig;
+  if (cfg.config.source === 'etcd') {
+    cfg.config.etcd ??= {} as EtcdConfig;
+    validateEtcd(cfg.config.etcd); // fills defaults
+  }
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
+  cfg.config.file.path = abs(cfg.config.file.path);
+  cfg.config.snapshot = abs(cfg.config.snapshot);
+  const tls = cfg.config.etcd?.tls;
+  if (tls) for (const k of ['ca', 'cert', 'key'] as const) if (tls[k]) tls[k] = abs(tls[k]!);
+  return cfg;
+}
+
+/** "0.0.0.0:9080" | "[::1]:9080" | "9080" -> host and port for net.listen */
+export function parseListen(address: string): { host: string; port: number } {
+  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[^:\s]+):)?([0-9]{1,5})$/.exec(address);
+  if (!m) throw new PorticoError(ErrorCode.CONFIG_INVALID, `invalid listen address '${address}'`);
+  const host = m[1] ? m[1].replace(/^\[|\]$/g, '') : '0.0.0.0';
+  return { host, port: Number(m[2]) };
+}

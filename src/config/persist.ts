@@ -1,0 +1,107 @@
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { ErrorCode, PorticoError } from '../errors.ts';
+import { KINDS, type ChangeSet, type Change } from './changeset.ts';
+import type { Snapshot } from './snapshot.ts';
+
+/**
+ * The last good snapshot on disk, so a gateway restarted while its config source is down still
+ * serves. Written atomically (temp file + rename): a crash mid-write leaves the previous file.
+ */
+interface SnapshotFile {
+  format: 'portico-snapshot/1';
+  source: string;
+  revision: number;
+  detail?: string;
+  savedAt: string;
+  objects: Record<string, Array<{ id: string; modRevision: number; value: unknown }>>;
+}
+
+export async function writeSnapshotFile(path: string, snapshot: Snapshot): Promise<void> {
+  const file: SnapshotFile = {
+    format: 'portico-snapshot/1',
+    source: snapshot.source,
+    revision: snapshot.revision,
+    detail: snapshot.detail,
+    savedAt: new Date().toISOString(),
+    objects: {},
+  };
+  for (const kind of KINDS) {
+    file.objects[kind] = [...snapshot[kind].values()].map((o) => ({ id: o.id, modRevision: o.modRevision, value: o.value }));
+  }
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, JSON.stringify(file));
+  await rename(tmp, path);
+}
+
+/**
+ * Reads a snapshot file back as a full ChangeSet from its original source, so that feeding the
+ * store with it and then with the source's own listing skips every object whose modRevision
+ * did not change. Returns undefined when there is no file.
+ */
+export async function readSnapshotFile(path: string): Promise<(ChangeSet & { savedAt: string }) | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new PorticoError(ErrorCode.SNAPSHOT, `cannot read snapshot ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  let file: SnapshotFile;
+  try {
+    file = JSON.parse(text) as SnapshotFile;
+  } catch (err) {
+    throw new PorticoError(ErrorCode.SNAPSHOT, `snapshot ${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (file?.format !== 'portico-snapshot/1' || typeof file.objects !== 'object') {
+    throw new PorticoError(ErrorCode.SNAPSHOT, `snapshot ${path} has an unknown format`);
+  }
+  const changes: Change[] = [];
+  for (const kind of KINDS) {
+    for (const o of file.objects[kind] ?? []) changes.push({ kind, id: o.id, modRevision: o.modRevision, value: o.value });
+  }
+  return { source: file.source, revision: file.revision, detail: file.detail, full: true, changes, savedAt: file.savedAt };
+}
+
+/**
+ * Writes snapshots as they are published, at most one write in flight and coalescing bursts:
+ * the newest snapshot always ends up on disk, intermediate ones may be skipped.
+ */
+export class SnapshotWriter {
+  private pending: Snapshot | undefined;
+  private writing: Promise<void> | undefined;
+  lastError: Error | undefined;
+
+  constructor(
+    private readonly path: string,
+    private readonly onError: (err: Error) => void,
+  ) {}
+
+  schedule(snapshot: Snapshot): void {
+    this.pending = snapshot;
+    this.writing ??= this.drain();
+  }
+
+  /** Resolves when the newest scheduled snapshot is on disk. */
+  async flush(): Promise<void> {
+    while (this.writing) await this.writing;
+  }
+
+  private async drain(): Promise<void> {
+    // yield once so a burst of publishes in the same tick costs one write
+    await new Promise((r) => setTimeout(r, 20));
+    while (this.pending) {
+      const s = this.pending;
+      this.pending = undefined;
+      try {
+        await writeSnapshotFile(this.path, s);
+        this.lastError = undefined;
+      } catch (err) {
+        this.lastError = err as Error;
+        this.onError(err as Error);
+      }
+    }
+    this.writing = undefined;
+  }
+}

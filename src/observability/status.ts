@@ -1,0 +1,50 @@
+import { createServer, type Server } from 'node:http';
+import type { RejectionRecord } from '../config/store.ts';
+
+/** What every instance reports about itself at GET /status. */
+export interface StatusReport {
+  instance_id: string;
+  version: string;
+  /** "file" | "etcd" */
+  source: string;
+  /** source revision served (file: a counter; see source_detail for the content hash) */
+  revision: number;
+  source_detail?: string;
+  /** true once a first full sync (or a snapshot from disk) is in force */
+  ready: boolean;
+  /** true while what is served may differ from the source: loaded from disk, or the source is unreachable/broken */
+  stale: boolean;
+  /** config came from the on-disk snapshot and the source has not answered since start */
+  from_snapshot: boolean;
+  connected: boolean;
+  /** since when `connected` has its current value */
+  connected_since: string;
+  source_error?: { code: string; message: string };
+  last_applied: string | null;
+  counts: { routes: number; services: number; upstreams: number };
+  rejected: RejectionRecord[];
+  rejections_total: Record<string, number>;
+}
+
+/**
+ * Status endpoints, on their own listener (loopback by default) so that they are never routed
+ * through the proxy: GET /status (JSON), GET /status/ready (200 when ready, else 503).
+ */
+export function createStatusServer(report: () => StatusReport): Server {
+  return createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { 'content-type': 'application/json', allow: 'GET, HEAD' }).end('{"error_msg":"method not allowed"}');
+      return;
+    }
+    if (path === '/status') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(report()));
+    } else if (path === '/status/ready') {
+      const r = report();
+      const body = JSON.stringify({ ready: r.ready, stale: r.stale, revision: r.revision });
+      res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(body);
+    } else {
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"error_msg":"404 Not Found"}');
+    }
+  });
+}

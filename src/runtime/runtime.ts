@@ -1,0 +1,155 @@
+import type { Kind } from '../config/changeset.ts';
+import type { RouteConfig } from '../config/schema/route.ts';
+import type { ServiceConfig } from '../config/schema/service.ts';
+import type { UpstreamConfig } from '../config/schema/upstream.ts';
+import type { Snapshot, SnapshotDiff } from '../config/snapshot.ts';
+import { Router } from '../router/router.ts';
+import type { MatchRequest, RouteMatchSpec, RouterMode } from '../router/types.ts';
+import { compileUpstream } from './upstream.ts';
+import type { UpstreamTarget } from '../upstream/types.ts';
+import type { CompiledRoute, RouteTable } from './types.ts';
+
+/** Holds the upstream in force for one upstream object; routes keep the slot, not the target. */
+interface UpstreamSlot {
+  target: UpstreamTarget | undefined;
+}
+
+class Route implements CompiledRoute {
+  private derived: { from: UpstreamTarget; target: UpstreamTarget } | undefined;
+  constructor(
+    readonly id: string,
+    private readonly slot: UpstreamSlot | undefined,
+    /** route-level timeout (APISIX `route.timeout`) overrides the upstream's */
+    private readonly timeout: UpstreamTarget['timeout'] | undefined,
+    readonly plugins: Record<string, unknown> | undefined,
+  ) {}
+
+  get upstream(): UpstreamTarget | undefined {
+    const target = this.slot?.target;
+    if (!target || !this.timeout) return target;
+    if (this.derived?.from !== target) this.derived = { from: target, target: { ...target, timeout: this.timeout } };
+    return this.derived.target;
+  }
+}
+
+/**
+ * The data plane's view of a snapshot, updated incrementally: only routes whose version (or whose
+ * service) changed touch the router, and an upstream whose nodes did not change keeps its balancer.
+ * An upstream change swaps the target inside its slot, so the routes using it are not recompiled.
+ */
+export class Runtime implements RouteTable {
+  private readonly router: Router<CompiledRoute>;
+  private readonly slots = new Map<string, UpstreamSlot>();
+  /** service id -> ids of routes that use it (their hosts, upstream and plugins come from it) */
+  private readonly routesByService = new Map<string, Set<string>>();
+  private readonly serviceOfRoute = new Map<string, string>();
+  revision = 0;
+
+  constructor(readonly mode: RouterMode) {
+    this.router = new Router<CompiledRoute>(mode);
+  }
+
+  get routeCount(): number {
+    return this.router.size;
+  }
+
+  matchRoute(req: MatchRequest): { route: CompiledRoute; params?: Record<string, string> } | undefined {
+    const m = this.router.match(req);
+    return m && { route: m.target, params: m.params };
+  }
+
+  /** Every upstream target in force (for pool retention and status). */
+  upstreamTargets(): UpstreamTarget[] {
+    const out: UpstreamTarget[] = [];
+    for (const s of this.slots.values()) if (s.target) out.push(s.target);
+    return out;
+  }
+
+  apply(snapshot: Snapshot, diff: SnapshotDiff): void {
+    for (const id of diff.upstreams) this.updateSlot('upstreams', id, snapshot.upstreams.get(id)?.value);
+    const routes = new Set(diff.routes);
+    for (const id of diff.services) {
+      this.updateSlot('services', id, snapshot.services.get(id)?.value.upstream);
+      for (const r of this.routesByService.get(id) ?? []) routes.add(r);
+    }
+    for (const id of routes) this.updateRoute(snapshot, id);
+    this.revision = snapshot.revision;
+  }
+
+  private updateSlot(kind: Kind, id: string, config: UpstreamConfig | undefined): void {
+    const key = `${kind}/${id}`;
+    let slot = this.slots.get(key);
+    if (!config) {
+      if (slot) slot.target = undefined;
+      this.slots.delete(key);
+      return;
+    }
+    if (!slot) this.slots.set(key, (slot = { target: undefined }));
+    slot.target = compileUpstream(key, config, slot.target);
+  }
+
+  private slot(key: string): UpstreamSlot {
+    let slot = this.slots.get(key);
+    if (!slot) this.slots.set(key, (slot = { target: undefined }));
+    return slot;
+  }
+
+  private updateRoute(snapshot: Snapshot, id: string): void {
+    const stored = snapshot.routes.get(id);
+    const oldService = this.serviceOfRoute.get(id);
+    if (oldService !== undefined) {
+      this.routesByService.get(oldService)?.delete(id);
+      this.serviceOfRoute.delete(id);
+    }
+    this.updateSlot('routes', id, stored?.value.upstream);
+    if (!stored) {
+      this.router.remove(id);
+      return;
+    }
+    const r = stored.value;
+    const serviceId = r.service_id === undefined ? undefined : String(r.service_id);
+    if (serviceId !== undefined) {
+      this.serviceOfRoute.set(id, serviceId);
+      let set = this.routesByService.get(serviceId);
+      if (!set) this.routesByService.set(serviceId, (set = new Set()));
+      set.add(id);
+    }
+    if (r.status === 0) {
+      this.router.remove(id);
+      return;
+    }
+    const service = serviceId === undefined ? undefined : snapshot.services.get(serviceId)?.value;
+    this.router.upsert(routeSpec(id, r, service), this.compileRoute(id, r, serviceId, service));
+  }
+
+  private compileRoute(id: string, r: RouteConfig, serviceId: string | undefined, service: ServiceConfig | undefined): CompiledRoute {
+    // APISIX precedence: the route's own upstream, then its upstream_id, then the service's
+    let slot: UpstreamSlot | undefined;
+    if (r.upstream) slot = this.slot(`routes/${id}`);
+    else if (r.upstream_id !== undefined) slot = this.slot(`upstreams/${r.upstream_id}`);
+    else if (service?.upstream) slot = this.slot(`services/${serviceId}`);
+    else if (service?.upstream_id !== undefined) slot = this.slot(`upstreams/${service.upstream_id}`);
+    const timeout = r.timeout && {
+      connect: (r.timeout.connect ?? 60) * 1000,
+      send: (r.timeout.send ?? 60) * 1000,
+      read: (r.timeout.read ?? 60) * 1000,
+    };
+    const plugins = service?.plugins || r.plugins ? { ...service?.plugins, ...r.plugins } : undefined;
+    return new Route(id, slot, timeout, plugins);
+  }
+}
+
+/** The router's view of a route: service hosts filled in, hosts lower-cased, single forms folded into lists. */
+export function routeSpec(id: string, r: RouteConfig, service?: ServiceConfig): RouteMatchSpec {
+  const hosts = r.hosts ?? (r.host ? [r.host] : service?.hosts);
+  const remote = r.remote_addrs ?? (r.remote_addr ? [r.remote_addr] : undefined);
+  return {
+    id,
+    uris: r.uris ?? [r.uri!],
+    hosts: hosts?.map((h) => h.toLowerCase()),
+    methods: r.methods,
+    priority: r.priority ?? 0,
+    remoteAddrs: remote,
+    vars: r.vars,
+  };
+}
