@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { Change, ChangeSet } from '../../src/config/changeset.ts';
+import { ConfigStore } from '../../src/config/store.ts';
+
+const up = (port = 1980) => ({ nodes: { [`127.0.0.1:${port}`]: 1 } });
+let rev = 0;
+function cs(changes: Array<Omit<Change, 'modRevision'> & { modRevision?: number }>, full = false): ChangeSet {
+  rev++;
+  return { source: 'test', revision: rev, full, changes: changes.map((c) => ({ modRevision: rev, ...c })) };
+}
+
+describe('ConfigStore', () => {
+  test('applies valid objects and publishes a snapshot with the revision', () => {
+    const store = new ConfigStore();
+    const r = store.apply(cs([{ kind: 'upstreams', id: 'u1', value: up() }, { kind: 'routes', id: 'r1', value: { uri: '/a', upstream_id: 'u1' } }]));
+    assert.equal(r.snapshot.revision, rev);
+    assert.deepEqual([...r.snapshot.routes.keys()], ['r1']);
+    assert.deepEqual([...r.diff.routes], ['r1']);
+    assert.deepEqual([...r.diff.upstreams], ['u1']);
+    assert.deepEqual(store.rejections(), []);
+  });
+
+  test('an invalid new version is rejected with a reason and the previous version keeps serving', () => {
+    const store = new ConfigStore();
+    store.apply(cs([{ kind: 'routes', id: '7', value: { uri: '/a', upstream: up() } }]));
+    const r = store.apply(cs([{ kind: 'routes', id: '7', value: { uri: '/b', upstream: { nodes: {} } } }]));
+    assert.equal(r.snapshot.routes.get('7')!.value.uri, '/a');
+    assert.equal(r.diff.routes.size, 0);
+    const [rej] = store.rejections();
+    assert.equal(rej!.reason, 'routes/7: /upstream/nodes: must NOT have fewer than 1 properties');
+    assert.equal(rej!.code, 'PORTICO_ERR_SCHEMA');
+    // a valid version clears the rejection
+    store.apply(cs([{ kind: 'routes', id: '7', value: { uri: '/c', upstream: up() } }]));
+    assert.equal(store.snapshot.routes.get('7')!.value.uri, '/c');
+    assert.deepEqual(store.rejections(), []);
+  });
+
+  test('a parse error is a rejection, not a crash', () => {
+    const store = new ConfigStore();
+    store.apply(cs([{ kind: 'routes', id: '1', parseError: 'invalid JSON: Unexpected token' }]));
+    assert.equal(store.rejections()[0]!.code, 'PORTICO_ERR_PARSE');
+    assert.equal(store.snapshot.routes.size, 0);
+    assert.equal(store.rejectionCount.get('PORTICO_ERR_PARSE'), 1);
+  });
+
+  test('a dangling reference is reported, and resolves when the target arrives later', () => {
+    const store = new ConfigStore();
+    store.apply(cs([{ kind: 'routes', id: 'r1', value: { uri: '/a', upstream_id: 'u9' } }]));
+    assert.equal(store.snapshot.routes.size, 0);
+    assert.deepEqual(store.rejections().map((r) => [r.code, r.reason]), [['PORTICO_ERR_REFERENCE', "routes/r1: /upstream_id: upstream 'u9' not found"]]);
+    const r = store.apply(cs([{ kind: 'upstreams', id: 'u9', value: up() }]));
+    assert.ok(r.snapshot.routes.has('r1'));
+    assert.deepEqual([...r.diff.routes], ['r1']);
+    assert.deepEqual(store.rejections(), []);
+  });
+
+  test('re-pointing a route at a missing upstream keeps the version in force', () => {
+    const store = new ConfigStore();
+    store.apply(cs([{ kind: 'upstreams', id: 'u1', value: up() }, { kind: 'routes', id: 'r1', value: { uri: '/a', upstream_id: 'u1' } }]));
+    store.apply(cs([{ kind: 'routes', id: 'r1', value: { uri: '/a', upstream_id: 'nope' } }]));
+    assert.equal(store.snapshot.routes.get('r1')!.value.upstream_id, 'u1');
+    assert.equal(store.rejections()[0]!.code, 'PORTICO_ERR_REFERENCE');
+  });
+
+  test('deleting an upstream takes down the routes that need it, with a reason', () => {
+    const store = new ConfigStore();
+    store.apply(cs([{ kind: 'upstreams', id: 'u1', value: up() }, { kind: 'routes', id: 'r1', value: { uri: '/a', upstream_id: 'u1' } }]));
+    const r = store.apply(cs([{ kind: 'upstreams', id: 'u1', deleted: true }]));
+    assert.equal(r.snapshot.routes.size, 0);
+    assert.deepEqual([...r.diff.routes], ['r1']);
+    assert.match(store.rejections()[0]!.reason, /upstream 'u1' not found/);
+  });
+
+  test('routes through a service: the service must exist and supply an upstream', () => {
+    const store = new ConfigStore();
+    store.apply(cs([{ kind: 'services', id: 's1', value: { hosts: ['a.com'] } }, { kind: 'routes', id: 'r1', value: { uri: '/a', service_id: 's1' } }]));
+    assert.match(store.rejections()[0]!.reason, /neither the route nor service 's1' has an upstream/);
+    store.apply(cs([{ kind: 'services', id: 's1', value: { hosts: ['a.com'], upstream: up() } }]));
+    assert.ok(store.snapshot.routes.has('r1'));
+  });
+
+  test('a full listing skips unchanged objects and deletes the missing ones', () => {
+    const store = new ConfigStore();
+    store.apply({ source: 't', revision: 10, full: true, changes: [
+      { kind: 'upstreams', id: 'u1', modRevision: 5, value: up() },
+      { kind: 'routes', id: 'r1', modRevision: 6, value: { uri: '/a', upstream_id: 'u1' } },
+      { kind: 'routes', id: 'r2', modRevision: 7, value: { uri: '/b', upstream_id: 'u1' } },
+    ] });
+    const before = store.snapshot.routes.get('r1');
+    const r = store.apply({ source: 't', revision: 12, full: true, changes: [
+      { kind: 'upstreams', id: 'u1', modRevision: 5, value: up() },
+      { kind: 'routes', id: 'r1', modRevision: 6, value: { uri: '/a', upstream_id: 'u1' } },
+    ] });
+    assert.deepEqual([...r.diff.routes], ['r2']);
+    assert.equal(r.diff.upstreams.size, 0);
+    assert.equal(r.snapshot.routes.get('r1'), before, 'unchanged object is the same object');
+    assert.equal(r.snapshot.revision, 12);
+  });
+
+  test('published snapshots are never mutated', () => {
+    const store = new ConfigStore();
+    const s1 = store.apply(cs([{ kind: 'routes', id: 'r1', value: { uri: '/a', upstream: up() } }])).snapshot;
+    store.apply(cs([{ kind: 'routes', id: 'r2', value: { uri: '/b', upstream: up() } }, { kind: 'routes', id: 'r1', deleted: true }]));
+    assert.deepEqual([...s1.routes.keys()], ['r1']);
+    assert.deepEqual([...store.snapshot.routes.keys()], ['r2']);
+  });
+
+  test('schema rules follow APISIX: uri xor uris, unknown fields, methods, id must match key', () => {
+    const store = new ConfigStore();
+    store.apply(cs([
+      { kind: 'routes', id: 'a', value: { uri: '/a', uris: ['/b'], upstream: up() } },
+      { kind: 'routes', id: 'b', value: { uri: '/a', upstream: up(), hostt: 'x' } },
+      { kind: 'routes', id: 'c', value: { uri: '/a', methods: ['FETCH'], upstream: up() } },
+      { kind: 'routes', id: 'd', value: { id: 'other', uri: '/a', upstream: up() } },
+      { kind: 'upstreams', id: 'e', value: { type: 'chash', nodes: { 'a:1': 1 } } },
+    ]));
+    const reasons = Object.fromEntries(store.rejections().map((r) => [r.id, r.reason]));
+    assert.equal(reasons.a, "routes/a: /: only one of 'uri' and 'uris' may be set");
+    assert.equal(reasons.b, "routes/b: /: unknown field 'hostt'");
+    assert.match(reasons.c!, /^routes\/c: \/methods\/0: must be one of "GET"/);
+    assert.equal(reasons.d, "routes/d: /id: 'other' does not match the object's key id 'd'");
+    assert.match(reasons.e!, /balancer 'chash' is not supported/);
+  });
+});
