@@ -9,6 +9,11 @@ export interface UpstreamNode {
   weight: number;
   /** "host:port" ("[v6]:port" for IPv6), the node's identity for balancers and pools */
   key: string;
+  /**
+   * APISIX node priority (default 0): nodes of a lower priority are only tried once every node of
+   * a higher priority has failed for the request.
+   */
+  priority?: number;
 }
 
 /**

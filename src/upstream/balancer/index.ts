@@ -1,0 +1,49 @@
+import { ErrorCode, PorticoError } from '../../errors.ts';
+import type { Balancer, UpstreamNode } from '../types.ts';
+import { createRoundRobin } from './roundrobin.ts';
+
+/** Every balancer file exports one factory of this shape (`createRoundRobin`, later `createChash`, ...). */
+export type BalancerFactory = (nodes: UpstreamNode[]) => Balancer;
+
+/** APISIX upstream `type` → factory. Add one line per algorithm file. */
+const factories: Readonly<Record<string, BalancerFactory>> = {
+  roundrobin: createRoundRobin,
+};
+
+export function balancerTypes(): string[] {
+  return Object.keys(factories);
+}
+
+/**
+ * A balancer for an upstream's nodes. Nodes with different `priority` values get one balancer per
+ * priority level, tried from the highest: lower levels only serve a request once every eligible
+ * node above has been tried (APISIX's priority semantics).
+ */
+export function createBalancer(type: string, nodes: UpstreamNode[]): Balancer {
+  const factory = Object.hasOwn(factories, type) ? factories[type] : undefined;
+  if (factory === undefined) {
+    throw new PorticoError(ErrorCode.SEMANTIC, `unknown balancer type "${type}" (known: ${balancerTypes().join(', ')})`);
+  }
+  const levels = new Map<number, UpstreamNode[]>();
+  for (const node of nodes) {
+    const priority = node.priority ?? 0;
+    let level = levels.get(priority);
+    if (level === undefined) levels.set(priority, (level = []));
+    level.push(node);
+  }
+  if (levels.size <= 1) return factory(nodes);
+  const ordered = [...levels.entries()].sort((a, b) => b[0] - a[0]).map(([, level]) => factory(level));
+  return new PriorityBalancer(ordered);
+}
+
+class PriorityBalancer implements Balancer {
+  constructor(private readonly levels: Balancer[]) {}
+
+  pick(tried?: ReadonlySet<UpstreamNode>): UpstreamNode | undefined {
+    for (const level of this.levels) {
+      const node = level.pick(tried);
+      if (node !== undefined) return node;
+    }
+    return undefined;
+  }
+}
