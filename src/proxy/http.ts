@@ -1,0 +1,238 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import { ProxyError } from '../errors.ts';
+import type { RouteTable } from '../runtime/types.ts';
+import { pools as sharedPools, type ConnectionPools } from '../upstream/pools.ts';
+import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
+import { classifyFailure, Failure, failureResponse } from './failures.ts';
+import { clientHeaders, upstreamHeaders, upstreamHost } from './headers.ts';
+import { describeRequest, type ProxyRequest } from './request.ts';
+import { sendError } from './responses.ts';
+import { proxyUpgrade } from './websocket.ts';
+
+export interface HttpProxyOptions {
+  /** the route table in force; called once per request, which then keeps that table to the end */
+  routes: () => RouteTable;
+  /** keep-alive pools to use (default: the process-wide ones from upstream/pools.ts) */
+  pools?: ConnectionPools;
+}
+
+export interface HttpProxy {
+  /** node:http 'request' listener */
+  handleRequest(req: IncomingMessage, res: ServerResponse): void;
+  /** node:http 'upgrade' listener (WebSocket) */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
+  const { routes } = options;
+  const pools = options.pools ?? sharedPools;
+  return {
+    handleRequest(req, res) {
+      const request = describeRequest(req);
+      if (request === undefined) return sendError(res, ProxyError.BAD_REQUEST);
+      const matched = routes().matchRoute(request);
+      if (matched === undefined) return sendError(res, ProxyError.ROUTE_NOT_FOUND);
+      const upstream = matched.route.upstream;
+      // APISIX: "missing upstream configuration in Route or Service" → 503
+      if (upstream === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
+      const node = upstream.balancer.pick();
+      if (node === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
+      new HttpExchange(req, res, request, upstream, pools, node).start();
+    },
+    handleUpgrade(req, socket, head) {
+      proxyUpgrade(req, socket, head, routes);
+    },
+  };
+}
+
+const clientClosed = new Error('client closed the connection');
+
+/**
+ * One proxied request, also the undici dispatch handler for each attempt, so a request costs one
+ * object plus its header array (methods live on the prototype, not in per-request closures).
+ *
+ * Uses undici's classic handler methods (onConnect/onHeaders/onData/onComplete/onError): undici 7
+ * runs them natively and wraps the newer controller API into them, with headers parsed into an
+ * object we would only have to flatten again.
+ */
+class HttpExchange implements Dispatcher.DispatchHandler {
+  private readonly req: IncomingMessage;
+  private readonly res: ServerResponse;
+  private readonly upstream: UpstreamTarget;
+  private readonly pools: ConnectionPools;
+  private readonly dispatchOptions: Dispatcher.DispatchOptions;
+  private readonly headers: string[];
+  private readonly hostIndex: number;
+  private readonly clientHost: string | undefined;
+  private readonly hasBody: boolean;
+
+  private node: UpstreamNode;
+  private tried: Set<UpstreamNode> | undefined;
+  private retriesLeft: number;
+  /** epoch ms after which no further node is tried; 0 = no limit */
+  private retryDeadline = 0;
+  /** one extra attempt for a kept-alive connection the upstream closed under us (nginx does the same) */
+  private brokenReuseRetry = true;
+  /** undici called onConnect: the request is on a socket, headers (maybe body) may be sent */
+  private onSocket = false;
+  private abortUpstream: ((err?: Error) => void) | null = null;
+  private resumeUpstream: (() => void) | null = null;
+  private responding = false;
+  private done = false;
+
+  constructor(
+    req: IncomingMessage,
+    res: ServerResponse,
+    request: ProxyRequest,
+    upstream: UpstreamTarget,
+    pools: ConnectionPools,
+    node: UpstreamNode,
+  ) {
+    this.req = req;
+    this.res = res;
+    this.upstream = upstream;
+    this.pools = pools;
+    this.retriesLeft = upstream.retries;
+    const headers = req.headers;
+    this.hasBody = headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0');
+    this.clientHost = headers.host;
+    this.node = node;
+    const built = upstreamHeaders(req, request, upstream, node, false);
+    this.headers = built.headers;
+    this.hostIndex = built.hostIndex;
+    this.dispatchOptions = {
+      path: request.forwardPath,
+      method: request.method as Dispatcher.HttpMethod,
+      headers: this.headers,
+      body: this.hasBody ? req : null,
+      headersTimeout: upstream.timeout.read,
+      bodyTimeout: upstream.timeout.read,
+    };
+  }
+
+  start(): void {
+    this.res.on('close', this.onClientClose);
+    if (this.upstream.retryTimeout > 0) this.retryDeadline = Date.now() + this.upstream.retryTimeout;
+    this.dispatchTo(this.node);
+  }
+
+  private dispatchTo(node: UpstreamNode): void {
+    if (node !== this.node) {
+      this.node = node;
+      if (this.upstream.passHost === 'node') this.headers[this.hostIndex] = upstreamHost(this.upstream, node, this.clientHost);
+    }
+    this.onSocket = false;
+    this.abortUpstream = null;
+    this.pools.dispatcherFor(this.upstream, node).dispatch(this.dispatchOptions, this);
+  }
+
+  // --- undici handler -------------------------------------------------------------------------
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.done) {
+      abort(clientClosed);
+      return;
+    }
+    this.onSocket = true;
+    this.abortUpstream = abort;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    if (statusCode < 200) return true; // 1xx informational: not forwarded (node:http has no raw API for it)
+    if (this.done) return false;
+    this.resumeUpstream = resume;
+    this.responding = true;
+    try {
+      this.res.writeHead(statusCode, statusText === '' ? undefined : statusText, clientHeaders(rawHeaders));
+    } catch (err) {
+      // an upstream header node:http refuses to write: nothing sensible reaches the client
+      this.fail(err as Error);
+      return false;
+    }
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.res.write(chunk)) return true;
+    // backpressure: undici stops reading the upstream socket until the client drains
+    this.res.once('drain', this.onClientDrain);
+    return false;
+  }
+
+  onComplete(): void {
+    this.done = true;
+    this.res.end();
+  }
+
+  onError(err: Error): void {
+    if (this.done) return;
+    if (this.responding) {
+      // the upstream broke mid-response (or a body read timeout): cut the client connection so it
+      // sees a truncated response rather than a complete-looking one
+      this.fail(err);
+      return;
+    }
+    const failure = classifyFailure(err);
+    if (this.retryable(failure)) {
+      const next = this.nextNode(failure);
+      if (next !== undefined) {
+        this.dispatchTo(next);
+        return;
+      }
+    }
+    this.done = true;
+    sendError(this.res, failureResponse(failure));
+  }
+
+  // --- retries ----------------------------------------------------------------------------------
+
+  /**
+   * Another node may be tried only while the client's request body is untouched: before undici put
+   * the request on a socket, or after a broken connection when there is no body and the method is
+   * not POST/PATCH (nginx's rule for non-idempotent requests). Timeouts are not retried: the
+   * upstream may be working on it.
+   */
+  private retryable(failure: Failure): boolean {
+    if (failure === Failure.BadRequest || failure === Failure.ReadTimeout) return false;
+    if (!this.onSocket) return true;
+    if (failure !== Failure.Broken || this.hasBody) return false;
+    const method = this.dispatchOptions.method;
+    return method !== 'POST' && method !== 'PATCH';
+  }
+
+  private nextNode(failure: Failure): UpstreamNode | undefined {
+    if (this.req.destroyed) return undefined;
+    if (this.retryDeadline !== 0 && Date.now() >= this.retryDeadline) return undefined;
+    if (failure === Failure.Broken && this.onSocket && this.brokenReuseRetry) {
+      // probably a kept-alive connection closed by the upstream as we reused it: same node is fine
+      this.brokenReuseRetry = false;
+      return this.node;
+    }
+    if (this.retriesLeft <= 0) return undefined;
+    this.retriesLeft--;
+    const tried = (this.tried ??= new Set());
+    tried.add(this.node);
+    return this.upstream.balancer.pick(tried);
+  }
+
+  // --- client side ------------------------------------------------------------------------------
+
+  private fail(err: Error): void {
+    this.done = true;
+    this.abortUpstream?.(err);
+    this.res.destroy();
+  }
+
+  private readonly onClientDrain = (): void => {
+    this.resumeUpstream?.();
+  };
+
+  /** 'close' fires after a complete response too; only an unfinished one means the client left. */
+  private readonly onClientClose = (): void => {
+    if (this.done || this.res.writableFinished) return;
+    this.done = true;
+    this.abortUpstream?.(clientClosed);
+  };
+}
