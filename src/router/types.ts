@@ -41,6 +41,6 @@ export interface MatchRequest {
 export interface RouteMatch<T> {
   id: string;
   target: T;
-  /** values of ':name' segments (parameter mode only) */
+  /** values of ':name' segments (parameter mode only) and of '*name' wildcards (every mode, as radixtree) */
   params?: Record<string, string>;
 }

@@ -1,0 +1,173 @@
+/**
+ * A route compiled for matching: everything parsed once at upsert (method set, host matcher, IP
+ * ranges, vars expression, uri patterns), so matching a request does no parsing of config.
+ */
+import { IpMatcher, unmapIpv4 } from './ip.ts';
+import type { MatchRequest, RouteMatchSpec, RouterMode } from './types.ts';
+import { compileUriPattern, type UriPattern } from './uri-pattern.ts';
+import { compileVars, evaluateVars, type CompiledVars, type VarLookup, type VarSource } from './vars.ts';
+
+/**
+ * Host filter of lua-resty-radixtree: an exact name, or `*suffix` which matches any host ending in
+ * `suffix` — so `*.example.com` matches `a.example.com` and `a.b.example.com` (and `.example.com`)
+ * but not `example.com`.
+ */
+export class HostMatcher {
+  private readonly exact: ReadonlySet<string>;
+  private readonly suffixes: readonly string[];
+
+  constructor(hosts: readonly string[]) {
+    const exact = new Set<string>();
+    const suffixes: string[] = [];
+    for (const raw of hosts) {
+      const host = raw.toLowerCase();
+      if (host.charCodeAt(0) === 0x2a /* * */) suffixes.push(host.slice(1));
+      else exact.add(host);
+    }
+    this.exact = exact;
+    this.suffixes = suffixes;
+  }
+
+  matches(host: string): boolean {
+    if (this.exact.has(host)) return true;
+    for (const suffix of this.suffixes) {
+      if (host.endsWith(suffix)) return true;
+    }
+    return false;
+  }
+}
+
+export interface CompiledRoute<T> {
+  readonly id: string;
+  readonly target: T;
+  readonly priority: number;
+  /** first-upsert order; breaks ties among equal priority and equal uri length */
+  readonly sequence: number;
+  readonly uris: readonly UriPattern[];
+  /** lower-cased hosts as configured (radixtree_host_uri groups routes by them) */
+  readonly hosts: readonly string[] | undefined;
+  readonly methods: ReadonlySet<string> | undefined;
+  /** undefined in radixtree_host_uri mode, where the host decides the route group instead */
+  readonly hostFilter: HostMatcher | undefined;
+  readonly remoteAddrs: IpMatcher | undefined;
+  readonly vars: CompiledVars | undefined;
+}
+
+/** Compiles a validated spec; throws an Error with a user-facing reason if it is not valid. */
+export function compileRoute<T>(spec: RouteMatchSpec, target: T, mode: RouterMode, sequence: number): CompiledRoute<T> {
+  const hosts = spec.hosts && spec.hosts.length > 0 ? spec.hosts.map((h) => h.toLowerCase()) : undefined;
+  return {
+    id: spec.id,
+    target,
+    priority: spec.priority ?? 0,
+    sequence,
+    uris: dedupe(spec.uris).map((uri) => compileUriPattern(uri, mode)),
+    hosts,
+    methods: spec.methods && spec.methods.length > 0 ? new Set(spec.methods.map((m) => m.toUpperCase())) : undefined,
+    hostFilter: hosts && mode !== 'radixtree_host_uri' ? new HostMatcher(hosts) : undefined,
+    remoteAddrs: spec.remoteAddrs && spec.remoteAddrs.length > 0 ? IpMatcher.compile(spec.remoteAddrs) : undefined,
+    vars: spec.vars !== undefined ? compileVars(spec.vars) : undefined,
+  };
+}
+
+function dedupe(uris: readonly string[]): string[] {
+  return [...new Set(uris)];
+}
+
+/**
+ * The request as route filters see it. Query args and cookies are parsed on first use only, and
+ * once per request however many routes ask.
+ */
+export class RequestView implements VarLookup {
+  readonly request: MatchRequest;
+  private args: Map<string, string> | undefined;
+  private cookies: Map<string, string> | undefined;
+  private remoteAddr: string | undefined;
+
+  constructor(request: MatchRequest) {
+    this.request = request;
+  }
+
+  /** remote address as nginx would report it (IPv4-mapped IPv6 unwrapped) */
+  get clientAddress(): string {
+    return (this.remoteAddr ??= unmapIpv4(this.request.remoteAddr));
+  }
+
+  get(source: VarSource): string | undefined {
+    switch (source.kind) {
+      case 'uri':
+        return this.request.path;
+      case 'host':
+        return this.request.host;
+      case 'request_method':
+        return this.request.method;
+      case 'remote_addr':
+        return this.clientAddress;
+      case 'query_string':
+        return this.request.query;
+      case 'arg':
+        return (this.args ??= parseQueryArgs(this.request.query)).get(source.name);
+      case 'http': {
+        const value = this.request.headers[source.header];
+        return Array.isArray(value) ? value.join(', ') : value;
+      }
+      case 'cookie':
+        return (this.cookies ??= parseCookies(this.request.headers['cookie'])).get(source.name);
+    }
+  }
+}
+
+/**
+ * Query args like ngx.req.get_uri_args: names and values percent-decoded with `+` as space, the
+ * first value of a repeated name wins (APISIX's `arg_*` takes args[1]), a bare `?flag` is ''.
+ */
+function parseQueryArgs(query: string): Map<string, string> {
+  const args = new Map<string, string>();
+  if (query === '') return args;
+  for (const pair of query.split('&')) {
+    if (pair === '') continue;
+    const eq = pair.indexOf('=');
+    const name = decodeQueryComponent(eq === -1 ? pair : pair.slice(0, eq));
+    if (name === '' || args.has(name)) continue;
+    args.set(name, eq === -1 ? '' : decodeQueryComponent(pair.slice(eq + 1)));
+  }
+  return args;
+}
+
+function decodeQueryComponent(text: string): string {
+  const spaced = text.includes('+') ? text.replaceAll('+', ' ') : text;
+  if (!spaced.includes('%')) return spaced;
+  try {
+    return decodeURIComponent(spaced);
+  } catch {
+    // nginx leaves malformed escapes as they are rather than failing the request.
+    return spaced;
+  }
+}
+
+function parseCookies(header: string | string[] | undefined): Map<string, string> {
+  const cookies = new Map<string, string>();
+  if (header === undefined) return cookies;
+  const text = Array.isArray(header) ? header.join('; ') : header;
+  for (const part of text.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq === -1) continue;
+    const name = part.slice(0, eq).trim();
+    if (name === '' || cookies.has(name)) continue;
+    cookies.set(name, part.slice(eq + 1).trim());
+  }
+  return cookies;
+}
+
+/**
+ * The non-path conditions in radixtree's order: methods, remote_addrs, hosts, vars. The first
+ * failing one rejects the route for this request (the router then tries the next candidate).
+ */
+export function routeFiltersPass<T>(route: CompiledRoute<T>, view: RequestView): boolean {
+  const request = view.request;
+  if (route.methods !== undefined && !route.methods.has(request.method)) return false;
+  if (route.remoteAddrs !== undefined && !route.remoteAddrs.matches(view.clientAddress)) return false;
+  if (route.hostFilter !== undefined && !route.hostFilter.matches(request.host)) return false;
+  if (route.vars !== undefined && !evaluateVars(route.vars, view)) return false;
+  return true;
+}
