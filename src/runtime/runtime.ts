@@ -4,7 +4,9 @@ import type { ServiceConfig } from '../config/schema/service.ts';
 import type { UpstreamConfig } from '../config/schema/upstream.ts';
 import type { Snapshot, SnapshotDiff } from '../config/snapshot.ts';
 import { Router } from '../router/router.ts';
-import type { MatchRequest, RouteMatchSpec, RouterMode } from '../router/types.ts';
+import type { MatchRequest, RouterMode } from '../router/types.ts';
+import { routeSpec } from '../config/route-spec.ts';
+import { log } from '../observability/log.ts';
 import { compileUpstream } from './upstream.ts';
 import type { UpstreamTarget } from '../upstream/types.ts';
 import type { CompiledRoute, RouteTable } from './types.ts';
@@ -119,7 +121,13 @@ export class Runtime implements RouteTable {
       return;
     }
     const service = serviceId === undefined ? undefined : snapshot.services.get(serviceId)?.value;
-    this.router.upsert(routeSpec(id, r, service), this.compileRoute(id, r, serviceId, service));
+    try {
+      this.router.upsert(routeSpec(id, r, service), this.compileRoute(id, r, serviceId, service));
+    } catch (err) {
+      // the validator checks every route the router would refuse; this is a last line of defence
+      this.router.remove(id);
+      log.error({ err: (err as Error).message, route: id }, 'route not routable');
+    }
   }
 
   private compileRoute(id: string, r: RouteConfig, serviceId: string | undefined, service: ServiceConfig | undefined): CompiledRoute {
@@ -137,19 +145,4 @@ export class Runtime implements RouteTable {
     const plugins = service?.plugins || r.plugins ? { ...service?.plugins, ...r.plugins } : undefined;
     return new Route(id, slot, timeout, plugins);
   }
-}
-
-/** The router's view of a route: service hosts filled in, hosts lower-cased, single forms folded into lists. */
-export function routeSpec(id: string, r: RouteConfig, service?: ServiceConfig): RouteMatchSpec {
-  const hosts = r.hosts ?? (r.host ? [r.host] : service?.hosts);
-  const remote = r.remote_addrs ?? (r.remote_addr ? [r.remote_addr] : undefined);
-  return {
-    id,
-    uris: r.uris ?? [r.uri!],
-    hosts: hosts?.map((h) => h.toLowerCase()),
-    methods: r.methods,
-    priority: r.priority ?? 0,
-    remoteAddrs: remote,
-    vars: r.vars,
-  };
 }

@@ -123,3 +123,22 @@ describe('ConfigStore', () => {
     assert.match(reasons.e!, /balancer 'chash' is not supported/);
   });
 });
+
+describe('semantic checks', () => {
+  test('what the router would refuse is rejected at validation, with the field path', () => {
+    const store = new ConfigStore();
+    store.apply(cs([
+      { kind: 'routes', id: 'cidr', value: { uri: '/a', remote_addrs: ['10.0.0.0/33'], upstream: up() } },
+      { kind: 'routes', id: 'op', value: { uri: '/a', vars: [['arg_x', '=~', 'y']], upstream: up() } },
+      { kind: 'routes', id: 're', value: { uri: '/a', vars: [['arg_x', '~~', '(']], upstream: up() } },
+      { kind: 'routes', id: 'ok', value: { uri: '/a', vars: [['arg_x', '==', 'y']], remote_addrs: ['::1', '10.0.0.0/8'], upstream: up() } },
+    ]));
+    const reasons = Object.fromEntries(store.rejections().map((r) => [r.id, r]));
+    assert.match(reasons.cidr!.reason, /^routes\/cidr: \/remote_addrs\/0: invalid CIDR/);
+    assert.equal(reasons.cidr!.code, 'PORTICO_ERR_SEMANTIC');
+    assert.match(reasons.op!.reason, /^routes\/op: \/vars\/0: invalid operator '=~'/);
+    assert.match(reasons.re!.reason, /^routes\/re: \/vars\/0: invalid regular expression/);
+    assert.equal(reasons.ok, undefined);
+    assert.ok(store.snapshot.routes.has('ok'));
+  });
+});
