@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import { ErrorCode, PorticoError } from '../errors.ts';
 import { KINDS, type ChangeSet, type Change } from './changeset.ts';
 import type { Snapshot } from './snapshot.ts';
+import { LatestWriter } from '../coalesce.ts';
 
 /**
  * The last good snapshot on disk, so a gateway restarted while its config source is down still
@@ -64,44 +65,7 @@ export async function readSnapshotFile(path: string): Promise<(ChangeSet & { sav
   return { source: file.source, revision: file.revision, detail: file.detail, full: true, changes, savedAt: file.savedAt };
 }
 
-/**
- * Writes snapshots as they are published, at most one write in flight and coalescing bursts:
- * the newest snapshot always ends up on disk, intermediate ones may be skipped.
- */
-export class SnapshotWriter {
-  private pending: Snapshot | undefined;
-  private writing: Promise<void> | undefined;
-  lastError: Error | undefined;
-
-  constructor(
-    private readonly path: string,
-    private readonly onError: (err: Error) => void,
-  ) {}
-
-  schedule(snapshot: Snapshot): void {
-    this.pending = snapshot;
-    this.writing ??= this.drain();
-  }
-
-  /** Resolves when the newest scheduled snapshot is on disk. */
-  async flush(): Promise<void> {
-    while (this.writing) await this.writing;
-  }
-
-  private async drain(): Promise<void> {
-    // yield once so a burst of publishes in the same tick costs one write
-    await new Promise((r) => setTimeout(r, 20));
-    while (this.pending) {
-      const s = this.pending;
-      this.pending = undefined;
-      try {
-        await writeSnapshotFile(this.path, s);
-        this.lastError = undefined;
-      } catch (err) {
-        this.lastError = err as Error;
-        this.onError(err as Error);
-      }
-    }
-    this.writing = undefined;
-  }
+/** Writes each published snapshot to `path`, coalescing bursts (the newest always lands). */
+export function snapshotWriter(path: string, onError: (err: Error) => void): LatestWriter<Snapshot> {
+  return new LatestWriter((s) => writeSnapshotFile(path, s), onError);
 }

@@ -5,7 +5,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import type { ChangeSet } from '../config/changeset.ts';
 import { parseListen, type GatewayConfig } from '../config/gateway.ts';
-import { readSnapshotFile, SnapshotWriter } from '../config/persist.ts';
+import { readSnapshotFile, snapshotWriter } from '../config/persist.ts';
+import type { LatestWriter } from '../coalesce.ts';
+import type { Snapshot } from '../config/snapshot.ts';
 import { ConfigStore } from '../config/store.ts';
 import { log } from '../observability/log.ts';
 import { createStatusServer, type StatusReport } from '../observability/status.ts';
@@ -16,6 +18,7 @@ import { FileSource } from '../sources/file.ts';
 import type { Source, SourceState } from '../sources/source.ts';
 import { closePools } from '../upstream/pools.ts';
 import { VERSION } from '../version.ts';
+import { INSTANCES_DIR, InstanceRegistration } from './registration.ts';
 
 export interface GatewayAddresses {
   proxy: AddressInfo[];
@@ -39,7 +42,7 @@ export class Gateway {
   readonly store: ConfigStore;
   readonly runtime: Runtime;
   private readonly source: Source;
-  private readonly writer: SnapshotWriter;
+  private readonly writer: LatestWriter<Snapshot>;
   private readonly servers: Server[] = [];
   private statusServer: Server | undefined;
   private sourceState: SourceState = { connected: false, since: new Date().toISOString() };
@@ -51,13 +54,20 @@ export class Gateway {
   private draining = false;
   private readonly upgraded = new Set<Socket>();
   private drained: (() => void) | undefined;
+  private registration: InstanceRegistration | undefined;
+  private addresses: GatewayAddresses | undefined;
+  private readonly startedAt = new Date().toISOString();
 
   constructor(readonly config: GatewayConfig) {
     this.instanceId = config.instance_id ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
     this.store = new ConfigStore(config.config.source);
     this.runtime = new Runtime(config.proxy.router);
     this.source = createSource(config);
-    this.writer = new SnapshotWriter(config.config.snapshot, (err) =>
+    if (this.source instanceof EtcdSource) {
+      const prefix = config.config.etcd!.prefix.replace(/\/+$/, '');
+      this.registration = new InstanceRegistration(this.source.client, `${prefix}/${INSTANCES_DIR}/${this.instanceId}`);
+    }
+    this.writer = snapshotWriter(config.config.snapshot, (err) =>
       log.error({ err, path: config.config.snapshot }, 'cannot write snapshot; the gateway keeps serving'),
     );
     this.store.subscribe((snapshot, diff) => {
@@ -100,7 +110,33 @@ export class Gateway {
     this.statusServer = createStatusServer(() => this.status());
     this.statusServer.listen(port, host);
     await once(this.statusServer, 'listening');
-    return { proxy: addresses, status: this.statusServer.address() as AddressInfo };
+    this.addresses = { proxy: addresses, status: this.statusServer.address() as AddressInfo };
+    this.register();
+    return this.addresses;
+  }
+
+  /** Publishes this instance's state to the fleet view (etcd source only). */
+  private register(): void {
+    if (!this.registration || !this.addresses || this.draining) return;
+    const st = this.status();
+    const addr = (a: AddressInfo) => {
+      const host = a.address === '0.0.0.0' || a.address === '::' ? hostname() : a.family === 'IPv6' ? `[${a.address}]` : a.address;
+      return `${host}:${a.port}`;
+    };
+    this.registration.update({
+      instance_id: this.instanceId,
+      hostname: hostname(),
+      pid: process.pid,
+      version: VERSION,
+      address: this.addresses.proxy.map(addr),
+      status_address: addr(this.addresses.status),
+      revision: st.revision,
+      ready: st.ready,
+      stale: st.stale,
+      rejected: st.rejected.length,
+      started_at: this.startedAt,
+      updated_at: new Date().toISOString(),
+    });
   }
 
   private async startConfig(): Promise<void> {
@@ -109,6 +145,7 @@ export class Gateway {
       onState: (s: SourceState) => {
         if (s.connected) this.sourceError = undefined;
         this.sourceState = s;
+        this.register();
       },
       onError: (e: { code: string; message: string }) => {
         this.sourceError = e;
@@ -147,6 +184,7 @@ export class Gateway {
     }
     for (const r of rejected) log.warn({ code: r.code, kind: r.kind, id: r.id }, `rejected ${r.reason}`);
     this.writer.schedule(this.store.snapshot);
+    this.register();
   }
 
   status(): StatusReport {
@@ -202,6 +240,7 @@ export class Gateway {
     for (const s of this.servers) s.closeAllConnections();
     for (const socket of this.upgraded) socket.destroy();
     await Promise.all(closed);
+    await this.registration?.stop();
     await this.source.stop();
     await this.writer.flush();
     await closePools();
