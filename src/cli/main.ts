@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { resolve } from 'node:path';
-import { loadGatewayConfig } from '../config/gateway.ts';
+import { loadGatewayConfig, parseListen } from '../config/gateway.ts';
 import { ErrorCode } from '../errors.ts';
 import { log } from '../observability/log.ts';
 import { VERSION } from '../version.ts';
@@ -52,6 +52,30 @@ program
   .argument('<file>')
   .action(async (file: string) => {
     process.exitCode = await validateFile(resolve(file), process.stdout);
+  });
+
+program
+  .command('status')
+  .description("print this instance's /status, or with --fleet every instance registered in etcd")
+  .addOption(new Option('-c, --config <file>', 'gateway config (portico.yaml)').default('conf/portico.yaml'))
+  .option('--fleet', 'list every instance sharing this etcd and whether it serves the current config')
+  .option('--json', 'print JSON')
+  .action(async (opts: { config: string; fleet?: boolean; json?: boolean }) => {
+    const config = loadGatewayConfig(resolve(opts.config));
+    if (opts.fleet) {
+      if (config.config.source !== 'etcd') throw Object.assign(new Error('--fleet needs config.source: etcd'), { code: ErrorCode.CONFIG_INVALID });
+      const { readFleet, formatFleet } = await import('./fleet.ts');
+      const view = await readFleet(config);
+      process.stdout.write((opts.json ? JSON.stringify(view, null, 2) : formatFleet(view)) + '\n');
+      // exit 2 while some instance lags, so scripts can wait for convergence
+      if (view.instances.some((i) => !i.converged)) process.exitCode = 2;
+      return;
+    }
+    const { host, port } = parseListen(config.status.listen);
+    const target = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host;
+    const res = await fetch(`http://${target}:${port}/status`);
+    const report = await res.json();
+    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   });
 
 program.parseAsync().catch((err: Error & { code?: string }) => {

@@ -7,7 +7,7 @@ import type { ChangeSet } from '../config/changeset.ts';
 import { parseListen, type GatewayConfig } from '../config/gateway.ts';
 import { readSnapshotFile, snapshotWriter } from '../config/persist.ts';
 import type { LatestWriter } from '../coalesce.ts';
-import type { Snapshot } from '../config/snapshot.ts';
+import { isEmptyDiff, type Snapshot } from '../config/snapshot.ts';
 import { ConfigStore } from '../config/store.ts';
 import { log } from '../observability/log.ts';
 import { createStatusServer, type StatusReport } from '../observability/status.ts';
@@ -16,7 +16,7 @@ import { Runtime } from '../runtime/runtime.ts';
 import { EtcdSource } from '../sources/etcd/source.ts';
 import { FileSource } from '../sources/file.ts';
 import type { Source, SourceState } from '../sources/source.ts';
-import { closePools } from '../upstream/pools.ts';
+import { closePools, poolKey, retainPools } from '../upstream/pools.ts';
 import { VERSION } from '../version.ts';
 import { INSTANCES_DIR, InstanceRegistration } from './registration.ts';
 
@@ -55,6 +55,7 @@ export class Gateway {
   private readonly upgraded = new Set<Socket>();
   private drained: (() => void) | undefined;
   private registration: InstanceRegistration | undefined;
+  private poolCleanup: NodeJS.Timeout | undefined;
   private addresses: GatewayAddresses | undefined;
   private readonly startedAt = new Date().toISOString();
 
@@ -73,6 +74,7 @@ export class Gateway {
     this.store.subscribe((snapshot, diff) => {
       this.runtime.apply(snapshot, diff);
       this.lastApplied = snapshot.appliedAt;
+      if (!isEmptyDiff(diff)) this.schedulePoolCleanup();
     });
   }
 
@@ -113,6 +115,20 @@ export class Gateway {
     this.addresses = { proxy: addresses, status: this.statusServer.address() as AddressInfo };
     this.register();
     return this.addresses;
+  }
+
+  /**
+   * Closes keep-alive pools of nodes no longer used by any upstream. Deferred and coalesced: it
+   * walks every upstream, which is not worth doing on each change of a burst.
+   */
+  private schedulePoolCleanup(): void {
+    if (this.poolCleanup || this.draining) return;
+    this.poolCleanup = setTimeout(() => {
+      this.poolCleanup = undefined;
+      const keys = new Set<string>();
+      for (const target of this.runtime.upstreamTargets()) for (const node of target.nodes) keys.add(poolKey(target, node));
+      void retainPools(keys);
+    }, 1000).unref();
   }
 
   /** Publishes this instance's state to the fleet view (etcd source only). */
@@ -225,6 +241,7 @@ export class Gateway {
   async stop(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
+    clearTimeout(this.poolCleanup);
     const closed = this.servers.map((s) => new Promise<void>((r) => s.close(() => r())));
     for (const s of this.servers) s.closeIdleConnections();
     if (this.inFlight > 0) {
