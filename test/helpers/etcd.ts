@@ -8,7 +8,10 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, openSync, closeSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import http from 'node:http';
+import https from 'node:https';
+import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,6 +35,8 @@ export interface EtcdOptions {
   readyTimeout?: number;
   /** wait for /health after start (default true; cluster members wait together) */
   waitReady?: boolean;
+  /** serve clients over https with these PEM files (see makeTestCerts) */
+  tls?: { ca: string; cert: string; key: string; clientCertAuth?: boolean; clientCert?: string; clientKey?: string };
 }
 
 export interface EtcdProcess {
@@ -85,9 +90,12 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function httpGet(url: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+type HttpsOptions = { ca?: Buffer; cert?: Buffer; key?: Buffer };
+
+function httpGet(url: string, timeoutMs: number, tls?: HttpsOptions): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+    const get = url.startsWith('https:') ? https.get : http.get;
+    const req = get(url, { agent: false, timeout: timeoutMs, ...tls }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
@@ -101,12 +109,12 @@ function httpGet(url: string, timeoutMs: number): Promise<{ status: number; body
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function waitHealthy(clientUrl: string, timeoutMs = 15_000): Promise<void> {
+export async function waitHealthy(clientUrl: string, timeoutMs = 15_000, tls?: HttpsOptions): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < deadline) {
     try {
-      const r = await httpGet(`${clientUrl}/health`, 1000);
+      const r = await httpGet(`${clientUrl}/health`, 1000, tls);
       if (r.status === 200 && r.body.includes('"true"')) return;
       last = r.body;
     } catch (err) {
@@ -127,7 +135,7 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdProcess> {
   const name = opts.name ?? 'default';
   const clientPort = opts.clientPort ?? (await freePort());
   const peerPort = opts.peerPort ?? (await freePort());
-  const clientUrl = `http://127.0.0.1:${clientPort}`;
+  const clientUrl = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
   const args = [
     `--name=${name}`,
@@ -143,6 +151,14 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdProcess> {
     '--heartbeat-interval=50',
     '--election-timeout=500',
     '--log-level=warn',
+    ...(opts.tls
+      ? [
+          `--cert-file=${opts.tls.cert}`,
+          `--key-file=${opts.tls.key}`,
+          `--trusted-ca-file=${opts.tls.ca}`,
+          `--client-cert-auth=${opts.tls.clientCertAuth === true}`,
+        ]
+      : []),
     ...(opts.args ?? []),
   ];
   let child: ChildProcess | undefined;
@@ -198,7 +214,16 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdProcess> {
       await proc.waitReady(opts.readyTimeout);
     },
     async waitReady(timeoutMs = opts.readyTimeout ?? 15_000) {
-      await waitHealthy(clientUrl, timeoutMs);
+      const t = opts.tls;
+      await waitHealthy(
+        clientUrl,
+        timeoutMs,
+        t && {
+          ca: readFileSync(t.ca),
+          ...(t.clientCert ? { cert: readFileSync(t.clientCert) } : {}),
+          ...(t.clientKey ? { key: readFileSync(t.clientKey) } : {}),
+        },
+      );
     },
   };
   launch();
@@ -323,5 +348,43 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
       pairs.clear();
       await new Promise<void>((r) => server.close(() => r()));
     },
+  };
+}
+
+export interface TestCerts {
+  dir: string;
+  ca: string;
+  /** server certificate for 127.0.0.1 / localhost */
+  cert: string;
+  key: string;
+  clientCert: string;
+  clientKey: string;
+}
+
+/** A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (openssl). */
+export function makeTestCerts(): TestCerts {
+  installExitHook();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-etcd-tls-'));
+  ownedDirs.add(dir);
+  const f = (n: string) => path.join(dir, n);
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=portico-test-ca',
+    '-keyout', f('ca.key'), '-out', f('ca.pem'));
+  for (const [name, ext] of [
+    ['server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth'],
+    ['client', 'extendedKeyUsage=clientAuth'],
+  ] as const) {
+    writeFileSync(f(`${name}.ext`), ext);
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`));
+    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
+      '-days', '2', '-extfile', f(`${name}.ext`), '-out', f(`${name}.pem`));
+  }
+  return {
+    dir,
+    ca: f('ca.pem'),
+    cert: f('server.pem'),
+    key: f('server.key'),
+    clientCert: f('client.pem'),
+    clientKey: f('client.key'),
   };
 }

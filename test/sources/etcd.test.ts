@@ -14,6 +14,7 @@ import { EtcdSource, mergeChangeSets, type EtcdSourceOptions } from '../../src/s
 import { JsonObjectSplitter } from '../../src/sources/etcd/watch.ts';
 import {
   etcdctl,
+  makeTestCerts,
   startEtcd,
   startEtcdCluster,
   startTcpProxy,
@@ -526,6 +527,28 @@ describe('cluster and auth', () => {
     assert.equal(rec.fulls.length, 1);
     await src.stop();
   });
+});
+
+test('TLS with a client certificate (mutual TLS)', async () => {
+  const certs = makeTestCerts();
+  const etcd = track(await startEtcd({ tls: { ...certs, clientCertAuth: true }, args: [PROGRESS] }));
+  assert.match(etcd.clientUrl, /^https:/);
+  const tls = { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey };
+  const ctl = [`--cacert=${certs.ca}`, `--cert=${certs.clientCert}`, `--key=${certs.clientKey}`];
+  await etcdctl(etcd.endpoint, ...ctl, 'put', '/tls/routes/1', '{"uri":"/tls"}');
+
+  // without the client certificate the handshake is refused
+  const noCert = new EtcdClient({ endpoints: [etcd.clientUrl], tls: { ca: certs.ca }, timeout: 2 });
+  await assert.rejects(noCert.range('/tls/'), { code: 'PORTICO_ERR_ETCD_UNAVAILABLE' });
+  await noCert.close();
+
+  const rec = new Recorder();
+  const src = source({ endpoints: [etcd.clientUrl], prefix: '/tls', tls });
+  await src.start(rec.events);
+  assert.deepEqual(rec.sets[0]!.changes.map((c) => c.value), [{ uri: '/tls' }]);
+  await etcdctl(etcd.endpoint, ...ctl, 'put', '/tls/routes/2', '{}');
+  await waitFor('route 2', () => rec.objects.has('routes/2'));
+  await src.stop();
 });
 
 test('stop() leaves no handles: a process that starts and stops a source exits', async () => {

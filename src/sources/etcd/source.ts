@@ -8,6 +8,7 @@
  *     list fails, so a gateway can fall back to its persisted snapshot instead of hanging;
  *   - either way the source keeps retrying in the background (backoff, endpoint rotation) and
  *     delivers a full ChangeSet when etcd answers, until stop() is called.
+ * A source is started once; after stop() create a new one.
  */
 import type { Change, ChangeSet } from '../../config/changeset.ts';
 import { isKind } from '../../config/changeset.ts';
@@ -281,7 +282,12 @@ export class EtcdSource implements Source {
     this.state = state;
     if (s.connected) log.info({ endpoint: s.endpoint, revision: this.lastRevision }, 'etcd connected');
     else log.warn({ endpoint: s.endpoint, err: state.error, revision: this.lastRevision }, 'etcd disconnected');
-    this.events?.onState(state);
+    try {
+      this.events?.onState(state);
+    } catch (err) {
+      // a consumer bug must not kill the connection loop
+      log.error({ err }, 'etcd: the state consumer failed');
+    }
   }
 }
 
