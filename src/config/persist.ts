@@ -18,21 +18,36 @@ interface SnapshotFile {
   objects: Record<string, Array<{ id: string; modRevision: number; value: unknown }>>;
 }
 
+/** Each stored object's JSON, computed once: a snapshot write only serializes what changed. */
+const serialized = new WeakMap<object, string>();
+
+function objectJson(o: { id: string; modRevision: number; value: unknown }): string {
+  let json = serialized.get(o);
+  if (json === undefined) {
+    json = JSON.stringify({ id: o.id, modRevision: o.modRevision, value: o.value });
+    serialized.set(o, json);
+  }
+  return json;
+}
+
 export async function writeSnapshotFile(path: string, snapshot: Snapshot): Promise<void> {
-  const file: SnapshotFile = {
+  const head: Omit<SnapshotFile, 'objects'> = {
     format: 'portico-snapshot/1',
     source: snapshot.source,
     revision: snapshot.revision,
     detail: snapshot.detail,
     savedAt: new Date().toISOString(),
-    objects: {},
   };
+  const parts: string[] = [];
   for (const kind of KINDS) {
-    file.objects[kind] = [...snapshot[kind].values()].map((o) => ({ id: o.id, modRevision: o.modRevision, value: o.value }));
+    const objects: string[] = [];
+    for (const o of snapshot[kind].values()) objects.push(objectJson(o));
+    parts.push(`${JSON.stringify(kind)}:[${objects.join(',')}]`);
   }
+  const text = `${JSON.stringify(head).slice(0, -1)},"objects":{${parts.join(',')}}}`;
   await mkdir(dirname(path), { recursive: true });
   const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(file));
+  await writeFile(tmp, text);
   await rename(tmp, path);
 }
 
@@ -67,5 +82,6 @@ export async function readSnapshotFile(path: string): Promise<(ChangeSet & { sav
 
 /** Writes each published snapshot to `path`, coalescing bursts (the newest always lands). */
 export function snapshotWriter(path: string, onError: (err: Error) => void): LatestWriter<Snapshot> {
-  return new LatestWriter((s) => writeSnapshotFile(path, s), onError);
+  // 100 ms of quiet: a burst of changes costs one write, and the file is never far behind
+  return new LatestWriter((s) => writeSnapshotFile(path, s), onError, 100);
 }

@@ -1,4 +1,5 @@
 import type { Kind } from './changeset.ts';
+import { FrozenMap } from './frozen-map.ts';
 import type { RouteConfig } from './schema/route.ts';
 import type { ServiceConfig } from './schema/service.ts';
 import type { UpstreamConfig } from './schema/upstream.ts';
@@ -17,7 +18,7 @@ export interface SnapshotObjects {
 }
 
 /**
- * The configuration in force: every object valid and every reference resolved. Immutable once
+ * The configuration in force (maps are FrozenMaps: an update shares the unchanged entries): every object valid and every reference resolved. Immutable once
  * published; publishing a new one is a single reference swap in the store.
  */
 export interface Snapshot extends SnapshotObjects {
@@ -46,8 +47,8 @@ export function emptySnapshot(source: string): Snapshot {
     revision: 0,
     source,
     appliedAt: new Date(0).toISOString(),
-    routes: new Map(),
-    services: new Map(),
-    upstreams: new Map(),
+    routes: FrozenMap.empty(),
+    services: FrozenMap.empty(),
+    upstreams: FrozenMap.empty(),
   };
 }

@@ -4,6 +4,7 @@ import type { RouteConfig } from './schema/route.ts';
 import type { ServiceConfig } from './schema/service.ts';
 import { emptyDiff, emptySnapshot, type Snapshot, type SnapshotDiff, type StoredObject } from './snapshot.ts';
 import { validateObject, type ObjectValue, type Rejection } from './validate.ts';
+import type { FrozenMap } from './frozen-map.ts';
 
 /** A rejection as /status shows it. */
 export interface RejectionRecord extends Rejection {
@@ -126,8 +127,7 @@ export class ConfigStore {
         }
       }
       if (todo.size === 0) continue;
-      let table: Map<string, Entry> | undefined;
-      const writable = () => (table ??= new Map(next[kind]));
+      const edits = new Map<string, Entry | undefined>();
       for (const id of todo) {
         const want = this.desired[kind].get(id);
         const inForce = next[kind].get(id);
@@ -149,12 +149,11 @@ export class ConfigStore {
           }
         }
         if (chosen !== inForce) {
-          if (chosen) writable().set(id, chosen);
-          else writable().delete(id);
+          edits.set(id, chosen);
           diff[kind].add(id);
         }
       }
-      if (table) next[kind] = table;
+      next[kind] = (next[kind] as FrozenMap<Entry>).update(edits);
     }
 
     this.current = {
