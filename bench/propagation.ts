@@ -73,7 +73,9 @@ async function scenario(routes: number) {
     }
   };
   const samples: number[] = [];
-  for (let i = 0; i < changes; i++) {
+  let firstChange: number | undefined;
+  const warmup = 20;
+  for (let i = 0; i < changes + warmup; i++) {
     // alternate adds and deletes so both kinds of event are measured
     const add = i % 2 === 0;
     const key = `${prefix}/routes/p${i >> 1}`;
@@ -83,7 +85,9 @@ async function scenario(routes: number) {
     else await client.delete(key);
     const acked = performance.now();
     const seen = await served(uri, add ? 200 : 404);
-    samples.push(seen - acked);
+    // the first changes after start run cold code (JIT): reported separately, not in the percentiles
+    if (i < warmup) firstChange ??= seen - acked;
+    else samples.push(seen - acked);
     void start;
   }
   await pool.close();
@@ -91,7 +95,7 @@ async function scenario(routes: number) {
   await client.close();
   await etcd.stop();
   samples.sort((a, b) => a - b);
-  return { routes, coldStart, p50: pct(samples, 50), p99: pct(samples, 99), max: samples[samples.length - 1]! };
+  return { routes, coldStart, firstChange: firstChange!, p50: pct(samples, 50), p99: pct(samples, 99), max: samples[samples.length - 1]! };
 }
 
 const results = [];
@@ -99,7 +103,7 @@ for (const n of [Number(values.small), Number(values.large)]) results.push(await
 await stop(upstream);
 
 console.log(`\npropagation: etcd put acknowledged -> change served by the gateway, ${changes} changes (half puts, half deletes), node ${process.version}`);
-console.log('routes loaded   cold start ms   p50 ms   p99 ms   max ms');
+console.log('routes loaded   cold start ms   1st change ms   p50 ms   p99 ms   max ms   (percentiles after 20 warm-up changes)');
 for (const r of results) {
-  console.log(`${String(r.routes).padStart(13)} ${r.coldStart.toFixed(0).padStart(15)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${r.max.toFixed(2).padStart(8)}`);
+  console.log(`${String(r.routes).padStart(13)} ${r.coldStart.toFixed(0).padStart(15)} ${r.firstChange.toFixed(1).padStart(15)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${r.max.toFixed(2).padStart(8)}`);
 }

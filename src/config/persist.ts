@@ -39,9 +39,18 @@ export async function writeSnapshotFile(path: string, snapshot: Snapshot): Promi
     savedAt: new Date().toISOString(),
   };
   const parts: string[] = [];
+  let sinceYield = 0;
   for (const kind of KINDS) {
     const objects: string[] = [];
-    for (const o of snapshot[kind].values()) objects.push(objectJson(o));
+    for (const o of snapshot[kind].values()) {
+      objects.push(objectJson(o));
+      // serialize in slices so a large first write never stalls the proxy; safe because a
+      // published snapshot never changes
+      if (++sinceYield === 200) {
+        sinceYield = 0;
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    }
     parts.push(`${JSON.stringify(kind)}:[${objects.join(',')}]`);
   }
   const text = `${JSON.stringify(head).slice(0, -1)},"objects":{${parts.join(',')}}}`;
@@ -82,6 +91,7 @@ export async function readSnapshotFile(path: string): Promise<(ChangeSet & { sav
 
 /** Writes each published snapshot to `path`, coalescing bursts (the newest always lands). */
 export function snapshotWriter(path: string, onError: (err: Error) => void): LatestWriter<Snapshot> {
-  // 100 ms of quiet: a burst of changes costs one write, and the file is never far behind
-  return new LatestWriter((s) => writeSnapshotFile(path, s), onError, 100);
+  // The file only matters for a cold start without the source: being 300 ms behind is harmless,
+  // and a burst of changes then costs one write instead of one per change.
+  return new LatestWriter((s) => writeSnapshotFile(path, s), onError, 300);
 }

@@ -1,0 +1,73 @@
+/**
+ * Proxy throughput, side by side in one run: wrk against the upstream directly, through Portico,
+ * and through nginx (one worker, the per-core peer) when nginx is installed. Prints req/s, p50/p99
+ * and ratios. Loopback only; every run is bounded by --duration.
+ *
+ *   npm run bench -- [--duration 10] [--connections 50] [--threads 1]
+ */
+import { parseArgs } from 'node:util';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort, ROOT, run, startNginx, stop, waitPort, wrk, type WrkResult } from './lib.ts';
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '50' },
+    threads: { type: 'string', default: '1' },
+  },
+});
+const opts = { duration: Number(values.duration), connections: Number(values.connections), threads: Number(values.threads) };
+
+const upstreamPort = await freePort();
+const gatewayPort = await freePort();
+const statusPort = await freePort();
+const nginxPort = await freePort();
+
+// The upstream: nginx returning a small body when available (so it is never the bottleneck), else node:http.
+const upstream =
+  startNginx(`server { listen 127.0.0.1:${upstreamPort}; location / { return 200 "hello from upstream\\n"; } }`) ??
+  run(process.execPath, ['-e', `require('http').createServer((q,s)=>s.end('hello from upstream\\n')).listen(${upstreamPort},'127.0.0.1')`]);
+await waitPort(upstreamPort);
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-bench-'));
+writeFileSync(
+  path.join(dir, 'routes.yaml'),
+  `upstreams:\n  - id: u\n    nodes: { "127.0.0.1:${upstreamPort}": 1 }\nroutes:\n  - id: r\n    uri: /hello\n    upstream_id: u\n`,
+);
+writeFileSync(
+  path.join(dir, 'portico.yaml'),
+  `proxy: { listen: ["127.0.0.1:${gatewayPort}"] }\nstatus: { listen: "127.0.0.1:${statusPort}" }\nconfig: { source: file, file: { path: routes.yaml }, snapshot: snapshot.json }\n`,
+);
+const gateway = run(process.execPath, [path.join(ROOT, 'bin/portico.js'), 'start', '--config', path.join(dir, 'portico.yaml')], {
+  env: { PORTICO_LOG_LEVEL: 'warn', NODE_ENV: 'production' },
+});
+await waitPort(gatewayPort);
+
+const peer = startNginx(
+  `upstream u { server 127.0.0.1:${upstreamPort}; keepalive 320; }
+   server { listen 127.0.0.1:${nginxPort}; location /hello { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } }`,
+);
+if (peer) await waitPort(nginxPort);
+
+const rows: Array<[string, WrkResult]> = [];
+const measure = (name: string, url: string) => {
+  wrk(url, { ...opts, duration: Math.min(2, opts.duration) }); // warm-up: JIT, pools
+  const r = wrk(url, opts);
+  rows.push([name, r]);
+  return r;
+};
+const direct = measure('direct upstream', `http://127.0.0.1:${upstreamPort}/hello`);
+const portico = measure('portico', `http://127.0.0.1:${gatewayPort}/hello`);
+const nginx = peer ? measure('nginx proxy (1 worker)', `http://127.0.0.1:${nginxPort}/hello`) : undefined;
+
+console.log(`\nwrk -t${opts.threads} -c${opts.connections} -d${opts.duration}s, node ${process.version}, ${os.cpus().length} cores`);
+console.log('target                      req/s     p50 ms   p99 ms   errors');
+for (const [name, r] of rows) {
+  console.log(`${name.padEnd(24)} ${r.rps.toFixed(0).padStart(9)} ${r.p50ms.toFixed(2).padStart(9)} ${r.p99ms.toFixed(2).padStart(8)} ${String(r.errors).padStart(8)}`);
+}
+console.log(`\nportico / direct: ${(portico.rps / direct.rps).toFixed(2)}x throughput`);
+if (nginx) console.log(`portico / nginx:  ${(portico.rps / nginx.rps).toFixed(2)}x throughput, p99 ${(portico.p99ms / nginx.p99ms).toFixed(2)}x`);
+
+await Promise.all([stop(gateway), stop(upstream), ...(peer ? [stop(peer)] : [])]);
