@@ -17,7 +17,7 @@ export interface GatewayOptions {
   /** routes file content (file source) as an object, written as YAML */
   routes?: Record<string, unknown>;
   /** etcd source: endpoints and prefix */
-  etcd?: { endpoints: string[]; prefix?: string; user?: string; password?: string; timeout?: number };
+  etcd?: { endpoints: string[]; prefix?: string; user?: string; password?: string; timeout?: number; tls?: { ca?: string; cert?: string; key?: string } };
   router?: 'radixtree_host_uri' | 'radixtree_uri' | 'radixtree_uri_with_parameter';
   /** reuse a folder (snapshot survives a restart) */
   dir?: string;
