@@ -66,27 +66,29 @@ describe('gateway process', () => {
     assert.equal((await get(`${gw.statusUrl}/nope`)).status, 404);
   });
 
-  test('a broken routes file at start with no snapshot: exits 1 with the reason', async () => {
+  /** Starts the gateway on the given files and returns its exit code and stderr. */
+  async function startFailing(files: Record<string, string>): Promise<{ code: unknown; err: string }> {
     const { mkdtempSync, writeFileSync } = await import('node:fs');
     const dir = mkdtempSync(path.join((await import('node:os')).tmpdir(), 'portico-bad-'));
-    writeFileSync(path.join(dir, 'routes.yaml'), 'routes: [\n');
-    writeFileSync(path.join(dir, 'portico.yaml'), 'proxy: { listen: ["127.0.0.1:0"] }\nstatus: { listen: "127.0.0.1:0" }\n');
+    for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, name), text);
     const child = spawn(process.execPath, [path.join(ROOT, 'bin/portico.js'), 'start', '--config', path.join(dir, 'portico.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const code = await new Promise((r) => child.once('exit', r));
+    return { code, err };
+  }
+
+  test('a broken routes file at start with no snapshot: exits 1 with the reason', async () => {
+    const { code, err } = await startFailing({
+      'routes.yaml': 'routes: [\n',
+      'portico.yaml': 'proxy: { listen: ["127.0.0.1:0"] }\nstatus: { listen: "127.0.0.1:0" }\n',
+    });
     assert.equal(code, 1);
     assert.match(err, /routes\.yaml.*\[PORTICO_ERR_PARSE\]/s);
   });
 
   test('an invalid portico.yaml is refused with the field and the rule', async () => {
-    const { mkdtempSync, writeFileSync } = await import('node:fs');
-    const dir = mkdtempSync(path.join((await import('node:os')).tmpdir(), 'portico-bad-'));
-    writeFileSync(path.join(dir, 'portico.yaml'), 'proxy: { listen: ["127.0.0.1:0"], router: radix }\n');
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin/portico.js'), 'start', '--config', path.join(dir, 'portico.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const code = await new Promise((r) => child.once('exit', r));
+    const { code, err } = await startFailing({ 'portico.yaml': 'proxy: { listen: ["127.0.0.1:0"], router: radix }\n' });
     assert.equal(code, 1);
     assert.match(err, /\/proxy\/router: must be equal to one of the allowed values \[PORTICO_ERR_CONFIG_INVALID\]/);
   });
