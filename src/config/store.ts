@@ -40,7 +40,7 @@ const key = (kind: Kind, id: string) => `${kind}/${id}`;
  *    if that one's references resolve, else nothing. Both failures are reported, never silent.
  */
 export class ConfigStore {
-  private readonly seen: Record<Kind, Map<string, number>> = { routes: new Map(), services: new Map(), upstreams: new Map() };
+  private readonly seen: Record<Kind, Map<string, Seen>> = { routes: new Map(), services: new Map(), upstreams: new Map() };
   private readonly desired: Record<Kind, Table> = { routes: new Map(), services: new Map(), upstreams: new Map() };
   /** schema / parse rejections of the newest source version, by "kind/id" */
   private readonly invalid = new Map<string, RejectionRecord>();
@@ -97,7 +97,7 @@ export class ConfigStore {
         touched[c.kind].add(c.id);
         continue;
       }
-      this.seen[c.kind].set(c.id, c.modRevision);
+      this.seen[c.kind].set(c.id, { modRevision: c.modRevision, content: contentOf(c) });
       if (c.parseError !== undefined) {
         reject({ kind: c.kind, id: c.id, code: ErrorCode.PARSE, reason: `${k}: ${c.parseError}` }, c.modRevision, this.invalid);
         continue;
@@ -177,8 +177,10 @@ export class ConfigStore {
       if (c.deleted) continue;
       listed[c.kind].add(c.id);
       const before = this.seen[c.kind].get(c.id);
-      // unchanged objects are not revalidated nor recompiled
-      if (before !== undefined && before === c.modRevision && c.modRevision > 0) continue;
+      // Unchanged objects are not revalidated nor recompiled. The same mod_revision alone does not
+      // prove the same content: after etcd was wiped or restored from a backup, revisions count
+      // from 1 again, and a key rewritten at an old revision number may hold another value.
+      if (before !== undefined && before.modRevision === c.modRevision && before.content === contentOf(c)) continue;
       out.push(c);
     }
     for (const kind of KINDS) {
@@ -222,6 +224,16 @@ export class ConfigStore {
     }
     return undefined;
   }
+}
+
+/** What the source last sent for an object: its revision and its content, as canonical text. */
+interface Seen {
+  modRevision: number;
+  content: string;
+}
+
+function contentOf(c: Change): string {
+  return c.parseError !== undefined ? `!${c.parseError}` : JSON.stringify(c.value);
 }
 
 const KINDS_IN_ORDER: readonly Kind[] = ['upstreams', 'services', 'routes'];

@@ -98,6 +98,14 @@ describe('ConfigStore', () => {
     assert.equal(r.snapshot.revision, 12);
   });
 
+  test('a full listing applies an object whose modRevision is unchanged but whose content is not (etcd wiped)', () => {
+    const store = new ConfigStore();
+    store.apply({ source: 't', revision: 30, full: true, changes: [{ kind: 'routes', id: '1', modRevision: 2, value: { uri: '/one', upstream: up() } }] });
+    const r = store.apply({ source: 't', revision: 3, full: true, changes: [{ kind: 'routes', id: '1', modRevision: 2, value: { uri: '/uno', upstream: up() } }] });
+    assert.deepEqual([...r.diff.routes], ['1']);
+    assert.equal(r.snapshot.routes.get('1')!.value.uri, '/uno');
+  });
+
   test('published snapshots are never mutated', () => {
     const store = new ConfigStore();
     const s1 = store.apply(cs([{ kind: 'routes', id: 'r1', value: { uri: '/a', upstream: up() } }])).snapshot;

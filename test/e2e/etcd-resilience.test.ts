@@ -256,12 +256,7 @@ describe('etcd resilience, end to end (gateway process + real etcd)', () => {
 
   test(
     'etcd wiped: an id re-created at the same mod_revision with other content is applied',
-    {
-      timeout: 40_000,
-      todo:
-        'src/config/store.ts diffFull skips a listed object whose modRevision equals the one seen before, ' +
-        'which is wrong across a wipe/restore: the old /wipe/one keeps serving, /wipe/uno is never applied',
-    },
+    { timeout: 40_000 },
     scoped(async (c) => {
       const { gw } = await wipeScenario(c, async (ep, up) => {
         // routes/1 again, at the same mod_revision as the old routes/1 (2), with another uri
