@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { hostname } from 'node:os';
 import type { ChangeSet } from '../config/changeset.ts';
@@ -82,13 +82,18 @@ export class Gateway {
   async start(): Promise<GatewayAddresses> {
     await this.startConfig();
     const proxy = createHttpProxy({ routes: () => this.runtime });
+    // one listener for every response, not a closure per request
+    const gateway = this;
+    function onResponseClose(this: ServerResponse) {
+      gateway.requestDone(this.req.socket);
+    }
     const addresses: AddressInfo[] = [];
     for (const listen of this.config.proxy.listen) {
       const { host, port } = parseListen(listen);
       const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
         this.inFlight++;
         if (this.draining) res.setHeader('connection', 'close');
-        res.once('close', () => this.requestDone(req.socket));
+        res.on('close', onResponseClose);
         proxy.handleRequest(req, res);
       });
       server.on('upgrade', (req, socket: Socket, head) => {
