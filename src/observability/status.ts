@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { RejectionRecord } from '../config/store.ts';
+import { createMetrics } from './metrics.ts';
 
 /** What every instance reports about itself at GET /status. */
 export interface StatusReport {
@@ -28,9 +29,11 @@ export interface StatusReport {
 
 /**
  * Status endpoints, on their own listener (loopback by default) so that they are never routed
- * through the proxy: GET /status (JSON), GET /status/ready (200 when ready, else 503).
+ * through the proxy: GET /status (JSON), GET /status/ready (200 when ready, else 503),
+ * GET /metrics (Prometheus).
  */
 export function createStatusServer(report: () => StatusReport): Server {
+  const metrics = createMetrics(report);
   return createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -39,6 +42,11 @@ export function createStatusServer(report: () => StatusReport): Server {
     }
     if (path === '/status') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(report()));
+    } else if (path === '/metrics') {
+      metrics.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text),
+        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(err.message),
+      );
     } else if (path === '/status/ready') {
       const r = report();
       const body = JSON.stringify({ ready: r.ready, stale: r.stale, revision: r.revision });

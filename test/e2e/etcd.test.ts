@@ -109,10 +109,19 @@ describe('etcd config center, end to end', () => {
     // other objects still apply meanwhile
     await put('routes/w', { uri: '/w', upstream: { nodes: { [b.address]: 1 } } });
     await waitUntil(async () => (await servedBy(gw, '/w')) === 'b', 2000, '/w served');
+    // the same in Prometheus form
+    const metrics = await (await fetch(`${gw.statusUrl}/metrics`)).text();
+    assert.match(metrics, /^portico_config_rejections_total\{code="PORTICO_ERR_PARSE"\} 1$/m);
+    assert.match(metrics, /^portico_config_rejections_total\{code="PORTICO_ERR_SCHEMA"\} 1$/m);
+    assert.match(metrics, /^portico_config_rejected_objects\{code="PORTICO_ERR_SCHEMA"\} 1$/m);
+    assert.match(metrics, /^portico_source_connected\{source="etcd"\} 1$/m);
     // a valid version clears the rejection
     await put('routes/v', { uri: '/v', upstream: { nodes: { [b.address]: 1 } } });
     await waitUntil(async () => (await servedBy(gw, '/v')) === 'b', 2000, '/v fixed');
     assert.equal((await gw.status()).rejected.find((r) => r.id === 'v'), undefined);
+    const after = await (await fetch(`${gw.statusUrl}/metrics`)).text();
+    assert.doesNotMatch(after, /^portico_config_rejected_objects\{/m, 'nothing rejected any more');
+    assert.match(after, /^portico_config_rejections_total\{code="PORTICO_ERR_SCHEMA"\} 1$/m, 'the counter never goes down');
   });
 });
 
