@@ -84,6 +84,11 @@ export function isHopByHop(name: string): boolean {
  * when it lists only the usual tokens.
  */
 function connectionListedNames(value: string): Set<string> | undefined {
+  // nearly every Connection header (upstream responses, most clients) is one usual token: no split
+  if (value.length <= 10) {
+    const lower = value.toLowerCase();
+    if (lower === 'keep-alive' || lower === 'close' || lower === 'upgrade') return undefined;
+  }
   let names: Set<string> | undefined;
   for (const token of value.split(',')) {
     const name = token.trim().toLowerCase();

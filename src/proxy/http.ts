@@ -79,6 +79,7 @@ class HttpExchange implements Dispatcher.DispatchHandler {
   private onSocket = false;
   private abortUpstream: ((err?: Error) => void) | null = null;
   private resumeUpstream: (() => void) | null = null;
+  private onClientDrain: (() => void) | undefined;
   private responding = false;
   private done = false;
 
@@ -156,8 +157,9 @@ class HttpExchange implements Dispatcher.DispatchHandler {
 
   onData(chunk: Buffer): boolean {
     if (this.res.write(chunk)) return true;
-    // backpressure: undici stops reading the upstream socket until the client drains
-    this.res.once('drain', this.onClientDrain);
+    // backpressure: undici stops reading the upstream socket until the client drains (the
+    // listener is made on first need: most responses never wait)
+    this.res.once('drain', (this.onClientDrain ??= () => this.resumeUpstream?.()));
     return false;
   }
 
@@ -224,10 +226,6 @@ class HttpExchange implements Dispatcher.DispatchHandler {
     this.abortUpstream?.(err);
     this.res.destroy();
   }
-
-  private readonly onClientDrain = (): void => {
-    this.resumeUpstream?.();
-  };
 
   /** 'close' fires after a complete response too; only an unfinished one means the client left. */
   private readonly onClientClose = (): void => {
