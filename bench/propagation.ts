@@ -53,7 +53,7 @@ async function scenario(routes: number) {
       `config: { source: etcd, etcd: { endpoints: ["${etcd.clientUrl}"], prefix: ${prefix} }, snapshot: snapshot.json }\n`,
   );
   const t0 = performance.now();
-  const gw = run(process.execPath, [path.join(ROOT, 'bin/portico.js'), 'start', '--config', path.join(dir, 'portico.yaml')], { env: { PORTICO_LOG_LEVEL: 'warn' } });
+  const gw = run(process.execPath, [...(process.env.BENCH_IMPORT ? ['--import', process.env.BENCH_IMPORT] : []), path.join(ROOT, 'bin/portico.js'), 'start', '--config', path.join(dir, 'portico.yaml')], { env: { PORTICO_LOG_LEVEL: 'warn' } });
   for (;;) {
     const r = await fetch(`http://127.0.0.1:${statusPort}/status/ready`).catch(() => undefined);
     if (r?.status === 200) break;

@@ -91,7 +91,8 @@ export async function readSnapshotFile(path: string): Promise<(ChangeSet & { sav
 
 /** Writes each published snapshot to `path`, coalescing bursts (the newest always lands). */
 export function snapshotWriter(path: string, onError: (err: Error) => void): LatestWriter<Snapshot> {
-  // The file only matters for a cold start without the source: being 300 ms behind is harmless,
-  // and a burst of changes then costs one write instead of one per change.
-  return new LatestWriter((s) => writeSnapshotFile(path, s), onError, 300);
+  // The file only matters for a cold start without the source: being a second or two behind is
+  // harmless, while serializing 10k objects in the middle of a burst of changes shows up in the
+  // propagation tail (GC pressure): write after 1 s of quiet, at the latest 5 s after a change.
+  return new LatestWriter((s) => writeSnapshotFile(path, s), onError, 1000, 5000);
 }

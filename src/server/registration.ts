@@ -44,7 +44,7 @@ export class InstanceRegistration {
   ) {
     // 100 ms of coalescing: each registration write is an etcd commit (raft + fsync) competing with
     // the config writes the fleet is applying; measured, a write per change doubled propagation p99
-    this.writer = new LatestWriter((r) => this.put(r), (err) => this.failed(err), 100);
+    this.writer = new LatestWriter((r) => this.put(r), (err) => this.failed(err), 100, 1000);
   }
 
   /** Publishes (or schedules) the newest record. Never throws: etcd may be down. */
