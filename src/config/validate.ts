@@ -25,13 +25,11 @@ const validators: Record<Kind, ValidateFunction> = {
   upstreams: ajv.compile(UpstreamSchema),
 };
 
-export const SCHEMAS = { routes: RouteSchema, services: ServiceSchema, upstreams: UpstreamSchema } as const;
-
 /**
  * Picks the one ajv error a user can act on. Unions (nodes as map or array) make ajv report every
  * branch; the branch that matches the value's JSON type is the one the user meant.
  */
-function pickError(errors: ErrorObject[], value: unknown): ErrorObject {
+function pickError(errors: ErrorObject[]): ErrorObject {
   const concrete = errors.filter((e) => e.keyword !== 'anyOf' && e.keyword !== 'oneOf');
   const notTypeMismatch = concrete.filter((e) => {
     if (e.keyword !== 'type') return true;
@@ -41,7 +39,6 @@ function pickError(errors: ErrorObject[], value: unknown): ErrorObject {
   const sorted = (notTypeMismatch.length ? notTypeMismatch : concrete.length ? concrete : errors).slice();
   // prefer errors on the deepest path: they say most precisely what is wrong
   sorted.sort((a, b) => b.instancePath.split('/').length - a.instancePath.split('/').length);
-  void value;
   return sorted[0]!;
 }
 
@@ -115,7 +112,7 @@ export function validateObject(kind: Kind, id: string, value: unknown):
     return reject(ErrorCode.SCHEMA, '/: must be an object');
   }
   const validate = validators[kind];
-  if (!validate(value)) return reject(ErrorCode.SCHEMA, describe(pickError(validate.errors ?? [], value)));
+  if (!validate(value)) return reject(ErrorCode.SCHEMA, describe(pickError(validate.errors ?? [])));
   const declared = (value as { id?: unknown }).id;
   if (declared !== undefined && String(declared) !== id) {
     return reject(ErrorCode.SCHEMA, `/id: '${String(declared)}' does not match the object's key id '${id}'`);

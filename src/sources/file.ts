@@ -15,11 +15,6 @@ export interface FileSourceOptions {
   debounceMs?: number;
 }
 
-interface Parsed {
-  changes: Change[];
-  hash: string;
-}
-
 /**
  * The YAML file source. Reloads on every change of the file, including editors' atomic saves
  * (write a temp file, rename it over): it watches the directory, not the file, because a watch on
@@ -37,6 +32,8 @@ export class FileSource implements Source {
   /** per object: the JSON it had and the revision at which it last changed */
   private readonly objects = new Map<string, { json: string; modRevision: number }>();
   private loading: Promise<void> = Promise.resolve();
+  /** the last read succeeded; state changes are reported once, not on every reload */
+  private ok = false;
 
   constructor(opts: FileSourceOptions) {
     this.path = opts.path;
@@ -79,27 +76,37 @@ export class FileSource implements Source {
       return;
     }
     const hash = createHash('sha256').update(text).digest('hex').slice(0, 16);
-    if (hash === this.lastHash) return;
-    let parsed: Parsed;
+    // content back to what is in force (a broken edit reverted): nothing to apply, but healthy again
+    if (hash === this.lastHash) return this.healthy();
+    let changes: Change[];
     try {
-      parsed = this.parse(text, hash);
+      changes = this.parse(text);
     } catch (err) {
       this.fail({ code: ErrorCode.PARSE, message: `${this.path}: ${(err as Error).message}` }, initial);
       return;
     }
     this.lastHash = hash;
-    await events.onChangeSet({ source: 'file', revision: this.revision, full: true, changes: parsed.changes, detail: hash });
-    events.onState({ connected: true, since: new Date().toISOString() });
+    await events.onChangeSet({ source: 'file', revision: this.revision, full: true, changes, detail: hash });
+    this.healthy();
+  }
+
+  /** Reports the file readable and valid again, once per recovery (not on every reload). */
+  private healthy(): void {
+    if (this.ok) return;
+    this.ok = true;
+    this.events!.onState({ connected: true, since: new Date().toISOString() });
   }
 
   private fail(error: { code: string; message: string }, initial: boolean): void {
+    if (this.ok) this.events!.onState({ connected: false, since: new Date().toISOString(), error });
+    this.ok = false;
     log.error({ code: error.code }, `file source: ${error.message}; keeping the last good config`);
     this.events!.onError?.(error);
     if (initial) throw Object.assign(new Error(error.message), { code: error.code });
   }
 
   /** YAML text -> one full ChangeSet. Throws on a file that is not YAML or not the expected shape. */
-  private parse(text: string, hash: string): Parsed {
+  private parse(text: string): Change[] {
     const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
     if (doc.errors.length) throw new Error(doc.errors[0]!.message);
     const root = (doc.toJS() ?? {}) as Record<string, unknown>;
@@ -118,8 +125,7 @@ export class FileSource implements Source {
     }
     for (const k of this.objects.keys()) if (!seenNow.has(k)) this.objects.delete(k);
     this.revision = revision;
-    void hash;
-    return { changes, hash };
+    return changes;
   }
 
   private toChange(kind: Kind, item: unknown, index: number, revision: number, seenNow: Set<string>): Change {

@@ -69,6 +69,7 @@ describe('YAML file source, end to end', () => {
 
   test('a YAML syntax error keeps the last good config and is reported in /status', async () => {
     const before = (await gw.status()).revision;
+    const good = readFileSync(gw.routesPath, 'utf8');
     writeFileSync(gw.routesPath, 'routes: [ {id: r1, uri: /hello\n');
     const st = await waitUntil(async () => {
       const s = await gw.status();
@@ -77,7 +78,17 @@ describe('YAML file source, end to end', () => {
     assert.equal(st.source_error!.code, 'PORTICO_ERR_PARSE');
     assert.equal(st.revision, before);
     assert.equal(st.stale, true);
+    assert.equal(st.connected, false);
     assert.equal((await fetch(`${gw.url}/inplace`)).status, 200, 'last good config still served');
+    // reverting the broken edit to exactly what is in force makes the source healthy again
+    writeFileSync(gw.routesPath, good);
+    const healed = await waitUntil(async () => {
+      const s = await gw.status();
+      return s.source_error === undefined ? s : undefined;
+    }, 2000, 'source_error cleared');
+    assert.equal(healed.connected, true);
+    assert.equal(healed.stale, false);
+    assert.equal(healed.revision, before, 'nothing re-applied');
   });
 
   test('a schema-invalid object is rejected with its reason; its previous version keeps serving', async () => {

@@ -1,4 +1,4 @@
-import { Type, type TSchema } from '@sinclair/typebox';
+import { Type } from '@sinclair/typebox';
 
 /** APISIX object id: a string of safe characters, or an integer (stored as its string form). */
 export const Id = Type.Union([
@@ -23,10 +23,6 @@ export const Meta = {
   create_time: Type.Optional(Type.Integer()),
   update_time: Type.Optional(Type.Integer()),
 };
-
-export function optional<T extends TSchema>(schema: T) {
-  return Type.Optional(schema);
-}
 
 /** A string enum as JSON Schema `enum` (a Union of literals would make ajv report one branch only). */
 export function StringEnum<const T extends readonly string[]>(values: T, options: { default?: T[number] } = {}) {
