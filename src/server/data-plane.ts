@@ -1,0 +1,53 @@
+import type { AddressInfo } from 'node:net';
+import type { GatewayConfig } from '../config/gateway.ts';
+import { isEmptyDiff, type Snapshot, type SnapshotDiff } from '../config/snapshot.ts';
+import { Runtime } from '../runtime/runtime.ts';
+import { closePools, poolKey, retainPools } from '../upstream/pools.ts';
+import { ProxyListeners } from './listeners.ts';
+
+/**
+ * What serves traffic: the runtime compiled from snapshots, the listeners, and the upstream pools.
+ * The same in a single process and in each worker; only how snapshots arrive differs.
+ */
+export class DataPlane {
+  readonly runtime: Runtime;
+  private readonly listeners: ProxyListeners;
+  private poolCleanup: NodeJS.Timeout | undefined;
+  private stopping = false;
+
+  constructor(config: GatewayConfig) {
+    this.runtime = new Runtime(config.proxy.router);
+    this.listeners = new ProxyListeners(config.proxy.listen, config.proxy.drain_timeout * 1000, () => this.runtime);
+  }
+
+  apply(snapshot: Snapshot, diff: SnapshotDiff): void {
+    this.runtime.apply(snapshot, diff);
+    if (!isEmptyDiff(diff)) this.schedulePoolCleanup();
+  }
+
+  start(): Promise<AddressInfo[]> {
+    return this.listeners.start();
+  }
+
+  /** Drains the listeners, then closes every upstream connection. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.poolCleanup);
+    await this.listeners.drain();
+    await closePools();
+  }
+
+  /**
+   * Closes keep-alive pools of nodes no longer used by any upstream. Deferred and coalesced: it
+   * walks every upstream, which is not worth doing on each change of a burst.
+   */
+  private schedulePoolCleanup(): void {
+    if (this.poolCleanup || this.stopping) return;
+    this.poolCleanup = setTimeout(() => {
+      this.poolCleanup = undefined;
+      const keys = new Set<string>();
+      for (const target of this.runtime.upstreamTargets()) for (const node of target.nodes) keys.add(poolKey(target, node));
+      void retainPools(keys);
+    }, 1000).unref();
+  }
+}
