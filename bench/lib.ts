@@ -86,15 +86,15 @@ export function wrk(url: string, opts: { duration: number; connections: number; 
   return { rps, p50ms: toMs(p50), p99ms: toMs(p99), errors };
 }
 
-/** nginx with one worker, as a fair per-core peer; `body` is the server block. */
-export function startNginx(serverBlock: string): ChildProcess | undefined {
+/** nginx with one worker by default, as a fair per-core peer; `serverBlock` is the server block. */
+export function startNginx(serverBlock: string, workers = 1): ChildProcess | undefined {
   const bin = which('nginx');
   if (!bin) return undefined;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-bench-nginx-'));
   const conf = path.join(dir, 'nginx.conf');
   writeFileSync(
     conf,
-    `daemon off; master_process off; worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/error.log warn;
+    `daemon off; master_process ${workers > 1 ? 'on' : 'off'}; worker_processes ${workers}; pid ${dir}/nginx.pid; error_log ${dir}/error.log warn;
 events { worker_connections 4096; }
 http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
 ${serverBlock}

@@ -9,7 +9,10 @@
  * present, so a leftover build would silently replace the sources under test. --tsx runs the
  * sources through tsx instead.
  *
- *   npm run bench -- [--duration 10] [--connections 50] [--threads 1] [--tsx]
+ * --workers N runs Portico with `proxy.workers: N` and the nginx peer with N worker processes, so
+ * the ratio stays a like-for-like comparison.
+ *
+ *   npm run bench -- [--duration 10] [--connections 50] [--threads 1] [--workers 1] [--tsx]
  */
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
@@ -24,9 +27,11 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '50' },
     threads: { type: 'string', default: '1' },
     tsx: { type: 'boolean', default: false },
+    workers: { type: 'string', default: '1' },
   },
 });
 const opts = { duration: Number(values.duration), connections: Number(values.connections), threads: Number(values.threads) };
+const workers = Number(values.workers);
 
 let gatewayMain = path.join(ROOT, 'bin/portico.js');
 if (!values.tsx) {
@@ -55,7 +60,7 @@ writeFileSync(
 );
 writeFileSync(
   path.join(dir, 'portico.yaml'),
-  `proxy: { listen: ["127.0.0.1:${gatewayPort}"] }\nstatus: { listen: "127.0.0.1:${statusPort}" }\nconfig: { source: file, file: { path: routes.yaml }, snapshot: snapshot.json }\n`,
+  `proxy: { listen: ["127.0.0.1:${gatewayPort}"], workers: ${workers} }\nstatus: { listen: "127.0.0.1:${statusPort}" }\nconfig: { source: file, file: { path: routes.yaml }, snapshot: snapshot.json }\n`,
 );
 const gateway = run(process.execPath, [gatewayMain, 'start', '--config', path.join(dir, 'portico.yaml')], {
   env: { PORTICO_LOG_LEVEL: 'warn', NODE_ENV: 'production' },
@@ -65,6 +70,7 @@ await waitPort(gatewayPort);
 const peer = startNginx(
   `upstream u { server 127.0.0.1:${upstreamPort}; keepalive 320; }
    server { listen 127.0.0.1:${nginxPort}; location /hello { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } }`,
+  workers,
 );
 if (peer) await waitPort(nginxPort);
 
@@ -76,8 +82,9 @@ const measure = (name: string, url: string) => {
   return r;
 };
 const direct = measure('direct upstream', `http://127.0.0.1:${upstreamPort}/hello`);
-const portico = measure('portico', `http://127.0.0.1:${gatewayPort}/hello`);
-const nginx = peer ? measure('nginx proxy (1 worker)', `http://127.0.0.1:${nginxPort}/hello`) : undefined;
+const plural = (n: number) => `${n} worker${n > 1 ? 's' : ''}`;
+const portico = measure(workers > 1 ? `portico (${plural(workers)})` : 'portico', `http://127.0.0.1:${gatewayPort}/hello`);
+const nginx = peer ? measure(`nginx proxy (${plural(workers)})`, `http://127.0.0.1:${nginxPort}/hello`) : undefined;
 
 console.log(`\nwrk -t${opts.threads} -c${opts.connections} -d${opts.duration}s, node ${process.version}, ${os.cpus().length} cores, gateway ${values.tsx ? 'from src (tsx)' : 'compiled'}`);
 console.log('target                      req/s     p50 ms   p99 ms   errors');

@@ -16,15 +16,19 @@ program
   .addOption(new Option('-c, --config <file>', 'gateway config (portico.yaml)').default('conf/portico.yaml'))
   .addOption(new Option('--demo-upstream <addr>', 'also run the demo echo upstream (used by the bundled example routes)'))
   .action(async (opts: { config: string; demoUpstream?: string }) => {
+    const config = loadGatewayConfig(resolve(opts.config));
+    const { default: cluster } = await import('node:cluster');
+    const { ClusterGateway, runWorker, workerCount } = await import('../server/cluster.ts');
+    if (cluster.isWorker) return runWorker(config);
     const { Gateway } = await import('../server/gateway.ts');
     const demo = opts.demoUpstream ? await (await import('./demo-upstream.ts')).startDemoUpstream(opts.demoUpstream) : undefined;
-    const config = loadGatewayConfig(resolve(opts.config));
-    const gateway = new Gateway(config);
+    const workers = workerCount(config.proxy.workers);
+    const gateway = workers > 1 ? new ClusterGateway(config, workers) : new Gateway(config);
     const addresses = await gateway.start();
     const fmt = (a: { address: string; port: number; family: string }) =>
       a.family === 'IPv6' ? `http://[${a.address}]:${a.port}` : `http://${a.address}:${a.port}`;
     process.stdout.write(
-      `portico ${VERSION} (${gateway.instanceId}) listening on ${addresses.proxy.map(fmt).join(', ')}; ` +
+      `portico ${VERSION} (${gateway.instanceId}${workers > 1 ? `, ${workers} workers` : ''}) listening on ${addresses.proxy.map(fmt).join(', ')}; ` +
         `status on ${fmt(addresses.status)}/status; config from ${config.config.source}` +
         (config.config.source === 'file' ? ` (${config.config.file.path})` : ` (${config.config.etcd!.endpoints.join(',')}${config.config.etcd!.prefix})`) +
         '\n',

@@ -35,6 +35,7 @@ export const GatewayConfigSchema = Type.Object(
         listen: Type.Array(ListenAddress, { minItems: 1, default: ['0.0.0.0:9080'] }),
         router: StringEnum(['radixtree_host_uri', 'radixtree_uri', 'radixtree_uri_with_parameter'], { default: 'radixtree_host_uri' }),
         drain_timeout: Type.Number({ minimum: 0, default: 30 }),
+        workers: Type.Union([Type.Integer({ minimum: 1, maximum: 256 }), Type.Literal('auto')], { default: 1 }),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -25,6 +25,8 @@ export interface StatusReport {
   counts: { routes: number; services: number; upstreams: number };
   rejected: RejectionRecord[];
   rejections_total: Record<string, number>;
+  /** with proxy.workers > 1: each worker process and the revision it serves */
+  workers?: Array<{ pid: number; revision: number | null; listening: boolean }>;
 }
 
 /**

@@ -23,6 +23,8 @@ export interface GatewayOptions {
   dir?: string;
   instanceId?: string;
   drainTimeout?: number;
+  /** proxy.workers */
+  workers?: number;
   /** resolve before the gateway is ready (e.g. etcd down, no snapshot) */
   noWaitReady?: boolean;
   env?: Record<string, string>;
@@ -66,7 +68,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
   if (opts.routes) writeRoutes(routesPath, opts.routes);
   const config: Record<string, unknown> = {
     ...(opts.instanceId ? { instance_id: opts.instanceId } : {}),
-    proxy: { listen: ['127.0.0.1:0'], router: opts.router ?? 'radixtree_host_uri', drain_timeout: opts.drainTimeout ?? 10 },
+    proxy: { listen: ['127.0.0.1:0'], router: opts.router ?? 'radixtree_host_uri', drain_timeout: opts.drainTimeout ?? 10, workers: opts.workers ?? 1 },
     status: { listen: '127.0.0.1:0' },
     config: opts.etcd
       ? { source: 'etcd', etcd: { prefix: '/portico', timeout: 2, ...opts.etcd }, snapshot: 'snapshot.json' }

@@ -1,0 +1,163 @@
+import cluster, { type Worker } from 'node:cluster';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { availableParallelism } from 'node:os';
+import type { GatewayConfig } from '../config/gateway.ts';
+import { SnapshotReplica, updateOf, type SnapshotUpdate } from '../config/replica.ts';
+import { log } from '../observability/log.ts';
+import type { StatusReport } from '../observability/status.ts';
+import { DataPlane } from './data-plane.ts';
+import { closeServer, listenStatus, type GatewayAddresses } from './gateway.ts';
+import { ConfigPipeline } from './pipeline.ts';
+
+/** Messages between the primary and its workers. */
+type ToWorker = { type: 'snapshot'; update: SnapshotUpdate } | { type: 'drain' };
+type ToPrimary =
+  | { type: 'hello' }
+  | { type: 'listening'; addresses: AddressInfo[] }
+  | { type: 'applied'; revision: number };
+
+export function workerCount(setting: number | 'auto'): number {
+  return setting === 'auto' ? availableParallelism() : setting;
+}
+
+interface WorkerState {
+  worker: Worker;
+  /** revision of the last snapshot update the worker applied */
+  revision: number | undefined;
+  listening: boolean;
+}
+
+/**
+ * `proxy.workers` > 1: this process runs the config pipeline once (one etcd watch per instance)
+ * and the status listener; N forked workers share the proxy listeners and each run a data plane,
+ * fed with the store's published changes (already validated) over IPC. A worker that dies is
+ * replaced and brought up to date with the full snapshot before it listens.
+ */
+export class ClusterGateway {
+  readonly pipeline: ConfigPipeline;
+  private readonly workers = new Map<number, WorkerState>();
+  private statusServer: Server | undefined;
+  private stopping = false;
+  private firstListening: ((a: AddressInfo[]) => void) | undefined;
+
+  constructor(
+    readonly config: GatewayConfig,
+    private readonly count: number,
+  ) {
+    this.pipeline = new ConfigPipeline(config, {
+      // ready once every worker listens with a snapshot (not per revision: readiness must not
+      // flap for the milliseconds each change takes to reach the workers)
+      ready: () => this.workers.size === this.count && [...this.workers.values()].every((w) => w.listening),
+      report: () => ({ workers: [...this.workers.values()].map((w) => ({ pid: w.worker.process.pid ?? 0, revision: w.revision ?? null, listening: w.listening })) }),
+    });
+    this.pipeline.store.subscribe((snapshot, diff) => this.broadcast({ type: 'snapshot', update: updateOf(snapshot, diff) }));
+  }
+
+  get instanceId(): string {
+    return this.pipeline.instanceId;
+  }
+
+  async start(): Promise<GatewayAddresses> {
+    await this.pipeline.start();
+    const listening = new Promise<AddressInfo[]>((resolve) => (this.firstListening = resolve));
+    for (let i = 0; i < this.count; i++) this.fork();
+    const proxy = await listening;
+    this.statusServer = await listenStatus(this.config, () => this.status());
+    const status = this.statusServer.address() as AddressInfo;
+    this.pipeline.setAddresses(proxy, status);
+    return { proxy, status };
+  }
+
+  status(): StatusReport {
+    return this.pipeline.status();
+  }
+
+  private fork(): void {
+    const worker = cluster.fork({ PORTICO_WORKER: '1' });
+    const state: WorkerState = { worker, revision: undefined, listening: false };
+    this.workers.set(worker.id, state);
+    worker.on('message', (m: ToPrimary) => {
+      if (m.type === 'hello') {
+        // the whole snapshot first: the worker listens only once it can route. (Sent on the
+        // worker's request, not on 'online': messages that arrive before the worker has loaded
+        // its code and attached a listener are lost.)
+        this.send(worker, { type: 'snapshot', update: updateOf(this.pipeline.store.snapshot, undefined) });
+      } else if (m.type === 'applied') {
+        state.revision = m.revision;
+        this.pipeline.register();
+      } else if (m.type === 'listening') {
+        state.listening = true;
+        this.firstListening?.(m.addresses);
+        this.firstListening = undefined;
+      }
+    });
+    worker.on('exit', (code, signal) => {
+      this.workers.delete(worker.id);
+      if (this.stopping) return;
+      log.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another');
+      setTimeout(() => !this.stopping && this.fork(), 250).unref();
+    });
+  }
+
+  private send(worker: Worker, message: ToWorker): void {
+    if (worker.isConnected()) worker.send(message, () => undefined);
+  }
+
+  private broadcast(message: ToWorker): void {
+    for (const { worker } of this.workers.values()) this.send(worker, message);
+  }
+
+  /** Drains every worker (each finishes its in-flight requests), then stops the pipeline. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const exited = [...this.workers.values()].map(
+      ({ worker }) =>
+        new Promise<void>((resolve) => {
+          if (worker.isDead()) return resolve();
+          worker.once('exit', () => resolve());
+          // a worker that does not finish within the drain timeout is killed
+          setTimeout(() => worker.process.kill('SIGKILL'), this.config.proxy.drain_timeout * 1000 + 5000).unref();
+        }),
+    );
+    this.broadcast({ type: 'drain' });
+    await Promise.all(exited);
+    await this.pipeline.stop();
+    await closeServer(this.statusServer);
+  }
+}
+
+/** The worker side: a data plane fed by the primary; listens once it has the first snapshot. */
+export async function runWorker(config: GatewayConfig): Promise<void> {
+  const dataPlane = new DataPlane(config);
+  const replica = new SnapshotReplica();
+  const send = (m: ToPrimary) => process.send?.(m);
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    dataPlane.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  let first: (() => void) | undefined;
+  const synced = new Promise<void>((resolve) => (first = resolve));
+  process.on('message', (m: ToWorker) => {
+    if (m.type === 'snapshot') {
+      const { snapshot, diff } = replica.apply(m.update);
+      dataPlane.apply(snapshot, diff);
+      send({ type: 'applied', revision: snapshot.revision });
+      first?.();
+      first = undefined;
+    } else if (m.type === 'drain') stop();
+  });
+  // Ctrl-C reaches the whole process group; the primary dying closes the channel
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('disconnect', stop);
+  send({ type: 'hello' });
+  await synced;
+  send({ type: 'listening', addresses: await dataPlane.start() });
+}
