@@ -1,13 +1,11 @@
 import cluster, { type Worker } from 'node:cluster';
-import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { SnapshotReplica, updateOf, type SnapshotUpdate } from '../config/replica.ts';
 import { log } from '../observability/log.ts';
-import type { StatusReport } from '../observability/status.ts';
 import { DataPlane } from './data-plane.ts';
-import { closeServer, listenStatus, type GatewayAddresses } from './gateway.ts';
+import { GatewayInstance } from './gateway.ts';
 import { ConfigPipeline } from './pipeline.ts';
 
 /** Messages between the primary and its workers. */
@@ -34,17 +32,18 @@ interface WorkerState {
  * fed with the store's published changes (already validated) over IPC. A worker that dies is
  * replaced and brought up to date with the full snapshot before it listens.
  */
-export class ClusterGateway {
+export class ClusterGateway extends GatewayInstance {
   readonly pipeline: ConfigPipeline;
   private readonly workers = new Map<number, WorkerState>();
-  private statusServer: Server | undefined;
-  private stopping = false;
+  /** set when draining starts: a worker exiting then is not replaced */
+  private draining = false;
   private firstListening: ((a: AddressInfo[]) => void) | undefined;
 
   constructor(
-    readonly config: GatewayConfig,
+    config: GatewayConfig,
     private readonly count: number,
   ) {
+    super(config);
     this.pipeline = new ConfigPipeline(config, {
       // ready once every worker listens with a snapshot (not per revision: readiness must not
       // flap for the milliseconds each change takes to reach the workers)
@@ -54,23 +53,10 @@ export class ClusterGateway {
     this.pipeline.store.subscribe((snapshot, diff) => this.broadcast({ type: 'snapshot', update: updateOf(snapshot, diff) }));
   }
 
-  get instanceId(): string {
-    return this.pipeline.instanceId;
-  }
-
-  async start(): Promise<GatewayAddresses> {
-    await this.pipeline.start();
+  protected startProxy(): Promise<AddressInfo[]> {
     const listening = new Promise<AddressInfo[]>((resolve) => (this.firstListening = resolve));
     for (let i = 0; i < this.count; i++) this.fork();
-    const proxy = await listening;
-    this.statusServer = await listenStatus(this.config, () => this.status());
-    const status = this.statusServer.address() as AddressInfo;
-    this.pipeline.setAddresses(proxy, status);
-    return { proxy, status };
-  }
-
-  status(): StatusReport {
-    return this.pipeline.status();
+    return listening;
   }
 
   private fork(): void {
@@ -94,9 +80,9 @@ export class ClusterGateway {
     });
     worker.on('exit', (code, signal) => {
       this.workers.delete(worker.id);
-      if (this.stopping) return;
+      if (this.draining) return;
       log.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another');
-      setTimeout(() => !this.stopping && this.fork(), 250).unref();
+      setTimeout(() => !this.draining && this.fork(), 250).unref();
     });
   }
 
@@ -108,10 +94,9 @@ export class ClusterGateway {
     for (const { worker } of this.workers.values()) this.send(worker, message);
   }
 
-  /** Drains every worker (each finishes its in-flight requests), then stops the pipeline. */
-  async stop(): Promise<void> {
-    if (this.stopping) return;
-    this.stopping = true;
+  /** Drains every worker: each finishes its in-flight requests and exits. */
+  protected async stopProxy(): Promise<void> {
+    this.draining = true;
     const exited = [...this.workers.values()].map(
       ({ worker }) =>
         new Promise<void>((resolve) => {
@@ -123,8 +108,6 @@ export class ClusterGateway {
     );
     this.broadcast({ type: 'drain' });
     await Promise.all(exited);
-    await this.pipeline.stop();
-    await closeServer(this.statusServer);
   }
 }
 

@@ -27,20 +27,20 @@ export async function closeServer(server: Server | undefined): Promise<void> {
 }
 
 /**
- * One gateway instance in one process: config pipeline -> data plane, in the same event loop.
- * (With `proxy.workers` > 1, server/cluster.ts splits the two across processes.)
+ * What every way of running an instance shares: the config pipeline, the status listener, and the
+ * order of start (config, then proxy, then status) and stop (drain the proxy, then the pipeline).
  */
-export class Gateway {
-  readonly pipeline: ConfigPipeline;
-  readonly dataPlane: DataPlane;
+export abstract class GatewayInstance {
+  abstract readonly pipeline: ConfigPipeline;
   private statusServer: Server | undefined;
   private stopping = false;
 
-  constructor(readonly config: GatewayConfig) {
-    this.pipeline = new ConfigPipeline(config);
-    this.dataPlane = new DataPlane(config);
-    this.pipeline.store.subscribe((snapshot, diff) => this.dataPlane.apply(snapshot, diff));
-  }
+  constructor(readonly config: GatewayConfig) {}
+
+  /** Binds the proxy listeners once the pipeline has config; resolves with their addresses. */
+  protected abstract startProxy(): Promise<AddressInfo[]>;
+  /** Drains the proxy: stop accepting, finish in-flight requests (up to proxy.drain_timeout). */
+  protected abstract stopProxy(): Promise<void>;
 
   get instanceId(): string {
     return this.pipeline.instanceId;
@@ -49,7 +49,7 @@ export class Gateway {
   /** Starts syncing config and listening. Resolves when the listeners are bound. */
   async start(): Promise<GatewayAddresses> {
     await this.pipeline.start();
-    const proxy = await this.dataPlane.start();
+    const proxy = await this.startProxy();
     this.statusServer = await listenStatus(this.config, () => this.status());
     const status = this.statusServer.address() as AddressInfo;
     this.pipeline.setAddresses(proxy, status);
@@ -60,15 +60,36 @@ export class Gateway {
     return this.pipeline.status();
   }
 
-  /**
-   * Graceful stop: stop accepting, let in-flight requests finish (up to proxy.drain_timeout),
-   * then deregister, stop the source and flush the snapshot.
-   */
+  /** Graceful stop: drain the proxy, then deregister, stop the source and flush the snapshot. */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    await this.dataPlane.stop();
+    await this.stopProxy();
     await this.pipeline.stop();
     await closeServer(this.statusServer);
+  }
+}
+
+/**
+ * One gateway instance in one process: config pipeline -> data plane, in the same event loop.
+ * (With `proxy.workers` > 1, server/cluster.ts splits the two across processes.)
+ */
+export class Gateway extends GatewayInstance {
+  readonly pipeline: ConfigPipeline;
+  readonly dataPlane: DataPlane;
+
+  constructor(config: GatewayConfig) {
+    super(config);
+    this.pipeline = new ConfigPipeline(config);
+    this.dataPlane = new DataPlane(config);
+    this.pipeline.store.subscribe((snapshot, diff) => this.dataPlane.apply(snapshot, diff));
+  }
+
+  protected startProxy(): Promise<AddressInfo[]> {
+    return this.dataPlane.start();
+  }
+
+  protected stopProxy(): Promise<void> {
+    return this.dataPlane.stop();
   }
 }
