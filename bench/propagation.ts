@@ -5,10 +5,14 @@
  * A real etcd and a real gateway process on loopback; every wait is bounded.
  *
  *   npm run bench:propagation -- [--changes 200] [--small 10] [--large 10000]
+ *
+ * BENCH_IMPORT=bench/loop-probe.mjs preloads a module into the gateway (event-loop delay and GC
+ * pauses, see that file).
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { EtcdClient } from '../src/sources/etcd/client.ts';
@@ -53,7 +57,7 @@ async function scenario(routes: number) {
       `config: { source: etcd, etcd: { endpoints: ["${etcd.clientUrl}"], prefix: ${prefix} }, snapshot: snapshot.json }\n`,
   );
   const t0 = performance.now();
-  const gw = run(process.execPath, [...(process.env.BENCH_IMPORT ? ['--import', process.env.BENCH_IMPORT] : []), path.join(ROOT, 'bin/portico.js'), 'start', '--config', path.join(dir, 'portico.yaml')], { env: { PORTICO_LOG_LEVEL: 'warn' } });
+  const gw = run(process.execPath, [...(process.env.BENCH_IMPORT ? ['--import', pathToFileURL(path.resolve(process.env.BENCH_IMPORT)).href] : []), path.join(ROOT, 'bin/portico.js'), 'start', '--config', path.join(dir, 'portico.yaml')], { env: { PORTICO_LOG_LEVEL: 'warn' } });
   for (;;) {
     const r = await fetch(`http://127.0.0.1:${statusPort}/status/ready`).catch(() => undefined);
     if (r?.status === 200) break;
