@@ -38,6 +38,7 @@ export class PorticoError extends Error {
 export const ProxyError = {
   ROUTE_NOT_FOUND: { status: 404, message: '404 Route Not Found' },
   BAD_REQUEST: { status: 400, message: 'Bad Request' },
+  HEADERS_TOO_LARGE: { status: 431, message: '431 Request Header Fields Too Large' },
   UPSTREAM_UNAVAILABLE: { status: 502, message: '502 Bad Gateway' },
   NO_HEALTHY_NODE: { status: 503, message: '503 Service Unavailable' },
   UPSTREAM_TIMEOUT: { status: 504, message: '504 Gateway Timeout' },

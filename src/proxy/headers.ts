@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { unmapIpv4 } from '../router/ip.ts';
 import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
 import type { ProxyRequest } from './request.ts';
 
@@ -59,24 +60,8 @@ function requestHeaderKind(name: string): Kind {
 
 /** Hop-by-hop headers of RFC 9110 7.6.1 (plus Proxy-Connection), which a proxy must not forward. */
 export function isHopByHop(name: string): boolean {
-  switch (name.length) {
-    case 2:
-      return name.toLowerCase() === 'te';
-    case 7: {
-      const lower = name.toLowerCase();
-      return lower === 'trailer' || lower === 'upgrade';
-    }
-    case 10: {
-      const lower = name.toLowerCase();
-      return lower === 'connection' || lower === 'keep-alive';
-    }
-    case 16:
-      return name.toLowerCase() === 'proxy-connection';
-    case 17:
-      return name.toLowerCase() === 'transfer-encoding';
-    default:
-      return false;
-  }
+  const kind = requestHeaderKind(name);
+  return kind === Kind.HopByHop || kind === Kind.Connection || kind === Kind.Upgrade;
 }
 
 /**
@@ -104,11 +89,6 @@ function withoutNames(headers: string[], names: Set<string>): string[] {
     if (!names.has(headers[i]!.toLowerCase())) kept.push(headers[i]!, headers[i + 1]!);
   }
   return kept;
-}
-
-/** An IPv4 client on a dual-stack listener is reported as "::ffff:1.2.3.4"; upstreams expect "1.2.3.4". */
-function plainAddress(address: string): string {
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
 export interface UpstreamHeaders {
@@ -181,7 +161,8 @@ export function upstreamHeaders(
   }
 
   const socket = req.socket;
-  const clientAddress = plainAddress(request.remoteAddr);
+  // an IPv4 client on a dual-stack listener is "::ffff:1.2.3.4"; upstreams expect "1.2.3.4"
+  const clientAddress = unmapIpv4(request.remoteAddr);
   const encrypted = (socket as { encrypted?: boolean }).encrypted === true;
   headers.push(
     'X-Forwarded-For',

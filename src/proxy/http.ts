@@ -8,6 +8,7 @@ import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
 import { classifyFailure, Failure, failureResponse } from './failures.ts';
 import { clientHeaders, upstreamHeaders, upstreamHost } from './headers.ts';
 import { describeRequest, type ProxyRequest } from './request.ts';
+import { NodeRetries } from './retries.ts';
 import { sendError } from './responses.ts';
 import { proxyUpgrade } from './websocket.ts';
 
@@ -34,7 +35,7 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
       if (request === undefined) return sendError(res, ProxyError.BAD_REQUEST);
       const matched = routes().matchRoute(request);
       if (matched === undefined) return sendError(res, ProxyError.ROUTE_NOT_FOUND);
-      const upstream = matched.route.upstream;
+      const upstream = matched.target.upstream;
       // APISIX: "missing upstream configuration in Route or Service" → 503
       if (upstream === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
       const node = upstream.balancer.pick();
@@ -69,10 +70,7 @@ class HttpExchange implements Dispatcher.DispatchHandler {
   private readonly hasBody: boolean;
 
   private node: UpstreamNode;
-  private tried: Set<UpstreamNode> | undefined;
-  private retriesLeft: number;
-  /** epoch ms after which no further node is tried; 0 = no limit */
-  private retryDeadline = 0;
+  private retries: NodeRetries | undefined;
   /** one extra attempt for a kept-alive connection the upstream closed under us (nginx does the same) */
   private brokenReuseRetry = true;
   /** undici called onConnect: the request is on a socket, headers (maybe body) may be sent */
@@ -95,7 +93,6 @@ class HttpExchange implements Dispatcher.DispatchHandler {
     this.res = res;
     this.upstream = upstream;
     this.pools = pools;
-    this.retriesLeft = upstream.retries;
     const headers = req.headers;
     this.hasBody = headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0');
     this.clientHost = headers.host;
@@ -115,7 +112,8 @@ class HttpExchange implements Dispatcher.DispatchHandler {
 
   start(): void {
     this.res.on('close', this.onClientClose);
-    if (this.upstream.retryTimeout > 0) this.retryDeadline = Date.now() + this.upstream.retryTimeout;
+    // made now (not on first failure) so that retry_timeout counts from the start of the request
+    if (this.upstream.retryTimeout > 0) this.retries = new NodeRetries(this.upstream);
     this.dispatchTo(this.node);
   }
 
@@ -206,17 +204,14 @@ class HttpExchange implements Dispatcher.DispatchHandler {
 
   private nextNode(failure: Failure): UpstreamNode | undefined {
     if (this.req.destroyed) return undefined;
-    if (this.retryDeadline !== 0 && Date.now() >= this.retryDeadline) return undefined;
+    const retries = (this.retries ??= new NodeRetries(this.upstream));
+    if (!retries.inTime()) return undefined;
     if (failure === Failure.Broken && this.onSocket && this.brokenReuseRetry) {
       // probably a kept-alive connection closed by the upstream as we reused it: same node is fine
       this.brokenReuseRetry = false;
       return this.node;
     }
-    if (this.retriesLeft <= 0) return undefined;
-    this.retriesLeft--;
-    const tried = (this.tried ??= new Set());
-    tried.add(this.node);
-    return this.upstream.balancer.pick(tried);
+    return retries.next(this.node);
   }
 
   // --- client side ------------------------------------------------------------------------------

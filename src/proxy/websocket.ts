@@ -7,6 +7,7 @@ import type { RouteTable } from '../runtime/types.ts';
 import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
 import { upstreamHeaders } from './headers.ts';
 import { describeRequest, type ProxyRequest } from './request.ts';
+import { NodeRetries } from './retries.ts';
 import { writeRawError } from './responses.ts';
 
 /**
@@ -25,7 +26,7 @@ export function proxyUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer,
   if (request === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
   const matched = routes().matchRoute(request);
   if (matched === undefined) return writeRawError(socket, ProxyError.ROUTE_NOT_FOUND);
-  const upstream = matched.route.upstream;
+  const upstream = matched.target.upstream;
   if (upstream === undefined) return writeRawError(socket, ProxyError.NO_HEALTHY_NODE);
   const node = upstream.balancer.pick();
   if (node === undefined) return writeRawError(socket, ProxyError.NO_HEALTHY_NODE);
@@ -37,9 +38,7 @@ function destroySelf(this: Duplex): void {
 }
 
 class UpgradeExchange {
-  private tried: Set<UpstreamNode> | undefined;
-  private retriesLeft: number;
-  private readonly retryDeadline: number;
+  private readonly retries: NodeRetries;
   private upstreamSocket: Socket | undefined;
   private answered = false;
 
@@ -50,8 +49,7 @@ class UpgradeExchange {
     private readonly request: ProxyRequest,
     private readonly upstream: UpstreamTarget,
   ) {
-    this.retriesLeft = upstream.retries;
-    this.retryDeadline = upstream.retryTimeout > 0 ? Date.now() + upstream.retryTimeout : 0;
+    this.retries = new NodeRetries(upstream);
     client.once('close', () => this.upstreamSocket?.destroy());
   }
 
@@ -106,7 +104,7 @@ class UpgradeExchange {
       }
       if (this.client.destroyed || this.upstreamSocket !== upstreamSocket) return;
       if (!connected) {
-        const next = this.nextNode(node);
+        const next = this.retries.next(node);
         if (next !== undefined) {
           this.connect(next);
           return;
@@ -127,15 +125,6 @@ class UpgradeExchange {
       if (this.answered) client.end();
     });
     client.pipe(upstreamSocket);
-  }
-
-  private nextNode(failed: UpstreamNode): UpstreamNode | undefined {
-    if (this.retriesLeft <= 0) return undefined;
-    if (this.retryDeadline !== 0 && Date.now() >= this.retryDeadline) return undefined;
-    this.retriesLeft--;
-    const tried = (this.tried ??= new Set());
-    tried.add(failed);
-    return this.upstream.balancer.pick(tried);
   }
 }
 

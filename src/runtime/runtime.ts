@@ -4,7 +4,7 @@ import type { ServiceConfig } from '../config/schema/service.ts';
 import type { UpstreamConfig } from '../config/schema/upstream.ts';
 import type { Snapshot, SnapshotDiff } from '../config/snapshot.ts';
 import { Router } from '../router/router.ts';
-import type { MatchRequest, RouterMode } from '../router/types.ts';
+import type { MatchRequest, RouteMatch, RouterMode } from '../router/types.ts';
 import { routeSpec } from '../config/route-spec.ts';
 import { log } from '../observability/log.ts';
 import { compileUpstream } from './upstream.ts';
@@ -55,9 +55,8 @@ export class Runtime implements RouteTable {
     return this.router.size;
   }
 
-  matchRoute(req: MatchRequest): { route: CompiledRoute; params?: Record<string, string> } | undefined {
-    const m = this.router.match(req);
-    return m && { route: m.target, params: m.params };
+  matchRoute(req: MatchRequest): RouteMatch<CompiledRoute> | undefined {
+    return this.router.match(req);
   }
 
   /** Every upstream target in force (for pool retention and status). */

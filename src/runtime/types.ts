@@ -1,4 +1,4 @@
-import type { MatchRequest } from '../router/types.ts';
+import type { MatchRequest, RouteMatch } from '../router/types.ts';
 import type { UpstreamTarget } from '../upstream/types.ts';
 
 /** A route compiled for the data plane: references resolved, service merged in. */
@@ -11,5 +11,6 @@ export interface CompiledRoute {
 
 /** What the proxy asks of the runtime for each request. */
 export interface RouteTable {
-  matchRoute(req: MatchRequest): { route: CompiledRoute; params?: Record<string, string> } | undefined;
+  /** the router's own match object: no per-request wrapper */
+  matchRoute(req: MatchRequest): RouteMatch<CompiledRoute> | undefined;
 }

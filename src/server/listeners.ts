@@ -2,7 +2,9 @@ import { once } from 'node:events';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { parseListen } from '../config/gateway.ts';
+import { ProxyError } from '../errors.ts';
 import { createHttpProxy } from '../proxy/http.ts';
+import { writeRawError } from '../proxy/responses.ts';
 import type { RouteTable } from '../runtime/types.ts';
 
 /**
@@ -45,10 +47,8 @@ export class ProxyListeners {
       });
       server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
         // malformed or oversize HTTP: answer like nginx would, without logging each one
-        if (socket.writable && !socket.destroyed) {
-          const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-          socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 27\r\n\r\n{"error_msg":"bad request"}`);
-        } else socket.destroy();
+        if (!socket.writable) return void socket.destroy();
+        writeRawError(socket, err.code === 'HPE_HEADER_OVERFLOW' ? ProxyError.HEADERS_TOO_LARGE : ProxyError.BAD_REQUEST);
       });
       server.listen(port, host);
       await once(server, 'listening');

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { freePort } from '../helpers/etcd.ts';
@@ -139,6 +140,22 @@ describe('proxy through the gateway process (YAML config)', () => {
     assert.ok(Date.now() - t0 < 3000);
     assert.deepEqual((await call(gw, '/nowhere')).json, { error_msg: '404 Route Not Found' });
     assert.equal((await call(gw, '/%zz')).status, 400);
+  });
+
+  test('malformed HTTP gets 400 and oversize headers 431, as JSON, on a closed connection', async () => {
+    const raw = (text: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(gw.port, '127.0.0.1', () => socket.end(text));
+        let reply = '';
+        socket.setEncoding('latin1').on('data', (d: string) => (reply += d));
+        socket.on('close', () => resolve(reply)).on('error', reject);
+      });
+    const garbage = await raw('GET /api/users HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n');
+    assert.match(garbage, /^HTTP\/1\.1 400 /);
+    assert.match(garbage, /\{"error_msg":"Bad Request"\}/);
+    const huge = await raw(`GET /api/users HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.match(huge, /^HTTP\/1\.1 431 /);
+    assert.match(huge, /\{"error_msg":"431 Request Header Fields Too Large"\}/);
   });
 
   test('WebSocket: upgrade proxied, messages echo both ways', async () => {

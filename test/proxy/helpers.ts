@@ -33,7 +33,7 @@ export function prefixRoutes(routes: Record<string, UpstreamTarget | undefined>)
     .sort((a, b) => b[0].length - a[0].length);
   return {
     matchRoute(req: MatchRequest) {
-      for (const [prefix, route] of entries) if (req.path.startsWith(prefix)) return { route };
+      for (const [prefix, route] of entries) if (req.path.startsWith(prefix)) return { id: route.id, target: route };
       return undefined;
     },
   };
