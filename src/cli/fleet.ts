@@ -1,6 +1,6 @@
-import { isKind } from '../config/changeset.ts';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { EtcdClient } from '../sources/etcd/client.ts';
+import { configKey } from '../sources/etcd/source.ts';
 import { watchPrefix } from '../sources/etcd/watch.ts';
 import { INSTANCES_DIR, type InstanceRecord } from '../server/registration.ts';
 
@@ -75,9 +75,7 @@ async function newestConfigChange(client: EtcdClient, prefix: string, after: num
           abort.abort();
           return;
         }
-        const rest = ev.kv.key.slice(prefix.length);
-        const kind = rest.slice(0, rest.indexOf('/'));
-        if (isKind(kind)) last = Math.max(last, rev);
+        if (configKey(prefix, ev.kv.key)) last = Math.max(last, rev);
       }
       settle();
     },
@@ -85,7 +83,7 @@ async function newestConfigChange(client: EtcdClient, prefix: string, after: num
   clearTimeout(quiet);
   if (end.reason === 'compacted') {
     // history is gone: the newest put still shows in the keys' mod_revision (deletes do not)
-    const kvs = (await client.rangePrefix(prefix)).kvs.filter((kv) => isKind(kv.key.slice(prefix.length).split('/')[0]!));
+    const kvs = (await client.rangePrefix(prefix)).kvs.filter((kv) => configKey(prefix, kv.key));
     return { configRevision: kvs.reduce((m, kv) => Math.max(m, kv.modRevision), 0), approximate: true };
   }
   if (end.reason === 'disconnected') throw end.error;

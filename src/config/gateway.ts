@@ -7,7 +7,8 @@ import { ErrorCode, PorticoError } from '../errors.ts';
 import { StringEnum } from './schema/common.ts';
 
 /** `host:port`, `[v6]:port` or a bare port */
-const ListenAddress = Type.String({ pattern: '^((\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):)?[0-9]{1,5}$' });
+const LISTEN = /^(?:(\[[0-9a-fA-F:.]+\]|[^:\s]+):)?([0-9]{1,5})$/;
+const ListenAddress = Type.String({ pattern: LISTEN.source });
 
 const EtcdConfigSchema = Type.Object(
   {
@@ -98,7 +99,7 @@ export function parseGatewayConfig(raw: unknown, baseDir: string, name = 'config
 
 /** "0.0.0.0:9080" | "[::1]:9080" | "9080" -> host and port for net.listen */
 export function parseListen(address: string): { host: string; port: number } {
-  const m = /^(?:(\[[0-9a-fA-F:.]+\]|[^:\s]+):)?([0-9]{1,5})$/.exec(address);
+  const m = LISTEN.exec(address);
   if (!m) throw new PorticoError(ErrorCode.CONFIG_INVALID, `invalid listen address '${address}'`);
   const host = m[1] ? m[1].replace(/^\[|\]$/g, '') : '0.0.0.0';
   return { host, port: Number(m[2]) };

@@ -45,14 +45,9 @@ export class Runtime implements RouteTable {
   /** service id -> ids of routes that use it (their hosts, upstream and plugins come from it) */
   private readonly routesByService = new Map<string, Set<string>>();
   private readonly serviceOfRoute = new Map<string, string>();
-  revision = 0;
 
   constructor(readonly mode: RouterMode) {
     this.router = new Router<CompiledRoute>(mode);
-  }
-
-  get routeCount(): number {
-    return this.router.size;
   }
 
   matchRoute(req: MatchRequest): RouteMatch<CompiledRoute> | undefined {
@@ -74,7 +69,6 @@ export class Runtime implements RouteTable {
       for (const r of this.routesByService.get(id) ?? []) routes.add(r);
     }
     for (const id of routes) this.updateRoute(snapshot, id);
-    this.revision = snapshot.revision;
   }
 
   private updateSlot(kind: Kind, id: string, config: UpstreamConfig | undefined): void {
@@ -85,7 +79,7 @@ export class Runtime implements RouteTable {
       this.slots.delete(key);
       return;
     }
-    if (!slot) this.slots.set(key, (slot = { target: undefined }));
+    slot ??= this.slot(key);
     slot.target = compileUpstream(key, config, slot.target);
   }
 

@@ -38,7 +38,6 @@ export class ConfigPipeline {
   private sourceError: { code: string; message: string } | undefined;
   private fromSnapshot = false;
   private synced = false;
-  private lastApplied: string | null = null;
   private addresses: { proxy: AddressInfo[]; status: AddressInfo } | undefined;
   private stopping = false;
   private readonly startedAt = new Date().toISOString();
@@ -58,9 +57,6 @@ export class ConfigPipeline {
     this.writer = snapshotWriter(config.config.snapshot, (err) =>
       log.error({ err, path: config.config.snapshot }, 'cannot write snapshot; the gateway keeps serving'),
     );
-    this.store.subscribe((snapshot) => {
-      this.lastApplied = snapshot.appliedAt;
-    });
   }
 
   /**
@@ -160,7 +156,8 @@ export class ConfigPipeline {
       connected: this.sourceState.connected,
       connected_since: this.sourceState.since,
       source_error: this.sourceError ?? this.sourceState.error,
-      last_applied: this.lastApplied,
+      // nothing applied yet: the store still holds its empty initial snapshot
+      last_applied: s.revision > 0 ? s.appliedAt : null,
       counts: { routes: s.routes.size, services: s.services.size, upstreams: s.upstreams.size },
       rejected: this.store.rejections(),
       rejections_total: Object.fromEntries(this.store.rejectionCount),

@@ -10,7 +10,7 @@
  *     delivers a full ChangeSet when etcd answers, until stop() is called.
  * A source is started once; after stop() create a new one.
  */
-import type { Change, ChangeSet } from '../../config/changeset.ts';
+import type { Change, ChangeSet, Kind } from '../../config/changeset.ts';
 import { isKind } from '../../config/changeset.ts';
 import { ErrorCode, PorticoError } from '../../errors.ts';
 import { log } from '../../observability/log.ts';
@@ -218,13 +218,9 @@ export class EtcdSource implements Source {
   }
 
   private toChange(kv: KeyValue, deleted: boolean): Change | undefined {
-    if (!kv.key.startsWith(this.keyPrefix)) return undefined;
-    const rest = kv.key.slice(this.keyPrefix.length);
-    const slash = rest.indexOf('/');
-    if (slash <= 0) return undefined; // the `<prefix>/<kind>` directory key
-    const kind = rest.slice(0, slash);
-    const id = rest.slice(slash + 1);
-    if (!isKind(kind) || id === '' || id.includes('/')) return undefined;
+    const key = configKey(this.keyPrefix, kv.key);
+    if (key === undefined) return undefined;
+    const { kind, id } = key;
     if (deleted) return { kind, id, modRevision: kv.modRevision, deleted: true };
     try {
       return { kind, id, modRevision: kv.modRevision, value: JSON.parse(kv.value) as unknown };
@@ -289,6 +285,21 @@ export class EtcdSource implements Source {
       log.error({ err }, 'etcd: the state consumer failed');
     }
   }
+}
+
+/**
+ * `<prefix>/<kind>/<id>` -> kind and id, for the kinds the store knows; undefined for anything else
+ * under the prefix (the `<prefix>/<kind>` directory key, `_instances/...`, unknown kinds, nested ids).
+ * `keyPrefix` ends with '/'.
+ */
+export function configKey(keyPrefix: string, key: string): { kind: Kind; id: string } | undefined {
+  if (!key.startsWith(keyPrefix)) return undefined;
+  const slash = key.indexOf('/', keyPrefix.length);
+  if (slash <= keyPrefix.length) return undefined;
+  const kind = key.slice(keyPrefix.length, slash);
+  const id = key.slice(slash + 1);
+  if (!isKind(kind) || id === '' || id.includes('/')) return undefined;
+  return { kind, id };
 }
 
 /**
