@@ -45,6 +45,8 @@ export class Runtime implements RouteTable {
   /** service id -> ids of routes that use it (their hosts, upstream and plugins come from it) */
   private readonly routesByService = new Map<string, Set<string>>();
   private readonly serviceOfRoute = new Map<string, string>();
+  /** routes with their own `timeout`: they use targets (and so pools) of their own */
+  private readonly routesWithTimeout = new Map<string, Route>();
 
   constructor(readonly mode: RouterMode) {
     this.router = new Router<CompiledRoute>(mode);
@@ -54,10 +56,14 @@ export class Runtime implements RouteTable {
     return this.router.match(req);
   }
 
-  /** Every upstream target in force (for pool retention and status). */
+  /** Every upstream target requests can use (for pool retention), route-level timeouts included. */
   upstreamTargets(): UpstreamTarget[] {
     const out: UpstreamTarget[] = [];
     for (const s of this.slots.values()) if (s.target) out.push(s.target);
+    for (const r of this.routesWithTimeout.values()) {
+      const target = r.upstream;
+      if (target) out.push(target);
+    }
     return out;
   }
 
@@ -97,6 +103,7 @@ export class Runtime implements RouteTable {
       this.serviceOfRoute.delete(id);
     }
     this.updateSlot('routes', id, stored?.value.upstream);
+    this.routesWithTimeout.delete(id);
     if (!stored) {
       this.router.remove(id);
       return;
@@ -136,6 +143,8 @@ export class Runtime implements RouteTable {
       read: (r.timeout.read ?? 60) * 1000,
     };
     const plugins = service?.plugins || r.plugins ? { ...service?.plugins, ...r.plugins } : undefined;
-    return new Route(id, slot, timeout, plugins);
+    const route = new Route(id, slot, timeout, plugins);
+    if (timeout) this.routesWithTimeout.set(id, route);
+    return route;
   }
 }
