@@ -28,6 +28,10 @@ export interface GatewayOptions {
   /** resolve before the gateway is ready (e.g. etcd down, no snapshot) */
   noWaitReady?: boolean;
   env?: Record<string, string>;
+  /** extra `proxy:` settings of portico.yaml (timeouts, ...), merged over the defaults above */
+  proxy?: Record<string, unknown>;
+  /** extra top-level settings of portico.yaml */
+  extra?: Record<string, unknown>;
 }
 
 export interface GatewayProcess {
@@ -68,11 +72,12 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
   if (opts.routes) writeRoutes(routesPath, opts.routes);
   const config: Record<string, unknown> = {
     ...(opts.instanceId ? { instance_id: opts.instanceId } : {}),
-    proxy: { listen: ['127.0.0.1:0'], router: opts.router ?? 'radixtree_host_uri', drain_timeout: opts.drainTimeout ?? 10, workers: opts.workers ?? 1 },
+    proxy: { listen: ['127.0.0.1:0'], router: opts.router ?? 'radixtree_host_uri', drain_timeout: opts.drainTimeout ?? 10, workers: opts.workers ?? 1, ...opts.proxy },
     status: { listen: '127.0.0.1:0' },
     config: opts.etcd
       ? { source: 'etcd', etcd: { prefix: '/portico', timeout: 2, ...opts.etcd }, snapshot: 'snapshot.json' }
       : { source: 'file', file: { path: 'routes.yaml' }, snapshot: 'snapshot.json' },
+    ...opts.extra,
   };
   writeFileSync(configPath, stringify(config));
   const child = spawn(process.execPath, [BIN, 'start', '--config', configPath], {
