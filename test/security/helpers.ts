@@ -255,8 +255,9 @@ export interface RecordingUpstream extends TestUpstream {
 
 /**
  * An echo upstream that records every request it receives, body included. It answers 200 with a
- * Content-Length and JSON `{upstream, method, url, headers, body}` (body as latin1), so both sides of
- * the gateway can be checked: what the upstream got, and that the client got exactly that answer.
+ * Content-Length, `X-Echo: <method> <url>` and JSON `{upstream, method, url, headers, body}` (body as
+ * latin1), so both sides of the gateway can be checked: what the upstream got, and that the client
+ * got exactly that answer.
  */
 export async function startRecordingUpstream(name = 'echo'): Promise<RecordingUpstream> {
   const seen: RecordedRequest[] = [];
@@ -278,7 +279,8 @@ export async function startRecordingUpstream(name = 'echo'): Promise<RecordingUp
       record.body = Buffer.concat(chunks);
       record.complete = true;
       const payload = JSON.stringify({ upstream: name, method: req.method, url: req.url, headers: req.headers, body: record.body.toString('latin1') });
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), 'x-upstream': name });
+      // x-echo names the request even on a HEAD response (no body): lets a test pair answers with requests
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), 'x-upstream': name, 'x-echo': `${req.method} ${req.url}` });
       res.end(payload);
     });
     req.on('close', () => {
