@@ -108,7 +108,10 @@ export class RequestView implements VarLookup {
       case 'arg':
         return (this.args ??= parseQueryArgs(this.request.query)).get(source.name);
       case 'http': {
-        const value = this.request.headers[source.header];
+        // Own properties only: node's header object inherits from Object.prototype, so a plain
+        // lookup of `http_constructor` would find Object itself.
+        const headers = this.request.headers;
+        const value = Object.hasOwn(headers, source.header) ? headers[source.header] : undefined;
         return Array.isArray(value) ? value.join(', ') : value;
       }
       case 'cookie':

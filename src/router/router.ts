@@ -17,6 +17,7 @@ import { IpMatcher } from './ip.ts';
 import { compileRoute, RequestView, type CompiledRoute } from './route.ts';
 import { RadixTree } from './trie.ts';
 import type { MatchRequest, RouteMatch, RouteMatchSpec, RouterMode } from './types.ts';
+import { compileUriPattern } from './uri-pattern.ts';
 import { UriTable, type UriEntry } from './uri-table.ts';
 import { compileVars } from './vars.ts';
 
@@ -187,6 +188,11 @@ export function checkRouteSpec(spec: RouteMatchSpec, mode: RouterMode): string |
     if (typeof uri !== 'string' || uri === '') return `uris[${i}]: must be a non-empty string`;
     if (mode === 'radixtree_uri_with_parameter' && /(^|\/):(\/|$)/.test(uri)) {
       return `uris[${i}]: parameter segment ':' needs a name, e.g. /user/:id`;
+    }
+    try {
+      compileUriPattern(uri, mode); // its regex, if any, is a config regex with the compiler's limits
+    } catch (err) {
+      return `uris[${i}]: ${(err as Error).message}`;
     }
   }
   if (typeof spec.priority !== 'number' || !Number.isFinite(spec.priority)) {

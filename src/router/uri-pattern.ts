@@ -13,6 +13,7 @@
  * Deviation: lua-resty-radixtree splices the literal parts of such a uri into its PCRE pattern
  * unescaped (so `.` in `/v1.0/:id` matches any character); Portico escapes them.
  */
+import { compileConfigRegex, type ConfigRegex } from '../security/regex.ts';
 import type { RouterMode } from './types.ts';
 
 export interface UriPattern {
@@ -22,7 +23,7 @@ export interface UriPattern {
   /** the exact path, or the prefix before the first `*` / `:` */
   readonly key: string;
   /** full-path check for parameter/wildcard uris; undefined when the key decides alone */
-  readonly regex: RegExp | undefined;
+  readonly regex: ConfigRegex | undefined;
   /** capture group i+1 → param name; undefined for the anonymous trailing `*` */
   readonly paramNames: readonly (string | undefined)[];
 }
@@ -58,7 +59,10 @@ export function compileUriPattern(uri: string, mode: RouterMode): UriPattern {
   // A bare trailing `*` (or a `*` inside a segment, which radixtree does not treat as a wildcard
   // and which then adds no capture) is decided by the prefix key alone, as in radixtree where
   // compare_param() returns early when the pattern has no names.
-  const regex = hasNamedOrInnerWildcard ? new RegExp(`^${parts.join('/')}$`) : undefined;
+  // Through the config-regex compiler: `/*a/*b/end` gives `^/([\s\S]*)/([\s\S]*)/end$`, which
+  // backtracks polynomially on a path of many segments; the compiler puts such patterns on the
+  // linear engine and keeps `/user/:id` shapes on V8's.
+  const regex = hasNamedOrInnerWildcard ? compileConfigRegex(`^${parts.join('/')}$`) : undefined;
   return { uri, exact: false, key, regex, paramNames: regex === undefined ? [] : paramNames };
 }
 

@@ -10,6 +10,7 @@
  * `<=` convert both sides with Lua's `tonumber` and are false when either is not a number; an
  * absent variable is `nil` (equal only to a JSON `null`).
  */
+import { compileConfigRegex, type ConfigRegex } from '../security/regex.ts';
 import { IpMatcher, parseIp } from './ip.ts';
 
 /** Where a variable's value comes from, resolved from its name at compile time. */
@@ -41,7 +42,7 @@ interface Comparison {
   readonly op: Operator;
   /** the configured right-hand side; JSON null is stored as undefined (Lua nil) */
   readonly value: unknown;
-  readonly regex: RegExp | undefined;
+  readonly regex: ConfigRegex | undefined;
   readonly ipMatcher: IpMatcher | undefined;
   readonly negate: boolean;
 }
@@ -134,16 +135,17 @@ function compileComparison(expr: unknown[], where: string): Comparison {
   }
   if (value === null) value = undefined;
 
-  let regex: RegExp | undefined;
+  let regex: ConfigRegex | undefined;
   let ipMatcher: IpMatcher | undefined;
   switch (operator as Operator) {
     case '~~':
     case '~*':
       if (typeof value !== 'string') throw new Error(`${where}: ${operator} needs a regular expression string`);
+      // PCRE syntax as in APISIX, on a linear-time engine: a client cannot make it backtrack.
       try {
-        regex = new RegExp(value, operator === '~*' ? 'i' : '');
+        regex = compileConfigRegex(value, { caseless: operator === '~*' });
       } catch (err) {
-        throw new Error(`${where}: invalid regular expression ${JSON.stringify(value)}: ${(err as Error).message}`);
+        throw new Error(`${where}: ${(err as Error).message}`);
       }
       break;
     case 'in':
@@ -246,7 +248,7 @@ function compare(actual: string | undefined, c: Comparison): boolean {
     }
     case '~~':
     case '~*':
-      // ngx.re.find: an unanchored search, like RegExp.test.
+      // ngx.re.find: an unanchored search.
       return actual !== undefined && c.regex!.test(actual);
     case 'in':
       return (expected as unknown[]).includes(actual);
