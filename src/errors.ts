@@ -13,6 +13,13 @@ export const ErrorCode = {
   REFERENCE: 'PORTICO_ERR_REFERENCE',
   /** a config object is semantically wrong (bad regex, bad CIDR, unknown var operator, ...) */
   SEMANTIC: 'PORTICO_ERR_SEMANTIC',
+  /** a config object is over the size or nesting-depth limit (src/security/limits.ts); it was not parsed further */
+  LIMIT: 'PORTICO_ERR_LIMIT',
+  /**
+   * a config object passed validation but the runtime could not compile it. The validator runs the
+   * runtime's compile, so this is a Portico bug: the object is taken out of service, the rest applies.
+   */
+  COMPILE: 'PORTICO_ERR_COMPILE',
   /** the etcd config center could not be reached or answered with an error */
   ETCD_UNAVAILABLE: 'PORTICO_ERR_ETCD_UNAVAILABLE',
   ETCD_AUTH: 'PORTICO_ERR_ETCD_AUTH',

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import { parse } from 'yaml';
 import { parseGatewayConfig } from '../config/gateway.ts';
 import { ConfigStore } from '../config/store.ts';
+import type { RouterMode } from '../router/types.ts';
 import { FileSource } from '../sources/file.ts';
 
 /**
@@ -11,6 +12,8 @@ import { FileSource } from '../sources/file.ts';
  */
 export async function validateFile(file: string, out: NodeJS.WritableStream): Promise<number> {
   let routesFile = file;
+  // routes compile for the gateway's router mode; a routes file alone must compile in every mode
+  let routerMode: RouterMode | undefined;
   let doc: unknown;
   try {
     doc = parse(readFileSync(file, 'utf8'));
@@ -24,12 +27,13 @@ export async function validateFile(file: string, out: NodeJS.WritableStream): Pr
       out.write(`${file}: gateway config OK\n`);
       if (cfg.config.source !== 'file') return 0;
       routesFile = cfg.config.file.path;
+      routerMode = cfg.proxy.router;
     } catch (err) {
       out.write(`${(err as Error).message}\n`);
       return 1;
     }
   }
-  const store = new ConfigStore('file');
+  const store = new ConfigStore('file', { routerMode });
   const source = new FileSource({ path: routesFile });
   let fileError: string | undefined;
   try {

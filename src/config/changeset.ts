@@ -1,3 +1,5 @@
+import type { ErrorCode } from '../errors.ts';
+
 /**
  * The unit of configuration change. Sources (file, etcd) turn whatever they read into ChangeSets;
  * the ConfigStore is the only consumer. Nothing downstream of the store knows which source spoke.
@@ -26,6 +28,8 @@ export interface Change {
   value?: unknown;
   /** set when the source could not decode the value; the store records a rejection */
   parseError?: string;
+  /** the rejection's code when it is not PORTICO_ERR_PARSE (PORTICO_ERR_LIMIT: over the size/depth limits) */
+  parseErrorCode?: ErrorCode;
 }
 
 export interface ChangeSet {

@@ -1,4 +1,8 @@
 import { ErrorCode } from '../errors.ts';
+import { log } from '../observability/log.ts';
+import type { RouterMode } from '../router/types.ts';
+import type { CompileFailure } from '../runtime/types.ts';
+import { checkValueLimits } from '../security/limits.ts';
 import { KINDS, type Change, type ChangeSet, type Kind } from './changeset.ts';
 import type { RouteConfig } from './schema/route.ts';
 import type { ServiceConfig } from './schema/service.ts';
@@ -21,7 +25,16 @@ export interface ApplyResult {
   rejected: RejectionRecord[];
 }
 
-export type SnapshotListener = (snapshot: Snapshot, diff: SnapshotDiff) => void;
+/**
+ * Receives each published snapshot. A listener that compiles it (the data plane) returns what it
+ * could not compile; the store rejects those objects and publishes again without them.
+ */
+export type SnapshotListener = (snapshot: Snapshot, diff: SnapshotDiff) => readonly CompileFailure[] | void;
+
+export interface ConfigStoreOptions {
+  /** the router mode objects are compiled for; without one, routes must compile in every mode */
+  routerMode?: RouterMode;
+}
 
 type Entry = StoredObject<ObjectValue>;
 type Table = Map<string, Entry>;
@@ -38,6 +51,11 @@ const key = (kind: Kind, id: string) => `${kind}/${id}`;
  *  - `desired`: the newest schema-valid version (an invalid newer version leaves the older one here);
  *  - the snapshot: the desired version if its references resolve, else the previous version in force
  *    if that one's references resolve, else nothing. Both failures are reported, never silent.
+ *
+ * One bad object never costs the others: a value over the size/depth limits is rejected before
+ * anything recursive reads it, an exception while validating one object rejects that object, and
+ * an object the data plane could not compile (reported by a listener or a worker) is rejected and
+ * taken out of the snapshot. apply() does not throw on any input.
  */
 export class ConfigStore {
   private readonly seen: Record<Kind, Map<string, Seen>> = { routes: new Map(), services: new Map(), upstreams: new Map() };
@@ -53,8 +71,11 @@ export class ConfigStore {
   /** rejections counted since start, by code: exported as a metric */
   readonly rejectionCount = new Map<string, number>();
 
-  constructor(source = 'none') {
+  private readonly routerMode: RouterMode | undefined;
+
+  constructor(source = 'none', options: ConfigStoreOptions = {}) {
     this.current = emptySnapshot(source);
+    this.routerMode = options.routerMode;
   }
 
   get snapshot(): Snapshot {
@@ -76,15 +97,12 @@ export class ConfigStore {
   apply(cs: ChangeSet): ApplyResult {
     const at = new Date().toISOString();
     const rejected: RejectionRecord[] = [];
-    const reject = (r: Rejection, modRevision: number, into: Map<string, RejectionRecord>) => {
-      const rec = { ...r, modRevision, at };
-      into.set(key(r.kind, r.id), rec);
-      rejected.push(rec);
-      this.rejectionCount.set(r.code, (this.rejectionCount.get(r.code) ?? 0) + 1);
-    };
+    const reject = this.rejecter(at, rejected);
 
     // 1. Which changes are real: a full change set is diffed against what the source sent before.
-    const changes: Change[] = cs.full ? this.diffFull(cs) : cs.changes;
+    //    Bounds first: the diff serializes values, and JSON.stringify recurses.
+    const admitted = cs.changes.map(admit);
+    const changes: Change[] = cs.full ? this.diffFull(admitted, cs.revision) : admitted;
 
     // 2. Schema-validate into `desired`; remember which ids need their references re-resolved.
     const touched: Record<Kind, Set<string>> = { routes: new Set(), services: new Set(), upstreams: new Set() };
@@ -99,10 +117,18 @@ export class ConfigStore {
       }
       this.seen[c.kind].set(c.id, { modRevision: c.modRevision, content: contentOf(c) });
       if (c.parseError !== undefined) {
-        reject({ kind: c.kind, id: c.id, code: ErrorCode.PARSE, reason: `${k}: ${c.parseError}` }, c.modRevision, this.invalid);
+        const code = c.parseErrorCode ?? ErrorCode.PARSE;
+        reject({ kind: c.kind, id: c.id, code, reason: `${k}: ${c.parseError}` }, c.modRevision, this.invalid);
         continue;
       }
-      const result = validateObject(c.kind, c.id, c.value);
+      let result: ReturnType<typeof validateObject>;
+      try {
+        result = validateObject(c.kind, c.id, c.value, this.routerMode);
+      } catch (err) {
+        // a validator bug must cost this object only, never the rest of the change set
+        const reason = `${k}: /: could not be validated: ${(err as Error)?.message ?? String(err)}`;
+        result = { ok: false, rejection: { kind: c.kind, id: c.id, code: ErrorCode.COMPILE, reason } };
+      }
       if (!result.ok) {
         reject(result.rejection, c.modRevision, this.invalid);
         continue;
@@ -112,10 +138,69 @@ export class ConfigStore {
       touched[c.kind].add(c.id);
     }
 
+    const diff = this.publish(touched, { revision: cs.revision, source: cs.source, detail: cs.detail }, at, rejected);
+    return { snapshot: this.current, diff, rejected };
+  }
+
+  /**
+   * Rejects objects the data plane could not compile (PORTICO_ERR_COMPILE) and publishes a snapshot
+   * without them. A failure for a version that is no longer in force is ignored (a worker's report
+   * can arrive after a newer version). Returns the new rejections.
+   */
+  rejectCompileFailures(failures: readonly CompileFailure[]): RejectionRecord[] {
+    const rejected: RejectionRecord[] = [];
+    this.rejectFailed(failures, new Date().toISOString(), rejected);
+    return rejected;
+  }
+
+  /** Returns the diff of the snapshot published without the failed objects, if any was. */
+  private rejectFailed(failures: readonly CompileFailure[], at: string, rejected: RejectionRecord[]): SnapshotDiff | undefined {
+    const reject = this.rejecter(at, rejected);
+    let any = false;
+    const touched: Record<Kind, Set<string>> = { routes: new Set(), services: new Set(), upstreams: new Set() };
+    for (const f of failures) {
+      const inForce = this.current[f.kind].get(f.id);
+      if (!inForce || inForce.modRevision !== f.modRevision) continue;
+      reject({ kind: f.kind, id: f.id, code: ErrorCode.COMPILE, reason: f.reason }, f.modRevision, this.invalid);
+      if (this.desired[f.kind].get(f.id)?.modRevision === f.modRevision) this.setDesired(f.kind, f.id, undefined);
+      touched[f.kind].add(f.id);
+      any = true;
+    }
+    if (!any) return undefined;
+    // the version in force is the one that failed: it must not stay as a fallback either
+    const s = this.current;
+    this.current = { ...s, ...without(s, touched) };
+    return this.publish(touched, { revision: s.revision, source: s.source, detail: s.detail }, at, rejected, true);
+  }
+
+  private rejecter(at: string, rejected: RejectionRecord[]) {
+    return (r: Rejection, modRevision: number, into: Map<string, RejectionRecord>) => {
+      const rec = { ...r, modRevision, at };
+      into.set(key(r.kind, r.id), rec);
+      rejected.push(rec);
+      this.rejectionCount.set(r.code, (this.rejectionCount.get(r.code) ?? 0) + 1);
+    };
+  }
+
+  /**
+   * Resolves references of what changed (and of what depends on it), publishes the snapshot, and
+   * rejects whatever a listener could not compile. `removed`: the touched ids were already taken
+   * out of `this.current` (they count as changed even though the resolve step finds them absent).
+   * Returns what changed in force, over every snapshot published on the way.
+   */
+  private publish(
+    touched: Record<Kind, Set<string>>,
+    head: { revision: number; source: string; detail?: string },
+    at: string,
+    rejected: RejectionRecord[],
+    removed = false,
+  ): SnapshotDiff {
+    const reject = this.rejecter(at, rejected);
     // 3. Resolve references in dependency order: upstreams, then services, then routes.
     const prev = this.current;
     const next = { routes: prev.routes, services: prev.services, upstreams: prev.upstreams } as Record<Kind, ReadonlyMap<string, Entry>>;
     const diff = emptyDiff();
+    if (removed) for (const kind of KINDS) for (const id of touched[kind]) diff[kind].add(id);
     for (const kind of KINDS_IN_ORDER) {
       // objects that refer to something whose version in force changed must be re-resolved too
       const todo = new Set(touched[kind]);
@@ -157,23 +242,37 @@ export class ConfigStore {
     }
 
     this.current = {
-      revision: cs.revision,
-      source: cs.source,
-      detail: cs.detail,
+      revision: head.revision,
+      source: head.source,
+      detail: head.detail,
       appliedAt: at,
       routes: next.routes as Snapshot['routes'],
       services: next.services as Snapshot['services'],
       upstreams: next.upstreams as Snapshot['upstreams'],
     };
-    for (const l of this.listeners) l(this.current, diff);
-    return { snapshot: this.current, diff, rejected };
+    const failures: CompileFailure[] = [];
+    for (const l of this.listeners) {
+      try {
+        const f = l(this.current, diff);
+        if (f) failures.push(...f);
+      } catch (err) {
+        // a listener must not stop the others from seeing the snapshot
+        log.error({ err }, 'snapshot listener failed');
+      }
+    }
+    // each round takes objects out, so this ends
+    const more = failures.length > 0 ? this.rejectFailed(failures, at, rejected) : undefined;
+    if (!more) return diff;
+    const union = emptyDiff();
+    for (const kind of KINDS) for (const id of [...diff[kind], ...more[kind]]) union[kind].add(id);
+    return union;
   }
 
   /** Turns a complete listing into the changes against what the source sent before. */
-  private diffFull(cs: ChangeSet): Change[] {
+  private diffFull(listing: readonly Change[], revision: number): Change[] {
     const out: Change[] = [];
     const listed: Record<Kind, Set<string>> = { routes: new Set(), services: new Set(), upstreams: new Set() };
-    for (const c of cs.changes) {
+    for (const c of listing) {
       if (c.deleted) continue;
       listed[c.kind].add(c.id);
       const before = this.seen[c.kind].get(c.id);
@@ -185,7 +284,7 @@ export class ConfigStore {
     }
     for (const kind of KINDS) {
       for (const id of new Set([...this.seen[kind].keys(), ...this.desired[kind].keys()])) {
-        if (!listed[kind].has(id)) out.push({ kind, id, modRevision: cs.revision, deleted: true });
+        if (!listed[kind].has(id)) out.push({ kind, id, modRevision: revision, deleted: true });
       }
     }
     return out;
@@ -230,6 +329,31 @@ export class ConfigStore {
 interface Seen {
   modRevision: number;
   content: string;
+}
+
+/**
+ * A change whose value is over the size/depth limits becomes a rejection-to-be that no longer
+ * holds the value: nothing after this point can recurse into it.
+ */
+function admit(c: Change): Change {
+  if (c.deleted || c.parseError !== undefined) return c;
+  const over = checkValueLimits(c.value);
+  if (over === undefined) return c;
+  return { kind: c.kind, id: c.id, modRevision: c.modRevision, parseError: over, parseErrorCode: ErrorCode.LIMIT };
+}
+
+/** The snapshot's maps without the given ids. */
+function without(s: Snapshot, ids: Record<Kind, Set<string>>): Pick<Snapshot, Kind> {
+  const drop = (kind: Kind) => {
+    const edits = new Map<string, undefined>();
+    for (const id of ids[kind]) edits.set(id, undefined);
+    return (s[kind] as FrozenMap<Entry>).update(edits);
+  };
+  return {
+    routes: drop('routes') as Snapshot['routes'],
+    services: drop('services') as Snapshot['services'],
+    upstreams: drop('upstreams') as Snapshot['upstreams'],
+  };
 }
 
 function contentOf(c: Change): string {

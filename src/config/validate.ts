@@ -4,8 +4,11 @@ import { RouteSchema, type RouteConfig } from './schema/route.ts';
 import { ServiceSchema, type ServiceConfig } from './schema/service.ts';
 import { BALANCER_TYPES, UpstreamSchema, type UpstreamConfig } from './schema/upstream.ts';
 import { ErrorCode } from '../errors.ts';
-import { checkRouteSpec } from '../router/router.ts';
-import { routeSpec } from './route-spec.ts';
+import type { RouterMode } from '../router/types.ts';
+import { compileProblem } from '../runtime/compile.ts';
+import { headerValueProblem, isHeaderValue } from '../security/header-value.ts';
+import { checkValueLimits } from '../security/limits.ts';
+import { Host } from './schema/common.ts';
 
 export type ObjectValue = RouteConfig | ServiceConfig | UpstreamConfig;
 
@@ -17,7 +20,11 @@ export interface Rejection {
   reason: string;
 }
 
-const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: false });
+// verbose: format errors carry the offending value, so the reason can say what is wrong with it
+const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: false, verbose: true });
+// `format: 'header-value'` on any schema field sends it through the one header-value check
+ajv.addFormat('header-value', { type: 'string', validate: isHeaderValue });
+const isHost = new RegExp(Host.pattern!);
 
 const validators: Record<Kind, ValidateFunction> = {
   routes: ajv.compile(RouteSchema),
@@ -47,6 +54,9 @@ function describe(e: ErrorObject): string {
   if (e.keyword === 'additionalProperties') {
     return `${path}: unknown field '${(e.params as { additionalProperty: string }).additionalProperty}'`;
   }
+  if (e.keyword === 'format' && (e.params as { format: string }).format === 'header-value' && typeof e.data === 'string') {
+    return `${path}: ${headerValueProblem(e.data)}`;
+  }
   if (e.keyword === 'enum' || e.keyword === 'const') {
     const allowed = (e.params as { allowedValues?: unknown[]; allowedValue?: unknown }).allowedValues ??
       [(e.params as { allowedValue?: unknown }).allowedValue];
@@ -65,6 +75,10 @@ function checkUpstream(u: UpstreamConfig, at: string): string | undefined {
     return `${at}/type: balancer '${type}' is not supported (supported: ${BALANCER_TYPES.join(', ')})`;
   }
   if (u.pass_host === 'rewrite' && !u.upstream_host) return `${at}/upstream_host: required when pass_host is 'rewrite'`;
+  // APISIX's host_def: the value becomes the Host header, so it must be a host[:port]
+  if (u.upstream_host !== undefined && !isHost.test(u.upstream_host)) {
+    return `${at}/upstream_host: must be a host name or address, optionally with :port`;
+  }
   return undefined;
 }
 
@@ -80,14 +94,7 @@ const semanticChecks: Record<Kind, (v: never) => string | undefined> = {
     if (!r.upstream && r.upstream_id === undefined && r.service_id === undefined && !r.plugins) {
       return `/: must have one of 'upstream', 'upstream_id', 'service_id' or 'plugins'`;
     }
-    if (r.upstream) {
-      const p = checkUpstream(r.upstream, '/upstream');
-      if (p) return p;
-    }
-    // what the router would refuse (bad CIDR, unknown vars operator, invalid regex): the most
-    // permissive mode, so a route valid in any mode passes
-    const p = checkRouteSpec(routeSpec('check', r), 'radixtree_uri_with_parameter');
-    return p && `/${p.replace(/\[(\d+)\]/g, '/$1')}`;
+    return r.upstream ? checkUpstream(r.upstream, '/upstream') : undefined;
   },
   services: (s: ServiceConfig) => {
     const both = exclusive(s as Record<string, unknown>, 'upstream', 'upstream_id');
@@ -98,10 +105,13 @@ const semanticChecks: Record<Kind, (v: never) => string | undefined> = {
 };
 
 /**
- * Validates one object. Returns the typed value, or a rejection whose reason reads
- * `routes/7: /upstream/nodes: must NOT have fewer than 1 properties`.
+ * Validates one object: size and depth limits, JSON schema, semantic checks, then the runtime's own
+ * compile (what the runtime cannot build is never valid). Returns the typed value, or a rejection
+ * whose reason reads `routes/7: /upstream/nodes: must NOT have fewer than 1 properties`.
+ *
+ * `mode`: the gateway's router mode; without one the object must compile in every mode.
  */
-export function validateObject(kind: Kind, id: string, value: unknown):
+export function validateObject(kind: Kind, id: string, value: unknown, mode?: RouterMode):
   | { ok: true; value: ObjectValue }
   | { ok: false; rejection: Rejection } {
   const reject = (code: ErrorCode, detail: string) => ({
@@ -111,13 +121,16 @@ export function validateObject(kind: Kind, id: string, value: unknown):
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     return reject(ErrorCode.SCHEMA, '/: must be an object');
   }
+  // first, and without recursion: everything after this (ajv, the vars compiler) recurses
+  const over = checkValueLimits(value);
+  if (over) return reject(ErrorCode.LIMIT, over);
   const validate = validators[kind];
   if (!validate(value)) return reject(ErrorCode.SCHEMA, describe(pickError(validate.errors ?? [])));
   const declared = (value as { id?: unknown }).id;
   if (declared !== undefined && String(declared) !== id) {
     return reject(ErrorCode.SCHEMA, `/id: '${String(declared)}' does not match the object's key id '${id}'`);
   }
-  const problem = semanticChecks[kind](value as never);
+  const problem = semanticChecks[kind](value as never) ?? compileProblem(kind, id, value, mode);
   if (problem) return reject(ErrorCode.SEMANTIC, problem);
   return { ok: true, value: value as ObjectValue };
 }

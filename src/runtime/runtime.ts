@@ -7,9 +7,9 @@ import { Router } from '../router/router.ts';
 import type { MatchRequest, RouteMatch, RouterMode } from '../router/types.ts';
 import { routeSpec } from '../config/route-spec.ts';
 import { log } from '../observability/log.ts';
-import { compileUpstream } from './upstream.ts';
+import { compileTimeout, compileUpstream } from './upstream.ts';
 import type { UpstreamTarget } from '../upstream/types.ts';
-import type { CompiledRoute, RouteTable } from './types.ts';
+import type { CompileFailure, CompiledRoute, RouteTable } from './types.ts';
 
 /** Holds the upstream in force for one upstream object; routes keep the slot, not the target. */
 interface UpstreamSlot {
@@ -67,14 +67,43 @@ export class Runtime implements RouteTable {
     return out;
   }
 
-  apply(snapshot: Snapshot, diff: SnapshotDiff): void {
-    for (const id of diff.upstreams) this.updateSlot('upstreams', id, snapshot.upstreams.get(id)?.value);
+  /**
+   * Compiles what changed. Never throws: the validator runs these same compile steps, so a failure
+   * here is a bug, and it costs only its own object. An upstream that does not compile keeps its
+   * previous target; a route that does not compile is taken out of the router. Each failure is
+   * returned so that the store rejects the object (PORTICO_ERR_COMPILE, visible in /status) and the
+   * snapshot, and the file written from it, stop holding it.
+   */
+  apply(snapshot: Snapshot, diff: SnapshotDiff): CompileFailure[] {
+    const failures: CompileFailure[] = [];
+    const guarded = (kind: Kind, id: string, step: () => void) => {
+      try {
+        step();
+      } catch (err) {
+        const modRevision = snapshot[kind].get(id)?.modRevision ?? snapshot.revision;
+        const reason = `${kind}/${id}: ${(err as Error)?.message ?? String(err)}`;
+        failures.push({ kind, id, modRevision, reason });
+        log.error({ kind, id, err: reason }, 'object not compiled; it is rejected, the rest applies');
+      }
+    };
+    for (const id of diff.upstreams) guarded('upstreams', id, () => this.updateSlot('upstreams', id, snapshot.upstreams.get(id)?.value));
     const routes = new Set(diff.routes);
     for (const id of diff.services) {
-      this.updateSlot('services', id, snapshot.services.get(id)?.value.upstream);
+      guarded('services', id, () => this.updateSlot('services', id, snapshot.services.get(id)?.value.upstream));
       for (const r of this.routesByService.get(id) ?? []) routes.add(r);
     }
-    for (const id of routes) this.updateRoute(snapshot, id);
+    for (const id of routes) {
+      guarded('routes', id, () => {
+        try {
+          this.updateRoute(snapshot, id);
+        } catch (err) {
+          this.router.remove(id);
+          this.routesWithTimeout.delete(id);
+          throw err;
+        }
+      });
+    }
+    return failures;
   }
 
   private updateSlot(kind: Kind, id: string, config: UpstreamConfig | undefined): void {
@@ -86,6 +115,7 @@ export class Runtime implements RouteTable {
       return;
     }
     slot ??= this.slot(key);
+    // compiled before the assignment: a throw leaves the previous target serving
     slot.target = compileUpstream(key, config, slot.target);
   }
 
@@ -121,13 +151,7 @@ export class Runtime implements RouteTable {
       return;
     }
     const service = serviceId === undefined ? undefined : snapshot.services.get(serviceId)?.value;
-    try {
-      this.router.upsert(routeSpec(id, r, service), this.compileRoute(id, r, serviceId, service));
-    } catch (err) {
-      // the validator checks every route the router would refuse; this is a last line of defence
-      this.router.remove(id);
-      log.error({ err: (err as Error).message, route: id }, 'route not routable');
-    }
+    this.router.upsert(routeSpec(id, r, service), this.compileRoute(id, r, serviceId, service));
   }
 
   private compileRoute(id: string, r: RouteConfig, serviceId: string | undefined, service: ServiceConfig | undefined): CompiledRoute {
@@ -137,11 +161,7 @@ export class Runtime implements RouteTable {
     else if (r.upstream_id !== undefined) slot = this.slot(`upstreams/${r.upstream_id}`);
     else if (service?.upstream) slot = this.slot(`services/${serviceId}`);
     else if (service?.upstream_id !== undefined) slot = this.slot(`upstreams/${service.upstream_id}`);
-    const timeout = r.timeout && {
-      connect: (r.timeout.connect ?? 60) * 1000,
-      send: (r.timeout.send ?? 60) * 1000,
-      read: (r.timeout.read ?? 60) * 1000,
-    };
+    const timeout = r.timeout && compileTimeout(r.timeout);
     const plugins = service?.plugins || r.plugins ? { ...service?.plugins, ...r.plugins } : undefined;
     const route = new Route(id, slot, timeout, plugins);
     if (timeout) this.routesWithTimeout.set(id, route);

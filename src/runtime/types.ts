@@ -1,3 +1,4 @@
+import type { Kind } from '../config/changeset.ts';
 import type { MatchRequest, RouteMatch } from '../router/types.ts';
 import type { UpstreamTarget } from '../upstream/types.ts';
 
@@ -13,4 +14,17 @@ export interface CompiledRoute {
 export interface RouteTable {
   /** the router's own match object: no per-request wrapper */
   matchRoute(req: MatchRequest): RouteMatch<CompiledRoute> | undefined;
+}
+
+/**
+ * An object of the snapshot the runtime could not compile. The validator runs the same compile, so
+ * this only happens through a bug; the store turns it into a rejection (PORTICO_ERR_COMPILE).
+ */
+export interface CompileFailure {
+  kind: Kind;
+  id: string;
+  /** the version that failed, so a late report cannot reject a newer version */
+  modRevision: number;
+  /** `routes/7: /uris/0: ...` */
+  reason: string;
 }

@@ -1,4 +1,5 @@
 import type { UpstreamConfig } from '../config/schema/upstream.ts';
+import { ErrorCode, PorticoError } from '../errors.ts';
 import { createBalancer } from '../upstream/balancer/index.ts';
 import { normalizeNodes } from '../upstream/nodes.ts';
 import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
@@ -11,9 +12,35 @@ function sameNodes(a: readonly UpstreamNode[], b: readonly UpstreamNode[]): bool
   return a.length === b.length && a.every((n, i) => n.key === b[i]!.key && n.weight === b[i]!.weight);
 }
 
+/** Node's timers take at most 2^31-1 ms; a longer delay silently becomes 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A timeout from config (seconds) in ms. Throws on one a timer cannot hold: it would fire after
+ * 1 ms and fail every request while the config looked fine.
+ */
+export function timeoutMs(seconds: number | undefined, at: string): number {
+  const ms = (seconds ?? DEFAULT_TIMEOUT_S) * 1000;
+  if (!(ms <= MAX_TIMER_MS)) {
+    throw new PorticoError(ErrorCode.SEMANTIC, `${at}: must be at most ${Math.floor(MAX_TIMER_MS / 1000)} seconds`);
+  }
+  return ms;
+}
+
+/** APISIX `timeout: {connect, send, read}` (seconds) in ms; `at` is the field's path. */
+export function compileTimeout(t: UpstreamConfig['timeout'], at = '/timeout'): UpstreamTarget['timeout'] {
+  return {
+    connect: timeoutMs(t?.connect, `${at}/connect`),
+    send: timeoutMs(t?.send, `${at}/send`),
+    read: timeoutMs(t?.read, `${at}/read`),
+  };
+}
+
 /**
  * Compiles an upstream object for the data plane. When the nodes are unchanged from `previous`,
- * the balancer (and with it its rotation state) is carried over.
+ * the balancer (and with it its rotation state) is carried over. Throws PorticoError(SEMANTIC)
+ * whose message starts with the field's path in the upstream; the validator runs this same
+ * function (see compile.ts), so a throw here is a rejection at validation, not in the data plane.
  */
 export function compileUpstream(key: string, u: UpstreamConfig, previous?: UpstreamTarget): UpstreamTarget {
   const scheme = u.scheme ?? 'http';
@@ -25,11 +52,7 @@ export function compileUpstream(key: string, u: UpstreamConfig, previous?: Upstr
     scheme,
     passHost: u.pass_host ?? 'pass',
     upstreamHost: u.upstream_host,
-    timeout: {
-      connect: (u.timeout?.connect ?? DEFAULT_TIMEOUT_S) * 1000,
-      send: (u.timeout?.send ?? DEFAULT_TIMEOUT_S) * 1000,
-      read: (u.timeout?.read ?? DEFAULT_TIMEOUT_S) * 1000,
-    },
+    timeout: compileTimeout(u.timeout),
     // APISIX: without `retries`, each other node is tried once
     retries: u.retries ?? Math.max(0, nodes.filter((n) => n.weight > 0).length - 1),
     retryTimeout: (u.retry_timeout ?? 0) * 1000,

@@ -7,13 +7,31 @@ import { log } from '../observability/log.ts';
 import { DataPlane } from './data-plane.ts';
 import { GatewayInstance } from './gateway.ts';
 import { ConfigPipeline } from './pipeline.ts';
+import type { CompileFailure } from '../runtime/types.ts';
+
+/**
+ * Restart delays of a worker that died: 250 ms after a first death, doubling with each further
+ * death within RESTART_WINDOW_MS of the previous one, up to 30 s. A worker that dies on the same
+ * input again and again is then retried a few times a minute, not four times a second (which would
+ * burn the CPU the surviving workers need and flood the log); one death after a quiet minute is
+ * replaced at once again.
+ */
+export const RESTART_BACKOFF = { initialMs: 250, maxMs: 30_000, windowMs: 60_000 } as const;
+
+/** The delay before replacing a worker that died now, given the times of earlier deaths (pruned in place). */
+export function restartDelay(deaths: number[], now: number): number {
+  if (deaths.length > 0 && now - deaths[deaths.length - 1]! > RESTART_BACKOFF.windowMs) deaths.length = 0;
+  deaths.push(now);
+  return Math.min(RESTART_BACKOFF.maxMs, RESTART_BACKOFF.initialMs * 2 ** (deaths.length - 1));
+}
 
 /** Messages between the primary and its workers. */
 type ToWorker = { type: 'snapshot'; update: SnapshotUpdate } | { type: 'drain' };
 type ToPrimary =
   | { type: 'hello' }
   | { type: 'listening'; addresses: AddressInfo[] }
-  | { type: 'applied'; revision: number };
+  | { type: 'applied'; revision: number }
+  | { type: 'rejected'; failures: CompileFailure[] };
 
 export function workerCount(setting: number | 'auto'): number {
   return setting === 'auto' ? availableParallelism() : setting;
@@ -38,6 +56,8 @@ export class ClusterGateway extends GatewayInstance {
   /** set when draining starts: a worker exiting then is not replaced */
   private draining = false;
   private firstListening: ((a: AddressInfo[]) => void) | undefined;
+  /** times of recent worker deaths, each within the backoff window of the one before */
+  private readonly deaths: number[] = [];
 
   constructor(
     config: GatewayConfig,
@@ -72,6 +92,8 @@ export class ClusterGateway extends GatewayInstance {
       } else if (m.type === 'applied') {
         state.revision = m.revision;
         this.pipeline.register();
+      } else if (m.type === 'rejected') {
+        this.pipeline.rejectCompileFailures(m.failures);
       } else if (m.type === 'listening') {
         state.listening = true;
         this.firstListening?.(m.addresses);
@@ -81,8 +103,9 @@ export class ClusterGateway extends GatewayInstance {
     worker.on('exit', (code, signal) => {
       this.workers.delete(worker.id);
       if (this.draining) return;
-      log.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another');
-      setTimeout(() => !this.draining && this.fork(), 250).unref();
+      const delay = restartDelay(this.deaths, Date.now());
+      log.error({ pid: worker.process.pid, code, signal, restartInMs: delay }, `worker died; starting another in ${delay} ms`);
+      setTimeout(() => !this.draining && this.fork(), delay).unref();
     });
   }
 
@@ -130,7 +153,9 @@ export async function runWorker(config: GatewayConfig): Promise<void> {
   process.on('message', (m: ToWorker) => {
     if (m.type === 'snapshot') {
       const { snapshot, diff } = replica.apply(m.update);
-      dataPlane.apply(snapshot, diff);
+      const failures = dataPlane.apply(snapshot, diff);
+      // the primary rejects them and sends every worker a snapshot without them
+      if (failures.length > 0) send({ type: 'rejected', failures });
       send({ type: 'applied', revision: snapshot.revision });
       first?.();
       first = undefined;

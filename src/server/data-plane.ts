@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { isEmptyDiff, type Snapshot, type SnapshotDiff } from '../config/snapshot.ts';
 import { Runtime } from '../runtime/runtime.ts';
+import type { CompileFailure } from '../runtime/types.ts';
 import { closePools, poolKey, retainPools } from '../upstream/pools.ts';
 import { ProxyListeners } from './listeners.ts';
 
@@ -20,9 +21,11 @@ export class DataPlane {
     this.listeners = new ProxyListeners(config.proxy.listen, config.proxy.drain_timeout * 1000, () => this.runtime);
   }
 
-  apply(snapshot: Snapshot, diff: SnapshotDiff): void {
-    this.runtime.apply(snapshot, diff);
+  /** Returns the objects the runtime could not compile (the store rejects them). */
+  apply(snapshot: Snapshot, diff: SnapshotDiff): CompileFailure[] {
+    const failures = this.runtime.apply(snapshot, diff);
     if (!isEmptyDiff(diff)) this.schedulePoolCleanup();
+    return failures;
   }
 
   start(): Promise<AddressInfo[]> {

@@ -6,9 +6,10 @@ import type { ChangeSet } from '../config/changeset.ts';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { readSnapshotFile, snapshotWriter } from '../config/persist.ts';
 import type { Snapshot } from '../config/snapshot.ts';
-import { ConfigStore } from '../config/store.ts';
+import { ConfigStore, type RejectionRecord } from '../config/store.ts';
 import { log } from '../observability/log.ts';
 import type { StatusReport } from '../observability/status.ts';
+import type { CompileFailure } from '../runtime/types.ts';
 import { EtcdSource } from '../sources/etcd/source.ts';
 import { FileSource } from '../sources/file.ts';
 import type { Source, SourceState } from '../sources/source.ts';
@@ -48,7 +49,7 @@ export class ConfigPipeline {
     private readonly extra: { ready(): boolean; report?(): Partial<StatusReport> } = { ready: () => true },
   ) {
     this.instanceId = config.instance_id ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
-    this.store = new ConfigStore(config.config.source);
+    this.store = new ConfigStore(config.config.source, { routerMode: config.proxy.router });
     this.source = createSource(config);
     if (this.source instanceof EtcdSource) {
       const prefix = config.config.etcd!.prefix.replace(/\/+$/, '');
@@ -111,6 +112,19 @@ export class ConfigPipeline {
       this.synced = true;
       this.fromSnapshot = false;
     }
+    this.published(rejected);
+  }
+
+  /**
+   * Objects a worker's data plane could not compile: rejected, and the snapshot (and the file
+   * written from it) republished without them.
+   */
+  rejectCompileFailures(failures: readonly CompileFailure[]): void {
+    const rejected = this.store.rejectCompileFailures(failures);
+    if (rejected.length > 0) this.published(rejected);
+  }
+
+  private published(rejected: readonly RejectionRecord[]): void {
     for (const r of rejected) log.warn({ code: r.code, kind: r.kind, id: r.id }, `rejected ${r.reason}`);
     this.writer.schedule(this.store.snapshot);
     this.register();

@@ -1,4 +1,5 @@
 import { ErrorCode, PorticoError } from '../errors.ts';
+import { escapePointer } from '../security/limits.ts';
 import type { UpstreamNode } from './types.ts';
 
 /** APISIX's two spellings of `upstream.nodes`. */
@@ -18,42 +19,46 @@ export function nodeKey(host: string, port: number): string {
 /**
  * Normalizes `{"host:port": weight}` and `[{host, port, weight, priority}]` into UpstreamNode[].
  * A missing port defaults to 80/443 by scheme. IPv6 hosts are stored without brackets; their key
- * has them. Throws PorticoError(SEMANTIC) on a port or weight no upstream could use.
+ * has them. Throws PorticoError(SEMANTIC) on a port or weight no upstream could use, its message
+ * starting with the field's path inside the upstream (`/nodes/127.0.0.1:80800: port must be
+ * 1-65535`). The validator calls this same function, so what it throws is a rejection, never a
+ * failure of the data plane.
  */
 export function normalizeNodes(nodes: NodesConfig, scheme: 'http' | 'https'): UpstreamNode[] {
   const result: UpstreamNode[] = [];
   if (Array.isArray(nodes)) {
-    for (const node of nodes as Extract<NodesConfig, ReadonlyArray<unknown>>) {
-      result.push(makeNode(unbracket(node.host), node.port ?? defaultPort(scheme), node.weight, node.priority));
-    }
+    (nodes as Extract<NodesConfig, ReadonlyArray<unknown>>).forEach((node, i) => {
+      result.push(makeNode(unbracket(node.host), node.port ?? defaultPort(scheme), node.weight, node.priority, `/nodes/${i}`, true));
+    });
     return result;
   }
   for (const [address, weight] of Object.entries(nodes as Record<string, number>)) {
-    const { host, port } = splitAddress(address);
-    result.push(makeNode(host, port ?? defaultPort(scheme), weight, undefined));
+    const at = `/nodes/${escapePointer(address)}`;
+    const { host, port } = splitAddress(address, at);
+    result.push(makeNode(host, port ?? defaultPort(scheme), weight, undefined, at, false));
   }
   return result;
 }
 
 /** "host", "host:port", "[v6]", "[v6]:port" or a bare IPv6 address (no port possible then). */
-function splitAddress(address: string): { host: string; port: number | undefined } {
+function splitAddress(address: string, at: string): { host: string; port: number | undefined } {
   if (address.startsWith('[')) {
     const close = address.indexOf(']');
-    if (close === -1) throw invalid(address, 'unterminated IPv6 bracket');
+    if (close === -1) throw invalid(at, 'unterminated IPv6 bracket');
     const host = address.slice(1, close);
     const rest = address.slice(close + 1);
     if (rest === '') return { host, port: undefined };
-    if (!rest.startsWith(':')) throw invalid(address, 'expected ":port" after "]"');
-    return { host, port: parsePort(rest.slice(1), address) };
+    if (!rest.startsWith(':')) throw invalid(at, 'expected ":port" after "]"');
+    return { host, port: parsePort(rest.slice(1), at) };
   }
   const colon = address.indexOf(':');
   if (colon === -1) return { host: address, port: undefined };
   if (address.indexOf(':', colon + 1) !== -1) return { host: address, port: undefined };
-  return { host: address.slice(0, colon), port: parsePort(address.slice(colon + 1), address) };
+  return { host: address.slice(0, colon), port: parsePort(address.slice(colon + 1), at) };
 }
 
-function parsePort(text: string, address: string): number {
-  if (!/^\d{1,5}$/.test(text)) throw invalid(address, 'port must be a number');
+function parsePort(text: string, at: string): number {
+  if (!/^\d{1,5}$/.test(text)) throw invalid(at, 'port must be a number');
   return Number(text);
 }
 
@@ -61,14 +66,15 @@ function unbracket(host: string): string {
   return host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
 }
 
-function makeNode(host: string, port: number, weight: number, priority: number | undefined): UpstreamNode {
+/** `at`: the node's path; `listed`: array form, where host, port and weight are fields of their own. */
+function makeNode(host: string, port: number, weight: number, priority: number | undefined, at: string, listed: boolean): UpstreamNode {
   const key = nodeKey(host, port);
-  if (host === '') throw invalid(key, 'empty host');
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid(key, 'port must be 1-65535');
-  if (!Number.isInteger(weight) || weight < 0) throw invalid(key, 'weight must be an integer >= 0');
+  if (host === '') throw invalid(listed ? `${at}/host` : at, 'empty host');
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalid(listed ? `${at}/port` : at, 'port must be 1-65535');
+  if (!Number.isInteger(weight) || weight < 0) throw invalid(listed ? `${at}/weight` : at, 'weight must be an integer >= 0');
   return { host, port, weight, key, priority: priority ?? 0 };
 }
 
-function invalid(address: string, rule: string): PorticoError {
-  return new PorticoError(ErrorCode.SEMANTIC, `upstream node "${address}": ${rule}`);
+function invalid(at: string, rule: string): PorticoError {
+  return new PorticoError(ErrorCode.SEMANTIC, `${at}: ${rule}`);
 }

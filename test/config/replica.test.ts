@@ -15,7 +15,9 @@ test('a replica fed with the store updates (full, then diffs) holds the same sna
   // a worker that joins late gets the whole snapshot, then every published diff, through JSON (IPC)
   const first = replica.apply(JSON.parse(JSON.stringify(updateOf(store.snapshot, undefined))));
   assert.deepEqual([...first.diff.routes].sort(), ['r1', 'r2']);
-  store.subscribe((snapshot, diff) => replica.apply(JSON.parse(JSON.stringify(updateOf(snapshot, diff)))));
+  store.subscribe((snapshot, diff) => {
+    replica.apply(JSON.parse(JSON.stringify(updateOf(snapshot, diff))));
+  });
   store.apply({ source: 't', revision: 2, full: false, changes: [
     { kind: 'routes', id: 'r1', modRevision: 2, deleted: true },
     { kind: 'routes', id: 'r3', modRevision: 2, value: { uri: '/3', upstream_id: 'u' } },

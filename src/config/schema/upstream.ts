@@ -36,7 +36,9 @@ export const UpstreamSchema = Type.Object(
     nodes: Nodes,
     scheme: Type.Optional(StringEnum(['http', 'https'])),
     pass_host: Type.Optional(StringEnum(['pass', 'node', 'rewrite'])),
-    upstream_host: Type.Optional(Type.String({ minLength: 1 })),
+    // becomes the Host header: the header-value check first (its reason names the bad character),
+    // then the host syntax (semantic check, as APISIX's host_def)
+    upstream_host: Type.Optional(Type.String({ minLength: 1, maxLength: 259, format: 'header-value' })),
     timeout: Type.Optional(Timeout),
     retries: Type.Optional(Type.Integer({ minimum: 0 })),
     retry_timeout: Type.Optional(Type.Number({ minimum: 0 })),

@@ -14,6 +14,7 @@ import type { Change, ChangeSet, Kind } from '../../config/changeset.ts';
 import { isKind } from '../../config/changeset.ts';
 import { ErrorCode, PorticoError } from '../../errors.ts';
 import { log } from '../../observability/log.ts';
+import { checkTextLimits } from '../../security/limits.ts';
 import type { Source, SourceEvents, SourceState } from '../source.ts';
 import { EtcdClient, toPorticoError, type EtcdTlsOptions, type KeyValue } from './client.ts';
 import { watchPrefix, type WatchEvent } from './watch.ts';
@@ -222,6 +223,10 @@ export class EtcdSource implements Source {
     if (key === undefined) return undefined;
     const { kind, id } = key;
     if (deleted) return { kind, id, modRevision: kv.modRevision, deleted: true };
+    // an oversized value is not even parsed (depth is checked by the store, on the parsed value:
+    // JSON.parse itself does not recurse)
+    const over = checkTextLimits(kv.value);
+    if (over) return { kind, id, modRevision: kv.modRevision, parseError: over, parseErrorCode: ErrorCode.LIMIT };
     try {
       return { kind, id, modRevision: kv.modRevision, value: JSON.parse(kv.value) as unknown };
     } catch (err) {
