@@ -245,7 +245,7 @@ export interface RecordedRequest {
 export interface RecordingUpstream extends TestUpstream {
   /** every request the gateway sent, in arrival order, recorded as soon as its head arrives */
   seen: RecordedRequest[];
-  /** requests from the gateway that node:http could not parse (the gateway sent bad HTTP) */
+  /** requests from the gateway that node:http could not parse (the gateway sent bad HTTP); not resets or truncation */
   parseErrors: string[];
   /** connections the gateway opened */
   connections: number;
@@ -255,9 +255,9 @@ export interface RecordingUpstream extends TestUpstream {
 
 /**
  * An echo upstream that records every request it receives, body included. It answers 200 with a
- * Content-Length, `X-Echo: <method> <url>` and JSON `{upstream, method, url, headers, body}` (body as
- * latin1), so both sides of the gateway can be checked: what the upstream got, and that the client
- * got exactly that answer.
+ * Content-Length, `X-Echo: <method> <url>`, the request's `X-Test-Id` if any, and JSON
+ * `{upstream, method, url, headers, body}` (body as latin1), so both sides of the gateway can be
+ * checked: what the upstream got, and that the client got exactly that answer.
  */
 export async function startRecordingUpstream(name = 'echo'): Promise<RecordingUpstream> {
   const seen: RecordedRequest[] = [];
@@ -280,7 +280,10 @@ export async function startRecordingUpstream(name = 'echo'): Promise<RecordingUp
       record.complete = true;
       const payload = JSON.stringify({ upstream: name, method: req.method, url: req.url, headers: req.headers, body: record.body.toString('latin1') });
       // x-echo names the request even on a HEAD response (no body): lets a test pair answers with requests
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), 'x-upstream': name, 'x-echo': `${req.method} ${req.url}` });
+      const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), 'x-upstream': name, 'x-echo': `${req.method} ${req.url}` };
+      const testId = req.headers['x-test-id'];
+      if (typeof testId === 'string') headers['x-test-id'] = testId;
+      res.writeHead(200, headers);
       res.end(payload);
     });
     req.on('close', () => {
@@ -299,7 +302,8 @@ export async function startRecordingUpstream(name = 'echo'): Promise<RecordingUp
   });
   upstream.server.on('connection', () => recording.connections++);
   upstream.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    parseErrors.push(`${err.code ?? ''} ${err.message}`);
+    // a reset, or a request cut short (the gateway gave up on it), is not bad HTTP
+    if (err.code?.startsWith('HPE_') && err.code !== 'HPE_INVALID_EOF_STATE') parseErrors.push(`${err.code} ${err.message}`);
     socket.destroy();
   });
   return recording;

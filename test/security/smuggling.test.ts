@@ -150,6 +150,15 @@ const payloads: Payload[] = [
   { name: 'HEAD then GET pipelined (the HEAD answer has no body)', send: (p) => `HEAD ${p}/a HTTP/1.1\r\n${H}\r\nGET ${p}/b HTTP/1.1\r\n${H}\r\n`, forward: [['HEAD', '/a'], ['GET', '/b']], close: false },
   { name: 'Expect: 100-continue with the body and a second request already sent', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello${`GET ${p}/next HTTP/1.1\r\n${H}\r\n`}`, forward: [['POST', '/a', 'hello'], ['GET', '/next']], close: false },
   {
+    // DEFECT (security-fuzz notes, D4, a node:http bug): the automatic `100 Continue` for a pipelined
+    // request is written between the head and the body of the gateway's 400 answer to it
+    name: 'Expect: 100-continue on a pipelined request the gateway answers itself',
+    send: (p) => `GET ${p}/a HTTP/1.1\r\n${H}\r\nPOST ${p}/%00 HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 1\r\n\r\nz`,
+    forward: [['GET', '/a']],
+    error: 400,
+    close: false,
+  },
+  {
     // DEFECT (security-fuzz notes, D1): the 400 for the second request replaces the 200 of the first,
     // which the upstream may still receive after the client was told 400
     name: 'a valid request, then a malformed one: the first is answered, then 400',
@@ -255,7 +264,7 @@ describe('request smuggling payloads through the gateway', () => {
       if (payload.orReject && answers[0] === 'error') assert.deepEqual(actual, rejected, context);
       else assert.deepEqual(actual, expected, context);
       for (const r of seen) assert.equal(r.headers['x-real-ip'], '127.0.0.1', `${r.method} ${r.url} reached the upstream without being routed (X-Real-IP kept)\n${context}`);
-      assert.deepEqual(upstream.parseErrors.filter((e) => !e.includes('HPE_INVALID_EOF_STATE')), [], 'the gateway sent the upstream invalid HTTP');
+      assert.deepEqual(upstream.parseErrors, [], 'the gateway sent the upstream invalid HTTP');
       settled.set(prefix, actual.upstream);
     });
   });
