@@ -45,6 +45,11 @@ export class PorticoError extends Error {
 export const ProxyError = {
   ROUTE_NOT_FOUND: { status: 404, message: '404 Route Not Found' },
   BAD_REQUEST: { status: 400, message: 'Bad Request' },
+  /** TRACE while `proxy.allow_trace` is false (nginx answers TRACE with 405 too) */
+  METHOD_NOT_ALLOWED: { status: 405, message: '405 Not Allowed' },
+  /** the client took longer than `proxy.timeouts.header` / `request_body` to send its request */
+  REQUEST_TIMEOUT: { status: 408, message: '408 Request Timeout' },
+  /** request head over node's size limit, or more header lines than `proxy.max_header_count` */
   HEADERS_TOO_LARGE: { status: 431, message: '431 Request Header Fields Too Large' },
   UPSTREAM_UNAVAILABLE: { status: 502, message: '502 Bad Gateway' },
   NO_HEALTHY_NODE: { status: 503, message: '503 Service Unavailable' },

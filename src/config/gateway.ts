@@ -27,6 +27,28 @@ const EtcdConfigSchema = Type.Object(
   { additionalProperties: false },
 );
 
+/** seconds; above ~24.8 days node's timers would silently fire after 1 ms */
+const Seconds = (fallback: number) => Type.Number({ exclusiveMinimum: 0, maximum: 2_000_000, default: fallback });
+
+/**
+ * How long the gateway waits for its clients, in seconds. nginx's defaults and meanings
+ * (client_header_timeout, keepalive_timeout, client_body_timeout, send_timeout), so that a client
+ * which stops sending or reading is answered 408 or cut off, and its socket freed, after a bounded time.
+ */
+const ClientTimeoutsSchema = Type.Object(
+  {
+    /** the whole request head (request line and headers) must arrive within this, from its first byte (or from the connection) */
+    header: Seconds(60),
+    /** an idle keep-alive connection is closed after this */
+    keepalive: Seconds(75),
+    /** the longest pause between two reads of the request body (not a deadline for the whole body) */
+    request_body: Seconds(60),
+    /** the longest time the client may accept no response bytes (not a deadline for the whole response) */
+    send: Seconds(60),
+  },
+  { additionalProperties: false, default: {} },
+);
+
 /** portico.yaml: how this gateway instance runs. Objects (routes, ...) live in the config source. */
 export const GatewayConfigSchema = Type.Object(
   {
@@ -37,6 +59,9 @@ export const GatewayConfigSchema = Type.Object(
         router: StringEnum(['radixtree_host_uri', 'radixtree_uri', 'radixtree_uri_with_parameter'], { default: 'radixtree_host_uri' }),
         drain_timeout: Type.Number({ minimum: 0, default: 30 }),
         workers: Type.Union([Type.Integer({ minimum: 1, maximum: 256 }), Type.Literal('auto')], { default: 1 }),
+        timeouts: ClientTimeoutsSchema,
+        max_header_count: Type.Integer({ minimum: 1, maximum: 10_000, default: 100 }),
+        allow_trace: Type.Boolean({ default: false }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -95,6 +120,21 @@ export function parseGatewayConfig(raw: unknown, baseDir: string, name = 'config
   const tls = cfg.config.etcd?.tls;
   if (tls) for (const k of ['ca', 'cert', 'key'] as const) if (tls[k]) tls[k] = abs(tls[k]!);
   return cfg;
+}
+
+/** proxy.timeouts in milliseconds, the unit timers and node:http take. */
+export interface ClientTimeouts {
+  header: number;
+  keepalive: number;
+  requestBody: number;
+  send: number;
+}
+
+/** The one place proxy.timeouts is read: everything that waits on a client takes its value from here. */
+export function clientTimeouts(proxy: GatewayConfig['proxy']): ClientTimeouts {
+  const ms = (seconds: number) => Math.max(1, Math.round(seconds * 1000));
+  const t = proxy.timeouts;
+  return { header: ms(t.header), keepalive: ms(t.keepalive), requestBody: ms(t.request_body), send: ms(t.send) };
 }
 
 /** "0.0.0.0:9080" | "[::1]:9080" | "9080" -> host and port for net.listen */

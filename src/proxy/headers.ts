@@ -104,8 +104,11 @@ export interface UpstreamHeaders {
  *   `Upgrade` is kept and `Connection: upgrade` set);
  * - `Expect` is dropped: node:http already answered `100 Continue` to the client;
  * - X-Forwarded-For gets the client address appended, X-Real-IP is the client address;
- *   X-Forwarded-Proto/-Host/-Port keep a value the client sent, else are set — as APISIX does;
- * - Host is added per pass_host (see `upstreamHost`).
+ *   X-Forwarded-Proto/-Host/-Port keep a value the client sent, else are set — as APISIX does
+ *   (X-Forwarded-Host then being the routed host, as nginx's $host);
+ * - Host is added per pass_host (see `upstreamHost`); with `pass` it is the host the request was
+ *   routed on — an absolute-form target's authority wins over the Host header (RFC 9112 §3.2.2), so
+ *   a route bound to one host never forwards another.
  */
 export function upstreamHeaders(
   req: IncomingMessage,
@@ -120,7 +123,6 @@ export function upstreamHeaders(
   let forwardedProto: string | undefined;
   let forwardedHost: string | undefined;
   let forwardedPort: string | undefined;
-  let clientHost: string | undefined;
   let connection: string | undefined;
   let upgradeValue: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
@@ -130,8 +132,7 @@ export function upstreamHeaders(
       case Kind.Pass:
         headers.push(name, value);
         break;
-      case Kind.Host:
-        clientHost ??= value;
+      case Kind.Host: // replaced below by the host the request was routed on
         break;
       case Kind.Connection:
         connection = connection === undefined ? value : connection + ', ' + value;
@@ -178,7 +179,7 @@ export function upstreamHeaders(
   );
   if (upgrade && upgradeValue !== undefined) headers.push('Upgrade', upgradeValue, 'Connection', 'upgrade');
   const hostIndex = headers.length + 1;
-  headers.push('Host', upstreamHost(target, node, clientHost));
+  headers.push('Host', upstreamHost(target, node, request.hostHeader));
   return { headers, hostIndex };
 }
 

@@ -8,6 +8,8 @@ export type ProxyErrorKind = (typeof ProxyError)[keyof typeof ProxyError];
 interface PreparedError {
   status: number;
   headers: string[];
+  /** `headers` plus `Connection: close` */
+  closeHeaders: string[];
   body: Buffer;
   /** the whole HTTP/1.1 response, for raw sockets (upgrade requests) */
   raw: Buffer;
@@ -20,25 +22,47 @@ for (const kind of Object.values(ProxyError)) {
   const head =
     `HTTP/1.1 ${kind.status} ${kind.message.replace(/^\d+ /, '')}\r\n` +
     `Content-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
-  prepared.set(kind, { status: kind.status, headers, body, raw: Buffer.concat([Buffer.from(head, 'latin1'), body]) });
+  const closeHeaders = [...headers, 'Connection', 'close'];
+  prepared.set(kind, { status: kind.status, headers, closeHeaders, body, raw: Buffer.concat([Buffer.from(head, 'latin1'), body]) });
 }
 
 /**
  * Sends an APISIX-style error (`{"error_msg":"..."}`). When the response has already started
- * there is no way to signal an error in-band, so the connection is cut instead.
+ * there is no way to signal an error in-band, so the connection is cut instead. With
+ * `closeConnection` the response says `Connection: close` and node:http destroys the socket once
+ * the response is flushed.
  */
-export function sendError(res: ServerResponse, kind: ProxyErrorKind): void {
+export function sendError(res: ServerResponse, kind: ProxyErrorKind, closeConnection = false): void {
   if (res.headersSent || res.destroyed) {
     res.destroy();
     return;
   }
   const error = prepared.get(kind)!;
-  res.writeHead(error.status, error.headers);
+  res.writeHead(error.status, closeConnection ? error.closeHeaders : error.headers);
   res.end(error.body);
 }
 
-/** Writes an error to a raw client socket (an upgrade request that could not be proxied) and closes it. */
-export function writeRawError(socket: Duplex, kind: ProxyErrorKind): void {
+/** How long an error written to a raw socket may take to leave before the socket is destroyed anyway. */
+const RAW_ERROR_FLUSH_MS = 5000;
+
+/**
+ * Writes an error (with `Connection: close`) to a raw client socket — malformed or timed-out HTTP,
+ * an upgrade request that could not be proxied — and closes the connection: FIN after the answer,
+ * then the socket is destroyed once the answer is flushed. Only ending it would leave a half-closed
+ * socket, and its file descriptor, to a client that never closes its side; a client that does not
+ * even read the answer loses it after `flushTimeoutMs`.
+ */
+export function writeRawError(socket: Duplex, kind: ProxyErrorKind, flushTimeoutMs = RAW_ERROR_FLUSH_MS): void {
   if (socket.destroyed) return;
-  socket.end(prepared.get(kind)!.raw);
+  if (socket.writableEnded) {
+    socket.destroy();
+    return;
+  }
+  const timer = setTimeout(destroySocket, flushTimeoutMs, socket).unref();
+  socket.once('close', () => clearTimeout(timer));
+  socket.end(prepared.get(kind)!.raw, () => socket.destroy());
+}
+
+function destroySocket(socket: Duplex): void {
+  socket.destroy();
 }

@@ -18,7 +18,7 @@ export class DataPlane {
 
   constructor(config: GatewayConfig) {
     this.runtime = new Runtime(config.proxy.router);
-    this.listeners = new ProxyListeners(config.proxy.listen, config.proxy.drain_timeout * 1000, () => this.runtime);
+    this.listeners = new ProxyListeners(config.proxy, () => this.runtime);
   }
 
   /** Returns the objects the runtime could not compile (the store rejects them). */

@@ -1,15 +1,22 @@
 import { once } from 'node:events';
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { parseListen } from '../config/gateway.ts';
+import { clientTimeouts, parseListen, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
 import { ProxyError } from '../errors.ts';
 import { createHttpProxy } from '../proxy/http.ts';
-import { writeRawError } from '../proxy/responses.ts';
+import { rejectRequestHead, type RequestPolicy } from '../proxy/request.ts';
+import { sendError, writeRawError, type ProxyErrorKind } from '../proxy/responses.ts';
 import type { RouteTable } from '../runtime/types.ts';
 
 /**
  * The proxy's HTTP listeners and their graceful drain. Knows nothing of where config comes from:
  * it asks `routes()` for the table in force on each request.
+ *
+ * Every client connection is bounded in time (proxy.timeouts): a head that takes longer than
+ * `header` from its first byte, a body that pauses longer than `request_body`, a keep-alive
+ * connection idle longer than `keepalive`, a client that reads nothing for `send` — each ends with
+ * the socket destroyed (after a 408 when nothing was answered yet), never half-closed and left to
+ * the client.
  */
 export class ProxyListeners {
   private readonly servers: Server[] = [];
@@ -17,38 +24,74 @@ export class ProxyListeners {
   private draining = false;
   private readonly upgraded = new Set<Socket>();
   private drained: (() => void) | undefined;
+  private readonly timeouts: ClientTimeouts;
+  private readonly policy: RequestPolicy;
 
   constructor(
-    private readonly listen: string[],
-    private readonly drainTimeoutMs: number,
+    private readonly config: GatewayConfig['proxy'],
     private readonly routes: () => RouteTable,
-  ) {}
+  ) {
+    this.timeouts = clientTimeouts(config);
+    this.policy = { maxHeaderCount: config.max_header_count, allowTrace: config.allow_trace };
+  }
 
   async start(): Promise<AddressInfo[]> {
-    const proxy = createHttpProxy({ routes: this.routes });
+    const { timeouts, policy } = this;
+    const proxy = createHttpProxy({ routes: this.routes, sendTimeoutMs: timeouts.send });
     // one listener for every response, not a closure per request
     const listeners = this;
     function onResponseClose(this: ServerResponse) {
       listeners.requestDone(this.req.socket);
     }
     const addresses: AddressInfo[] = [];
-    for (const listen of this.listen) {
+    for (const listen of this.config.listen) {
       const { host, port } = parseListen(listen);
-      const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
-        this.inFlight++;
-        if (this.draining) res.setHeader('connection', 'close');
-        res.on('close', onResponseClose);
-        proxy.handleRequest(req, res);
-      });
-      server.on('upgrade', (req, socket: Socket, head) => {
+      const server = createServer(
+        {
+          keepAliveTimeout: timeouts.keepalive,
+          // total, from the head's first byte (or the connection's start): a head trickled one byte
+          // at a time is cut as surely as a silent one. Answered 408 through 'clientError'.
+          headersTimeout: timeouts.header,
+          // no deadline for a whole request: a large upload may take long, as long as it moves
+          // (request_body, below, is the idle timeout between body reads, as nginx's)
+          requestTimeout: 0,
+          // node checks head deadlines on this tick (default 30 s, which made a 60 s timeout fire
+          // anywhere up to 90 s)
+          connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.round(timeouts.header / 4))),
+          // a missing Host is refused by rejectRequestHead, with the same JSON error as the rest
+          requireHostHeader: false,
+        },
+        (req, res) => {
+          this.inFlight++;
+          if (this.draining) res.setHeader('connection', 'close');
+          res.on('close', onResponseClose);
+          const rejection = rejectRequestHead(req.method!, req.url!, req.httpVersion, req.rawHeaders, policy);
+          if (rejection !== undefined) return sendError(res, rejection.error, rejection.closeConnection);
+          if (hasBody(req)) watchRequestBody(req, res, timeouts.requestBody);
+          proxy.handleRequest(req, res);
+        },
+      );
+      // one more than allowed, so that too many is seen (and refused) rather than cut silently
+      server.maxHeadersCount = policy.maxHeaderCount + 1;
+      server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+        const rejection = rejectRequestHead(req.method!, req.url!, req.httpVersion, req.rawHeaders, policy);
+        if (rejection !== undefined) return writeRawError(socket, rejection.error, timeouts.send);
         this.upgraded.add(socket);
         socket.once('close', () => this.upgraded.delete(socket));
         proxy.handleUpgrade(req, socket, head);
       });
+      // a forward proxy's tunnel request: not something a gateway serves (nginx answers 405 too);
+      // without this listener node:http would close the connection without a byte
+      server.on('connect', (_req: IncomingMessage, socket: Socket) => writeRawError(socket, ProxyError.METHOD_NOT_ALLOWED, timeouts.send));
       server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-        // malformed or oversize HTTP: answer like nginx would, without logging each one
-        if (!socket.writable) return void socket.destroy();
-        writeRawError(socket, err.code === 'HPE_HEADER_OVERFLOW' ? ProxyError.HEADERS_TOO_LARGE : ProxyError.BAD_REQUEST);
+        // node:http keeps parsing after an error, so this comes again for a socket being answered
+        if (answering.has(socket)) return;
+        const error = clientErrorResponse(err.code);
+        // a socket error (reset, ...): nobody to answer
+        if (error === undefined || !socket.writable) return void socket.destroy();
+        // malformed, oversize or too slow: answer like nginx would, without logging each one
+        answering.add(socket);
+        answerClientError(socket, error, timeouts.send);
       });
       server.listen(port, host);
       await once(server, 'listening');
@@ -75,7 +118,7 @@ export class ProxyListeners {
     for (const s of this.servers) s.closeIdleConnections();
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.drainTimeoutMs);
+        const timer = setTimeout(resolve, this.config.drain_timeout * 1000);
         this.drained = () => {
           clearTimeout(timer);
           resolve();
@@ -86,4 +129,68 @@ export class ProxyListeners {
     for (const socket of this.upgraded) socket.destroy();
     await Promise.all(closed);
   }
+}
+
+/** sockets whose client error is answered (or waits for the responses before it) */
+const answering = new WeakSet<Socket>();
+
+/** The answer to a node:http client error; undefined for a socket error (no HTTP to answer). */
+function clientErrorResponse(code: string | undefined): ProxyErrorKind | undefined {
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return ProxyError.REQUEST_TIMEOUT;
+  if (code === 'HPE_HEADER_OVERFLOW') return ProxyError.HEADERS_TOO_LARGE;
+  return code?.startsWith('HPE_') === true ? ProxyError.BAD_REQUEST : undefined;
+}
+
+/**
+ * Answers a client error, then closes the connection. Requests parsed before the bad one (pipelined
+ * on the connection) are answered first, in order: written at once, the error would be read as the
+ * answer to a request the upstream is still serving.
+ */
+function answerClientError(socket: Socket, error: ProxyErrorKind, flushTimeoutMs: number): void {
+  const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (inFlight != null && !inFlight.destroyed && !inFlight.writableFinished) {
+    if (inFlight.req.complete) {
+      // on 'close' node:http has handed the socket to the next queued response, if any
+      inFlight.once('close', () => answerClientError(socket, error, flushTimeoutMs));
+      return;
+    }
+    // the bad bytes are in this request's own body: once its response started, only a cut is left
+    if (inFlight.headersSent) return void socket.destroy();
+  }
+  writeRawError(socket, error, flushTimeoutMs);
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const headers = req.headers;
+  const length = headers['content-length'];
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/**
+ * request_body, as nginx's client_body_timeout: the longest pause between two reads of the body.
+ * It uses the socket's idle timer, which node:http refreshes on every byte parsed, and it ends with
+ * the body: from then on the socket's timer is node's again (keep-alive).
+ */
+function watchRequestBody(req: IncomingMessage, res: ServerResponse, timeoutMs: number): void {
+  const socket = req.socket;
+  req.setTimeout(timeoutMs, () => {
+    // the body is not being read (no connection to the upstream yet, or the upstream is slow to
+    // take it): the client cannot send, so it is not the one that is late
+    if (req.readableFlowing !== true && !res.writableFinished) {
+      socket.setTimeout(timeoutMs);
+      return;
+    }
+    // the body stopped coming. Nothing answered yet: 408, then node:http closes the connection.
+    // Otherwise only the cut is left.
+    if (res.headersSent) return void socket.destroy();
+    sendError(res, ProxyError.REQUEST_TIMEOUT, true);
+    // node:http forgets a request once its response is finished, so closing the connection no
+    // longer aborts it: destroyed here, its body stream ends in error and the upstream request
+    // (still waiting for the rest of the body) is aborted with it
+    res.once('close', () => req.destroy());
+  });
+  req.once('end', () => {
+    // after the response, node:http has already replaced our timer with its keep-alive timer
+    if (!res.writableFinished) socket.setTimeout(0);
+  });
 }
