@@ -7,7 +7,8 @@ import { describe, it } from 'node:test';
 
 import type { MatchRequest } from '../../src/router/types.ts';
 import { luaToNumber } from '../../src/router/vars.ts';
-import { request, routerWith } from './helpers.ts';
+import { Router } from '../../src/router/router.ts';
+import { request, routerWith, spec } from './helpers.ts';
 
 function varsHold(vars: unknown[], req: MatchRequest): boolean {
   const router = routerWith('radixtree_uri', [{ id: 'r', uris: ['/*'], vars }]);
@@ -103,6 +104,58 @@ describe('vars operators', () => {
     ]);
     assert.equal(router.match(request('/a', { headers: { 'x-beta': '1' } }))?.id, 'beta');
     assert.equal(router.match(request('/a'))?.id, 'stable');
+  });
+});
+
+describe('request variables are own properties only', () => {
+  const names = ['constructor', '__proto__', 'toString', 'hasOwnProperty'];
+  // node's header object inherits from Object.prototype: a plain object here is the same shape
+  const bare = request('/x', { headers: {} });
+  const sent = request('/x', {
+    headers: { constructor: 'c', tostring: 't', hasownproperty: 'h', cookie: names.map((n) => `${n}=${n}-v`).join('; ') },
+    query: names.map((n) => `${n}=${n}-v`).join('&'),
+  });
+
+  it('absent headers named like Object.prototype members are nil', () => {
+    assert.equal(varsHold([['http_constructor', '==', null]], bare), true);
+    assert.equal(varsHold([['http_constructor', '~~', 'function']], bare), false);
+    assert.equal(varsHold([['http_constructor', '~=', 'x']], bare), true);
+    assert.equal(varsHold([['http___proto__', '==', null]], bare), true);
+    assert.equal(varsHold([['http_toString', '==', null], ['http_hasOwnProperty', '==', null]], bare), true);
+  });
+
+  it('present headers with those names are their own values', () => {
+    assert.equal(varsHold([['http_constructor', '==', 'c'], ['http_toString', '==', 't'], ['http_hasOwnProperty', '==', 'h']], sent), true);
+  });
+
+  for (const kind of ['cookie', 'arg']) {
+    it(`${kind}_ names like Object.prototype members: absent is nil, present is the value`, () => {
+      for (const name of names) {
+        assert.equal(varsHold([[`${kind}_${name}`, '==', null]], bare), true, `${kind}_${name} absent`);
+        assert.equal(varsHold([[`${kind}_${name}`, '==', `${name}-v`]], sent), true, `${kind}_${name} present`);
+      }
+    });
+  }
+});
+
+describe('vars regexes (PCRE syntax on a linear-time engine)', () => {
+  const ua = request('/x', { headers: { 'user-agent': 'Mozilla/5.0 Chrome/126', 'x-id': 'a'.repeat(40) + '!' } });
+
+  it('PCRE inline flags and anchors work', () => {
+    assert.equal(varsHold([['http_user_agent', '~~', '(?i)chrome']], ua), true);
+    assert.equal(varsHold([['http_user_agent', '~~', '\\AMozilla']], ua), true);
+    assert.equal(varsHold([['http_user_agent', '~~', '[[:digit:]]{3}\\z']], ua), true);
+  });
+
+  it('a nested quantifier on a long header is decided at once', () => {
+    const started = performance.now();
+    assert.equal(varsHold([['http_x_id', '~~', '^([a-z0-9]+)+$']], ua), false);
+    assert.ok(performance.now() - started < 1_000);
+  });
+
+  it('constructs that need backtracking are rejected when the route is checked', () => {
+    const reason = Router.validate(spec({ id: 'r', uris: ['/x'], vars: [['http_x', '~~', '(a)\\1']] }));
+    assert.match(reason ?? '', /^vars\[0\]: invalid regular expression "\(a\)\\\\1": backreferences/);
   });
 });
 
