@@ -1,6 +1,6 @@
 /** Shared pieces of the benchmarks: processes started by PID and stopped by PID, wrk runs, nginx. */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,6 +28,19 @@ export function stop(child: ChildProcess): Promise<void> {
 }
 
 export { freePort } from '../test/helpers/etcd.ts';
+
+/**
+ * Compiles the gateway of the checkout at `root` (tsc, as `npm run build` does) into `out`, and
+ * returns its CLI entry. Benchmarks run the gateway compiled, as production does; not into dist/,
+ * because bin/portico.js prefers dist/ when present, so a leftover build would silently replace the
+ * sources under test. `out` must lie inside `root` so the build finds its node_modules.
+ */
+export function buildGateway(out: string, root = ROOT): string {
+  rmSync(out, { recursive: true, force: true });
+  execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json'), '--outDir', path.join(out, 'dist')], { stdio: 'inherit' });
+  copyFileSync(path.join(root, 'package.json'), path.join(out, 'package.json')); // src/version.ts reads ../package.json
+  return path.join(out, 'dist/cli/main.js');
+}
 
 export async function waitPort(port: number, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -17,4 +17,14 @@ const dump = () =>
     JSON.stringify({ p50ms: delay.percentile(50) / 1e6, p99ms: delay.percentile(99) / 1e6, maxms: delay.max / 1e6, gcs: gcs.slice(-50) }),
   );
 process.on('SIGTERM', dump);
+// SIGUSR2: write what was recorded since the last SIGUSR2 to /tmp/portico-loop-<pid>.window.json,
+// and start over (bench/file-reload.ts measures one reload at a time this way)
+process.on('SIGUSR2', () => {
+  writeFileSync(
+    `/tmp/portico-loop-${process.pid}.window.json`,
+    JSON.stringify({ maxms: delay.max / 1e6, p99ms: delay.percentile(99) / 1e6, gcs: gcs.slice(-50) }),
+  );
+  delay.reset();
+  gcs.length = 0;
+});
 setInterval(dump, 1000).unref();

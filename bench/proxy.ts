@@ -15,11 +15,10 @@
  *   npm run bench -- [--duration 10] [--connections 50] [--threads 1] [--workers 1] [--tsx]
  */
 import { parseArgs } from 'node:util';
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, ROOT, run, startNginx, stop, waitPort, wrk, type WrkResult } from './lib.ts';
+import { buildGateway, freePort, ROOT, run, startNginx, stop, waitPort, wrk, type WrkResult } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
@@ -33,14 +32,7 @@ const { values } = parseArgs({
 const opts = { duration: Number(values.duration), connections: Number(values.connections), threads: Number(values.threads) };
 const workers = Number(values.workers);
 
-let gatewayMain = path.join(ROOT, 'bin/portico.js');
-if (!values.tsx) {
-  const out = path.join(ROOT, '.tmp/bench');
-  rmSync(out, { recursive: true, force: true });
-  execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', path.join(out, 'dist')], { stdio: 'inherit' });
-  copyFileSync(path.join(ROOT, 'package.json'), path.join(out, 'package.json')); // src/version.ts reads ../package.json
-  gatewayMain = path.join(out, 'dist/cli/main.js');
-}
+const gatewayMain = values.tsx ? path.join(ROOT, 'bin/portico.js') : buildGateway(path.join(ROOT, '.tmp/bench'));
 
 const upstreamPort = await freePort();
 const gatewayPort = await freePort();

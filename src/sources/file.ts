@@ -1,11 +1,9 @@
-import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { parseDocument } from 'yaml';
-import { KINDS, type Change, type Kind } from '../config/changeset.ts';
+import { Worker } from 'node:worker_threads';
 import { ErrorCode } from '../errors.ts';
 import { log } from '../observability/log.ts';
+import type { FileReadResult } from './file-listing.ts';
 import type { Source, SourceEvents } from './source.ts';
 
 export interface FileSourceOptions {
@@ -19,6 +17,12 @@ export interface FileSourceOptions {
  * The YAML file source. Reloads on every change of the file, including editors' atomic saves
  * (write a temp file, rename it over): it watches the directory, not the file, because a watch on
  * the file itself follows the old inode and goes deaf after the first rename.
+ *
+ * Reading, decoding and diffing happen on a worker thread (file-worker.ts), never on the thread
+ * that serves requests: decoding a 5,000-route file takes most of a second, and the store, router
+ * and snapshot only ever see the objects that changed. The first read is a full listing; after
+ * that a change set lists the changed objects and explicit deletes, so a one-line edit costs the
+ * request path one object, whatever the size of the file.
  */
 export class FileSource implements Source {
   readonly name = 'file';
@@ -28,10 +32,10 @@ export class FileSource implements Source {
   private timer: NodeJS.Timeout | undefined;
   private events: SourceEvents | undefined;
   private revision = 0;
-  private lastHash = '';
-  /** per object: the JSON it had and the revision at which it last changed */
-  private readonly objects = new Map<string, { json: string; modRevision: number }>();
+  private reader: FileReader | undefined;
   private loading: Promise<void> = Promise.resolve();
+  /** a reload waiting for the one in progress: later file events join it instead of queueing more */
+  private queued: Promise<void> | undefined;
   /** the last read succeeded; state changes are reported once, not on every reload */
   private ok = false;
 
@@ -56,37 +60,43 @@ export class FileSource implements Source {
     clearTimeout(this.timer);
     this.watcher?.close();
     this.watcher = undefined;
-    await this.loading;
+    await this.loading.catch(() => undefined);
+    await this.reader?.close();
+    this.reader = undefined;
   }
 
   private reload(initial = false): Promise<void> {
-    // reloads run one after another, so change sets reach the store in file order
-    this.loading = this.loading.then(() => this.load(initial));
-    return this.loading;
+    if (this.queued) return this.queued;
+    // reloads run one after another, so change sets reach the store in file order; a failed
+    // first load must not stop the ones after it (the gateway may be serving its snapshot)
+    const next = this.loading
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = undefined;
+        return this.load(initial);
+      });
+    this.queued = next;
+    this.loading = next;
+    return next;
   }
 
   private async load(initial: boolean): Promise<void> {
-    const events = this.events!;
-    let text: string;
+    if (!this.watcher) return; // stopped
+    this.reader ??= new FileReader(this.path);
+    let result: FileReadResult;
     try {
-      text = await readFile(this.path, 'utf8');
+      result = await this.reader.read(this.revision + 1);
     } catch (err) {
-      const error = { code: ErrorCode.CONFIG_INVALID, message: `cannot read ${this.path}: ${(err as Error).message}` };
-      this.fail(error, initial);
-      return;
+      // the reader thread died (out of memory on a huge file, ...): the next reload starts another
+      void this.reader.close();
+      this.reader = undefined;
+      result = { type: 'failed', code: ErrorCode.PARSE, message: `${this.path}: reading stopped: ${(err as Error).message}` };
     }
-    const hash = createHash('sha256').update(text).digest('hex').slice(0, 16);
-    // content back to what is in force (a broken edit reverted): nothing to apply, but healthy again
-    if (hash === this.lastHash) return this.healthy();
-    let changes: Change[];
-    try {
-      changes = this.parse(text);
-    } catch (err) {
-      this.fail({ code: ErrorCode.PARSE, message: `${this.path}: ${(err as Error).message}` }, initial);
-      return;
-    }
-    this.lastHash = hash;
-    await events.onChangeSet({ source: 'file', revision: this.revision, full: true, changes, detail: hash });
+    if (result.type === 'unchanged') return this.healthy();
+    if (result.type === 'failed') return this.fail(result, initial);
+    for (const key of result.unknownKeys) log.warn({ key, path: this.path }, 'file source: unknown top-level key ignored');
+    this.revision = result.revision;
+    await this.events!.onChangeSet({ source: 'file', revision: result.revision, full: result.full, changes: result.changes, detail: result.hash });
     this.healthy();
   }
 
@@ -101,49 +111,65 @@ export class FileSource implements Source {
     if (this.ok) this.events!.onState({ connected: false, since: new Date().toISOString(), error });
     this.ok = false;
     log.error({ code: error.code }, `file source: ${error.message}; keeping the last good config`);
-    this.events!.onError?.(error);
+    this.events!.onError?.({ code: error.code, message: error.message });
     if (initial) throw Object.assign(new Error(error.message), { code: error.code });
   }
+}
 
-  /** YAML text -> one full ChangeSet. Throws on a file that is not YAML or not the expected shape. */
-  private parse(text: string): Change[] {
-    const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-    if (doc.errors.length) throw new Error(doc.errors[0]!.message);
-    const root = (doc.toJS() ?? {}) as Record<string, unknown>;
-    if (typeof root !== 'object' || Array.isArray(root)) throw new Error('top level must be a mapping with routes, upstreams, services');
-    for (const k of Object.keys(root)) {
-      if (!(KINDS as readonly string[]).includes(k)) log.warn({ key: k, path: this.path }, 'file source: unknown top-level key ignored');
-    }
-    const revision = this.revision + 1;
-    const changes: Change[] = [];
-    const seenNow = new Set<string>();
-    for (const kind of KINDS) {
-      const list = root[kind];
-      if (list === undefined || list === null) continue;
-      if (!Array.isArray(list)) throw new Error(`'${kind}' must be a list`);
-      list.forEach((item: unknown, index) => changes.push(this.toChange(kind, item, index, revision, seenNow)));
-    }
-    for (const k of this.objects.keys()) if (!seenNow.has(k)) this.objects.delete(k);
-    this.revision = revision;
-    return changes;
+/**
+ * The worker thread that reads the file, and the one request it may have in flight.
+ *
+ * Its entry is file-worker.js next to this module when compiled (dist/), and file-worker.ts when
+ * run from the sources: tsx's loader must then be registered inside the thread before the entry is
+ * imported. bin/portico.js registers tsx with `register()`, which neither reaches worker threads
+ * nor shows in process.execArgv, and an `--import tsx` given in the worker's execArgv comes too
+ * late for the worker's own entry on Node 20. A small bootstrap that registers tsx and then
+ * imports the entry works under all of these.
+ */
+class FileReader {
+  private readonly worker: Worker;
+  private pending: { resolve(r: FileReadResult): void; reject(err: Error): void } | undefined;
+  private dead: Error | undefined;
+
+  constructor(path: string) {
+    const fromSources = import.meta.url.endsWith('.ts');
+    const entry = new URL(fromSources ? './file-worker.ts' : './file-worker.js', import.meta.url);
+    const options = { workerData: { path }, name: 'portico file source' };
+    this.worker = fromSources
+      ? new Worker(
+          `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))})` +
+            `.then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); })`,
+          { ...options, eval: true },
+        )
+      : new Worker(entry, options);
+    // idle, the reader must not keep the process alive; it is referenced while a read is in flight
+    this.worker.unref();
+    this.worker.on('message', (result: FileReadResult) => this.settle(undefined, result));
+    this.worker.on('error', (err) => this.settle(err));
+    this.worker.on('exit', (code) => this.settle(new Error(`reader thread exited with code ${code}`)));
   }
 
-  private toChange(kind: Kind, item: unknown, index: number, revision: number, seenNow: Set<string>): Change {
-    const rawId = (item as { id?: unknown } | null)?.id;
-    if (item === null || typeof item !== 'object' || (typeof rawId !== 'string' && typeof rawId !== 'number')) {
-      return { kind, id: `#${index}`, modRevision: revision, parseError: `${kind}[${index}]: missing 'id'` };
-    }
-    let id = String(rawId);
-    if (seenNow.has(`${kind}/${id}`)) {
-      return { kind, id: `${id}#${index}`, modRevision: revision, parseError: `${kind}[${index}]: duplicate id '${id}'` };
-    }
-    const k = `${kind}/${id}`;
-    seenNow.add(k);
-    const json = JSON.stringify(item);
-    const known = this.objects.get(k);
-    // an object keeps its modRevision while its content is unchanged, so the store skips it
-    const modRevision = known && known.json === json ? known.modRevision : revision;
-    this.objects.set(k, { json, modRevision });
-    return { kind, id, modRevision, value: item };
+  read(revision: number): Promise<FileReadResult> {
+    if (this.dead) return Promise.reject(this.dead);
+    return new Promise((resolve, reject) => {
+      this.pending = { resolve, reject };
+      this.worker.ref();
+      this.worker.postMessage({ revision });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.dead ??= new Error('reader closed');
+    await this.worker.terminate();
+  }
+
+  private settle(err: Error | undefined, result?: FileReadResult): void {
+    if (err) this.dead ??= err;
+    const p = this.pending;
+    this.pending = undefined;
+    this.worker.unref();
+    if (!p) return;
+    if (err) p.reject(err);
+    else p.resolve(result!);
   }
 }
