@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
@@ -115,6 +116,35 @@ describe('YAML file source, end to end', () => {
       const snap = JSON.parse(readFileSync(gw.snapshotPath, 'utf8')) as { objects: { routes: Array<{ id: string }> } };
       return snap.objects.routes.some((r) => r.id === 'r1');
     }, 2000, 'snapshot file');
+  });
+});
+
+describe('YAML file source broken at start', () => {
+  test('the snapshot from disk is served, and fixing the file applies it', async () => {
+    const a = await startUpstream('a');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-broken-start-'));
+    let gw: GatewayProcess | undefined;
+    try {
+      const upstreams = [{ id: 'a', nodes: { [a.address]: 1 } }];
+      gw = await startGateway({ dir, routes: { upstreams, routes: [{ id: 'r1', uri: '/hello', upstream_id: 'a' }] } });
+      await gw.stop(); // flushes the snapshot
+      writeFileSync(gw.routesPath, 'routes: [ {id: r1, uri: /hello\n');
+      gw = await startGateway({ dir });
+      const stale = await gw.status();
+      assert.equal(stale.from_snapshot, true);
+      assert.equal(stale.source_error?.code, 'PORTICO_ERR_PARSE');
+      assert.equal((await fetch(`${gw.url}/hello`)).status, 200, 'the snapshot is served');
+      writeRoutes(gw.routesPath, { upstreams, routes: [{ id: 'r1', uri: '/hello', upstream_id: 'a' }, { id: 'r2', uri: '/fixed', upstream_id: 'a' }] });
+      await waitUntil(async () => (await fetch(`${gw!.url}/fixed`)).status === 200, 5000, 'the fixed file to be served');
+      const st = await gw.status();
+      assert.equal(st.from_snapshot, false);
+      assert.equal(st.stale, false);
+      assert.equal(st.source_error, undefined);
+    } finally {
+      await gw?.cleanup();
+      await a.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
