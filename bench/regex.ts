@@ -8,8 +8,10 @@
  * Engines:
  * - `RegExp`: V8's backtracking engine (what vars used before; exponential on `^([a-z0-9]+)+$`).
  * - `re2js`: pure-JS RE2 (lazy DFA, NFA fallback), linear time; Portico's engine (src/security/regex.ts).
- * - `re2-wasm`: RE2 compiled to WebAssembly; measured only when installed
- *   (`npm i --no-save re2-wasm`), it is not a dependency.
+ * - `re2-wasm`: RE2 compiled to WebAssembly; measured only when importable: installed
+ *   (`npm i --no-save re2-wasm`) or named by RE2_WASM=/path/to/re2-wasm. Not a dependency.
+ * - `portico`: src/security/regex.ts, i.e. re2js, or V8's RegExp where the pattern is proven
+ *   linear under backtracking.
  * - `V8 /l`: V8's experimental linear engine, enabled here with v8.setFlagsFromString; it rejects
  *   case-insensitive patterns and counted repetition above a small bound ("n/a").
  *
@@ -88,7 +90,7 @@ const engines: Engine[] = [
 ];
 
 try {
-  const { RE2 } = (await import('re2-wasm' as string)) as { RE2: new (p: string, f: string) => { test(s: string): boolean; exec(s: string): unknown } };
+  const { RE2 } = (await import(process.env.RE2_WASM ?? 're2-wasm')) as { RE2: new (p: string, f: string) => { test(s: string): boolean; exec(s: string): unknown } };
   engines.push({
     name: 're2-wasm',
     compile: (c) => {
@@ -97,7 +99,7 @@ try {
     },
   });
 } catch {
-  console.log('re2-wasm not installed (npm i --no-save re2-wasm): column skipped');
+  console.log('re2-wasm not importable (npm i --no-save re2-wasm, or RE2_WASM=path): column skipped');
 }
 
 v8.setFlagsFromString('--enable-experimental-regexp-engine');
@@ -159,4 +161,55 @@ for (const c of cases) {
     cells.push((formatNs(ns) + ratio).padStart(18));
   }
   console.log([c.name.padEnd(18), String(c.input.length).padStart(6), ...cells].join(' '));
+}
+
+// Compile cost and memory: every parameter route of the router holds one compiled pattern, so at
+// 10,000+ routes this decides load time and heap (the reason for the native fast path).
+const gc = (globalThis as { gc?: () => void }).gc;
+console.log(`\ncompile cost of 5,000 router parameter patterns (^/svc<i>/u<i>/([^/]+)$), per pattern` +
+  (gc ? '' : ' (run node with --expose-gc for the memory column)'));
+const compilers: [string, (p: string) => { exec(s: string): unknown }][] = [
+  ['RegExp', (p) => new RegExp(p)],
+  ['re2js', (p) => RE2JS.compile(p)],
+  ['portico', (p) => compileConfigRegex(p)],
+];
+for (const [name, compile] of compilers) {
+  const keep: unknown[] = [];
+  gc?.();
+  const before = process.memoryUsage().heapUsed;
+  const t0 = performance.now();
+  for (let i = 0; i < 5_000; i++) {
+    const re = compile(`^/svc${i % 97}/u${i}/([^/]+)$`);
+    re.exec(`/svc${i % 97}/u${i}/7`);
+    keep.push(re);
+  }
+  const us = ((performance.now() - t0) * 1000) / 5_000;
+  gc?.();
+  const kb = (process.memoryUsage().heapUsed - before) / 5_000 / 1024;
+  console.log(`  ${name.padEnd(8)} ${us.toFixed(1).padStart(6)} µs${gc ? `  ${kb.toFixed(1).padStart(5)} KB` : ''}  (${keep.length})`);
+}
+
+// Worst cases within the limits: a pattern whose DFA explodes ([ab]*a[ab]{n}: 2^n states) makes RE2
+// fall back to its NFA, at a cost per input character that grows with n. This is the bound a
+// hostile client meets on a route an operator gave such a pattern (16 KB header = node's limit).
+console.log('\nworst case within the limits: ms per match, 16 KB random [ab] input (re2js only; RegExp would be polynomial to exponential)');
+let seed = 7;
+const random = () => {
+  // mulberry32
+  seed = (seed + 0x6d2b79f5) >>> 0;
+  let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+};
+for (const pattern of ['[ab]*a[ab]{20}\\d', '[ab]*a[ab]{100}\\d', '[ab]*a[ab]{994}\\d', '(?<!x)[ab]{250}\\d']) {
+  const re = compileConfigRegex(pattern);
+  const times: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    let input = '';
+    for (let j = 0; j < 16_384; j++) input += random() < 0.5 ? 'a' : 'b';
+    const t0 = performance.now();
+    re.test(input);
+    times.push(performance.now() - t0);
+  }
+  console.log(`  ${pattern.padEnd(20)} ${times.map((t) => t.toFixed(1)).join(' / ')} ms`);
 }

@@ -30,10 +30,13 @@ import { RE2JS, RE2JSException, RE2JSSyntaxException } from 're2js';
 import { ErrorCode, PorticoError } from '../errors.ts';
 
 /**
- * Upper bound on a compiled pattern's size (RE2 program instructions). Matching costs up to
- * input length x active states, and states are bounded by the program: the cap keeps the worst
- * case of a pathological pattern on a 16 KB header to a few hundred ms (bench/regex.ts), where
- * a backtracking engine had no bound at all. A 30-word case-insensitive User-Agent list is ~270.
+ * Upper bound on a compiled pattern's size (RE2 program instructions), for patterns on the RE2
+ * engine. RE2 is linear in the input, but the factor grows with the pattern: a pattern built so
+ * that RE2's DFA explodes (`[ab]*a[ab]{994}\d`, just under this cap) costs 0.3-0.7 s on a 16 KB
+ * header, `[ab]*a[ab]{100}\d` ~0.1 s (bench/regex.ts), where a backtracking engine had no bound
+ * at all; everyday patterns cost 0.2-1 us. The cap also bounds compile time and memory (RE2's
+ * own limits: repeat counts <= 1000, nesting <= 1000). A 30-word case-insensitive User-Agent
+ * list is ~270 instructions.
  */
 export const MAX_REGEX_PROGRAM_SIZE = 1000;
 

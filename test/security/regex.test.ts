@@ -80,11 +80,14 @@ describe('native fast path', () => {
 
   it('answers as RE2 does on generated patterns and inputs (test and captures)', () => {
     const random = seeded(20_240_601);
-    const atoms = ['a', 'b', '/', '.', '[ab]', '[^/]', '[^a]', '\\d', '\\w', '\\s', '\\S', '[a-c]', '[-a]', '\\.', '1', ' ', 'é', '😀'];
+    const atoms = [
+      'a', 'b', '/', '.', '[ab]', '[^/]', '[^a]', '\\d', '\\w', '\\s', '\\S', '\\D', '[a-c]', '[-a]', '[a-]', '\\.', '1', ' ', 'é', '😀',
+      '\\\\', '[\\]a]', '[a\\-z]', '\\$', '[$^]', '[\\d.]', '[^\\s/]', '\\{', '-', ',', '[é-ü]',
+    ];
     const quantifiers = ['', '', '', '?', '*', '+', '{2}', '{1,3}', '{0,2}', '{2,}'];
-    const alphabet = ['a', 'b', 'c', '/', '1', ' ', '\n', '.', '-', 'é', '😀', '\ud800'];
+    const alphabet = ['a', 'b', 'c', '/', '1', ' ', '\n', '.', '-', 'é', 'ö', '😀', '\ud800', '\\', ']', '$', '^', '{', 'z', ','];
     let native = 0;
-    for (let n = 0; n < 3_000; n++) {
+    for (let n = 0; n < 4_000; n++) {
       let pattern = random() < 0.7 ? '^' : '';
       const count = 1 + Math.floor(random() * 4);
       let open = false;
