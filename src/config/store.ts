@@ -337,9 +337,17 @@ interface Seen {
  */
 function admit(c: Change): Change {
   if (c.deleted || c.parseError !== undefined) return c;
-  const over = checkValueLimits(c.value);
+  let over: string | undefined;
+  let code: ErrorCode = ErrorCode.LIMIT;
+  try {
+    over = checkValueLimits(c.value);
+  } catch (err) {
+    // not plain data (a throwing getter): no source produces that, but it must cost only itself
+    over = `/: could not be read: ${(err as Error)?.message ?? String(err)}`;
+    code = ErrorCode.COMPILE;
+  }
   if (over === undefined) return c;
-  return { kind: c.kind, id: c.id, modRevision: c.modRevision, parseError: over, parseErrorCode: ErrorCode.LIMIT };
+  return { kind: c.kind, id: c.id, modRevision: c.modRevision, parseError: over, parseErrorCode: code };
 }
 
 /** The snapshot's maps without the given ids. */

@@ -20,7 +20,7 @@ export interface ObjectLimits {
 
 export const OBJECT_LIMITS: Readonly<ObjectLimits> = Object.freeze({ maxDepth: 64, maxBytes: 1024 * 1024 });
 
-const mib = (bytes: number) => `${+(bytes / (1024 * 1024)).toFixed(2)} MiB`;
+const mib = (bytes: number) => (bytes % (1024 * 1024) === 0 ? `${bytes / (1024 * 1024)} MiB` : `${bytes} bytes`);
 
 /**
  * Why a stored text (an etcd value) is too large to parse, or undefined. Checked before JSON.parse,

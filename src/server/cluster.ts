@@ -22,6 +22,7 @@ export const RESTART_BACKOFF = { initialMs: 250, maxMs: 30_000, windowMs: 60_000
 export function restartDelay(deaths: number[], now: number): number {
   if (deaths.length > 0 && now - deaths[deaths.length - 1]! > RESTART_BACKOFF.windowMs) deaths.length = 0;
   deaths.push(now);
+  if (deaths.length > 16) deaths.shift(); // the delay is at its cap long before
   return Math.min(RESTART_BACKOFF.maxMs, RESTART_BACKOFF.initialMs * 2 ** (deaths.length - 1));
 }
 
