@@ -7,7 +7,7 @@ import { KINDS, type Change, type ChangeSet, type Kind } from './changeset.ts';
 import type { RouteConfig } from './schema/route.ts';
 import type { ServiceConfig } from './schema/service.ts';
 import { emptyDiff, emptySnapshot, type Snapshot, type SnapshotDiff, type StoredObject } from './snapshot.ts';
-import { validateObject, type ObjectValue, type Rejection } from './validate.ts';
+import { validateBounded, type ObjectValue, type Rejection, type Verdict } from './validate.ts';
 import type { FrozenMap } from './frozen-map.ts';
 
 /** A rejection as /status shows it. */
@@ -121,9 +121,10 @@ export class ConfigStore {
         reject({ kind: c.kind, id: c.id, code, reason: `${k}: ${c.parseError}` }, c.modRevision, this.invalid);
         continue;
       }
-      let result: ReturnType<typeof validateObject>;
+      let result: Verdict;
       try {
-        result = validateObject(c.kind, c.id, c.value, this.routerMode);
+        // admit() checked the limits
+        result = validateBounded(c.kind, c.id, c.value, this.routerMode);
       } catch (err) {
         // a validator bug must cost this object only, never the rest of the change set
         const reason = `${k}: /: could not be validated: ${(err as Error)?.message ?? String(err)}`;

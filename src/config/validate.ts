@@ -111,9 +111,20 @@ const semanticChecks: Record<Kind, (v: never) => string | undefined> = {
  *
  * `mode`: the gateway's router mode; without one the object must compile in every mode.
  */
-export function validateObject(kind: Kind, id: string, value: unknown, mode?: RouterMode):
-  | { ok: true; value: ObjectValue }
-  | { ok: false; rejection: Rejection } {
+export function validateObject(kind: Kind, id: string, value: unknown, mode?: RouterMode): Verdict {
+  // first, and without recursion: everything after this (ajv, the vars compiler) recurses
+  const over = value !== null && typeof value === 'object' ? checkValueLimits(value) : undefined;
+  if (over) return { ok: false, rejection: { kind, id, code: ErrorCode.LIMIT, reason: `${kind}/${id}: ${over}` } };
+  return validateBounded(kind, id, value, mode);
+}
+
+export type Verdict = { ok: true; value: ObjectValue } | { ok: false; rejection: Rejection };
+
+/**
+ * validateObject for a value already known to be within the limits (the store checks them first,
+ * before it serializes values): everything but the limits.
+ */
+export function validateBounded(kind: Kind, id: string, value: unknown, mode?: RouterMode): Verdict {
   const reject = (code: ErrorCode, detail: string) => ({
     ok: false as const,
     rejection: { kind, id, code, reason: `${kind}/${id}: ${detail}` },
@@ -121,9 +132,6 @@ export function validateObject(kind: Kind, id: string, value: unknown, mode?: Ro
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     return reject(ErrorCode.SCHEMA, '/: must be an object');
   }
-  // first, and without recursion: everything after this (ajv, the vars compiler) recurses
-  const over = checkValueLimits(value);
-  if (over) return reject(ErrorCode.LIMIT, over);
   const validate = validators[kind];
   if (!validate(value)) return reject(ErrorCode.SCHEMA, describe(pickError(validate.errors ?? [])));
   const declared = (value as { id?: unknown }).id;
