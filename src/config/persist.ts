@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ErrorCode, PorticoError } from '../errors.ts';
 import { KINDS, type ChangeSet, type Change } from './changeset.ts';
@@ -38,25 +38,33 @@ export async function writeSnapshotFile(path: string, snapshot: Snapshot): Promi
     detail: snapshot.detail,
     savedAt: new Date().toISOString(),
   };
-  const parts: string[] = [];
-  let sinceYield = 0;
-  for (const kind of KINDS) {
-    const objects: string[] = [];
-    for (const o of snapshot[kind].values()) {
-      objects.push(objectJson(o));
-      // serialize in slices so a large first write never stalls the proxy; safe because a
-      // published snapshot never changes
-      if (++sinceYield === 200) {
-        sinceYield = 0;
-        await new Promise<void>((r) => setImmediate(r));
-      }
-    }
-    parts.push(`${JSON.stringify(kind)}:[${objects.join(',')}]`);
-  }
-  const text = `${JSON.stringify(head).slice(0, -1)},"objects":{${parts.join(',')}}}`;
   await mkdir(dirname(path), { recursive: true });
   const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, text);
+  const file = await open(tmp, 'w');
+  try {
+    // Serialized and written in slices of 200 objects, so a large snapshot never stalls the proxy
+    // (safe because a published snapshot never changes). Joined into one string, 100,000 routes
+    // blocked the event loop for ~120 ms: the join, then encoding 15 MB for the write.
+    let slice = `${JSON.stringify(head).slice(0, -1)},"objects":{`;
+    let inSlice = 0;
+    for (const [i, kind] of KINDS.entries()) {
+      slice += `${i === 0 ? '' : ','}${JSON.stringify(kind)}:[`;
+      let first = true;
+      for (const o of snapshot[kind].values()) {
+        slice += first ? objectJson(o) : `,${objectJson(o)}`;
+        first = false;
+        if (++inSlice === 200) {
+          await file.write(slice);
+          slice = '';
+          inSlice = 0;
+        }
+      }
+      slice += ']';
+    }
+    await file.write(`${slice}}}`);
+  } finally {
+    await file.close();
+  }
   await rename(tmp, path);
 }
 

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { parseDocument } from 'yaml';
 import { KINDS, type Change, type Kind } from '../config/changeset.ts';
 import { ErrorCode } from '../errors.ts';
+import { checkValueLimits } from '../security/limits.ts';
 
 /**
  * What one read of the routes file amounts to. Computed on the file source's worker thread, so the
@@ -32,6 +33,8 @@ interface Item {
   hash: string;
   /** the decoded value, when this read decoded it */
   value?: unknown;
+  /** why the value is over the size/depth limits: the object is rejected, its value never sent */
+  over?: string;
   /** the item's own text, when it came from a chunk (to decode it again if needed) */
   text?: string;
 }
@@ -95,6 +98,10 @@ export class FileListing {
             const parseError = `${kind}[${index}]: duplicate id '${item.id}'`;
             const id = `${item.id}#${index}`;
             listing.set(`${kind}/${id}`, { change: { kind, id, modRevision: revision, parseError }, hash: `!${parseError}` });
+          } else if (item.over !== undefined) {
+            ids.add(item.id);
+            const change: Change = { kind, id: item.id, modRevision: revision, parseError: item.over, parseErrorCode: ErrorCode.LIMIT };
+            listing.set(`${kind}/${item.id}`, { change, hash: item.hash });
           } else {
             ids.add(item.id);
             listing.set(`${kind}/${item.id}`, { change: { kind, id: item.id, modRevision: revision }, hash: item.hash, item });
@@ -305,6 +312,9 @@ function sectionOf(value: unknown): Section {
 function itemOf(value: unknown, text?: string): Item {
   const rawId = (value as { id?: unknown } | null)?.id;
   const id = value !== null && typeof value === 'object' && (typeof rawId === 'string' || typeof rawId === 'number') ? String(rawId) : null;
+  // bounds first, without recursion: hashing and sending the value to the store both recurse
+  const over = checkValueLimits(value);
+  if (over !== undefined) return { id, hash: `!${over}`, over, text };
   return { id, hash: createHash('sha256').update(canonicalJson(value)).digest('base64url').slice(0, 22), value, text };
 }
 

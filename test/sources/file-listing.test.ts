@@ -127,6 +127,18 @@ describe('file listing: diffs', () => {
     );
   });
 
+  test('an object over the depth limit is rejected on its own, without its value', () => {
+    const listing = new FileListing('routes.yaml');
+    const deep = `${'['.repeat(100)}${']'.repeat(100)}`;
+    const read = listing.read(`routes:\n  - id: a\n    uri: /a\n  - id: deep\n    plugins: {x: {a: ${deep}}}\n`, 1);
+    assert.ok(read.type === 'changes');
+    assert.deepEqual(read.changes[0], { kind: 'routes', id: 'a', modRevision: 1, value: { id: 'a', uri: '/a' } });
+    const rejected = read.changes[1]!;
+    assert.equal(rejected.value, undefined);
+    assert.equal(rejected.parseErrorCode, 'PORTICO_ERR_LIMIT');
+    assert.match(rejected.parseError!, /^\/plugins\/x\/a\/0\/.*nested deeper than 64 levels/);
+  });
+
   test('the plain layout is cut into items; others are decoded whole', () => {
     assert.equal(cutSections(routes(3))?.find((s) => s.key === 'routes')?.itemTexts?.length, 3);
     assert.equal(cutSections('---\nroutes:\n- id: a\n  uri: /a\n')?.[0]?.itemTexts?.length, 1);
