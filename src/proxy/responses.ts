@@ -42,27 +42,18 @@ export function sendError(res: ServerResponse, kind: ProxyErrorKind, closeConnec
   res.end(error.body);
 }
 
-/** How long an error written to a raw socket may take to leave before the socket is destroyed anyway. */
-const RAW_ERROR_FLUSH_MS = 5000;
-
 /**
  * Writes an error (with `Connection: close`) to a raw client socket — malformed or timed-out HTTP,
  * an upgrade request that could not be proxied — and closes the connection: FIN after the answer,
  * then the socket is destroyed once the answer is flushed. Only ending it would leave a half-closed
- * socket, and its file descriptor, to a client that never closes its side; a client that does not
- * even read the answer loses it after `flushTimeoutMs`.
+ * socket, and its file descriptor, to a client that never closes its side. (A client that does not
+ * even read the answer is cut by proxy.timeouts.send, like any other.)
  */
-export function writeRawError(socket: Duplex, kind: ProxyErrorKind, flushTimeoutMs = RAW_ERROR_FLUSH_MS): void {
+export function writeRawError(socket: Duplex, kind: ProxyErrorKind): void {
   if (socket.destroyed) return;
   if (socket.writableEnded) {
     socket.destroy();
     return;
   }
-  const timer = setTimeout(destroySocket, flushTimeoutMs, socket).unref();
-  socket.once('close', () => clearTimeout(timer));
   socket.end(prepared.get(kind)!.raw, () => socket.destroy());
-}
-
-function destroySocket(socket: Duplex): void {
-  socket.destroy();
 }

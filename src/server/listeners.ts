@@ -7,6 +7,7 @@ import { createHttpProxy } from '../proxy/http.ts';
 import { rejectRequestHead, type RequestPolicy } from '../proxy/request.ts';
 import { sendError, writeRawError, type ProxyErrorKind } from '../proxy/responses.ts';
 import type { RouteTable } from '../runtime/types.ts';
+import { SendTimeoutWatch } from './send-timeout.ts';
 
 /**
  * The proxy's HTTP listeners and their graceful drain. Knows nothing of where config comes from:
@@ -26,6 +27,7 @@ export class ProxyListeners {
   private drained: (() => void) | undefined;
   private readonly timeouts: ClientTimeouts;
   private readonly policy: RequestPolicy;
+  private sendWatch: SendTimeoutWatch | undefined;
 
   constructor(
     private readonly config: GatewayConfig['proxy'],
@@ -38,6 +40,7 @@ export class ProxyListeners {
   async start(): Promise<AddressInfo[]> {
     const { timeouts, policy } = this;
     const proxy = createHttpProxy({ routes: this.routes, sendTimeoutMs: timeouts.send });
+    const sendWatch = (this.sendWatch = new SendTimeoutWatch(timeouts.send));
     // one listener for every response, not a closure per request
     const listeners = this;
     function onResponseClose(this: ServerResponse) {
@@ -46,6 +49,15 @@ export class ProxyListeners {
     const addresses: AddressInfo[] = [];
     for (const listen of this.config.listen) {
       const { host, port } = parseListen(listen);
+      const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+        this.inFlight++;
+        if (this.draining) res.setHeader('connection', 'close');
+        res.on('close', onResponseClose);
+        const rejection = rejectRequestHead(req.method!, req.url!, req.httpVersion, req.rawHeaders, policy);
+        if (rejection !== undefined) return sendError(res, rejection.error, rejection.closeConnection);
+        if (hasBody(req)) watchRequestBody(req, res, timeouts.requestBody);
+        proxy.handleRequest(req, res);
+      };
       const server = createServer(
         {
           keepAliveTimeout: timeouts.keepalive,
@@ -61,28 +73,25 @@ export class ProxyListeners {
           // a missing Host is refused by rejectRequestHead, with the same JSON error as the rest
           requireHostHeader: false,
         },
-        (req, res) => {
-          this.inFlight++;
-          if (this.draining) res.setHeader('connection', 'close');
-          res.on('close', onResponseClose);
-          const rejection = rejectRequestHead(req.method!, req.url!, req.httpVersion, req.rawHeaders, policy);
-          if (rejection !== undefined) return sendError(res, rejection.error, rejection.closeConnection);
-          if (hasBody(req)) watchRequestBody(req, res, timeouts.requestBody);
-          proxy.handleRequest(req, res);
-        },
+        onRequest,
       );
+      server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+        sendContinue(res);
+        onRequest(req, res);
+      });
       // one more than allowed, so that too many is seen (and refused) rather than cut silently
       server.maxHeadersCount = policy.maxHeaderCount + 1;
+      server.on('connection', (socket: Socket) => sendWatch.watch(socket));
       server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
         const rejection = rejectRequestHead(req.method!, req.url!, req.httpVersion, req.rawHeaders, policy);
-        if (rejection !== undefined) return writeRawError(socket, rejection.error, timeouts.send);
+        if (rejection !== undefined) return writeRawError(socket, rejection.error);
         this.upgraded.add(socket);
         socket.once('close', () => this.upgraded.delete(socket));
         proxy.handleUpgrade(req, socket, head);
       });
       // a forward proxy's tunnel request: not something a gateway serves (nginx answers 405 too);
       // without this listener node:http would close the connection without a byte
-      server.on('connect', (_req: IncomingMessage, socket: Socket) => writeRawError(socket, ProxyError.METHOD_NOT_ALLOWED, timeouts.send));
+      server.on('connect', (_req: IncomingMessage, socket: Socket) => writeRawError(socket, ProxyError.METHOD_NOT_ALLOWED));
       server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
         // node:http keeps parsing after an error, so this comes again for a socket being answered
         if (answering.has(socket)) return;
@@ -91,7 +100,7 @@ export class ProxyListeners {
         if (error === undefined || !socket.writable) return void socket.destroy();
         // malformed, oversize or too slow: answer like nginx would, without logging each one
         answering.add(socket);
-        answerClientError(socket, error, timeouts.send);
+        answerClientError(socket, error);
       });
       server.listen(port, host);
       await once(server, 'listening');
@@ -127,6 +136,7 @@ export class ProxyListeners {
     }
     for (const s of this.servers) s.closeAllConnections();
     for (const socket of this.upgraded) socket.destroy();
+    this.sendWatch?.stop();
     await Promise.all(closed);
   }
 }
@@ -146,18 +156,31 @@ function clientErrorResponse(code: string | undefined): ProxyErrorKind | undefin
  * on the connection) are answered first, in order: written at once, the error would be read as the
  * answer to a request the upstream is still serving.
  */
-function answerClientError(socket: Socket, error: ProxyErrorKind, flushTimeoutMs: number): void {
+function answerClientError(socket: Socket, error: ProxyErrorKind): void {
   const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
   if (inFlight != null && !inFlight.destroyed && !inFlight.writableFinished) {
     if (inFlight.req.complete) {
       // on 'close' node:http has handed the socket to the next queued response, if any
-      inFlight.once('close', () => answerClientError(socket, error, flushTimeoutMs));
+      inFlight.once('close', () => answerClientError(socket, error));
       return;
     }
     // the bad bytes are in this request's own body: once its response started, only a cut is left
     if (inFlight.headersSent) return void socket.destroy();
   }
-  writeRawError(socket, error, flushTimeoutMs);
+  writeRawError(socket, error);
+}
+
+/**
+ * `100 Continue` for an `Expect: 100-continue` request. node:http would write it at once, but for
+ * a pipelined request whose response waits behind another one, it lands between the head and the
+ * body of that response when the gateway answers it itself (an error): so it waits for the
+ * response's turn on the socket, and is skipped when the final answer is already written.
+ */
+function sendContinue(res: ServerResponse): void {
+  if (res.socket !== null) return void res.writeContinue();
+  res.once('socket', () => {
+    if (!res.headersSent) res.writeContinue();
+  });
 }
 
 function hasBody(req: IncomingMessage): boolean {

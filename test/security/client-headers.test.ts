@@ -8,8 +8,10 @@
  * Every refusal is APISIX-style JSON; 400/431 close the connection, 405 keeps it.
  */
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
+import { waitUntil } from '../helpers/wait.ts';
 import {
   finalResponses,
   headerValue,
@@ -159,6 +161,30 @@ describe('request head limits and Host rules', () => {
       const old = await exchange(gw.port, 'GET /h HTTP/1.0\r\n\r\n');
       assert.equal(old.responses[0]!.status, 200);
       assert.equal(headerValue(old.responses[0]!, 'x-upstream'), 'other');
+    });
+  });
+
+  describe('Expect: 100-continue', () => {
+    test('the client gets 100 Continue, then sends the body, which is forwarded', async () => {
+      api.reset();
+      other.reset();
+      const socket = connect(gw.port, '127.0.0.1');
+      let text = '';
+      socket.setEncoding('latin1').on('data', (d: string) => (text += d));
+      socket.write('POST /e HTTP/1.1\r\nHost: x.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n');
+      await waitUntil(() => text.startsWith('HTTP/1.1 100 Continue\r\n\r\n'), 2000, '100 Continue');
+      socket.write('hello');
+      await waitUntil(() => finalResponses(parseResponses(Buffer.from(text, 'latin1'))).length === 1, 2000, 'the response');
+      socket.destroy();
+      assert.equal(finalResponses(parseResponses(Buffer.from(text, 'latin1')))[0]!.status, 200);
+      assert.equal(other.seen[0]!.body.toString(), 'hello');
+    });
+
+    test('pipelined behind another request and refused: no 100 inside the refusal', async () => {
+      const { responses, result } = await exchange(gw.port, 'GET /first HTTP/1.1\r\nHost: x.test\r\n\r\nPOST /e HTTP/1.1\r\nHost: a@b\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nz', 2);
+      assert.equal(responses[0]!.status, 200);
+      assertJsonError(responses[1]!, 400, 'Bad Request');
+      assert.doesNotMatch(result.text, /100 Continue/);
     });
   });
 

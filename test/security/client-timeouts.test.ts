@@ -255,6 +255,26 @@ describe('client timeouts (proxy.timeouts, 1 s each)', () => {
       console.log(`# upstream connections closed within ${slowest} ms of the requests`);
     });
 
+    test('a client that pipelines requests and never reads the answers is cut off too', async () => {
+      // 405s to TRACE: answers of the gateway's own, no upstream involved
+      const client = await new Client(gw.port, { read: false }).connected();
+      const requests = Buffer.from('TRACE /t HTTP/1.1\r\nHost: a.test\r\n\r\n'.repeat(1000));
+      let writing = true;
+      const flood = async () => {
+        while (writing && !client.socket.destroyed) {
+          if (!client.socket.write(requests)) await new Promise((r) => client.socket.once('drain', r).once('close', r));
+        }
+      };
+      void flood();
+      try {
+        // once both sides' buffers are full nothing moves: 1 s later the gateway lets go
+        assert.ok(await client.gatewayReleased(6000), 'the gateway kept the connection of a client that reads nothing');
+      } finally {
+        writing = false;
+        client.destroy();
+      }
+    });
+
     test('a slow reader that keeps reading gets the whole body', async () => {
       // 8 MB read in bursts with 300 ms pauses (each shorter than send: 1 s)
       const size = 8 * 1024 * 1024;
