@@ -62,6 +62,12 @@ export const GatewayConfigSchema = Type.Object(
         timeouts: ClientTimeoutsSchema,
         max_header_count: Type.Integer({ minimum: 1, maximum: 10_000, default: 100 }),
         allow_trace: Type.Boolean({ default: false }),
+        /**
+         * requests in flight (connections in use) to one upstream node, per worker process; 0 = no
+         * cap. At the cap a request waits up to the upstream's timeout.connect for a free slot, then
+         * another node is tried, else 503 (src/upstream/pools.ts)
+         */
+        upstream_max_connections_per_node: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 1024 }),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -14,19 +14,44 @@ export const Failure = {
   /** the request itself is invalid for the upstream client (bad header value, ...) */
   BadRequest: 4,
   Other: 5,
+  /**
+   * the upstream answered something that is not HTTP/1.1: a malformed head or chunk, a body longer
+   * or shorter than its Content-Length (a 204 with a body), a 101 nobody asked for. It did answer,
+   * so the request is not retried.
+   */
+  Protocol: 6,
+  /** the node was at proxy.upstream_max_connections_per_node for the whole connect timeout */
+  NodeBusy: 7,
 } as const;
 export type Failure = (typeof Failure)[keyof typeof Failure];
 
+/** Reported (as the error of an attempt) when no connection slot freed up within timeout.connect. */
+export const nodeBusy = Object.assign(new Error('node at its connection cap for the whole connect timeout'), {
+  code: 'PORTICO_NODE_BUSY',
+});
+
 export function classifyFailure(err: unknown): Failure {
   const code = (err as { code?: unknown } | null)?.code;
+  // undici's parser errors carry no usable code (its HPE_ lookup yields undefined): by name
+  if ((err as { name?: unknown } | null)?.name === 'HTTPParserError') return Failure.Protocol;
   switch (code) {
+    case 'PORTICO_NODE_BUSY':
+      return Failure.NodeBusy;
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+    case 'UND_ERR_HEADERS_OVERFLOW':
+    case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
+      return Failure.Protocol;
+    case 'UND_ERR_SOCKET': {
+      // undici's words for a 1xx/101 it refuses; every other socket error is a broken connection
+      const message = (err as Error).message;
+      return message === 'bad upgrade' || message === 'bad response' ? Failure.Protocol : Failure.Broken;
+    }
     case 'UND_ERR_CONNECT_TIMEOUT':
     case 'ETIMEDOUT':
       return Failure.ConnectTimeout;
     case 'UND_ERR_HEADERS_TIMEOUT':
     case 'UND_ERR_BODY_TIMEOUT':
       return Failure.ReadTimeout;
-    case 'UND_ERR_SOCKET':
     case 'ECONNRESET':
     case 'EPIPE':
       return Failure.Broken;
@@ -51,9 +76,14 @@ export function classifyFailure(err: unknown): Failure {
   }
 }
 
-/** The status a client sees when this was the last failure: nginx answers 504 for timeouts, 502 otherwise. */
+/**
+ * The status a client sees when this was the last failure: nginx answers 504 for timeouts, 502
+ * otherwise; 503 when every node tried was at its connection cap.
+ */
 export function failureResponse(failure: Failure): ProxyErrorKind {
   switch (failure) {
+    case Failure.NodeBusy:
+      return ProxyError.NO_HEALTHY_NODE;
     case Failure.ConnectTimeout:
     case Failure.ReadTimeout:
       return ProxyError.UPSTREAM_TIMEOUT;

@@ -1,16 +1,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { ProxyError } from '../errors.ts';
 import type { RouteTable } from '../runtime/types.ts';
-import { pools as sharedPools, type ConnectionPools } from '../upstream/pools.ts';
+import { pools as sharedPools, type ConnectionPools, type NodePool, type NodeWaiter } from '../upstream/pools.ts';
 import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
-import { classifyFailure, Failure, failureResponse } from './failures.ts';
+import { classifyFailure, Failure, failureResponse, nodeBusy } from './failures.ts';
 import { clientHeaders, upstreamHeaders, upstreamHost } from './headers.ts';
 import { describeRequest, type ProxyRequest } from './request.ts';
 import { NodeRetries } from './retries.ts';
-import { sendError } from './responses.ts';
-import { proxyUpgrade } from './websocket.ts';
+import { sendError, writeRawError } from './responses.ts';
+import { destroyOnError, proxyUpgrade, responseOnSocket, upgradeRequestBody } from './websocket.ts';
 
 export interface HttpProxyOptions {
   /** the route table in force; called once per request, which then keeps that table to the end */
@@ -27,7 +27,7 @@ export interface HttpProxyOptions {
 export interface HttpProxy {
   /** node:http 'request' listener */
   handleRequest(req: IncomingMessage, res: ServerResponse): void;
-  /** node:http 'upgrade' listener (WebSocket) */
+  /** node:http 'upgrade' listener (WebSocket when the route enables it, else plain HTTP: proxy/websocket.ts) */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
 }
 
@@ -49,7 +49,21 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
       new HttpExchange(req, res, request, upstream, pools, node, sendTimeoutMs).start();
     },
     handleUpgrade(req, socket, head) {
-      proxyUpgrade(req, socket, head, routes);
+      socket.on('error', destroyOnError);
+      const request = describeRequest(req);
+      if (request === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
+      const matched = routes().matchRoute(request);
+      if (matched === undefined) return writeRawError(socket, ProxyError.ROUTE_NOT_FOUND);
+      const upstream = matched.target.upstream;
+      if (upstream === undefined) return writeRawError(socket, ProxyError.NO_HEALTHY_NODE);
+      const node = upstream.balancer.pick();
+      if (node === undefined) return writeRawError(socket, ProxyError.NO_HEALTHY_NODE);
+      const body = upgradeRequestBody(req, socket, head);
+      if (body === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
+      if (matched.target.websocket) return proxyUpgrade(req, socket, body, request, upstream, node);
+      // APISIX: on a route without enable_websocket the request is plain HTTP, its Upgrade not forwarded
+      const res = responseOnSocket(req, socket);
+      new HttpExchange(req, res, request, upstream, pools, node, sendTimeoutMs, body ?? undefined).start();
     },
   };
 }
@@ -67,6 +81,10 @@ function onSendTimer(exchange: HttpExchange): void {
   exchange.checkClientProgress();
 }
 
+function onSlotTimeout(exchange: HttpExchange): void {
+  exchange.slotTimedOut();
+}
+
 /**
  * One proxied request, also the undici dispatch handler for each attempt, so a request costs one
  * object plus its header array (methods live on the prototype, not in per-request closures).
@@ -75,7 +93,7 @@ function onSendTimer(exchange: HttpExchange): void {
  * runs them natively and wraps the newer controller API into them, with headers parsed into an
  * object we would only have to flatten again.
  */
-class HttpExchange implements Dispatcher.DispatchHandler {
+class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
   private readonly req: IncomingMessage;
   private readonly res: ServerResponse;
   private readonly upstream: UpstreamTarget;
@@ -104,6 +122,20 @@ class HttpExchange implements Dispatcher.DispatchHandler {
   private stalledPending = 0;
   private responding = false;
   private done = false;
+  /** the node's pool and connection gate for the current attempt */
+  private nodePool: NodePool | undefined;
+  /** this attempt counts against the node's connection cap (given back when it ends) */
+  private holdsSlot = false;
+  /** set while waiting for a slot on a node at its cap */
+  private slotTimer: NodeJS.Timeout | undefined;
+  /**
+   * The upstream's response head, held until its first body byte or its end (node:http would not
+   * send it before either anyway): until then an upstream that breaks HTTP can still be answered
+   * with a 502 instead of an empty reply. `pendingHeaders` is null once the head is written.
+   */
+  private pendingStatus = 0;
+  private pendingStatusText = '';
+  private pendingHeaders: string[] | null = null;
 
   constructor(
     req: IncomingMessage,
@@ -113,6 +145,8 @@ class HttpExchange implements Dispatcher.DispatchHandler {
     pools: ConnectionPools,
     node: UpstreamNode,
     sendTimeoutMs: number,
+    /** the request body when it is not `req` (an upgrade request's, which node:http leaves unread) */
+    body?: Readable,
   ) {
     this.sendTimeoutMs = sendTimeoutMs;
     this.req = req;
@@ -130,7 +164,7 @@ class HttpExchange implements Dispatcher.DispatchHandler {
       path: request.forwardPath,
       method: request.method as Dispatcher.HttpMethod,
       headers: this.headers,
-      body: this.hasBody ? req : null,
+      body: this.hasBody ? (body ?? req) : null,
       headersTimeout: upstream.timeout.read,
       bodyTimeout: upstream.timeout.read,
     };
@@ -150,7 +184,48 @@ class HttpExchange implements Dispatcher.DispatchHandler {
     }
     this.onSocket = false;
     this.abortUpstream = null;
-    this.pools.dispatcherFor(this.upstream, node).dispatch(this.dispatchOptions, this);
+    const nodePool = (this.nodePool = this.pools.nodePool(this.upstream, node));
+    if (nodePool.gate.tryEnter()) return this.send();
+    // the node is at its cap: wait for a slot, at most as long as a connection may take to open
+    nodePool.gate.enqueue(this);
+    this.slotTimer = setTimeout(onSlotTimeout, this.upstream.timeout.connect, this);
+  }
+
+  /** Dispatches the attempt on the node's pool; the caller holds a slot of the node's gate. */
+  private send(): void {
+    this.holdsSlot = true;
+    const nodePool = this.nodePool!;
+    const keepalive = this.upstream.keepalive;
+    // keepalive_pool.size bounds the idle connections kept: beyond that many requests in flight,
+    // the connection is closed after its response (nginx closes what its keepalive cache has no
+    // room for). idle_timeout 0 means no keep-alive at all. `undefined`, not false: false would
+    // override undici's own closing rules (HEAD, max requests per connection).
+    this.dispatchOptions.reset = keepalive.idleTimeout === 0 || nodePool.gate.active > keepalive.size ? true : undefined;
+    nodePool.pool.dispatch(this.dispatchOptions, this);
+  }
+
+  /** NodeWaiter: a slot freed up on the node (already counted for this attempt). */
+  admitted(): void {
+    clearTimeout(this.slotTimer);
+    if (this.done) {
+      // the client left while waiting: give the slot on
+      this.nodePool!.gate.leave();
+      return;
+    }
+    this.send();
+  }
+
+  /** No slot within timeout.connect: this attempt fails like a connection that could not be made. */
+  slotTimedOut(): void {
+    if (!this.nodePool!.gate.remove(this) || this.done) return;
+    this.onError(nodeBusy);
+  }
+
+  /** The attempt ended (response complete or failed): its slot goes to the next waiting request. */
+  private releaseSlot(): void {
+    if (!this.holdsSlot) return;
+    this.holdsSlot = false;
+    this.nodePool!.gate.leave();
   }
 
   // --- undici handler -------------------------------------------------------------------------
@@ -169,17 +244,30 @@ class HttpExchange implements Dispatcher.DispatchHandler {
     if (this.done) return false;
     this.resumeUpstream = resume;
     this.responding = true;
-    try {
-      this.res.writeHead(statusCode, statusText === '' ? undefined : statusText, clientHeaders(rawHeaders));
-    } catch (err) {
-      // an upstream header node:http refuses to write: nothing sensible reaches the client
-      this.fail(err as Error);
-      return false;
-    }
+    this.pendingStatus = statusCode;
+    this.pendingStatusText = statusText;
+    this.pendingHeaders = clientHeaders(rawHeaders);
     return true;
   }
 
+  /** Writes the held response head; false when node:http refused it (the client then got a 502). */
+  private writeResponseHead(): boolean {
+    const headers = this.pendingHeaders!;
+    this.pendingHeaders = null;
+    try {
+      this.res.writeHead(this.pendingStatus, this.pendingStatusText === '' ? undefined : this.pendingStatusText, headers);
+      return true;
+    } catch (err) {
+      // an upstream header node:http refuses to write (it validates before storing anything)
+      this.done = true;
+      this.abortUpstream?.(err as Error);
+      sendError(this.res, ProxyError.UPSTREAM_UNAVAILABLE);
+      return false;
+    }
+  }
+
   onData(chunk: Buffer): boolean {
+    if (this.pendingHeaders !== null && !this.writeResponseHead()) return false;
     if (this.res.write(chunk)) return true;
     // backpressure: undici stops reading the upstream socket until the client drains (the
     // listener is made on first need: most responses never wait)
@@ -213,16 +301,32 @@ class HttpExchange implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
+    this.releaseSlot();
+    if (this.done) return;
+    if (this.pendingHeaders !== null && !this.writeResponseHead()) return;
     this.done = true;
     this.res.end();
   }
 
   onError(err: Error): void {
+    this.releaseSlot();
     if (this.done) return;
     if (this.responding) {
-      // the upstream broke mid-response (or a body read timeout): cut the client connection so it
-      // sees a truncated response rather than a complete-looking one
-      this.fail(err);
+      if (this.pendingHeaders === null) {
+        // the upstream broke mid-body (or a body read timeout): cut the client connection so it
+        // sees a truncated response rather than a complete-looking one
+        this.fail(err);
+        return;
+      }
+      // nothing reached the client yet
+      if (this.pendingStatus === 304 && (err as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+        // undici holds a 304's Content-Length (the representation's size, RFC 9110 §8.6) against
+        // its empty body; the response is complete and valid
+        this.onComplete();
+        return;
+      }
+      this.done = true;
+      sendError(this.res, failureResponse(classifyFailure(err)));
       return;
     }
     const failure = classifyFailure(err);

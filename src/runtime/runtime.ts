@@ -24,6 +24,7 @@ class Route implements CompiledRoute {
     /** route-level timeout (APISIX `route.timeout`) overrides the upstream's */
     private readonly timeout: UpstreamTarget['timeout'] | undefined,
     readonly plugins: Record<string, unknown> | undefined,
+    readonly websocket: boolean,
   ) {}
 
   get upstream(): UpstreamTarget | undefined {
@@ -163,7 +164,9 @@ export class Runtime implements RouteTable {
     else if (service?.upstream_id !== undefined) slot = this.slot(`upstreams/${service.upstream_id}`);
     const timeout = r.timeout && compileTimeout(r.timeout);
     const plugins = service?.plugins || r.plugins ? { ...service?.plugins, ...r.plugins } : undefined;
-    const route = new Route(id, slot, timeout, plugins);
+    // APISIX: the route's enable_websocket, else its service's; off when neither sets it
+    const websocket = r.enable_websocket ?? service?.enable_websocket ?? false;
+    const route = new Route(id, slot, timeout, plugins, websocket);
     if (timeout) this.routesWithTimeout.set(id, route);
     return route;
   }

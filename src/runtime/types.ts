@@ -8,6 +8,11 @@ export interface CompiledRoute {
   upstream: UpstreamTarget | undefined;
   /** plugin configs, kept for the plugin pipeline (not yet executed) */
   plugins?: Record<string, unknown>;
+  /**
+   * `enable_websocket` (the route's, else its service's; default false, as APISIX): whether an
+   * Upgrade request may become a tunnel. Without it the request is proxied as plain HTTP.
+   */
+  websocket: boolean;
 }
 
 /** What the proxy asks of the runtime for each request. */

@@ -3,7 +3,7 @@ import type { GatewayConfig } from '../config/gateway.ts';
 import { isEmptyDiff, type Snapshot, type SnapshotDiff } from '../config/snapshot.ts';
 import { Runtime } from '../runtime/runtime.ts';
 import type { CompileFailure } from '../runtime/types.ts';
-import { closePools, poolKey, retainPools } from '../upstream/pools.ts';
+import { closePools, configurePools, poolKey, retainPools } from '../upstream/pools.ts';
 import { ProxyListeners } from './listeners.ts';
 
 /**
@@ -17,6 +17,7 @@ export class DataPlane {
   private stopping = false;
 
   constructor(config: GatewayConfig) {
+    configurePools({ maxConnectionsPerNode: config.proxy.upstream_max_connections_per_node });
     this.runtime = new Runtime(config.proxy.router);
     this.listeners = new ProxyListeners(config.proxy, () => this.runtime);
   }

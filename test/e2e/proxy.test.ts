@@ -75,7 +75,7 @@ describe('proxy through the gateway process (YAML config)', () => {
           { id: 'retry', uri: '/retry', upstream_id: 'dead-then-b' },
           { id: 'down', uri: '/down', upstream_id: 'dead' },
           { id: 'timeout', uri: '/timeout', upstream_id: 'slow' },
-          { id: 'ws', uri: '/ws', upstream_id: 'ws' },
+          { id: 'ws', uri: '/ws', upstream_id: 'ws', enable_websocket: true },
         ],
       },
     });

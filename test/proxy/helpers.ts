@@ -26,10 +26,10 @@ export function makeTarget(nodes: Record<string, number>, overrides: Partial<Omi
   };
 }
 
-/** A stand-in for the router: longest matching path prefix wins. */
-export function prefixRoutes(routes: Record<string, UpstreamTarget | undefined>): RouteTable {
+/** A stand-in for the router: longest matching path prefix wins. `websocket`: enable_websocket on every route. */
+export function prefixRoutes(routes: Record<string, UpstreamTarget | undefined>, { websocket = false } = {}): RouteTable {
   const entries = Object.entries(routes)
-    .map(([prefix, upstream]): [string, CompiledRoute] => [prefix, { id: prefix, upstream }])
+    .map(([prefix, upstream]): [string, CompiledRoute] => [prefix, { id: prefix, upstream, websocket }])
     .sort((a, b) => b[0].length - a[0].length);
   return {
     matchRoute(req: MatchRequest) {

@@ -30,7 +30,7 @@ describe('WebSocket proxy', () => {
         '/ws': makeTarget({ [`127.0.0.1:${deadPort}`]: 1, [`127.0.0.1:${port}`]: 1 }),
         '/down': makeTarget({ [`127.0.0.1:${deadPort}`]: 1 }),
         '/slow': makeTarget({ [`127.0.0.1:${silentPort}`]: 1 }, { timeout: { connect: 1000, send: 1000, read: 300 } }),
-      }),
+      }, { websocket: true }),
       pools,
     );
   });
