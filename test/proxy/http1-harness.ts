@@ -64,7 +64,13 @@ export function splitBytes(bytes: Buffer, split: Split): Buffer[] {
  * the peer's close (finish()). An upgrade request stops HTTP (the outcome is its head, as node's
  * 'upgrade' event); so does CONNECT.
  */
-export function parseRequests(bytes: Buffer, split: Split, limits?: Partial<Http1Limits> & { maxTargetSize?: number }): RequestOutcome {
+export function parseRequests(
+  bytes: Buffer,
+  split: Split,
+  limits?: Partial<Http1Limits> & { maxTargetSize?: number },
+  /** pause on every event and resume right away, as a connection waiting on its upstream would */
+  pauseEverywhere = false,
+): RequestOutcome {
   const requests: SeenRequest[] = [];
   let current: SeenRequest | undefined;
   let stopped = false;
@@ -86,19 +92,22 @@ export function parseRequests(bytes: Buffer, split: Split, limits?: Partial<Http
           stopped = true;
           return true;
         }
-        return false;
+        return pauseEverywhere;
       },
       onBody(chunk: Buffer) {
         current!.body += chunk.toString('latin1');
+        return pauseEverywhere;
       },
       onEnd() {
         current!.complete = true;
+        return pauseEverywhere;
       },
     },
     limits,
   );
   for (const chunk of splitBytes(bytes, split)) {
-    const error = parser.execute(chunk);
+    let error = parser.execute(chunk);
+    while (error === undefined && parser.isPaused && !stopped) error = parser.resume();
     if (error) return { requests, error: error.code, status: error.status };
     if (stopped) return { requests };
   }

@@ -100,6 +100,13 @@ export const S_IDLE = 28;
 /** the message is complete, onEnd not called yet (it comes after a pause on the head or the last body bytes) */
 export const S_MESSAGE_DONE = 29;
 
+/**
+ * How far past maxHeadBytes a state may read before the limit check at the next state (the longest
+ * is a method: 12 bytes). The copy of a straddling head may hold this much more, so that a split
+ * stream reaches the same check, at the same byte, as a whole one.
+ */
+const HEAD_SLOP = 64;
+
 /** 2^53 - 1: Content-Length and chunk sizes beyond it are refused (a JS number must hold them exactly) */
 const MAX_LENGTH = Number.MAX_SAFE_INTEGER;
 
@@ -168,8 +175,8 @@ export abstract class MessageParser<Head> {
   protected lineStart = 0;
   private nameEnd = 0;
   private valueStart = 0;
-  /** per header: name start, name end, value start, value end (trimmed) */
-  protected readonly fieldMarks: Int32Array;
+  /** per header: name start, name end, value start, value end (trimmed); grows up to maxHeaderCount */
+  protected fieldMarks = new Int32Array(4 * 16);
   protected fieldCount = 0;
   /** node:http's header byte count (see Http1Limits.maxHeaderSize) */
   protected headerSize = 0;
@@ -206,7 +213,6 @@ export abstract class MessageParser<Head> {
     this.handler = handler;
     this.limits = { ...DEFAULT_LIMITS, ...limits };
     this.side = side;
-    this.fieldMarks = new Int32Array(4 * this.limits.maxHeaderCount);
   }
 
   /** The subclass's start-line scanner: from state S_LINE_1..S_LINE_LF to S_FIELD_START. Returns the new position, -1 on error. */
@@ -266,9 +272,17 @@ export abstract class MessageParser<Head> {
     return this.buffered === undefined ? 0 : this.buffered.length;
   }
 
-  /** Between messages (nothing of a next one received): the connection may be closed or reused cleanly. */
+  /**
+   * Between two messages of a keep-alive connection, nothing of the next one received: the
+   * connection can carry another exchange (a pooled upstream connection can be reused).
+   */
   get isIdle(): boolean {
-    return (this.state === S_START || this.state === S_IDLE || this.state === S_CLOSED) && this.buffered === undefined;
+    return (this.state === S_START || this.state === S_IDLE) && this.buffered === undefined;
+  }
+
+  /** The last message said the connection ends after it: whatever else arrives is ignored. */
+  get isClosed(): boolean {
+    return this.state === S_CLOSED;
   }
 
   /**
@@ -305,9 +319,10 @@ export abstract class MessageParser<Head> {
     const end = chunk.length;
     let i = 0;
     if (this.copyLen > 0) {
-      // a head straddles chunks: append (no more than the head may still grow), parse it there
+      // a head straddles chunks: append no more than the head may still grow (plus what one state
+      // consumes before the limit check), parse it there
       const before = this.copyLen;
-      const n = Math.min(end, this.limits.maxHeadBytes - before + 1);
+      const n = Math.min(end, this.limits.maxHeadBytes + HEAD_SLOP - before);
       this.copy = ensureCapacity(this.copy!, before, before + n);
       chunk.copy(this.copy, before, 0, n);
       this.copyLen = before + n;
@@ -317,10 +332,13 @@ export abstract class MessageParser<Head> {
       if (p < 0) return this.error;
       if (this.inHead()) {
         this.copyScan = p;
-        if (this.copyLen > this.limits.maxHeadBytes) return this.fail(E.HEADERS_TOO_LARGE, end, 'head over maxHeadBytes');
+        // run() refuses a head at its limit byte; this only guards the copy's growth
+        if (this.copyLen >= this.limits.maxHeadBytes + HEAD_SLOP) return this.fail(E.HEADERS_TOO_LARGE, end, 'head over maxHeadBytes');
         return undefined;
       }
       this.copyLen = 0;
+      // an idle connection keeps no large buffer (10,000 of them must stay cheap)
+      if (this.copy!.length > 4096) this.copy = undefined;
       i = p - before;
       if (this.paused) {
         if (i < end) this.buffered = chunk.subarray(i);
@@ -337,7 +355,6 @@ export abstract class MessageParser<Head> {
     if (this.inHead()) {
       // keep the partial head; offsets are relative to headStart, so they stay valid in the copy
       const len = end - this.headStart;
-      if (len > this.limits.maxHeadBytes) return this.fail(E.HEADERS_TOO_LARGE, end, 'head over maxHeadBytes');
       this.copy = ensureCapacity(this.copy, 0, Math.max(len, 1024));
       chunk.copy(this.copy, 0, this.headStart, end);
       this.copyLen = len;
@@ -417,6 +434,9 @@ export abstract class MessageParser<Head> {
     const token = TOKEN;
     const fieldValue = FIELD_VALUE;
     while (i < end) {
+      if (this.state >= S_LINE_1 && this.state <= S_HEAD_LF && i - this.headStart >= limits.maxHeadBytes) {
+        return this.failAt(E.HEADERS_TOO_LARGE, i, `head over ${limits.maxHeadBytes} bytes`);
+      }
       switch (this.state) {
         case S_START: {
           const c = buf[i]!;
@@ -463,8 +483,12 @@ export abstract class MessageParser<Head> {
           continue;
         }
         case S_FIELD_NAME: {
-          while (i < end && token[buf[i]!] === 1) i++;
-          if (i === end) break;
+          const stop = this.scanLimit(end);
+          while (i < stop && token[buf[i]!] === 1) i++;
+          if (i >= stop) {
+            if (stop < end) return this.failAt(E.HEADERS_TOO_LARGE, i, 'head over maxHeadBytes');
+            break;
+          }
           if (buf[i] !== COLON) return this.failAt(E.INVALID_HEADER_NAME, i, 'invalid byte in a header name (or whitespace before the colon)');
           this.nameEnd = i - this.headStart;
           this.state = S_FIELD_OWS;
@@ -472,16 +496,24 @@ export abstract class MessageParser<Head> {
           continue;
         }
         case S_FIELD_OWS: {
+          const stop = this.scanLimit(end);
           let c = 0;
-          while (i < end && ((c = buf[i]!) === SP || c === HTAB)) i++;
-          if (i === end) break;
+          while (i < stop && ((c = buf[i]!) === SP || c === HTAB)) i++;
+          if (i >= stop) {
+            if (stop < end) return this.failAt(E.HEADERS_TOO_LARGE, i, 'head over maxHeadBytes');
+            break;
+          }
           this.valueStart = i - this.headStart;
           this.state = S_FIELD_VALUE;
           continue;
         }
         case S_FIELD_VALUE: {
-          while (i < end && fieldValue[buf[i]!] === 1) i++;
-          if (i === end) break;
+          const stop = this.scanLimit(end);
+          while (i < stop && fieldValue[buf[i]!] === 1) i++;
+          if (i >= stop) {
+            if (stop < end) return this.failAt(E.HEADERS_TOO_LARGE, i, 'head over maxHeadBytes');
+            break;
+          }
           const c = buf[i]!;
           if (c !== CR) {
             return c === LF
@@ -680,6 +712,21 @@ export abstract class MessageParser<Head> {
     return i;
   }
 
+  /**
+   * Where a head's scan loops must stop: the end of the buffer, or the first byte beyond
+   * maxHeadBytes. Checked at that byte, the limit gives the same verdict whatever the chunk
+   * boundaries (the same code as the whole buffer would, never a different error that happened to
+   * be found first).
+   */
+  protected overHeadLimit(i: number): boolean {
+    return i - this.headStart >= this.limits.maxHeadBytes;
+  }
+
+  protected scanLimit(end: number): number {
+    const limit = this.headStart + this.limits.maxHeadBytes;
+    return end < limit ? end : limit;
+  }
+
   protected failAt(code: (typeof E)[keyof typeof E], offset: number, detail: string): -1 {
     this.fail(code, offset, detail);
     return -1;
@@ -717,7 +764,12 @@ export abstract class MessageParser<Head> {
       return false;
     }
     const k = this.fieldCount++;
-    const marks = this.fieldMarks;
+    let marks = this.fieldMarks;
+    if (4 * k + 4 > marks.length) {
+      const grown = new Int32Array(marks.length * 2);
+      grown.set(marks);
+      this.fieldMarks = marks = grown;
+    }
     marks[4 * k] = nameStart - base;
     marks[4 * k + 1] = nameEnd - base;
     marks[4 * k + 2] = valueStart - base;

@@ -150,14 +150,14 @@ export class RequestParser extends MessageParser<RequestHead> {
   protected scanStartLine(buf: Buffer, i: number, end: number): number {
     const base = this.headStart;
     while (i < end) {
+      if (this.overHeadLimit(i)) return this.failAt(E.HEADERS_TOO_LARGE, i, 'head over maxHeadBytes');
       switch (this.state) {
         case S_LINE_1: {
           const start = base;
           while (i < end && TOKEN[buf[i]!] === 1) i++;
-          if (i === end) {
-            if (i - start > MAX_METHOD_LENGTH) return this.failAt(E.UNKNOWN_METHOD, i, 'unknown method');
-            return i;
-          }
+          // before looking at what ends it, so that the verdict does not depend on where the chunk ends
+          if (i - start > MAX_METHOD_LENGTH) return this.failAt(E.UNKNOWN_METHOD, start, 'unknown method');
+          if (i === end) return i;
           if (buf[i] !== SP || i === start) return this.failAt(E.INVALID_METHOD, i, 'the request line does not start with a method and a space');
           const method = knownMethod(buf, start, i - start);
           if (method === undefined) return this.failAt(E.UNKNOWN_METHOD, start, 'unknown method');
@@ -168,9 +168,13 @@ export class RequestParser extends MessageParser<RequestHead> {
           continue;
         }
         case S_LINE_2: {
-          while (i < end && TARGET[buf[i]!] === 1) i++;
+          const stop = this.scanLimit(end);
+          while (i < stop && TARGET[buf[i]!] === 1) i++;
           if (i - base - this.targetStart > this.maxTargetSize) return this.failAt(E.TARGET_TOO_LONG, i, `request-target over ${this.maxTargetSize} bytes`);
-          if (i === end) return i;
+          if (i >= stop) {
+            if (stop < end) return this.failAt(E.HEADERS_TOO_LARGE, i, 'head over maxHeadBytes');
+            return i;
+          }
           const c = buf[i]!;
           const ts = base + this.targetStart;
           if (c === SP && i > ts) {

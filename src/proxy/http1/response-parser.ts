@@ -94,6 +94,7 @@ export class ResponseParser extends MessageParser<ResponseHead> {
   protected scanStartLine(buf: Buffer, i: number, end: number): number {
     const base = this.headStart;
     while (i < end) {
+      if (this.overHeadLimit(i)) return this.failAt(E.HEADERS_TOO_LARGE, i, 'head over maxHeadBytes');
       switch (this.state) {
         case S_LINE_1: {
           // HTTP/d.d SP
@@ -145,8 +146,12 @@ export class ResponseParser extends MessageParser<ResponseHead> {
           continue;
         }
         case S_LINE_3: {
-          while (i < end && FIELD_VALUE[buf[i]!] === 1) i++;
-          if (i === end) return i;
+          const stop = this.scanLimit(end);
+          while (i < stop && FIELD_VALUE[buf[i]!] === 1) i++;
+          if (i >= stop) {
+            if (stop < end) return this.failAt(E.HEADERS_TOO_LARGE, i, 'head over maxHeadBytes');
+            return i;
+          }
           const c = buf[i]!;
           if (c !== CR) {
             return this.failAt(c === LF ? E.INVALID_LINE_ENDING : E.INVALID_STATUS_LINE, i, 'control byte in the reason phrase');
