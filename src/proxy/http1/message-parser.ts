@@ -477,6 +477,27 @@ export abstract class MessageParser<Head> {
             return this.failAt(E.INVALID_HEADER_NAME, i, c === COLON ? 'empty header name' : 'invalid byte in a header name');
           }
           if (this.fieldCount >= limits.maxHeaderCount) return this.failAt(E.TOO_MANY_HEADERS, i, `more than ${limits.maxHeaderCount} header lines`);
+          // Fast path, the common case: the whole line is in this buffer and valid. Scanned with
+          // locals, no state stored between its tokens. Anything else (a line cut by the chunk's
+          // end, an invalid byte, the size limit) goes through the token states below from the
+          // line's start, which find the same end or the same error at the same byte.
+          const stop = this.scanLimit(end);
+          let j = i + 1;
+          while (j < stop && token[buf[j]!] === 1) j++;
+          if (j < stop && buf[j] === COLON) {
+            const nameEnd = j++;
+            let b = 0;
+            while (j < stop && ((b = buf[j]!) === SP || b === HTAB)) j++;
+            const valueStart = j;
+            // four bytes a step: the table sums to 4 only when all four are field-value bytes
+            while (j + 4 <= stop && fieldValue[buf[j]!]! + fieldValue[buf[j + 1]!]! + fieldValue[buf[j + 2]!]! + fieldValue[buf[j + 3]!]! === 4) j += 4;
+            while (j < stop && fieldValue[buf[j]!] === 1) j++;
+            if (j + 1 < stop && buf[j] === CR && buf[j + 1] === LF) {
+              if (!this.completeField(buf, i, nameEnd, valueStart, j)) return -1;
+              i = j + 2;
+              continue;
+            }
+          }
           this.lineStart = i - this.headStart;
           this.state = S_FIELD_NAME;
           i++;
@@ -526,7 +547,8 @@ export abstract class MessageParser<Head> {
         }
         case S_FIELD_LF: {
           if (buf[i] !== LF) return this.failAt(E.INVALID_LINE_ENDING, i, 'bare CR in a header line');
-          if (!this.completeField(buf, i - 1, i)) return -1;
+          const base = this.headStart;
+          if (!this.completeField(buf, base + this.lineStart, base + this.nameEnd, base + this.valueStart, i - 1)) return -1;
           this.state = S_FIELD_START;
           i++;
           continue;
@@ -558,7 +580,8 @@ export abstract class MessageParser<Head> {
         // --- bodies
         case S_BODY_LENGTH: {
           const n = Math.min(this.remaining, end - i);
-          const body = buf.subarray(i, i + n);
+          // a chunk that is all body (the common case for large bodies) goes on as it is
+          const body = n === end && i === 0 ? buf : buf.subarray(i, i + n);
           i += n;
           this.remaining -= n;
           if (this.remaining === 0) this.state = S_MESSAGE_DONE;
@@ -686,7 +709,7 @@ export abstract class MessageParser<Head> {
           i++;
           continue;
         case S_BODY_EOF: {
-          const body = buf.subarray(i, end);
+          const body = i === 0 ? buf : buf.subarray(i, end);
           i = end;
           if (this.handler.onBody(body) === true) {
             this.pause();
@@ -742,14 +765,12 @@ export abstract class MessageParser<Head> {
   }
 
   /**
-   * A header line is complete: buf[headStart+lineStart .. cr) with the colon at nameEnd and the value
-   * from valueStart. Checks the limits, records the offsets and reads the headers that steer framing.
+   * A header line is complete (absolute offsets: name, colon at nameEnd, value from valueStart, CR).
+   * Checks the limits, records the offsets and reads the headers that steer framing.
    */
-  private completeField(buf: Buffer, cr: number, lf: number): boolean {
+  private completeField(buf: Buffer, nameStart: number, nameEnd: number, valueStart: number, cr: number): boolean {
     const base = this.headStart;
-    const nameStart = base + this.lineStart;
-    const nameEnd = base + this.nameEnd;
-    const valueStart = base + this.valueStart;
+    const lf = cr + 1;
     let valueEnd = cr;
     while (valueEnd > valueStart && ((buf[valueEnd - 1] === SP) || buf[valueEnd - 1] === HTAB)) valueEnd--;
     const limits = this.limits;
@@ -866,15 +887,14 @@ export abstract class MessageParser<Head> {
   }
 
   /** The flat [name, value, ...] list of the head just parsed. */
-  protected rawHeaders(buf: Buffer, text: string): string[] {
+  protected rawHeaders(text: string): string[] {
     const marks = this.fieldMarks;
-    const base = this.headStart;
     const n = this.fieldCount;
     const raw: string[] = [];
     for (let k = 0; k < n; k++) {
       const ns = marks[4 * k]!;
       const ne = marks[4 * k + 1]!;
-      raw.push(commonName(buf, base + ns, ne - ns) ?? text.substring(ns, ne), text.substring(marks[4 * k + 2]!, marks[4 * k + 3]!));
+      raw.push(text.substring(ns, ne), text.substring(marks[4 * k + 2]!, marks[4 * k + 3]!));
     }
     return raw;
   }
@@ -885,39 +905,4 @@ function ensureCapacity(buf: Buffer | undefined, keep: number, size: number): Bu
   const grown = Buffer.allocUnsafe(Math.max(size, buf === undefined ? 0 : buf.length * 2));
   if (buf !== undefined && keep > 0) buf.copy(grown, 0, 0, keep);
   return grown;
-}
-
-// Header names most requests and responses carry, in the spellings clients and servers send: the
-// same string object every time (no allocation, and a hash V8 already knows when the proxy looks
-// names up).
-const COMMON_NAMES = [
-  'Host', 'host', 'User-Agent', 'user-agent', 'Accept', 'accept', 'Accept-Encoding', 'accept-encoding',
-  'Accept-Language', 'accept-language', 'Connection', 'connection', 'Content-Type', 'content-type',
-  'Content-Length', 'content-length', 'Transfer-Encoding', 'transfer-encoding', 'Cookie', 'cookie',
-  'Authorization', 'authorization', 'Cache-Control', 'cache-control', 'Referer', 'referer', 'Origin', 'origin',
-  'X-Forwarded-For', 'x-forwarded-for', 'X-Forwarded-Proto', 'x-forwarded-proto', 'X-Forwarded-Host', 'x-forwarded-host',
-  'X-Real-IP', 'x-real-ip', 'X-Request-Id', 'x-request-id', 'Upgrade', 'upgrade', 'Pragma', 'pragma',
-  'If-None-Match', 'if-none-match', 'If-Modified-Since', 'if-modified-since', 'Date', 'date', 'Server', 'server',
-  'ETag', 'etag', 'Last-Modified', 'last-modified', 'Keep-Alive', 'keep-alive', 'Vary', 'vary',
-  'Set-Cookie', 'set-cookie', 'Location', 'location', 'Expires', 'expires', 'Content-Encoding', 'content-encoding',
-  'Access-Control-Allow-Origin', 'access-control-allow-origin', 'Expect', 'expect', 'Range', 'range',
-  'Sec-Fetch-Mode', 'sec-fetch-mode', 'Sec-Fetch-Site', 'sec-fetch-site', 'Sec-Fetch-Dest', 'sec-fetch-dest',
-  'Upgrade-Insecure-Requests', 'upgrade-insecure-requests', 'DNT', 'dnt', 'TE', 'te', 'Trailer', 'trailer',
-];
-/** candidates by (length, first byte): one array load finds the (usually single) candidate */
-const NAMES_BY_KEY: { name: string; bytes: Uint8Array }[][] = [];
-const MAX_COMMON_NAME = Math.max(...COMMON_NAMES.map((n) => n.length));
-for (const name of COMMON_NAMES) (NAMES_BY_KEY[name.length * 256 + name.charCodeAt(0)] ??= []).push({ name, bytes: bytes(name) });
-
-/** The interned string for a common header name spelled exactly so, else undefined. */
-function commonName(buf: Buffer, s: number, len: number): string | undefined {
-  if (len > MAX_COMMON_NAME) return undefined;
-  const candidates = NAMES_BY_KEY[len * 256 + buf[s]!];
-  if (candidates === undefined) return undefined;
-  next: for (let c = 0; c < candidates.length; c++) {
-    const b = candidates[c]!.bytes;
-    for (let k = 1; k < len; k++) if (buf[s + k] !== b[k]) continue next;
-    return candidates[c]!.name;
-  }
-  return undefined;
 }

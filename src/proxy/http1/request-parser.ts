@@ -169,7 +169,9 @@ export class RequestParser extends MessageParser<RequestHead> {
         }
         case S_LINE_2: {
           const stop = this.scanLimit(end);
-          while (i < stop && TARGET[buf[i]!] === 1) i++;
+          const target = TARGET;
+          while (i + 4 <= stop && target[buf[i]!]! + target[buf[i + 1]!]! + target[buf[i + 2]!]! + target[buf[i + 3]!]! === 4) i += 4;
+          while (i < stop && target[buf[i]!] === 1) i++;
           if (i - base - this.targetStart > this.maxTargetSize) return this.failAt(E.TARGET_TOO_LONG, i, `request-target over ${this.maxTargetSize} bytes`);
           if (i >= stop) {
             if (stop < end) return this.failAt(E.HEADERS_TOO_LARGE, i, 'head over maxHeadBytes');
@@ -193,6 +195,17 @@ export class RequestParser extends MessageParser<RequestHead> {
           return this.failAt(E.INVALID_TARGET, i, i === ts ? 'empty request-target (two spaces?)' : `byte 0x${c.toString(16).padStart(2, '0')} in the request-target`);
         }
         case S_LINE_3: {
+          // the usual `HTTP/1.1\r\n` in one compare; anything else byte by byte below
+          if (
+            this.versionPos === 0 && i + 10 <= end &&
+            buf[i] === 0x48 && buf[i + 1] === 0x54 && buf[i + 2] === 0x54 && buf[i + 3] === 0x50 && buf[i + 4] === 0x2f &&
+            buf[i + 5] === 0x31 && buf[i + 6] === 0x2e && (buf[i + 7] === 0x31 || buf[i + 7] === 0x30) && buf[i + 8] === CR && buf[i + 9] === LF
+          ) {
+            this.versionMajor = 1;
+            this.versionMinor = buf[i + 7]! - 0x30;
+            this.state = S_FIELD_START;
+            return i + 10;
+          }
           for (; i < end; i++) {
             const c = buf[i]!;
             const p = this.versionPos++;
@@ -246,7 +259,7 @@ export class RequestParser extends MessageParser<RequestHead> {
     const keepAlive = !connect && !this.connClose && (http11 ? true : this.connKeepAlive && this.teCount === 0);
     this.keepAlive = keepAlive;
     const text = this.headText(buf, headEnd);
-    const rawHeaders = this.rawHeaders(buf, text);
+    const rawHeaders = this.rawHeaders(text);
     const head = new RequestHead(
       this.method,
       text.substring(this.targetStart, this.targetEnd),

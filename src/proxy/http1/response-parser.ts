@@ -97,6 +97,20 @@ export class ResponseParser extends MessageParser<ResponseHead> {
       if (this.overHeadLimit(i)) return this.failAt(E.HEADERS_TOO_LARGE, i, 'head over maxHeadBytes');
       switch (this.state) {
         case S_LINE_1: {
+          // the usual `HTTP/1.1 ` in one compare; anything else byte by byte below
+          if (
+            this.versionPos === 0 && i + 9 <= end &&
+            buf[i] === 0x48 && buf[i + 1] === 0x54 && buf[i + 2] === 0x54 && buf[i + 3] === 0x50 && buf[i + 4] === 0x2f &&
+            buf[i + 5] === 0x31 && buf[i + 6] === 0x2e && (buf[i + 7] === 0x31 || buf[i + 7] === 0x30) && buf[i + 8] === SP
+          ) {
+            this.versionMajor = 1;
+            this.versionMinor = buf[i + 7]! - 0x30;
+            this.status = 0;
+            this.statusDigits = 0;
+            this.state = S_LINE_2;
+            i += 9;
+            continue;
+          }
           // HTTP/d.d SP
           for (; i < end; i++) {
             const c = buf[i]!;
@@ -185,7 +199,7 @@ export class ResponseParser extends MessageParser<ResponseHead> {
     const http11 = this.versionMinor === 1;
     const text = this.headText(buf, headEnd);
     const reason = text.substring(this.reasonStart, this.reasonEnd);
-    const rawHeaders = this.rawHeaders(buf, text);
+    const rawHeaders = this.rawHeaders(text);
     const version = http11 ? '1.1' : '1.0';
 
     if (status < 200 && status !== 101) {
