@@ -504,16 +504,19 @@ describe('HTTP/1.1 request parser vs node:http (llhttp)', () => {
     assert.deepEqual(mismatches, []);
   });
 
-  it('refuses what the STRICTER table says, where node:http accepted', () => {
+  it('refuses what the STRICTER table says, where node:http accepted', (t) => {
     const wrong: string[] = [];
+    const agreeing: string[] = [];
     for (const [name, deviation] of Object.entries(STRICTER)) {
       const c = cases.find((x) => x.name === name)!;
       const node = nodeOutcomes.get(name)!;
       const ours = parseRequests(Buffer.from(c.bytes, 'latin1'), 'whole');
       const served = (o: RequestOutcome | NodeOutcome) => o.requests.filter((r) => r.complete).length;
-      if (node.error !== undefined && served(node) <= served(ours)) wrong.push(`${name}: node refused it too (${node.error}): not a deviation, remove it from the table`);
+      // another Node's llhttp may have become as strict: worth knowing, not a failure
+      if (node.error !== undefined && served(node) <= served(ours)) agreeing.push(`${name} (${node.error})`);
       if (ours.error !== deviation.code) wrong.push(`${name}: expected ${deviation.code}, got ${describeOutcome(ours)}`);
     }
+    if (agreeing.length > 0) t.diagnostic(`llhttp ${process.versions.llhttp} refuses these too (the table can shrink): ${agreeing.join(', ')}`);
     assert.deepEqual(wrong, []);
   });
 

@@ -140,6 +140,14 @@ export const EXPECT_CONTINUE = 1;
 export const EXPECT_OTHER = 2;
 
 type Latin1Slicer = { latin1Slice(start: number, end: number): string };
+/**
+ * Buffer#latin1Slice is what toString('latin1') calls after its argument checks (present in Node
+ * 18-24 but undocumented): a third cheaper on the hot path. Fallback if a Node ever drops it.
+ */
+const latin1Slice: (buf: Buffer, start: number, end: number) => string =
+  typeof (Buffer.prototype as unknown as Partial<Latin1Slicer>).latin1Slice === 'function'
+    ? (buf, start, end) => (buf as unknown as Latin1Slicer).latin1Slice(start, end)
+    : (buf, start, end) => buf.toString('latin1', start, end);
 
 const EMPTY = Buffer.alloc(0);
 
@@ -883,7 +891,7 @@ export abstract class MessageParser<Head> {
 
   /** One latin1 decode of the head; callers take substrings (offsets relative to headStart). */
   protected headText(buf: Buffer, headEnd: number): string {
-    return (buf as unknown as Latin1Slicer).latin1Slice(this.headStart, headEnd);
+    return latin1Slice(buf, this.headStart, headEnd);
   }
 
   /** The flat [name, value, ...] list of the head just parsed. */
