@@ -167,6 +167,8 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
       body: this.hasBody ? (body ?? req) : null,
       headersTimeout: upstream.timeout.read,
       bodyTimeout: upstream.timeout.read,
+      // set per attempt (send()); declared here so the object keeps one shape
+      reset: undefined,
     };
   }
 

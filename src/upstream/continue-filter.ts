@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { Readable, Writable } from 'node:stream';
 
 /*
  * undici (7.x) destroys an upstream connection that answers `100 Continue` to a request that did
@@ -106,34 +107,54 @@ function continueStatus(data: Buffer): boolean | undefined {
   return n === STATUS_PREFIX ? true : undefined;
 }
 
-/** Makes `socket` drop unexpected `100 Continue` heads (see the comment at the top). */
+const kFilter = Symbol('continueFilter');
+
+interface FilteredSocket extends Socket {
+  [kFilter]: ContinueFilter;
+}
+
+// net and TLS sockets inherit both unchanged from the stream classes
+const streamWrite = Writable.prototype.write;
+const streamPush = Readable.prototype.push;
+
+/**
+ * Makes `socket` drop unexpected `100 Continue` heads (see the comment at the top). The overrides
+ * are two shared functions, not closures per socket: `push` is called from node's one read
+ * callback for every socket in the process, and must stay a call site with few targets.
+ */
 export function skipContinueResponses(socket: Socket): void {
-  const filter = new ContinueFilter();
-  const write = socket.write;
-  socket.write = function (this: Socket, chunk: unknown, ...rest: unknown[]): boolean {
-    if (typeof chunk === 'string') {
-      const first = chunk.charCodeAt(0);
-      if (first >= 65 && first <= 90) {
-        filter.state = State.Start;
-        filter.held = null;
-      }
-    }
-    return (write as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
-  } as Socket['write'];
-  // a stream's readable side is fed through push() (net and TLS sockets alike): undici reads what it lets through
-  const push = socket.push;
-  socket.push = function (this: Socket, chunk: unknown, encoding?: BufferEncoding): boolean {
-    if (filter.state === State.Pass) return push.call(this, chunk, encoding);
-    if (chunk === null) {
-      // the upstream closed mid-decision: undici sees what was held, then the end
-      const held = filter.held;
+  const filtered = socket as FilteredSocket;
+  filtered[kFilter] = new ContinueFilter();
+  filtered.write = filteredWrite as Socket['write'];
+  filtered.push = filteredPush;
+}
+
+/** Notes a request head (the response may begin with a 100), then writes as usual. */
+function filteredWrite(this: FilteredSocket, chunk: unknown, encoding?: unknown, callback?: unknown): boolean {
+  if (typeof chunk === 'string') {
+    const first = chunk.charCodeAt(0);
+    if (first >= 65 && first <= 90) {
+      const filter = this[kFilter];
+      filter.state = State.Start;
       filter.held = null;
-      filter.state = State.Pass;
-      if (held !== null) push.call(this, held);
-      return push.call(this, null);
     }
-    const passed = filter.filter(chunk as Buffer);
-    // nothing for undici yet: ask for more (true keeps the socket reading)
-    return passed === null ? true : push.call(this, passed);
-  };
+  }
+  return streamWrite.call(this, chunk, encoding as BufferEncoding, callback as (error: Error | null | undefined) => void);
+}
+
+/** A stream's readable side is fed through push() (net and TLS sockets alike): undici reads what it lets through. */
+function filteredPush(this: FilteredSocket, chunk: unknown, encoding?: BufferEncoding): boolean {
+  const filter = this[kFilter];
+  if (filter.state === State.Pass) return streamPush.call(this, chunk, encoding);
+  if (chunk === null) {
+    // the upstream closed mid-decision: undici sees what was held, then the end
+    const held = filter.held;
+    filter.held = null;
+    filter.state = State.Pass;
+    if (held !== null) streamPush.call(this, held);
+    return streamPush.call(this, null);
+  }
+  const passed = filter.filter(chunk as Buffer);
+  // nothing for undici yet: ask for more (true keeps the socket reading)
+  return passed === null ? true : streamPush.call(this, passed);
 }
