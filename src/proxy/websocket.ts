@@ -155,7 +155,14 @@ class UpgradeExchange {
       // as for pooled https upstreams: nginx's proxy_ssl_verify is off by default
       ...(https ? { rejectUnauthorized: false } : {}),
     };
-    const upstreamRequest = https ? httpsRequest(options) : httpRequest(options);
+    let upstreamRequest: ClientRequest;
+    try {
+      upstreamRequest = https ? httpsRequest(options) : httpRequest(options);
+    } catch {
+      // a header value node's client refuses (it validates before any byte is sent): the request
+      // cannot be proxied, the process must not fail over it
+      return writeRawError(this.client, ProxyError.BAD_REQUEST);
+    }
     this.upstreamRequest = upstreamRequest;
 
     let connected = false;
