@@ -74,7 +74,7 @@ function get(port: number, p: string, host: string): Promise<number> {
 }
 
 /** The gateway's event-loop record since the previous call (bench/loop-probe.mjs, on SIGUSR2). */
-async function takeLoop(pid: number): Promise<{ maxms: number; gcs: Array<{ ms: number }> }> {
+async function takeLoop(pid: number): Promise<{ maxms: number; cpuMaxMs: number | null; gcs: Array<{ ms: number }> }> {
   const file = `/tmp/portico-loop-${pid}.window.json`;
   const before = existsSync(file) ? statSync(file).mtimeMs : 0;
   process.kill(pid, 'SIGUSR2');
@@ -93,6 +93,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 interface Window {
   requestMaxMs: number;
   loopMaxMs: number;
+  /** the longest the main thread computed at once (Node >= 23.9; NaN before) */
+  cpuMaxMs: number;
   gcMaxMs: number;
   liveMs: number;
   rssPeakMb: number;
@@ -157,6 +159,7 @@ async function scenario(n: number) {
     return {
       requestMaxMs: req.maxMs,
       loopMaxMs: loop.maxms,
+      cpuMaxMs: loop.cpuMaxMs ?? NaN,
       gcMaxMs: Math.max(0, ...loop.gcs.map((g) => g.ms)),
       liveMs,
       rssPeakMb,
@@ -195,13 +198,14 @@ const f = (v: number, w: number, d = 1) => v.toFixed(d).padStart(w);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 console.log(`\nfile reload: one-line edit of an N-route file while a request is sent every ${interval} ms; ${edits} edits per size`);
 console.log(`gateway ${values.tsx ? 'from src (tsx)' : 'compiled'} from ${root}${values.aliases ? ', file with aliases (decoded whole)' : ''}, node ${process.version}, ${os.cpus().length} cores; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
-console.log('worst (median) over the edits; idle: a window of the same length without an edit');
-console.log('   routes  file KB | idle: req max  loop max | reload: req max        loop max        GC max  save->served | RSS MB: before  peak   start s');
+console.log('worst (median) over the edits; idle: a window of the same length without an edit; CPU max: the longest the');
+console.log('main thread computed at once (Node >= 23.9), which unlike the delays does not count waiting for a core');
+console.log('   routes  file KB | idle: req max  loop max  CPU max | reload: req max        loop max        CPU max         GC max  save->served | RSS MB: before  peak   start s');
 for (const r of results) {
   const worst = (fn: (w: Window) => number) => Math.max(...r.reloads.map(fn));
   const both = (fn: (w: Window) => number, w: number) => `${f(worst(fn), w)} (${f(median(r.reloads.map(fn)), 5)})`;
   console.log(
-    `${String(r.n).padStart(9)} ${f(r.kb, 8, 0)} | ${f(r.idle.requestMaxMs, 13)} ${f(r.idle.loopMaxMs, 9)} | ${both((w) => w.requestMaxMs, 15)} ${both((w) => w.loopMaxMs, 7)} ${f(worst((w) => w.gcMaxMs), 7)} ${f(worst((w) => w.liveMs), 13, 0)} | ${f(r.rssBeforeMb, 14, 0)} ${f(worst((w) => w.rssPeakMb), 5, 0)} ${f(r.startMs / 1000, 9)}` +
+    `${String(r.n).padStart(9)} ${f(r.kb, 8, 0)} | ${f(r.idle.requestMaxMs, 13)} ${f(r.idle.loopMaxMs, 9)} ${f(r.idle.cpuMaxMs, 8)} | ${both((w) => w.requestMaxMs, 15)} ${both((w) => w.loopMaxMs, 7)} ${both((w) => w.cpuMaxMs, 7)} ${f(worst((w) => w.gcMaxMs), 7)} ${f(worst((w) => w.liveMs), 13, 0)} | ${f(r.rssBeforeMb, 14, 0)} ${f(worst((w) => w.rssPeakMb), 5, 0)} ${f(r.startMs / 1000, 9)}` +
       (r.reloads.some((w) => w.errors) ? `  (${r.reloads.reduce((a, w) => a + w.errors, 0)} failed requests)` : ''),
   );
 }
