@@ -7,7 +7,7 @@ import { checkValueLimits } from '../security/limits.ts';
 /**
  * What one read of the routes file amounts to. Computed on the file source's worker thread, so the
  * thread that serves requests receives only this: nothing when the bytes did not change, an error
- * when the file does not parse, or the objects that changed since the version in force.
+ * when the file does not parse, or the objects that changed since the last good read.
  */
 export type FileReadResult =
   | { type: 'unchanged' }
@@ -60,63 +60,61 @@ const PARSE_OPTIONS = { prettyErrors: true, uniqueKeys: true } as const;
  * reorders keys or reformats is not a change, and memory stays near the size of the file.
  */
 export class FileListing {
-  /** "kind/id" -> content hash of the version in force; undefined until the first good read */
-  private inForce: Map<string, string> | undefined;
+  /** "kind/id" -> content hash of what the last good read sent; undefined until there was one */
+  private sent: Map<string, string> | undefined;
   private lastHash = '';
-  /** item text -> what it decodes to; only the items of the version in force are kept */
+  /** item text -> what it decodes to; only the items of the last good read are kept */
   private pieces = new Map<string, Item>();
 
   constructor(private readonly path: string) {}
 
   read(text: string, revision: number): FileReadResult {
     const hash = createHash('sha256').update(text).digest('hex').slice(0, 16);
-    // content back to what is in force (a broken edit reverted): nothing to apply
+    // content back to what was last applied (a broken edit reverted): nothing to do
     if (hash === this.lastHash) return { type: 'unchanged' };
+    const failed = (message: string): FileReadResult => ({ type: 'failed', code: ErrorCode.PARSE, message: `${this.path}: ${message}` });
     let sections: Map<string, Section>;
     let pieces: Map<string, Item>;
     try {
       ({ sections, pieces } = this.decode(text));
     } catch (err) {
-      return { type: 'failed', code: ErrorCode.PARSE, message: `${this.path}: ${(err as Error).message}` };
+      return failed((err as Error).message);
     }
     const unknownKeys = [...sections.keys()].filter((k) => !(KINDS as readonly string[]).includes(k));
+    // "kind/id" -> the change this object would be, and its content hash
     const listing = new Map<string, { change: Change; hash: string; item?: Item }>();
-    try {
-      for (const kind of KINDS) {
-        const section = sections.get(kind);
-        if (section === undefined) continue;
-        if (!('items' in section)) {
-          if (section.value === null || section.value === undefined) continue;
-          throw new Error(`'${kind}' must be a list`);
-        }
-        const ids = new Set<string>();
-        section.items.forEach((item, index) => {
-          if (item.id === null) {
-            const parseError = `${kind}[${index}]: missing 'id'`;
-            listing.set(`${kind}/#${index}`, { change: { kind, id: `#${index}`, modRevision: revision, parseError }, hash: `!${parseError}` });
-          } else if (ids.has(item.id)) {
-            const parseError = `${kind}[${index}]: duplicate id '${item.id}'`;
-            const id = `${item.id}#${index}`;
-            listing.set(`${kind}/${id}`, { change: { kind, id, modRevision: revision, parseError }, hash: `!${parseError}` });
-          } else if (item.over !== undefined) {
-            ids.add(item.id);
-            const change: Change = { kind, id: item.id, modRevision: revision, parseError: item.over, parseErrorCode: ErrorCode.LIMIT };
-            listing.set(`${kind}/${item.id}`, { change, hash: item.hash });
-          } else {
-            ids.add(item.id);
-            listing.set(`${kind}/${item.id}`, { change: { kind, id: item.id, modRevision: revision }, hash: item.hash, item });
-          }
-        });
+    for (const kind of KINDS) {
+      const section = sections.get(kind);
+      if (section === undefined) continue;
+      if (!('items' in section)) {
+        if (section.value === null || section.value === undefined) continue;
+        return failed(`'${kind}' must be a list`);
       }
-    } catch (err) {
-      return { type: 'failed', code: ErrorCode.PARSE, message: `${this.path}: ${(err as Error).message}` };
+      const ids = new Set<string>();
+      section.items.forEach((item, index) => {
+        if (item.id === null) {
+          const parseError = `${kind}[${index}]: missing 'id'`;
+          listing.set(`${kind}/#${index}`, { change: { kind, id: `#${index}`, modRevision: revision, parseError }, hash: `!${parseError}` });
+        } else if (ids.has(item.id)) {
+          const parseError = `${kind}[${index}]: duplicate id '${item.id}'`;
+          const id = `${item.id}#${index}`;
+          listing.set(`${kind}/${id}`, { change: { kind, id, modRevision: revision, parseError }, hash: `!${parseError}` });
+        } else if (item.over !== undefined) {
+          ids.add(item.id);
+          const change: Change = { kind, id: item.id, modRevision: revision, parseError: item.over, parseErrorCode: ErrorCode.LIMIT };
+          listing.set(`${kind}/${item.id}`, { change, hash: item.hash });
+        } else {
+          ids.add(item.id);
+          listing.set(`${kind}/${item.id}`, { change: { kind, id: item.id, modRevision: revision }, hash: item.hash, item });
+        }
+      });
     }
 
-    const previous = this.inForce;
+    const previous = this.sent;
     const changes: Change[] = [];
-    const inForce = new Map<string, string>();
+    const sent = new Map<string, string>();
     for (const [key, { change, hash: content, item }] of listing) {
-      inForce.set(key, content);
+      sent.set(key, content);
       // an unchanged object is not sent at all: the store keeps it, and its modRevision
       if (previous?.get(key) === content) continue;
       if (item) change.value = item.value !== undefined || item.text === undefined ? item.value : decodeItem(item.text).value;
@@ -124,12 +122,12 @@ export class FileListing {
     }
     if (previous) {
       for (const key of previous.keys()) {
-        if (inForce.has(key)) continue;
+        if (sent.has(key)) continue;
         const i = key.indexOf('/');
         changes.push({ kind: key.slice(0, i) as Kind, id: key.slice(i + 1), modRevision: revision, deleted: true });
       }
     }
-    this.inForce = inForce;
+    this.sent = sent;
     this.lastHash = hash;
     // decoded values are not kept: the next read needs only ids and hashes
     for (const item of pieces.values()) item.value = undefined;
