@@ -51,6 +51,8 @@ export const ProxyError = {
   REQUEST_TIMEOUT: { status: 408, message: '408 Request Timeout' },
   /** request head over node's size limit, or more header lines than `proxy.max_header_count` */
   HEADERS_TOO_LARGE: { status: 431, message: '431 Request Header Fields Too Large' },
+  /** a request Transfer-Encoding other than a single final `chunked` (RFC 9112 §6.1; nginx answers 501 too) */
+  NOT_IMPLEMENTED: { status: 501, message: '501 Not Implemented' },
   UPSTREAM_UNAVAILABLE: { status: 502, message: '502 Bad Gateway' },
   NO_HEALTHY_NODE: { status: 503, message: '503 Service Unavailable' },
   UPSTREAM_TIMEOUT: { status: 504, message: '504 Gateway Timeout' },

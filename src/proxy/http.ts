@@ -37,6 +37,8 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
   const sendTimeoutMs = options.sendTimeoutMs ?? 60_000;
   return {
     handleRequest(req, res) {
+      // no peer address: the client is gone (reset before we got to it), nothing to forward for it
+      if (req.socket.remoteAddress === undefined) return void res.destroy();
       const request = describeRequest(req);
       if (request === undefined) return sendError(res, ProxyError.BAD_REQUEST);
       const matched = routes().matchRoute(request);
@@ -50,6 +52,7 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
     },
     handleUpgrade(req, socket, head) {
       socket.on('error', destroyOnError);
+      if (req.socket.remoteAddress === undefined) return void socket.destroy();
       const request = describeRequest(req);
       if (request === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
       const matched = routes().matchRoute(request);

@@ -30,6 +30,8 @@ export interface HeadRejection {
 
 const TOO_MANY_HEADERS: HeadRejection = { error: ProxyError.HEADERS_TOO_LARGE, closeConnection: true };
 const BAD_HOST: HeadRejection = { error: ProxyError.BAD_REQUEST, closeConnection: true };
+const BAD_FRAMING: HeadRejection = { error: ProxyError.BAD_REQUEST, closeConnection: true };
+const UNKNOWN_CODING: HeadRejection = { error: ProxyError.NOT_IMPLEMENTED, closeConnection: true };
 // the request is well-formed, only refused: node:http reads and drops its body, keep-alive goes on
 const TRACE_NOT_ALLOWED: HeadRejection = { error: ProxyError.METHOD_NOT_ALLOWED, closeConnection: false };
 
@@ -41,6 +43,8 @@ const TRACE_NOT_ALLOWED: HeadRejection = { error: ProxyError.METHOD_NOT_ALLOWED,
  * - Host: at most one (RFC 9112 §3.2), a valid `host[:port]` (no `@`, `/`, spaces, control bytes,
  *   empty labels), required in HTTP/1.1 → else 400;
  * - an absolute-form target's authority is held to the same rule, and userinfo (`user@`) in it → 400;
+ * - Transfer-Encoding: one line, exactly `chunked` (else 400 for a repeated or empty one, 501 for
+ *   another coding, as nginx; node:http would decode `gzip, chunked` and drop the gzip label);
  * - TRACE → 405 unless allowed (it echoes the request, cookies included, back to whoever sent it).
  *
  * `rawHeaders` is the flat [name, value, ...] list as received.
@@ -54,8 +58,17 @@ export function rejectRequestHead(
 ): HeadRejection | undefined {
   if (rawHeaders.length > policy.maxHeaderCount * 2) return TOO_MANY_HEADERS;
   let host: string | undefined;
+  let transferEncoding: string | undefined;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
+    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') {
+      // one header, exactly `chunked`: any other coding would reach the upstream decoded but still
+      // labelled by nothing (Transfer-Encoding is hop-by-hop), and two lines are a smuggling classic
+      if (transferEncoding !== undefined) return BAD_FRAMING;
+      transferEncoding = rawHeaders[i + 1]!;
+      if (transferEncoding.trim().toLowerCase() !== 'chunked') return transferEncoding.trim() === '' ? BAD_FRAMING : UNKNOWN_CODING;
+      continue;
+    }
     if (name.length !== 4 || name.toLowerCase() !== 'host') continue;
     if (host !== undefined) return BAD_HOST;
     host = rawHeaders[i + 1]!;

@@ -50,11 +50,19 @@ export class ProxyListeners {
     for (const listen of this.config.listen) {
       const { host, port } = parseListen(listen);
       const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+        // the connection closes after a refusal: a request pipelined behind it is not served (left
+        // unanswered, it goes when node:http closes the socket after the refusal is sent)
+        if (answering.has(req.socket)) return;
         this.inFlight++;
         if (this.draining) res.setHeader('connection', 'close');
         res.on('close', onResponseClose);
         const rejection = rejectRequestHead(req.method!, req.url!, req.httpVersion, req.rawHeaders, policy);
-        if (rejection !== undefined) return sendError(res, rejection.error, rejection.closeConnection);
+        if (rejection !== undefined) {
+          // node:http goes on parsing what follows (a refused request's body, say): none of it may
+          // be answered after the refusal, the connection closes once it is sent
+          if (rejection.closeConnection) answering.add(req.socket);
+          return sendError(res, rejection.error, rejection.closeConnection);
+        }
         if (hasBody(req)) watchRequestBody(req, res, timeouts.requestBody);
         proxy.handleRequest(req, res);
       };
@@ -81,10 +89,18 @@ export class ProxyListeners {
       });
       // one more than allowed, so that too many is seen (and refused) rather than cut silently
       server.maxHeadersCount = policy.maxHeaderCount + 1;
-      server.on('connection', (socket: Socket) => sendWatch.watch(socket));
+      server.on('connection', (socket: Socket) => {
+        // read the peer address now: node caches it, and a client that resets right after its
+        // request no longer has one to read (it was forwarded with an empty X-Real-IP)
+        void socket.remoteAddress;
+        sendWatch.watch(socket);
+      });
       server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
         const rejection = rejectRequestHead(req.method!, req.url!, req.httpVersion, req.rawHeaders, policy);
-        if (rejection !== undefined) return writeRawError(socket, rejection.error);
+        if (rejection !== undefined) {
+          answering.add(socket);
+          return writeRawError(socket, rejection.error);
+        }
         this.upgraded.add(socket);
         socket.once('close', () => this.upgraded.delete(socket));
         proxy.handleUpgrade(req, socket, head);

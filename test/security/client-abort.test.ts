@@ -24,8 +24,8 @@ describe('a client that resets right after its request', () => {
     await upstream?.close();
   });
 
-  // DEFECT (security-fuzz notes, D5): the request is forwarded with `X-Real-IP: ` and
-  // `X-Forwarded-For: 6.6.6.6, ` (the socket's address is read after the reset, when node no longer has it)
+  // was: forwarded with `X-Real-IP: ` and `X-Forwarded-For: 6.6.6.6, ` (the socket's address was read
+  // after the reset, when node no longer had it); now it is read as the connection is accepted
   it('is forwarded with the real client address, or not at all', async () => {
     // timing decides whether the gateway still forwards: many attempts, the reset at once or a little later
     for (let i = 0; i < 60; i++) {

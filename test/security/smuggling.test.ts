@@ -62,10 +62,8 @@ const payloads: Payload[] = [
   { name: 'Transfer-Encoding: CHUNKED (case-insensitive coding)', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Transfer-Encoding: CHUNKED\r\n\r\n3\r\nabc\r\n0\r\n\r\n`, forward: [['POST', '/a', 'abc']], close: false },
   { name: 'Transfer-Encoding: chunked, identity (chunked not last)', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n${smuggled(p)}`, error: [400, 501], close: true },
   { name: 'Transfer-Encoding: identity, chunked (chunked last)', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Transfer-Encoding: identity, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`, forward: [['POST', '/a', 'abc']], close: false, orReject: true },
-  // NOTE (security-fuzz notes, D6, low): accepted, and the upstream gets the gzip bytes with the coding
-  // dropped (Transfer-Encoding is hop-by-hop); RFC 9112 6.1 says SHOULD 501, as nginx does. Tighten to
-  // `error: 501` once the gateway refuses unknown codings.
-  { name: 'Transfer-Encoding: gzip, chunked', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Transfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`, forward: [['POST', '/a', 'abc']], close: false, orReject: true },
+  // RFC 9112 6.1: a coding the gateway does not apply itself is refused (nginx: 501), never decoded and relabelled
+  { name: 'Transfer-Encoding: gzip, chunked', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Transfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n${smuggled(p)}`, error: 501, close: true },
   { name: 'Transfer-Encoding: "chunked" (quoted)', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Transfer-Encoding: "chunked"\r\n\r\n3\r\nabc\r\n0\r\n\r\n`, error: [400, 501], close: true },
   { name: 'space before the colon of Transfer-Encoding', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Transfer-Encoding : chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n${smuggled(p)}`, error: 400, close: true },
   { name: 'tab before the colon of Transfer-Encoding', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Transfer-Encoding\t: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n${smuggled(p)}`, error: 400, close: true },
@@ -75,8 +73,8 @@ const payloads: Payload[] = [
   { name: 'Transfer-Encoding: chunked\\x0b (trailing vertical tab)', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\x0b\r\nContent-Length: 4\r\n\r\n0\r\n\r\n${smuggled(p)}`, error: 400, close: true },
   { name: 'Transfer-Encoding value on an obs-fold line', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Transfer-Encoding:\r\n chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n${smuggled(p)}`, error: 400, close: true },
   { name: 'Transfer_Encoding (underscore) is just another header: Content-Length frames', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Transfer_Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n`, forward: [['POST', '/a', '0\r\n\r\n']], close: false },
-  // DEFECT (security-fuzz notes, D1): the bytes after this non-keep-alive request make the gateway answer
-  // 400 while the upstream receives and answers POST /a
+  // (was D1: the bytes after this non-keep-alive request made the gateway answer 400 while the upstream
+  // received and answered POST /a)
   { name: 'Transfer-Encoding in an HTTP/1.0 request (faulty framing: close after)', send: (p) => `POST ${p}/a HTTP/1.0\r\n${H}${chunked}\r\n3\r\nabc\r\n0\r\n\r\n${smuggled(p)}`, forward: [['POST', '/a', 'abc']], close: true, orReject: true },
   { name: 'Connection: Transfer-Encoding (hop-by-hop strip of the framing header)', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Connection: Transfer-Encoding\r\n${chunked}\r\n3\r\nabc\r\n0\r\n\r\n`, forward: [['POST', '/a', 'abc']], close: false },
   { name: 'Connection: Content-Length (hop-by-hop strip of the framing header)', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Connection: Content-Length\r\nContent-Length: 5\r\n\r\nhello`, forward: [['POST', '/a', 'hello']], close: false },
@@ -139,7 +137,7 @@ const payloads: Payload[] = [
   { name: 'asterisk-form target on OPTIONS (no route: answered, framing intact)', send: () => `OPTIONS * HTTP/1.1\r\n${H}\r\n`, error: [400, 404], close: false },
   { name: 'empty line before the request line (ignored, RFC 9112 2.2)', send: (p) => `\r\nGET ${p}/a HTTP/1.1\r\n${H}\r\n`, forward: [['GET', '/a']], close: false },
   {
-    // DEFECT (security-fuzz notes, D2): the gateway closes the connection without a byte; nginx answers 405 and closes
+    // (was D2: the connection was closed without a byte; nginx answers 405 and closes)
     name: 'CONNECT is refused with an error status, not a silent close',
     send: (p) => `CONNECT x:443 HTTP/1.1\r\n${H}\r\n${smuggled(p)}`,
     error: [400, 405, 501],
@@ -153,17 +151,17 @@ const payloads: Payload[] = [
   { name: 'HEAD then GET pipelined (the HEAD answer has no body)', send: (p) => `HEAD ${p}/a HTTP/1.1\r\n${H}\r\nGET ${p}/b HTTP/1.1\r\n${H}\r\n`, forward: [['HEAD', '/a'], ['GET', '/b']], close: false },
   { name: 'Expect: 100-continue with the body and a second request already sent', send: (p) => `POST ${p}/a HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello${`GET ${p}/next HTTP/1.1\r\n${H}\r\n`}`, forward: [['POST', '/a', 'hello'], ['GET', '/next']], close: false },
   {
-    // DEFECT (security-fuzz notes, D4, a node:http bug): the automatic `100 Continue` for a pipelined
-    // request is written between the head and the body of the gateway's 400 answer to it
+    // (was D4, a node:http bug: the automatic `100 Continue` for a pipelined request was written between
+    // the head and the body of the gateway's 400 answer to it). The body was neither read nor invited
+    // with a 100, so the connection closes after the 400 (RFC 9110 §10.1.1; nginx closes after a 400)
     name: 'Expect: 100-continue on a pipelined request the gateway answers itself',
     send: (p) => `GET ${p}/a HTTP/1.1\r\n${H}\r\nPOST ${p}/%00 HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 1\r\n\r\nz`,
     forward: [['GET', '/a']],
     error: 400,
-    close: false,
+    close: true,
   },
   {
-    // DEFECT (security-fuzz notes, D1): the 400 for the second request replaces the 200 of the first,
-    // which the upstream may still receive after the client was told 400
+    // (was D1: the 400 for the second request replaced the 200 of the first, which the upstream still ran)
     name: 'a valid request, then a malformed one: the first is answered, then 400',
     send: (p) => `GET ${p}/a HTTP/1.1\r\n${H}\r\nGET ${p}/b HTTP/1.1\r\n${H}Content-Length: 1\r\nContent-Length: 2\r\n\r\nxx${smuggled(p)}`,
     forward: [['GET', '/a']],
@@ -171,7 +169,7 @@ const payloads: Payload[] = [
     close: true,
   },
   {
-    // DEFECT (security-fuzz notes, D1): the client gets 400 for a request the upstream received and answered 200
+    // (was D1: the client got 400 for a request the upstream received and answered 200)
     name: 'Connection: close, then more bytes: the request is answered, the rest ignored',
     send: (p) => `GET ${p}/a HTTP/1.1\r\n${H}Connection: close\r\n\r\n${smuggled(p)}`,
     forward: [['GET', '/a']],
@@ -258,7 +256,7 @@ describe('request smuggling payloads through the gateway', () => {
       const answers = finalResponses(stream).map((r) => {
         const echo = headerValue(r, 'x-echo');
         if (r.status === 200 && echo !== undefined) return `200 ${echo}`;
-        return errors.includes(r.status) || (payload.orReject && r.status === 400) ? 'error' : String(r.status);
+        return errors.includes(r.status) || (payload.orReject && (r.status === 400 || r.status === 501)) ? 'error' : String(r.status);
       });
       const seen = caseRequests(upstream, prefix);
       const actual: Outcome = { answers, upstream: seen.map((r) => upstreamLine(r.method, r.url, r.body.toString('latin1'))).sort(), closed: exchange.closedByGateway };
