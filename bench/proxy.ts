@@ -1,24 +1,54 @@
 /**
- * Proxy throughput, side by side in one run: wrk against the upstream directly, through Portico,
- * and through nginx (one worker, the per-core peer) when nginx is installed. Prints req/s, p50/p99
- * and ratios. Loopback only; every run is bounded by --duration.
+ * Proxy throughput, side by side in one run, same wrk settings, same upstream (nginx, one worker,
+ * small static body), same path (/aa/hello) for every target:
+ *   direct upstream | Portico, 1 worker | Portico, `proxy.workers: auto` | nginx proxy_pass, 1 worker
+ *   | the seed's nginx+lua gateway (../shared/peers/seed-nginx-lua.conf) | fast-gateway 5
+ * Prints req/s, p50/p99, errors, the CPU the target's processes used (% of one core, and CPU
+ * microseconds per request) and how idle the machine was during the run, then the ratios
+ * Portico/seed, Portico/fast-gateway, Portico/nginx (throughput and p99) and what `workers: auto`
+ * adds per core. Each target runs alone (started, warmed up 2 s, measured, stopped); loopback only;
+ * every run is bounded by --duration.
+ *
+ * Peers that are not installed are skipped with a line saying how to install them:
+ *   - nginx, and the seed: `apt-get install nginx libnginx-mod-http-lua`; the seed's config is read
+ *     from ../shared/peers/seed-nginx-lua.conf (PORTICO_SEED_CONF overrides);
+ *   - fast-gateway 5: installed as in ../shared/peers/README.md into /tmp/peers
+ *     (PORTICO_PEERS_DIR overrides).
  *
  * The gateway runs compiled (tsc into .tmp/bench/, as `npm run build` would into dist/): that is
  * what production runs, and it spares the gateway tsx's loader and esbuild's per-function `__name`
  * wrappers (about 1-3% here). It is not built into dist/ because bin/portico.js prefers dist/ when
  * present, so a leftover build would silently replace the sources under test. --tsx runs the
- * sources through tsx instead.
+ * sources through tsx instead; --root DIR builds another checkout (e.g. `git archive HEAD` unpacked
+ * with a node_modules symlink) to measure committed code while the working tree is being edited.
  *
- * --workers N runs Portico with `proxy.workers: N` and the nginx peer with N worker processes, so
- * the ratio stays a like-for-like comparison.
- *
- *   npm run bench -- [--duration 10] [--connections 50] [--threads 1] [--workers 1] [--tsx]
+ *   npm run bench -- [--duration 10] [--connections 50] [--threads 1] [--workers auto]
+ *     [--targets direct,portico,portico-auto,nginx,seed,fast-gateway] [--tsx] [--root DIR]
  */
 import { parseArgs } from 'node:util';
-import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildGateway, freePort, ROOT, run, startNginx, stop, waitPort, wrk, type WrkResult } from './lib.ts';
+import type { ChildProcess } from 'node:child_process';
+import {
+  buildGateway,
+  freePort,
+  machineCpuMs,
+  ROOT,
+  startFastGateway,
+  startNginx,
+  startPortico,
+  startSeed,
+  startUpstream,
+  stop,
+  treeCpuMs,
+  waitPort,
+  wrk,
+  type Peer,
+  type WrkResult,
+} from './lib.ts';
+
+const ALL = ['direct', 'portico', 'portico-auto', 'nginx', 'seed', 'fast-gateway'] as const;
+type Target = (typeof ALL)[number];
 
 const { values } = parseArgs({
   options: {
@@ -26,64 +56,152 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '50' },
     threads: { type: 'string', default: '1' },
     tsx: { type: 'boolean', default: false },
-    workers: { type: 'string', default: '1' },
+    workers: { type: 'string', default: 'auto' },
+    targets: { type: 'string', default: ALL.join(',') },
+    root: { type: 'string' },
   },
 });
 const opts = { duration: Number(values.duration), connections: Number(values.connections), threads: Number(values.threads) };
-const workers = Number(values.workers);
+const autoWorkers: number | 'auto' = values.workers === 'auto' ? 'auto' : Number(values.workers);
+const autoCount = autoWorkers === 'auto' ? os.availableParallelism() : autoWorkers;
+const targets = new Set(values.targets.split(',').map((t) => t.trim()));
+for (const t of targets) if (!(ALL as readonly string[]).includes(t)) throw new Error(`unknown target ${t}; one of ${ALL.join(', ')}`);
+const root = path.resolve(values.root ?? ROOT);
+const gatewayMain = values.tsx ? path.join(root, 'bin/portico.js') : buildGateway(path.join(root, '.tmp/bench'), root);
 
-const gatewayMain = values.tsx ? path.join(ROOT, 'bin/portico.js') : buildGateway(path.join(ROOT, '.tmp/bench'));
-
+const PATH = '/aa/hello'; // fast-gateway routes by prefix (/aa); every target is asked the same path
 const upstreamPort = await freePort();
-const gatewayPort = await freePort();
-const statusPort = await freePort();
-const nginxPort = await freePort();
+const upstream = await startUpstream(upstreamPort);
+const routes = `upstreams:\n  - id: u\n    nodes: { "127.0.0.1:${upstreamPort}": 1 }\nroutes:\n  - id: r\n    uri: /aa/*\n    upstream_id: u\n`;
 
-// The upstream: nginx returning a small body when available (so it is never the bottleneck), else node:http.
-const upstream =
-  startNginx(`server { listen 127.0.0.1:${upstreamPort}; location / { return 200 "hello from upstream\\n"; } }`) ??
-  run(process.execPath, ['-e', `require('http').createServer((q,s)=>s.end('hello from upstream\\n')).listen(${upstreamPort},'127.0.0.1')`]);
-await waitPort(upstreamPort);
-
-const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-bench-'));
-writeFileSync(
-  path.join(dir, 'routes.yaml'),
-  `upstreams:\n  - id: u\n    nodes: { "127.0.0.1:${upstreamPort}": 1 }\nroutes:\n  - id: r\n    uri: /hello\n    upstream_id: u\n`,
-);
-writeFileSync(
-  path.join(dir, 'portico.yaml'),
-  `proxy: { listen: ["127.0.0.1:${gatewayPort}"], workers: ${workers} }\nstatus: { listen: "127.0.0.1:${statusPort}" }\nconfig: { source: file, file: { path: routes.yaml }, snapshot: snapshot.json }\n`,
-);
-const gateway = run(process.execPath, [gatewayMain, 'start', '--config', path.join(dir, 'portico.yaml')], {
-  env: { PORTICO_LOG_LEVEL: 'warn', NODE_ENV: 'production' },
-});
-await waitPort(gatewayPort);
-
-const peer = startNginx(
-  `upstream u { server 127.0.0.1:${upstreamPort}; keepalive 320; }
-   server { listen 127.0.0.1:${nginxPort}; location /hello { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } }`,
-  workers,
-);
-if (peer) await waitPort(nginxPort);
-
-const rows: Array<[string, WrkResult]> = [];
-const measure = (name: string, url: string) => {
-  wrk(url, { ...opts, duration: Math.min(2, opts.duration) }); // warm-up: JIT, pools
-  const r = wrk(url, opts);
-  rows.push([name, r]);
-  return r;
-};
-const direct = measure('direct upstream', `http://127.0.0.1:${upstreamPort}/hello`);
-const plural = (n: number) => `${n} worker${n > 1 ? 's' : ''}`;
-const portico = measure(workers > 1 ? `portico (${plural(workers)})` : 'portico', `http://127.0.0.1:${gatewayPort}/hello`);
-const nginx = peer ? measure(`nginx proxy (${plural(workers)})`, `http://127.0.0.1:${nginxPort}/hello`) : undefined;
-
-console.log(`\nwrk -t${opts.threads} -c${opts.connections} -d${opts.duration}s, node ${process.version}, ${os.cpus().length} cores, gateway ${values.tsx ? 'from src (tsx)' : 'compiled'}`);
-console.log('target                      req/s     p50 ms   p99 ms   errors');
-for (const [name, r] of rows) {
-  console.log(`${name.padEnd(24)} ${r.rps.toFixed(0).padStart(9)} ${r.p50ms.toFixed(2).padStart(9)} ${r.p99ms.toFixed(2).padStart(8)} ${String(r.errors).padStart(8)}`);
+interface Row {
+  name: string;
+  target: Target;
+  r?: WrkResult;
+  /** CPU of the target's processes, % of one core */
+  cpuPct?: number;
+  /** CPU microseconds of the target's processes per request */
+  cpuUsPerReq?: number;
+  /** idle share of the whole machine during the run */
+  idlePct?: number;
+  skipped?: string;
 }
-console.log(`\nportico / direct: ${(portico.rps / direct.rps).toFixed(2)}x throughput`);
-if (nginx) console.log(`portico / nginx:  ${(portico.rps / nginx.rps).toFixed(2)}x throughput, p99 ${(portico.p99ms / nginx.p99ms).toFixed(2)}x`);
+const rows: Row[] = [];
 
-await Promise.all([stop(gateway), stop(upstream), ...(peer ? [stop(peer)] : [])]);
+/** Starts a target, warms it up (JIT, pools), measures it with its CPU use, stops it. */
+async function measure(target: Target, name: string, start: () => Promise<{ port: number; child: ChildProcess } | { skipped: string }>): Promise<void> {
+  if (!targets.has(target)) return;
+  const started = await start();
+  if ('skipped' in started) {
+    rows.push({ name, target, skipped: started.skipped });
+    return;
+  }
+  const url = `http://127.0.0.1:${started.port}${PATH}`;
+  try {
+    wrk(url, { ...opts, duration: Math.min(2, opts.duration) });
+    const pid = started.child.pid!;
+    const cpu0 = treeCpuMs(pid);
+    const m0 = machineCpuMs();
+    const r = wrk(url, opts);
+    const cpu = treeCpuMs(pid) - cpu0;
+    const m1 = machineCpuMs();
+    rows.push({
+      name,
+      target,
+      r,
+      cpuPct: (cpu / (opts.duration * 1000)) * 100,
+      cpuUsPerReq: (cpu * 1000) / r.requests,
+      idlePct: ((m1.idle - m0.idle) / (m1.total - m0.total)) * 100,
+    });
+  } finally {
+    if (started.child !== upstream) await stop(started.child);
+  }
+}
+
+const peer = async (port: number, p: Promise<Peer>) => {
+  const started = await p;
+  return 'skipped' in started ? started : { port, child: started.child };
+};
+
+await measure('direct', 'direct upstream', async () => ({ port: upstreamPort, child: upstream }));
+await measure('portico', 'portico (1 worker)', async () => {
+  const g = await startPortico({ main: gatewayMain, routes, workers: 1 });
+  return { port: g.port, child: g.child };
+});
+await measure('portico-auto', `portico (workers: ${values.workers} = ${autoCount})`, async () => {
+  const g = await startPortico({ main: gatewayMain, routes, workers: autoWorkers });
+  return { port: g.port, child: g.child };
+});
+await measure('nginx', 'nginx proxy_pass (1 worker)', async () => {
+  const port = await freePort();
+  const child = startNginx(
+    `upstream u { server 127.0.0.1:${upstreamPort}; keepalive 320; }
+     server { listen 127.0.0.1:${port}; location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } }`,
+  );
+  if (!child) return { skipped: 'apt-get install nginx' };
+  await waitPort(port);
+  return { port, child };
+});
+await measure('seed', 'seed nginx+lua', async () => {
+  const port = await freePort();
+  return peer(port, startSeed(port, upstreamPort));
+});
+await measure('fast-gateway', 'fast-gateway 5', async () => {
+  const port = await freePort();
+  return peer(port, startFastGateway(port, upstreamPort));
+});
+await stop(upstream);
+
+const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+console.log(
+  `\nwrk -t${opts.threads} -c${opts.connections} -d${opts.duration}s ${PATH}, node ${process.version}, ${os.cpus().length} cores, ` +
+    `gateway ${values.tsx ? 'from src (tsx)' : 'compiled'}${values.root ? ` from ${root}` : ''}, load average ${load}`,
+);
+console.log('target                          req/s   p50 ms   p99 ms   errors   cpu %  cpu us/req  machine idle %');
+for (const row of rows) {
+  if (!row.r) {
+    console.log(`${row.name.padEnd(28)} skipped: ${row.skipped}`);
+    continue;
+  }
+  const { r } = row;
+  console.log(
+    `${row.name.padEnd(28)} ${r.rps.toFixed(0).padStart(8)} ${r.p50ms.toFixed(2).padStart(8)} ${r.p99ms.toFixed(2).padStart(8)} ${String(r.errors).padStart(8)}` +
+      ` ${row.cpuPct!.toFixed(0).padStart(7)} ${row.cpuUsPerReq!.toFixed(1).padStart(11)} ${row.idlePct!.toFixed(0).padStart(15)}`,
+  );
+}
+
+const get = (t: Target) => rows.find((x) => x.target === t && x.r);
+const portico = get('portico');
+const auto = get('portico-auto');
+const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+console.log('');
+if (portico) {
+  for (const [t, label, goal] of [
+    ['direct', 'portico / direct      ', ''],
+    ['seed', 'portico / seed        ', '  (goal >= 0.6x, aim 0.8x)'],
+    ['fast-gateway', 'portico / fast-gateway', '  (goal >= 2.5x)'],
+    ['nginx', 'portico / nginx       ', ''],
+  ] as const) {
+    const other = get(t);
+    if (!other) continue;
+    let line = `${label} ${ratio(portico.r!.rps, other.r!.rps)} throughput`;
+    if (t === 'nginx') line += `, p99 ${ratio(portico.r!.p99ms, other.r!.p99ms)} (goal <= 1.5x)`;
+    console.log(line + goal);
+  }
+}
+if (portico && auto) {
+  const gain = auto.r!.rps / portico.r!.rps;
+  const perCore = autoCount > 1 ? (auto.r!.rps - portico.r!.rps) / (autoCount - 1) / portico.r!.rps : NaN;
+  console.log(
+    `workers ${autoCount} / 1           ${gain.toFixed(2)}x throughput; per added core ${perCore.toFixed(2)}x of the first (goal >= 0.8x); ` +
+      `gateway CPU per request ${auto.cpuUsPerReq!.toFixed(1)} us vs ${portico.cpuUsPerReq!.toFixed(1)} us`,
+  );
+  // What the per-core figure means depends on whether there were cores to add: wrk -t1 and the
+  // nginx upstream run on the same cores as the workers. CPU per request, not req/s, is then the
+  // figure that tells whether workers cost anything beyond the cores they occupy.
+  console.log(
+    `  (${os.cpus().length} cores shared by wrk, the upstream and the gateway: machine idle ${auto.idlePct!.toFixed(0)}% during the workers run. ` +
+      `Where it is ~0% the throughput gain is capped by the CPU wrk and the upstream need, not by the workers; ` +
+      `equal CPU per request says an added worker costs no more per request than the first, which is what scaling needs.)`,
+  );
+}
