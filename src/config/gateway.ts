@@ -68,6 +68,11 @@ export const GatewayConfigSchema = Type.Object(
          * another node is tried, else 503 (src/upstream/pools.ts)
          */
         upstream_max_connections_per_node: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 1024 }),
+        /**
+         * how HTTP/1.1 is spoken: `socket` = the gateway's own codec on net/tls sockets (src/proxy/http1/,
+         * src/upstream/http1-pool.ts); `node` = node:http for clients and undici for upstreams
+         */
+        transport: StringEnum(['socket', 'node'], { default: 'node' }),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -223,3 +223,25 @@ export function clientHeaders(raw: Buffer[]): string[] {
   }
   return headers;
 }
+
+/**
+ * Response headers for the client from the socket transport's parsed list (latin1 strings, as
+ * received): hop-by-hop ones dropped, as clientHeaders.
+ */
+export function clientHeaderList(raw: readonly string[]): string[] {
+  const headers: string[] = [];
+  let connection: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (isHopByHop(name)) {
+      if (name.length === 10 && name.toLowerCase() === 'connection') connection = raw[i + 1]!;
+      continue;
+    }
+    headers.push(name, raw[i + 1]!);
+  }
+  if (connection !== undefined) {
+    const listed = connectionListedNames(connection);
+    if (listed !== undefined) return withoutNames(headers, listed);
+  }
+  return headers;
+}

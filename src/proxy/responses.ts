@@ -13,6 +13,9 @@ interface PreparedError {
   body: Buffer;
   /** the whole HTTP/1.1 response, for raw sockets (upgrade requests) */
   raw: Buffer;
+  /** head only, `Connection: close` / `keep-alive`: the socket transport (HEAD answers, keep-alive) */
+  closeHead: string;
+  keepAliveHead: string;
 }
 
 const prepared = new Map<ProxyErrorKind, PreparedError>();
@@ -23,7 +26,69 @@ for (const kind of Object.values(ProxyError)) {
     `HTTP/1.1 ${kind.status} ${kind.message.replace(/^\d+ /, '')}\r\n` +
     `Content-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
   const closeHeaders = [...headers, 'Connection', 'close'];
-  prepared.set(kind, { status: kind.status, headers, closeHeaders, body, raw: Buffer.concat([Buffer.from(head, 'latin1'), body]) });
+  prepared.set(kind, {
+    status: kind.status,
+    headers,
+    closeHeaders,
+    body,
+    raw: Buffer.concat([Buffer.from(head, 'latin1'), body]),
+    closeHead: head,
+    keepAliveHead: head.replace('Connection: close', 'Connection: keep-alive'),
+  });
+}
+
+/**
+ * Statuses the socket transport's request parser answers that have no ProxyError of their own
+ * (node:http answered these 400/431): prepared the same way, looked up by status.
+ */
+const PARSER_ERRORS: Record<number, ProxyErrorKind | { status: number; message: string }> = {
+  413: { status: 413, message: '413 Request Entity Too Large' },
+  414: { status: 414, message: '414 Request-URI Too Large' },
+  505: { status: 505, message: '505 HTTP Version Not Supported' },
+};
+for (const kind of Object.values(PARSER_ERRORS)) {
+  const body = Buffer.from(`{"error_msg":${JSON.stringify(kind.message)}}\n`);
+  const head =
+    `HTTP/1.1 ${kind.status} ${kind.message.replace(/^\d+ /, '')}\r\n` +
+    `Content-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
+  prepared.set(kind as ProxyErrorKind, {
+    status: kind.status,
+    headers: [],
+    closeHeaders: [],
+    body,
+    raw: Buffer.concat([Buffer.from(head, 'latin1'), body]),
+    closeHead: head,
+    keepAliveHead: head,
+  });
+}
+
+/** The error kind answering a request parser status (400, 413, 414, 431, 501, 505). */
+export function errorForStatus(status: number): ProxyErrorKind {
+  switch (status) {
+    case 431:
+      return ProxyError.HEADERS_TOO_LARGE;
+    case 501:
+      return ProxyError.NOT_IMPLEMENTED;
+    case 408:
+      return ProxyError.REQUEST_TIMEOUT;
+    default:
+      return (PARSER_ERRORS[status] as ProxyErrorKind | undefined) ?? ProxyError.BAD_REQUEST;
+  }
+}
+
+/**
+ * An error response for a raw socket that may stay open: head (`Connection: close` or
+ * `keep-alive`) and, unless `headOnly` (a HEAD request), the JSON body. One write.
+ */
+export function writeSocketError(socket: Duplex, kind: ProxyErrorKind, close: boolean, headOnly: boolean): boolean {
+  const error = prepared.get(kind)!;
+  const head = close ? error.closeHead : error.keepAliveHead;
+  if (headOnly) return socket.write(head, 'latin1');
+  socket.cork();
+  socket.write(head, 'latin1');
+  const ok = socket.write(error.body);
+  socket.uncork();
+  return ok;
 }
 
 /**

@@ -267,7 +267,7 @@ function protocolList(value: string): string[] {
 }
 
 /** SNI takes a DNS name only: no port, no IP literal. */
-function sniName(hostHeader: string): string | undefined {
+export function sniName(hostHeader: string): string | undefined {
   let name = hostHeader;
   if (name.startsWith('[')) return undefined;
   const colon = name.lastIndexOf(':');

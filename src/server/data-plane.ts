@@ -3,8 +3,10 @@ import type { GatewayConfig } from '../config/gateway.ts';
 import { isEmptyDiff, type Snapshot, type SnapshotDiff } from '../config/snapshot.ts';
 import { Runtime } from '../runtime/runtime.ts';
 import type { CompileFailure } from '../runtime/types.ts';
+import { http1Pools } from '../upstream/http1-pool.ts';
 import { closePools, configurePools, poolKey, retainPools } from '../upstream/pools.ts';
 import { ProxyListeners } from './listeners.ts';
+import { SocketListeners } from './socket-listeners.ts';
 
 /**
  * What serves traffic: the runtime compiled from snapshots, the listeners, and the upstream pools.
@@ -12,14 +14,17 @@ import { ProxyListeners } from './listeners.ts';
  */
 export class DataPlane {
   readonly runtime: Runtime;
-  private readonly listeners: ProxyListeners;
+  private readonly listeners: ProxyListeners | SocketListeners;
   private poolCleanup: NodeJS.Timeout | undefined;
   private stopping = false;
 
   constructor(config: GatewayConfig) {
     configurePools({ maxConnectionsPerNode: config.proxy.upstream_max_connections_per_node });
     this.runtime = new Runtime(config.proxy.router);
-    this.listeners = new ProxyListeners(config.proxy, () => this.runtime);
+    // PORTICO_PROXY_TRANSPORT overrides portico.yaml (runs the test suite on either transport)
+    const transport = process.env.PORTICO_PROXY_TRANSPORT ?? config.proxy.transport;
+    const routes = () => this.runtime;
+    this.listeners = transport === 'socket' ? new SocketListeners(config.proxy, routes) : new ProxyListeners(config.proxy, routes);
   }
 
   /** Returns the objects the runtime could not compile (the store rejects them). */
@@ -38,6 +43,7 @@ export class DataPlane {
     this.stopping = true;
     clearTimeout(this.poolCleanup);
     await this.listeners.drain();
+    http1Pools.close();
     await closePools();
   }
 
@@ -51,6 +57,7 @@ export class DataPlane {
       this.poolCleanup = undefined;
       const keys = new Set<string>();
       for (const target of this.runtime.upstreamTargets()) for (const node of target.nodes) keys.add(poolKey(target, node));
+      http1Pools.retain(keys);
       void retainPools(keys);
     }, 1000).unref();
   }

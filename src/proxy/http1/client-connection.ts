@@ -1,0 +1,798 @@
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import type { ClientTimeouts } from '../../config/gateway.ts';
+import { ProxyError } from '../../errors.ts';
+import type { RouteTable } from '../../runtime/types.ts';
+import { http1Pools, UpstreamEvent, type NodePool1, type UpstreamConnection, type UpstreamUser } from '../../upstream/http1-pool.ts';
+import type { NodeWaiter } from '../../upstream/pools.ts';
+import type { UpstreamNode, UpstreamTarget } from '../../upstream/types.ts';
+import { Failure, failureResponse } from '../failures.ts';
+import { clientHeaderList, upstreamHeaders, upstreamHost } from '../headers.ts';
+import { describeRequest, rejectRequestHead, type ProxyRequest, type RequestPolicy } from '../request.ts';
+import { errorForStatus, writeRawError, writeSocketError, type ProxyErrorKind } from '../responses.ts';
+import { NodeRetries } from '../retries.ts';
+import { destroyOnError, proxyUpgrade, sniName, upgradeRequestBody } from '../websocket.ts';
+import type { Http1ParseError } from './errors.ts';
+import { RequestParser, type RequestHandler, type RequestHead } from './request-parser.ts';
+import type { ResponseHead } from './response-parser.ts';
+import { chunkHeader, CRLF, headerLines, LAST_CHUNK } from './serialize.ts';
+
+/*
+ * The socket transport's client side (proxy.transport: socket): one ClientConnection per accepted
+ * socket, a RequestParser on its bytes, one SocketExchange per proxied request. Requests on a
+ * connection are served strictly one at a time (the parser pauses at each request's end until its
+ * response is written), so pipelined requests are answered in order and an error in a later
+ * request is answered after the responses before it.
+ */
+
+/** What every connection of a listener shares. */
+export interface ConnectionSettings {
+  routes: () => RouteTable;
+  policy: RequestPolicy;
+  timeouts: ClientTimeouts;
+  owner: ConnectionOwner;
+}
+
+/** The listener a connection belongs to (drain, WebSocket tunnels). */
+export interface ConnectionOwner {
+  readonly draining: boolean;
+  /** the connection has no request in flight (a drain may close it) */
+  connectionIdle(conn: ClientConnection): void;
+  connectionClosed(conn: ClientConnection): void;
+  /** the socket became a tunnel (WebSocket), no longer HTTP */
+  upgraded(socket: Socket): void;
+}
+
+/**
+ * A client request, transport-independent: the method, target, raw header list and client socket.
+ * It has the fields describeRequest, upstreamHeaders and the WebSocket relay read of node's
+ * IncomingMessage, so the same request logic serves both transports.
+ */
+export class RequestContext {
+  readonly method: string;
+  readonly url: string;
+  readonly httpVersion: string;
+  readonly httpVersionMajor = 1;
+  readonly httpVersionMinor: number;
+  readonly rawHeaders: string[];
+  /** lower-cased names → value (duplicates joined with ", ", set-cookie and first-wins fields as node) */
+  readonly headers: Record<string, string | undefined>;
+  readonly socket: Socket;
+
+  constructor(head: RequestHead, socket: Socket) {
+    this.method = head.method;
+    this.url = head.target;
+    this.httpVersion = head.httpVersion;
+    this.httpVersionMinor = head.httpVersion === '1.1' ? 1 : 0;
+    this.rawHeaders = head.rawHeaders;
+    this.socket = socket;
+    const headers: Record<string, string | undefined> = {};
+    const raw = head.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!.toLowerCase();
+      const value = raw[i + 1]!;
+      const previous = headers[name];
+      if (previous === undefined) headers[name] = value;
+      else if (!FIRST_WINS.has(name)) headers[name] = previous + ', ' + value;
+    }
+    this.headers = headers;
+  }
+}
+
+/** Fields node:http keeps the first of (a second one is dropped, not joined). */
+const FIRST_WINS = new Set(['host', 'content-type', 'content-length', 'user-agent', 'authorization', 'referer', 'from', 'age', 'etag', 'expires', 'location', 'server', 'if-modified-since', 'if-unmodified-since', 'last-modified', 'max-forwards', 'proxy-authorization', 'retry-after']);
+
+/** What the connection is waiting for (which client timeout applies). */
+const Phase = {
+  /** a request head (proxy.timeouts.header, a total from its first byte) */
+  Head: 0,
+  /** the request body (request_body, between two reads) */
+  Body: 1,
+  /** the request was read, its response is being written (send, by the SendTimeoutWatch) */
+  Response: 2,
+  /** between requests (keepalive) */
+  Idle: 3,
+} as const;
+type Phase = (typeof Phase)[keyof typeof Phase];
+
+const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
+/** bytes held by a paused parser before the socket stops being read */
+const MAX_BUFFERED = 64 * 1024;
+
+function onHeadTimeout(conn: ClientConnection): void {
+  conn.headTimedOut();
+}
+
+function destroyWhenFlushed(this: Socket): void {
+  this.destroy();
+}
+
+export class ClientConnection implements RequestHandler {
+  readonly socket: Socket;
+  private readonly parser: RequestParser;
+  private readonly settings: ConnectionSettings;
+  private phase: Phase = Phase.Head;
+  /** the exchange of the request being served (null: answered locally, or none) */
+  private exchange: SocketExchange | null = null;
+  /** a request is being served: its head was read and its response or body is not done */
+  private busy = false;
+  private requestEnded = false;
+  private responseDone = false;
+  /** the request is HEAD (answers without a body) */
+  private headRequest = false;
+  /** the connection closes after the current response */
+  private closeAfter = false;
+  /** a request body may be read now (the exchange has an upstream connection for it) */
+  private bodyOpen = false;
+  private parsing = false;
+  private resumeWanted = false;
+  private socketPaused = false;
+  private headTimer: NodeJS.Timeout | undefined;
+  private upgrade: { ctx: RequestContext; request: ProxyRequest; upstream: UpstreamTarget; node: UpstreamNode } | null = null;
+  private closed = false;
+  /** the socket's idle timeout in force (keepalive or request_body; 0 = off) */
+  private socketTimer = 0;
+  private readonly onData: (chunk: Buffer) => void;
+  private readonly onSocketEnd: () => void;
+  private readonly onClose: () => void;
+  private readonly onTimeout: () => void;
+  private readonly onDrain: () => void;
+
+  constructor(socket: Socket, settings: ConnectionSettings) {
+    this.socket = socket;
+    this.settings = settings;
+    const maxHeaderCount = settings.policy.maxHeaderCount + 1;
+    this.parser = new RequestParser(this, { maxHeaderCount });
+    // connection-level listeners (one set per connection, none per request)
+    this.onData = (chunk) => this.run(chunk);
+    this.onSocketEnd = () => this.clientEnded();
+    this.onClose = () => this.clientClosed();
+    this.onTimeout = () => this.idleTimedOut();
+    this.onDrain = () => this.exchange?.clientDrained();
+    socket.on('data', this.onData);
+    socket.on('end', this.onSocketEnd);
+    socket.on('close', this.onClose);
+    socket.on('timeout', this.onTimeout);
+    socket.on('drain', this.onDrain);
+    socket.on('error', destroyOnError);
+    this.headTimer = setTimeout(onHeadTimeout, settings.timeouts.header, this);
+  }
+
+  private setSocketTimer(ms: number): void {
+    if (this.socketTimer === ms) return;
+    this.socketTimer = ms;
+    this.socket.setTimeout(ms);
+  }
+
+  /** No request in flight: nothing is lost by closing it. */
+  get idle(): boolean {
+    return !this.busy;
+  }
+
+  /** Closes an idle connection (drain). */
+  close(): void {
+    if (!this.busy) this.socket.destroy();
+  }
+
+  // --- parsing ----------------------------------------------------------------------------------
+
+  private run(chunk: Buffer | null): void {
+    if (this.closed) return;
+    if (chunk !== null && this.phase === Phase.Idle) {
+      // the next request's first byte: the keep-alive timer gives way to the head's deadline
+      this.phase = Phase.Head;
+      this.setSocketTimer(0);
+      if (this.headTimer === undefined) this.headTimer = setTimeout(onHeadTimeout, this.settings.timeouts.header, this);
+      else this.headTimer.refresh();
+    }
+    this.parsing = true;
+    let err: Http1ParseError | undefined;
+    try {
+      err = chunk === null ? this.parser.resume() : this.parser.execute(chunk);
+    } finally {
+      this.parsing = false;
+    }
+    if (err !== undefined) return this.parseError(err);
+    if (this.upgrade !== null) return this.handOver();
+    const parser = this.parser;
+    if (parser.isPaused) {
+      if (!this.socketPaused && (this.phase === Phase.Body || parser.bufferedBytes > MAX_BUFFERED)) {
+        this.socketPaused = true;
+        this.socket.pause();
+      }
+    } else if (this.socketPaused) {
+      this.socketPaused = false;
+      this.socket.resume();
+    }
+    if (this.resumeWanted) {
+      this.resumeWanted = false;
+      this.resume();
+    }
+  }
+
+  /** Goes on parsing after a pause (body wanted again, or the response to the last request done). */
+  private resume(): void {
+    if (this.parsing) {
+      this.resumeWanted = true;
+      return;
+    }
+    if (this.parser.isPaused) this.run(null);
+    else if (this.socketPaused) {
+      this.socketPaused = false;
+      this.socket.resume();
+    }
+  }
+
+  onHead(head: RequestHead): boolean {
+    clearTimeout(this.headTimer);
+    this.busy = true;
+    this.requestEnded = false;
+    this.responseDone = false;
+    this.bodyOpen = false;
+    this.exchange = null;
+    this.headRequest = head.method === 'HEAD';
+    this.closeAfter = !head.keepAlive || this.settings.owner.draining;
+    this.phase = head.hasBody ? Phase.Body : Phase.Response;
+    this.setSocketTimer(head.hasBody ? this.settings.timeouts.requestBody : 0);
+    // a forward proxy's tunnel request: not something a gateway serves (nginx answers 405 too)
+    if (head.method === 'CONNECT') return this.refuse(ProxyError.METHOD_NOT_ALLOWED);
+    const { policy, routes } = this.settings;
+    const rejection = rejectRequestHead(head.method, head.target, head.httpVersion, head.rawHeaders, policy);
+    if (rejection !== undefined) {
+      if (rejection.closeConnection) return this.refuse(rejection.error);
+      // well-formed, only refused: its body is read and dropped, keep-alive goes on
+      this.answer(rejection.error);
+      return false;
+    }
+    const socket = this.socket;
+    // no peer address: the client is gone (reset before we got to it), nothing to forward for it
+    if (socket.remoteAddress === undefined) {
+      socket.destroy();
+      return true;
+    }
+    const ctx = new RequestContext(head, socket);
+    const request = describeRequest(ctx as never);
+    if (request === undefined) {
+      this.answer(ProxyError.BAD_REQUEST);
+      return false;
+    }
+    const matched = routes().matchRoute(request);
+    if (matched === undefined) {
+      this.answer(ProxyError.ROUTE_NOT_FOUND);
+      return false;
+    }
+    const upstream = matched.target.upstream;
+    const node = upstream?.balancer.pick();
+    if (upstream === undefined || node === undefined) {
+      this.answer(ProxyError.NO_HEALTHY_NODE);
+      return false;
+    }
+    if (head.upgrade) {
+      // chunked framing is not decoded outside the HTTP parser for a connection about to be a tunnel
+      if (head.framing === 'chunked') return this.refuse(ProxyError.BAD_REQUEST);
+      if (matched.target.websocket) {
+        // handed over to the WebSocket relay once the parser has returned (proxy/websocket.ts)
+        this.upgrade = { ctx, request, upstream, node };
+        return true;
+      }
+      // APISIX: on a route without enable_websocket the request is plain HTTP, its Upgrade not
+      // forwarded; the connection closes after it (what follows may be the other protocol's bytes)
+      this.closeAfter = true;
+    }
+    const exchange = new SocketExchange(this, ctx, head, request, upstream, node);
+    this.exchange = exchange;
+    exchange.start();
+    // the body waits in the socket until the exchange has an upstream connection to send it on
+    return head.hasBody && !this.bodyOpen;
+  }
+
+  onBody(chunk: Buffer): boolean {
+    const exchange = this.exchange;
+    if (exchange === null) return false; // answered locally: the body is dropped
+    return exchange.clientBody(chunk);
+  }
+
+  onEnd(): boolean {
+    this.requestEnded = true;
+    if (this.phase === Phase.Body) {
+      this.phase = Phase.Response;
+      this.setSocketTimer(0);
+    }
+    this.exchange?.clientBodyEnd();
+    if (!this.responseDone) return true;
+    this.nextRequest();
+    return this.closed || this.closeAfter;
+  }
+
+  /** The exchange has an upstream connection: the body may flow (after `100 Continue` if asked). */
+  openBody(expectContinue: boolean): void {
+    if (this.bodyOpen) return;
+    this.bodyOpen = true;
+    if (expectContinue) this.socket.write(CONTINUE, 'latin1');
+    this.resume();
+  }
+
+  /** The upstream took the body bytes it had refused: read on. */
+  bodyDrained(): void {
+    this.resume();
+  }
+
+  // --- answers ----------------------------------------------------------------------------------
+
+  /** The gateway's own answer (an error response); the request's body, if any, is dropped. */
+  answer(kind: ProxyErrorKind): void {
+    writeSocketError(this.socket, kind, this.closeAfter, this.headRequest);
+    this.responseFinished(!this.closeAfter);
+  }
+
+  /** An answer after which the connection closes at once: nothing after this request is parsed. */
+  private refuse(kind: ProxyErrorKind): true {
+    this.closeAfter = true;
+    this.responseDone = true;
+    this.closed = true;
+    clearTimeout(this.headTimer);
+    writeRawError(this.socket, kind);
+    return true;
+  }
+
+  /** Whether the response being written may leave the connection open. */
+  get keepAlive(): boolean {
+    return !this.closeAfter && !this.settings.owner.draining;
+  }
+
+  get isHeadRequest(): boolean {
+    return this.headRequest;
+  }
+
+  /** The last byte of the response is written. */
+  responseFinished(keepAlive: boolean): void {
+    if (!keepAlive) this.closeAfter = true;
+    this.responseDone = true;
+    this.exchange = null;
+    this.bodyOpen = true;
+    // the rest of a body nobody reads any more is still parsed (and dropped) to find the next request
+    if (!this.requestEnded) {
+      if (this.closeAfter) this.endConnection();
+      else this.resume();
+      return;
+    }
+    this.nextRequest();
+    this.resume();
+  }
+
+  private nextRequest(): void {
+    this.busy = false;
+    if (this.closeAfter || this.settings.owner.draining) return this.endConnection();
+    this.phase = Phase.Idle;
+    this.setSocketTimer(this.settings.timeouts.keepalive);
+    this.settings.owner.connectionIdle(this);
+  }
+
+  /** FIN after what was written, then the socket is destroyed (never left half-closed). */
+  private endConnection(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.busy = false;
+    clearTimeout(this.headTimer);
+    this.setSocketTimer(0);
+    this.socket.end(destroyWhenFlushed);
+  }
+
+  /** The request's bytes stopped making sense mid-way: cut the connection. */
+  destroy(): void {
+    this.closed = true;
+    this.socket.destroy();
+  }
+
+  private parseError(err: Http1ParseError): void {
+    const exchange = this.exchange;
+    if (exchange !== null && !this.requestEnded) {
+      // the bad bytes are in this request's own body: the upstream request is incomplete
+      if (exchange.abortForClient()) return this.destroy();
+    } else if (this.busy && !this.responseDone) {
+      return this.destroy();
+    }
+    this.refuse(errorForStatus(err.status));
+  }
+
+  // --- timeouts and the client going away -------------------------------------------------------
+
+  headTimedOut(): void {
+    this.headTimer = undefined;
+    if (this.closed || this.phase !== Phase.Head && this.phase !== Phase.Idle) return;
+    if (this.busy) return this.destroy();
+    this.refuse(ProxyError.REQUEST_TIMEOUT);
+  }
+
+  private idleTimedOut(): void {
+    if (this.phase === Phase.Idle) return this.destroy();
+    if (this.phase !== Phase.Body) return;
+    // request_body: the body is not being read (no upstream connection yet, or the upstream is slow
+    // to take it): the client cannot send, so it is not the one that is late
+    if (!this.bodyOpen || this.parser.isPaused) return;
+    const exchange = this.exchange;
+    if (exchange !== null && exchange.abortForClient()) return this.destroy();
+    if (this.responseDone) return this.destroy();
+    this.refuse(ProxyError.REQUEST_TIMEOUT);
+  }
+
+  private clientEnded(): void {
+    const err = this.parser.finish();
+    if (err !== undefined || (this.busy && !this.requestEnded)) {
+      // gone mid-request: nobody to answer, the upstream request is abandoned
+      this.exchange?.abortForClient();
+      return this.destroy();
+    }
+    // a FIN after complete requests: answer them, then close
+    this.closeAfter = true;
+    if (!this.busy) this.endConnection();
+  }
+
+  private clientClosed(): void {
+    this.closed = true;
+    clearTimeout(this.headTimer);
+    this.exchange?.clientGone();
+    this.exchange = null;
+    this.settings.owner.connectionClosed(this);
+  }
+
+  // --- WebSocket --------------------------------------------------------------------------------
+
+  /** After a WebSocket request's head: the rest of the socket belongs to the relay. */
+  private handOver(): void {
+    const { ctx, request, upstream, node } = this.upgrade!;
+    this.upgrade = null;
+    this.closed = true;
+    const socket = this.socket;
+    const rest = this.parser.detach() ?? Buffer.alloc(0);
+    socket.pause();
+    clearTimeout(this.headTimer);
+    socket.setTimeout(0);
+    socket.off('data', this.onData);
+    socket.off('end', this.onSocketEnd);
+    socket.off('timeout', this.onTimeout);
+    socket.off('drain', this.onDrain);
+    this.settings.owner.upgraded(socket);
+    const body = upgradeRequestBody(ctx as never, socket, rest);
+    if (body === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
+    proxyUpgrade(ctx as never, socket, body, request, upstream, node);
+  }
+}
+
+function onSlotTimeout(exchange: SocketExchange): void {
+  exchange.slotTimedOut();
+}
+
+const nodeBusyEvent = -1;
+
+/**
+ * One proxied request on the socket transport: the parser handler of its upstream response and the
+ * user of its upstream connection, one object with its methods on the prototype.
+ */
+class SocketExchange implements UpstreamUser, NodeWaiter {
+  private readonly conn: ClientConnection;
+  private readonly socket: Socket;
+  private readonly head: RequestHead;
+  private readonly upstream: UpstreamTarget;
+  private readonly headers: string[];
+  private readonly hostIndex: number;
+  private readonly clientHost: string | undefined;
+  private readonly path: string;
+  /** the header section after the request line, rebuilt only when the Host changes */
+  private headerText: string;
+  private node: UpstreamNode;
+  private pool: NodePool1 | undefined;
+  private upstreamConn: UpstreamConnection | null = null;
+  private retries: NodeRetries | undefined;
+  private brokenReuseRetry = true;
+  private holdsSlot = false;
+  private slotTimer: NodeJS.Timeout | undefined;
+  /** the request head was written to an upstream connection (its body may have followed) */
+  private written = false;
+  private keepUpstream = false;
+  /** the whole request body was written upstream */
+  private bodySent = false;
+  private response: ResponseHead | null = null;
+  private headWritten = false;
+  /** the response's body is chunk-encoded for the client (its upstream framing was chunked or close) */
+  private chunked = false;
+  private keepClient = true;
+  private clientPaused = false;
+  private done = false;
+
+  constructor(conn: ClientConnection, ctx: RequestContext, head: RequestHead, request: ProxyRequest, upstream: UpstreamTarget, node: UpstreamNode) {
+    this.conn = conn;
+    this.socket = conn.socket;
+    this.head = head;
+    this.upstream = upstream;
+    this.node = node;
+    this.clientHost = head.host;
+    this.path = request.forwardPath;
+    const built = upstreamHeaders(ctx as never, request, upstream, node, false);
+    this.headers = built.headers;
+    this.hostIndex = built.hostIndex;
+    if (head.framing === 'chunked') built.headers.push('Transfer-Encoding', 'chunked');
+    else if (!head.hasBody && head.framing === 'none' && (head.method === 'POST' || head.method === 'PUT' || head.method === 'PATCH')) {
+      // as undici: a request of a method that carries a body says it has none
+      built.headers.push('Content-Length', '0');
+    }
+    this.headerText = headerLines(this.headers);
+  }
+
+  start(): void {
+    if (this.upstream.retryTimeout > 0) this.retries = new NodeRetries(this.upstream);
+    this.dispatchTo(this.node);
+  }
+
+  private dispatchTo(node: UpstreamNode): void {
+    if (node !== this.node) {
+      this.node = node;
+      if (this.upstream.passHost === 'node') {
+        this.headers[this.hostIndex] = upstreamHost(this.upstream, node, this.clientHost);
+        this.headerText = headerLines(this.headers);
+      }
+    }
+    this.written = false;
+    const servername = this.upstream.scheme === 'https' ? sniName(this.headers[this.hostIndex]!) : undefined;
+    const pool = (this.pool = http1Pools.nodePool(this.upstream, node, servername));
+    if (pool.gate.tryEnter()) return this.send();
+    // the node is at its cap: wait for a slot, at most as long as a connection may take to open
+    pool.gate.enqueue(this);
+    this.slotTimer = setTimeout(onSlotTimeout, this.upstream.timeout.connect, this);
+  }
+
+  private send(): void {
+    this.holdsSlot = true;
+    this.pool!.acquire(this);
+  }
+
+  admitted(): void {
+    clearTimeout(this.slotTimer);
+    if (this.done) return void this.pool!.gate.leave();
+    this.send();
+  }
+
+  slotTimedOut(): void {
+    if (!this.pool!.gate.remove(this) || this.done) return;
+    this.failed(Failure.NodeBusy);
+  }
+
+  private releaseSlot(): void {
+    if (!this.holdsSlot) return;
+    this.holdsSlot = false;
+    this.pool!.gate.leave();
+  }
+
+  // --- upstream connection ----------------------------------------------------------------------
+
+  upstreamReady(uc: UpstreamConnection): void {
+    if (this.done) {
+      uc.release(uc.open);
+      this.releaseSlot();
+      return;
+    }
+    this.upstreamConn = uc;
+    const head = this.head;
+    this.keepUpstream = this.pool!.mayKeep(uc.requests + 1);
+    uc.expect(head.method, this.upstream.timeout.read);
+    // the head in one write
+    uc.socket.write(
+      head.method + ' ' + this.path + ' HTTP/1.1\r\n' + this.headerText + (this.keepUpstream ? CRLF : 'Connection: close\r\n\r\n'),
+      'latin1',
+    );
+    this.written = true;
+    if (head.hasBody) this.conn.openBody(head.expectContinue);
+    else this.bodySent = true;
+  }
+
+  upstreamDrained(): void {
+    if (!this.done) this.conn.bodyDrained();
+  }
+
+  clientBody(chunk: Buffer): boolean {
+    const uc = this.upstreamConn;
+    if (uc === null || this.done) return false;
+    const socket = uc.socket;
+    if (this.head.framing !== 'chunked') return !socket.write(chunk);
+    socket.cork();
+    socket.write(chunkHeader(chunk.length), 'latin1');
+    socket.write(chunk);
+    const ok = socket.write(CRLF, 'latin1');
+    socket.uncork();
+    return !ok;
+  }
+
+  clientBodyEnd(): void {
+    const uc = this.upstreamConn;
+    if (uc === null || this.done) return;
+    if (this.head.framing === 'chunked') uc.socket.write(LAST_CHUNK, 'latin1');
+    this.bodySent = true;
+  }
+
+  upstreamFailed(event: UpstreamEvent, _err: Error | undefined): void {
+    const reused = this.upstreamConn?.reused === true;
+    this.upstreamConn = null;
+    this.releaseSlot();
+    if (this.done) return;
+    this.failed(eventFailure(event), reused);
+  }
+
+  private failed(failure: Failure, reused = false): void {
+    if (this.response !== null) {
+      // the upstream broke mid-response: a cut, so the client sees a truncated response
+      if (this.headWritten) return this.cut();
+      this.done = true;
+      return this.conn.answer(failureResponse(failure === Failure.Broken ? Failure.Protocol : failure));
+    }
+    if (this.retryable(failure)) {
+      const next = this.nextNode(failure, reused);
+      if (next !== undefined) return this.dispatchTo(next);
+    }
+    this.done = true;
+    this.conn.answer(failureResponse(failure));
+  }
+
+  /** Same rules as the node transport (proxy/http.ts). */
+  private retryable(failure: Failure): boolean {
+    if (failure === Failure.BadRequest || failure === Failure.ReadTimeout || failure === Failure.Protocol) return false;
+    if (!this.written) return true;
+    if (failure !== Failure.Broken || this.head.hasBody) return false;
+    const method = this.head.method;
+    return method !== 'POST' && method !== 'PATCH';
+  }
+
+  private nextNode(failure: Failure, reused: boolean): UpstreamNode | undefined {
+    const retries = (this.retries ??= new NodeRetries(this.upstream));
+    if (!retries.inTime()) return undefined;
+    if (failure === Failure.Broken && this.written && reused && this.brokenReuseRetry) {
+      // probably a kept-alive connection the upstream closed as we reused it: same node is fine
+      this.brokenReuseRetry = false;
+      return this.node;
+    }
+    return retries.next(this.node);
+  }
+
+  // --- upstream response (ResponseHandler) ------------------------------------------------------
+
+  onInterim(_head: ResponseHead): boolean {
+    // 1xx: not forwarded (as the node transport; the final response follows)
+    return false;
+  }
+
+  onHead(head: ResponseHead): boolean {
+    if (this.done) return true;
+    if (head.upgrade) {
+      // a 101 to a request that asked for no upgrade
+      const uc = this.upstreamConn;
+      this.upstreamConn = null;
+      uc?.abort();
+      this.releaseSlot();
+      this.failed(Failure.Protocol);
+      return true;
+    }
+    this.response = head;
+    return false;
+  }
+
+  /** Writes the held response head (with `first`, the first body bytes, in the same flush). */
+  private writeHead(first: Buffer | null): boolean {
+    const response = this.response!;
+    this.headWritten = true;
+    const conn = this.conn;
+    let keep = conn.keepAlive;
+    const noBody = conn.isHeadRequest || response.framing === 'none';
+    let text = 'HTTP/1.1 ' + response.status + ' ' + (response.reason === '' ? (STATUS_CODES[response.status] ?? '') : response.reason) + CRLF;
+    text += headerLines(clientHeaderList(response.rawHeaders));
+    if (!noBody && response.framing !== 'length') {
+      if (this.head.httpVersion === '1.1') {
+        this.chunked = true;
+        text += 'Transfer-Encoding: chunked\r\n';
+      } else {
+        // an HTTP/1.0 client: the body ends with the connection
+        keep = false;
+      }
+    }
+    this.keepClient = keep;
+    text += keep ? (this.head.httpVersion === '1.1' ? 'Connection: keep-alive\r\n\r\n' : 'Connection: keep-alive\r\n\r\n') : 'Connection: close\r\n\r\n';
+    const socket = this.socket;
+    if (first === null) return socket.write(text, 'latin1');
+    socket.cork();
+    socket.write(text, 'latin1');
+    const ok = this.writeBody(first);
+    socket.uncork();
+    return ok;
+  }
+
+  private writeBody(chunk: Buffer): boolean {
+    const socket = this.socket;
+    if (!this.chunked) return socket.write(chunk);
+    socket.write(chunkHeader(chunk.length), 'latin1');
+    socket.write(chunk);
+    return socket.write(CRLF, 'latin1');
+  }
+
+  onBody(chunk: Buffer): boolean {
+    if (this.done) return false;
+    let ok: boolean;
+    if (!this.headWritten) ok = this.writeHead(chunk);
+    else if (this.chunked) {
+      this.socket.cork();
+      ok = this.writeBody(chunk);
+      this.socket.uncork();
+    } else ok = this.socket.write(chunk);
+    if (!ok && !this.clientPaused) {
+      // backpressure: the upstream socket is not read until the client drains
+      this.clientPaused = true;
+      this.upstreamConn?.pauseReading();
+    }
+    return false;
+  }
+
+  clientDrained(): void {
+    if (!this.clientPaused) return;
+    this.clientPaused = false;
+    this.upstreamConn?.resumeReading();
+  }
+
+  onEnd(): boolean {
+    if (this.done) return false;
+    if (!this.headWritten) this.writeHead(null);
+    if (this.chunked) this.socket.write(LAST_CHUNK, 'latin1');
+    this.done = true;
+    const uc = this.upstreamConn;
+    this.upstreamConn = null;
+    const response = this.response!;
+    // after a response that came before the whole request body was sent, the connection is unusable
+    uc?.release(this.keepUpstream && response.keepAlive && this.bodySent);
+    this.releaseSlot();
+    this.conn.responseFinished(this.keepClient);
+    return false;
+  }
+
+  // --- the client side going away ---------------------------------------------------------------
+
+  /** The client left or broke its request: the upstream request is abandoned. True if the response had started. */
+  abortForClient(): boolean {
+    const started = this.headWritten;
+    this.abandon();
+    return started;
+  }
+
+  clientGone(): void {
+    this.abandon();
+  }
+
+  private abandon(): void {
+    if (this.done) return;
+    this.done = true;
+    clearTimeout(this.slotTimer);
+    if (this.pool !== undefined && !this.holdsSlot) this.pool.gate.remove(this);
+    const uc = this.upstreamConn;
+    this.upstreamConn = null;
+    uc?.abort();
+    this.releaseSlot();
+  }
+
+  private cut(): void {
+    this.abandon();
+    this.conn.destroy();
+  }
+}
+
+function eventFailure(event: UpstreamEvent | typeof nodeBusyEvent): Failure {
+  switch (event) {
+    case UpstreamEvent.ConnectFailed:
+      return Failure.Connect;
+    case UpstreamEvent.ConnectTimeout:
+      return Failure.ConnectTimeout;
+    case UpstreamEvent.Broken:
+      return Failure.Broken;
+    case UpstreamEvent.ReadTimeout:
+    case UpstreamEvent.SendTimeout:
+      return Failure.ReadTimeout;
+    case UpstreamEvent.Protocol:
+      return Failure.Protocol;
+    default:
+      return Failure.NodeBusy;
+  }
+}

@@ -1,0 +1,89 @@
+import { once } from 'node:events';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { clientTimeouts, parseListen, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
+import { ClientConnection, type ConnectionOwner, type ConnectionSettings } from '../proxy/http1/client-connection.ts';
+import type { RequestPolicy } from '../proxy/request.ts';
+import type { RouteTable } from '../runtime/types.ts';
+import { SendTimeoutWatch } from './send-timeout.ts';
+
+/**
+ * The proxy's listeners on the socket transport (proxy.transport: socket): net.Server sockets read
+ * by the HTTP/1.1 codec (src/proxy/http1/client-connection.ts), no node:http. Same contract as
+ * ProxyListeners: start, then drain on shutdown (finish in-flight requests up to drain_timeout,
+ * close keep-alive connections between requests).
+ */
+export class SocketListeners implements ConnectionOwner {
+  private readonly servers: Server[] = [];
+  private readonly connections = new Set<ClientConnection>();
+  private readonly upgradedSockets = new Set<Socket>();
+  draining = false;
+  private drained: (() => void) | undefined;
+  private readonly timeouts: ClientTimeouts;
+  private readonly policy: RequestPolicy;
+  private sendWatch: SendTimeoutWatch | undefined;
+
+  constructor(
+    private readonly config: GatewayConfig['proxy'],
+    private readonly routes: () => RouteTable,
+  ) {
+    this.timeouts = clientTimeouts(config);
+    this.policy = { maxHeaderCount: config.max_header_count, allowTrace: config.allow_trace };
+  }
+
+  async start(): Promise<AddressInfo[]> {
+    const sendWatch = (this.sendWatch = new SendTimeoutWatch(this.timeouts.send));
+    const settings: ConnectionSettings = { routes: this.routes, policy: this.policy, timeouts: this.timeouts, owner: this };
+    const connections = this.connections;
+    const addresses: AddressInfo[] = [];
+    for (const listen of this.config.listen) {
+      const { host, port } = parseListen(listen);
+      // allowHalfOpen: a client's FIN after its request still gets the answer
+      const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => {
+        // read the peer address now: a client that resets right after its request no longer has one
+        void socket.remoteAddress;
+        sendWatch.watch(socket);
+        connections.add(new ClientConnection(socket, settings));
+      });
+      server.listen(port, host);
+      await once(server, 'listening');
+      this.servers.push(server);
+      addresses.push(server.address() as AddressInfo);
+    }
+    return addresses;
+  }
+
+  connectionIdle(conn: ClientConnection): void {
+    if (this.draining) conn.close();
+  }
+
+  connectionClosed(conn: ClientConnection): void {
+    this.connections.delete(conn);
+    if (this.draining && this.connections.size === 0) this.drained?.();
+  }
+
+  upgraded(socket: Socket): void {
+    this.upgradedSockets.add(socket);
+    socket.once('close', () => this.upgradedSockets.delete(socket));
+  }
+
+  /** Stop accepting, let in-flight requests finish (up to the drain timeout), then close all. */
+  async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    const closed = this.servers.map((s) => new Promise<void>((r) => s.close(() => r())));
+    for (const conn of this.connections) conn.close();
+    if (this.connections.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, this.config.drain_timeout * 1000);
+        this.drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    for (const conn of this.connections) conn.socket.destroy();
+    for (const socket of this.upgradedSockets) socket.destroy();
+    this.sendWatch?.stop();
+    await Promise.all(closed);
+  }
+}

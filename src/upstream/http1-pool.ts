@@ -1,0 +1,280 @@
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { ResponseParser, type ResponseHandler } from '../proxy/http1/response-parser.ts';
+import { poolKey, pools as sharedPools, type NodeGate } from './pools.ts';
+import type { UpstreamNode, UpstreamTarget } from './types.ts';
+
+/*
+ * Upstream connections of the socket transport (proxy.transport: socket): per node, a LIFO list of
+ * idle kept-alive net/tls sockets, each with its own ResponseParser. The node's NodeGate (the
+ * per-node cap, shared with the node transport's pools) is taken by the exchange, not here.
+ */
+
+/** Why an upstream connection failed its request; the exchange maps it to a Failure. */
+export const UpstreamEvent = {
+  /** connect() failed (refused, unreachable, TLS handshake) */
+  ConnectFailed: 0,
+  ConnectTimeout: 1,
+  /** reset or closed by the upstream before the response ended */
+  Broken: 2,
+  /** no byte within timeout.read while a response was awaited or read */
+  ReadTimeout: 3,
+  /** the response is not HTTP/1.1 (the parser refused it) */
+  Protocol: 4,
+  /** the request could not be written within timeout.send */
+  SendTimeout: 5,
+} as const;
+export type UpstreamEvent = (typeof UpstreamEvent)[keyof typeof UpstreamEvent];
+
+/** What uses a connection for one request: the parser's handler plus the connection's events. */
+export interface UpstreamUser extends ResponseHandler {
+  /** the connection is open (fresh, or taken from the idle list): the request may be written */
+  upstreamReady(conn: UpstreamConnection): void;
+  /** the upstream took the bytes it had been refusing (write() returned false before) */
+  upstreamDrained(): void;
+  /** the connection failed before the response ended; it is already destroyed */
+  upstreamFailed(event: UpstreamEvent, err: Error | undefined): void;
+}
+
+const CONNECTING = 0;
+const OPEN = 1;
+const CLOSED = 2;
+
+/** One socket to a node and the parser of the responses on it. */
+export class UpstreamConnection {
+  readonly socket: Socket;
+  readonly parser: ResponseParser;
+  user: UpstreamUser | null = null;
+  /** requests sent on this connection */
+  requests = 0;
+  /** taken from the idle list: a failure may be the upstream's close racing our reuse */
+  reused = false;
+  /** waiting for the response's bytes (not idle, not paused by the client) */
+  private state = CONNECTING;
+  private lastError: Error | undefined;
+  /** the read timer is on (a request is out); off while idle or paused for the client */
+  private readMs = 0;
+
+  constructor(
+    readonly pool: NodePool1,
+    user: UpstreamUser,
+  ) {
+    this.user = user;
+    const target = pool.target;
+    const node = pool.node;
+    const socket =
+      target.scheme === 'https'
+        ? tlsConnect({
+            host: node.host,
+            port: node.port,
+            // nginx's proxy_ssl_verify is off by default and APISIX keeps it so (as the node transport)
+            rejectUnauthorized: false,
+            ...(pool.servername === undefined ? {} : { servername: pool.servername }),
+          })
+        : netConnect({ host: node.host, port: node.port });
+    this.socket = socket;
+    this.parser = new ResponseParser(user);
+    socket.setNoDelay(true);
+    socket.setTimeout(target.timeout.connect);
+    socket.once(target.scheme === 'https' ? 'secureConnect' : 'connect', () => this.onConnect());
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', (err: Error) => {
+      this.lastError = err;
+    });
+    socket.on('close', () => this.onClose());
+    socket.on('timeout', () => this.onTimeout());
+    socket.on('drain', () => this.user?.upstreamDrained());
+  }
+
+  private onConnect(): void {
+    this.state = OPEN;
+    this.socket.setTimeout(0);
+    const user = this.user;
+    if (user === null) return this.release(true);
+    user.upstreamReady(this);
+  }
+
+  /** A request goes out on this connection: responses are read within `readMs` of silence. */
+  expect(method: string, readMs: number): void {
+    this.requests++;
+    this.parser.expectResponse(method);
+    this.readMs = readMs;
+    this.socket.setTimeout(readMs);
+  }
+
+  /** The client cannot take more: the upstream may wait as long as that lasts (no read timeout). */
+  pauseReading(): void {
+    this.socket.pause();
+    this.socket.setTimeout(0);
+  }
+
+  resumeReading(): void {
+    this.socket.setTimeout(this.readMs);
+    this.socket.resume();
+  }
+
+  private onData(chunk: Buffer): void {
+    const user = this.user;
+    if (user === null) {
+      // bytes on an idle connection: nothing asked for them, the connection cannot be trusted
+      this.socket.destroy();
+      return;
+    }
+    const err = this.parser.execute(chunk);
+    if (err !== undefined && this.user === user) this.fail(UpstreamEvent.Protocol, err);
+  }
+
+  private onEnd(): void {
+    const user = this.user;
+    if (user === null) return void this.socket.destroy();
+    // ends a body delimited by the close (the user's onEnd releases the connection)
+    const err = this.parser.finish();
+    if (this.user === user) this.fail(err === undefined ? UpstreamEvent.Broken : UpstreamEvent.Protocol, err);
+  }
+
+  private onTimeout(): void {
+    if (this.user === null) return void this.socket.destroy();
+    this.fail(this.state === CONNECTING ? UpstreamEvent.ConnectTimeout : UpstreamEvent.ReadTimeout, undefined);
+  }
+
+  private onClose(): void {
+    const wasConnecting = this.state === CONNECTING;
+    this.state = CLOSED;
+    this.pool.forget(this);
+    if (this.user !== null) this.fail(wasConnecting ? UpstreamEvent.ConnectFailed : UpstreamEvent.Broken, this.lastError);
+  }
+
+  /** Ends the request's use of the connection with a failure; the connection is destroyed. */
+  private fail(event: UpstreamEvent, err: Error | undefined): void {
+    const user = this.user!;
+    this.user = null;
+    this.socket.destroy();
+    user.upstreamFailed(event, err);
+  }
+
+  /**
+   * The response ended (or the user gave up, `reusable` false): back to the idle list when the
+   * response and the pool allow it, else closed.
+   */
+  release(reusable: boolean): void {
+    this.user = null;
+    if (this.state !== OPEN) return void this.socket.destroy();
+    if (!reusable || !this.parser.isIdle) return void this.socket.destroy();
+    this.pool.keep(this);
+  }
+
+  /** The user leaves mid-request (client gone, send timeout): the connection cannot be reused. */
+  abort(): void {
+    this.user = null;
+    this.socket.destroy();
+  }
+
+  get open(): boolean {
+    return this.state === OPEN;
+  }
+}
+
+/** The kept-alive connections of one node (one set of connection settings, one TLS server name). */
+export class NodePool1 {
+  private readonly idle: UpstreamConnection[] = [];
+  private closed = false;
+
+  constructor(
+    readonly key: string,
+    /** the target last resolved to this pool (a recompiled target with the same settings keeps the pool) */
+    public target: UpstreamTarget,
+    readonly node: UpstreamNode,
+    readonly gate: NodeGate,
+    readonly servername: string | undefined,
+  ) {}
+
+  /**
+   * A connection for `user`: an idle one (upstreamReady is called at once), else a new one
+   * (upstreamReady once connected, upstreamFailed if it cannot be).
+   */
+  acquire(user: UpstreamUser): UpstreamConnection {
+    const conn = this.idle.pop();
+    if (conn !== undefined) {
+      conn.user = user;
+      conn.reused = true;
+      conn.parser.handler = user;
+      conn.socket.setTimeout(0);
+      user.upstreamReady(conn);
+      return conn;
+    }
+    return new UpstreamConnection(this, user);
+  }
+
+  /** Whether a connection that served `requests` may be kept after the current response. */
+  mayKeep(requests: number): boolean {
+    const keepalive = this.target.keepalive;
+    if (keepalive.idleTimeout === 0 || this.closed) return false;
+    if (keepalive.requests > 0 && requests >= keepalive.requests) return false;
+    // keepalive_pool.size bounds the idle connections: beyond that many in flight, close after use
+    return this.gate.active <= keepalive.size;
+  }
+
+  keep(conn: UpstreamConnection): void {
+    const keepalive = this.target.keepalive;
+    if (this.closed || this.idle.length >= keepalive.size) return void conn.socket.destroy();
+    conn.socket.setTimeout(keepalive.idleTimeout);
+    this.idle.push(conn);
+  }
+
+  forget(conn: UpstreamConnection): void {
+    const i = this.idle.indexOf(conn);
+    if (i !== -1) this.idle.splice(i, 1);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const conn of this.idle.splice(0)) conn.socket.destroy();
+  }
+}
+
+/**
+ * The socket transport's pools, by node and settings (poolKey, plus the TLS server name for https
+ * nodes). Pools outlive config changes as the node transport's do: `retain()` closes the idle
+ * connections of nodes no longer referenced.
+ */
+export class Http1Pools {
+  private readonly byKey = new Map<string, NodePool1>();
+  /** hot-path cache for plain-http nodes: node object → pool (no key string per request) */
+  private readonly byNode = new WeakMap<UpstreamNode, NodePool1>();
+
+  nodePool(target: UpstreamTarget, node: UpstreamNode, servername: string | undefined): NodePool1 {
+    if (target.scheme === 'http') {
+      const cached = this.byNode.get(node);
+      if (cached !== undefined && cached.target === target) return cached;
+    }
+    const base = poolKey(target, node);
+    const key = servername === undefined ? base : base + '|' + servername;
+    let pool = this.byKey.get(key);
+    if (pool === undefined) {
+      pool = new NodePool1(key, target, node, sharedPools.nodePool(target, node).gate, servername);
+      this.byKey.set(key, pool);
+    } else if (pool.target !== target) {
+      pool.target = target;
+    }
+    if (target.scheme === 'http') this.byNode.set(node, pool);
+    return pool;
+  }
+
+  /** Closes the idle connections of pools whose poolKey is not in `keys`. */
+  retain(keys: ReadonlySet<string>): void {
+    for (const [key, pool] of this.byKey) {
+      const bar = key.indexOf('|', key.indexOf('|k'));
+      const base = bar === -1 ? key : key.slice(0, bar);
+      if (keys.has(base)) continue;
+      this.byKey.delete(key);
+      pool.close();
+    }
+  }
+
+  close(): void {
+    this.retain(new Set());
+  }
+}
+
+export const http1Pools = new Http1Pools();
