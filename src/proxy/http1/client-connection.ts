@@ -103,10 +103,6 @@ function onHeadTimeout(conn: ClientConnection): void {
   conn.headTimedOut();
 }
 
-function destroyWhenFlushed(this: Socket): void {
-  this.destroy();
-}
-
 export class ClientConnection implements RequestHandler {
   readonly socket: Socket;
   private readonly parser: RequestParser;
@@ -375,7 +371,8 @@ export class ClientConnection implements RequestHandler {
     this.busy = false;
     clearTimeout(this.headTimer);
     this.setSocketTimer(0);
-    this.socket.end(destroyWhenFlushed);
+    const socket = this.socket;
+    socket.end(() => socket.destroy());
   }
 
   /** The request's bytes stopped making sense mid-way: cut the connection. */
