@@ -1,0 +1,213 @@
+/**
+ * Config churn under load: wrk runs against Portico (1 worker) while --rate route changes per
+ * second are applied to routes the benchmarked path does not use (a route /churn/<k> added or
+ * removed, k cycling over 10 slots), beside a quiet run of the same gateway. Reported side by
+ * side: req/s, p99, failed requests (wrk's non-2xx + socket errors), the changes made and the
+ * config revisions the gateway applied while wrk ran, and the CPU the churner took (this process
+ * writing, plus etcd) — on a 2-core machine that CPU is taken from the gateway, wrk and the upstream.
+ * After each churn run the bench checks that the last change is served (its route 200 or 404).
+ *
+ * Sources (--sources, default all):
+ *   file          one change per file save (temp file + rename, as editors save), every 1000/rate ms
+ *   file-batched  --batch changes per save, every batch*1000/rate ms (same changes/s, fewer saves)
+ *   etcd          one put or delete per change against a real etcd (test/helpers/etcd.ts)
+ * The file source applies an edit after 25 ms without file events, so saves closer than that are
+ * coalesced into one reload (the revisions column shows how many were applied).
+ *
+ *   npm run bench:churn -- [--duration 10] [--connections 50] [--threads 1] [--rate 100]
+ *     [--batch 5] [--sources file,file-batched,etcd] [--tsx] [--root DIR]
+ */
+import { renameSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { EtcdClient } from '../src/sources/etcd/client.ts';
+import { startEtcd, type EtcdProcess } from '../test/helpers/etcd.ts';
+import { buildGateway, freePort, httpGet, ROOT, sleep, startPortico, startUpstream, stop, treeCpuMs, wrk, wrkAsync, type PorticoRun, type WrkResult } from './lib.ts';
+
+const SOURCES = ['file', 'file-batched', 'etcd'] as const;
+type Source = (typeof SOURCES)[number];
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '50' },
+    threads: { type: 'string', default: '1' },
+    rate: { type: 'string', default: '100' },
+    batch: { type: 'string', default: '5' },
+    sources: { type: 'string', default: SOURCES.join(',') },
+    tsx: { type: 'boolean', default: false },
+    root: { type: 'string' },
+  },
+});
+const opts = { duration: Number(values.duration), connections: Number(values.connections), threads: Number(values.threads) };
+const rate = Number(values.rate);
+const batch = Number(values.batch);
+const sources = values.sources.split(',').map((s) => s.trim()) as Source[];
+for (const s of sources) if (!SOURCES.includes(s)) throw new Error(`unknown source ${s}; one of ${SOURCES.join(', ')}`);
+const root = path.resolve(values.root ?? ROOT);
+const gatewayMain = values.tsx ? path.join(root, 'bin/portico.js') : buildGateway(path.join(root, '.tmp/bench'), root);
+
+const PATH = '/aa/hello';
+const SLOTS = 10;
+const upstreamPort = await freePort();
+const upstream = await startUpstream(upstreamPort);
+
+/** The routes file: the benchmarked route, and the churn routes whose slots are set. */
+function routesYaml(present: boolean[]): string {
+  let s = `upstreams:\n  - id: u\n    nodes: { "127.0.0.1:${upstreamPort}": 1 }\nroutes:\n  - id: r\n    uri: /aa/*\n    upstream_id: u\n`;
+  present.forEach((on, k) => {
+    if (on) s += `  - id: churn-${k}\n    uri: /churn/${k}\n    upstream_id: u\n`;
+  });
+  return s;
+}
+
+interface Churner {
+  /** applies change number i (toggles slot i % SLOTS); resolves when the source has it */
+  change(i: number, present: boolean[]): Promise<void>;
+  /** changes applied per call of `change` */
+  perCall: number;
+  /** extra processes whose CPU counts as the churner's */
+  pids: number[];
+  close(): Promise<void>;
+}
+
+function fileChurner(g: PorticoRun, perCall: number): Churner {
+  const tmp = `${g.routesFile}.tmp`;
+  return {
+    perCall,
+    pids: [],
+    async change(i, present) {
+      for (let j = 0; j < perCall; j++) present[(i * perCall + j) % SLOTS] = !present[(i * perCall + j) % SLOTS];
+      writeFileSync(tmp, routesYaml(present));
+      renameSync(tmp, g.routesFile);
+    },
+    async close() {},
+  };
+}
+
+function etcdChurner(etcd: EtcdProcess, client: EtcdClient): Churner {
+  return {
+    perCall: 1,
+    pids: [etcd.pid],
+    async change(i, present) {
+      const k = i % SLOTS;
+      present[k] = !present[k];
+      if (present[k]) await client.put(`/portico/routes/churn-${k}`, JSON.stringify({ uri: `/churn/${k}`, upstream_id: 'u' }));
+      else await client.delete(`/portico/routes/churn-${k}`);
+    },
+    async close() {
+      await client.close();
+      await etcd.stop();
+    },
+  };
+}
+
+interface Result {
+  source: Source;
+  quiet: WrkResult;
+  churn: WrkResult;
+  changes: number;
+  changesPerSec: number;
+  revisions: number;
+  churnerCpuPct: number;
+  gatewayCpuQuiet: number;
+  gatewayCpuChurn: number;
+  /** ms from the last change to it being served; NaN if not within 5 s */
+  settleMs: number;
+}
+
+async function scenario(source: Source): Promise<Result> {
+  const present = new Array<boolean>(SLOTS).fill(false);
+  let g: PorticoRun;
+  let churner: Churner;
+  if (source === 'etcd') {
+    const etcd = await startEtcd();
+    const client = new EtcdClient({ endpoints: [etcd.clientUrl] });
+    await client.put('/portico/upstreams/u', JSON.stringify({ nodes: { [`127.0.0.1:${upstreamPort}`]: 1 } }));
+    await client.put('/portico/routes/r', JSON.stringify({ uri: '/aa/*', upstream_id: 'u' }));
+    g = await startPortico({ main: gatewayMain, etcd: { endpoint: etcd.endpoint, prefix: '/portico' } });
+    churner = etcdChurner(etcd, client);
+  } else {
+    g = await startPortico({ main: gatewayMain, routes: routesYaml(present) });
+    churner = fileChurner(g, source === 'file' ? 1 : batch);
+  }
+  try {
+    const url = `http://127.0.0.1:${g.port}${PATH}`;
+    wrk(url, { ...opts, duration: Math.min(2, opts.duration) }); // warm-up: JIT, pools
+
+    let cpu0 = treeCpuMs(g.pid);
+    const quiet = await wrkAsync(url, opts);
+    const gatewayCpuQuiet = (treeCpuMs(g.pid) - cpu0) / (opts.duration * 10);
+
+    const rev0 = Number((await g.status()).revision);
+    cpu0 = treeCpuMs(g.pid);
+    const churnCpu0 = churner.pids.reduce((a, p) => a + treeCpuMs(p), 0);
+    const self0 = process.cpuUsage();
+    const running = wrkAsync(url, opts);
+    let done = false;
+    void running.finally(() => (done = true));
+    const interval = (1000 / rate) * churner.perCall;
+    const t0 = performance.now();
+    let calls = 0;
+    let lastChangeAt = 0;
+    // paced by the clock: a late change is not followed by a burst, the rate achieved is reported
+    while (!done) {
+      await churner.change(calls++, present);
+      lastChangeAt = performance.now();
+      const next = t0 + calls * interval;
+      const wait = next - performance.now();
+      if (wait > 0) await sleep(wait);
+    }
+    const elapsed = (performance.now() - t0) / 1000;
+    const churn = await running;
+    const gatewayCpuChurn = (treeCpuMs(g.pid) - cpu0) / (opts.duration * 10);
+    const self = process.cpuUsage(self0);
+    const churnerCpuPct = ((self.user + self.system) / 1000 + churner.pids.reduce((a, p) => a + treeCpuMs(p), 0) - churnCpu0) / (elapsed * 10);
+    const revisions = Number((await g.status()).revision) - rev0;
+
+    // the last change must be served: its slot's route answers 200 when present, 404 when removed
+    const k = ((calls - 1) * churner.perCall + churner.perCall - 1) % SLOTS;
+    let settleMs = NaN;
+    while (performance.now() - lastChangeAt < 5000) {
+      if ((await httpGet(g.port, `/churn/${k}`)).status === (present[k] ? 200 : 404)) {
+        settleMs = performance.now() - lastChangeAt;
+        break;
+      }
+      await sleep(5);
+    }
+    const changes = calls * churner.perCall;
+    return { source, quiet, churn, changes, changesPerSec: changes / elapsed, revisions, churnerCpuPct, gatewayCpuQuiet, gatewayCpuChurn, settleMs };
+  } finally {
+    await stop(g.child);
+    await churner.close();
+  }
+}
+
+const results: Result[] = [];
+for (const s of sources) results.push(await scenario(s));
+await stop(upstream);
+
+const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+console.log(
+  `\nconfig churn under load: wrk -t${opts.threads} -c${opts.connections} -d${opts.duration}s ${PATH} on Portico (1 worker, ` +
+    `${values.tsx ? 'tsx' : 'compiled'}), ${rate} route changes/s on unrelated routes, node ${process.version}, ${os.cpus().length} cores, load average ${load}`,
+);
+console.log('source         run     req/s   p99 ms  failed  non-2xx  socket  changes  changes/s  revisions  gw cpu %');
+for (const r of results) {
+  const line = (run: string, w: WrkResult, cpu: number, extra: string) =>
+    console.log(
+      `${r.source.padEnd(14)} ${run.padEnd(6)} ${w.rps.toFixed(0).padStart(7)} ${w.p99ms.toFixed(2).padStart(8)} ${String(w.errors).padStart(7)} ${String(w.non2xx).padStart(8)} ${String(w.socketErrors).padStart(7)} ${extra} ${cpu.toFixed(0).padStart(9)}`,
+    );
+  line('quiet', r.quiet, r.gatewayCpuQuiet, `${'-'.padStart(8)} ${'-'.padStart(10)} ${'-'.padStart(10)}`);
+  line(
+    'churn',
+    r.churn,
+    r.gatewayCpuChurn,
+    `${String(r.changes).padStart(8)} ${r.changesPerSec.toFixed(0).padStart(10)} ${String(r.revisions).padStart(10)}`,
+  );
+  console.log(
+    `${''.padEnd(14)} churn/quiet throughput ${(r.churn.rps / r.quiet.rps).toFixed(3)}x (goal >= 0.9x, 0 failed); churner cpu ${r.churnerCpuPct.toFixed(0)}%; ` +
+      `last change served ${Number.isNaN(r.settleMs) ? 'NOT within 5 s' : `${r.settleMs.toFixed(0)} ms after it was made`}`,
+  );
+}
