@@ -8,9 +8,17 @@ import path from 'node:path';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 const children = new Set<ChildProcess>();
+/** temp dirs of the processes started here (configs, logs, snapshots), removed on exit */
+const tempDirs = new Set<string>();
 process.on('exit', () => {
   for (const c of children) if (c.exitCode === null && c.pid) try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ }
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
 });
+function tempDir(prefix: string): string {
+  const d = mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.add(d);
+  return d;
+}
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 
 export function run(cmd: string, args: string[], opts: { env?: Record<string, string>; cwd?: string } = {}): ChildProcess {
@@ -165,7 +173,7 @@ export function rssMiB(pid: number): number {
 export function startNginx(serverBlock: string, workers = 1): ChildProcess | undefined {
   const bin = which('nginx');
   if (!bin) return undefined;
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-bench-nginx-'));
+  const dir = tempDir('portico-bench-nginx-');
   const conf = path.join(dir, 'nginx.conf');
   writeFileSync(
     conf,
@@ -237,7 +245,7 @@ export interface PorticoRun {
 export async function startPortico(opts: PorticoOptions): Promise<PorticoRun> {
   const port = await freePort();
   const statusPort = await freePort();
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-bench-'));
+  const dir = tempDir('portico-bench-');
   const routesFile = path.join(dir, 'routes.yaml');
   if (!opts.etcd) writeFileSync(routesFile, opts.routes ?? 'routes: []\n');
   const source = opts.etcd
@@ -282,7 +290,7 @@ export async function startSeed(port: number, upstreamPort: number): Promise<Pee
   const bin = which('nginx');
   if (!bin || !existsSync(LUA_MODULE)) return { skipped: 'apt-get install nginx libnginx-mod-http-lua' };
   if (!existsSync(SEED_CONF)) return { skipped: `seed config not found at ${SEED_CONF} (set PORTICO_SEED_CONF)` };
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-bench-seed-'));
+  const dir = tempDir('portico-bench-seed-');
   mkdirSync(path.join(dir, 'logs'));
   // temp paths inside DIR: the Debian defaults under /var/lib/nginx may not exist or be writable
   const temps = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `${t}_temp_path ${dir};`).join(' ');
