@@ -286,6 +286,7 @@ const STRICTER: Record<string, Deviation> = {
   'empty TE then CL': { code: E.CONTENT_LENGTH_WITH_TRANSFER_ENCODING, why: 'llhttp ignores an empty Transfer-Encoding that comes first; any Transfer-Encoding with Content-Length is refused here' },
   '101 headers': { code: E.TOO_MANY_HEADERS, why: 'proxy.max_header_count (default 100): node keeps parsing and cuts the list at maxHeadersCount, a Content-Length past the cut would frame a body the upstream never hears of' },
   '2001 headers': { code: E.TOO_MANY_HEADERS, why: 'as above' },
+  'Content-Length "5\\t"': { code: E.INVALID_CONTENT_LENGTH, why: 'a framing header with trailing whitespace other than SP is refused; llhttp 9.3 (Node 20) refuses it too, llhttp 9.4 (Node 24) accepts it' },
   '40 KB of spaces before a value': { code: E.HEADERS_TOO_LARGE, why: 'node does not count whitespace before a value toward maxHeaderSize; maxHeadBytes (2x) bounds the raw head' },
 };
 
