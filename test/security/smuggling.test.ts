@@ -256,7 +256,7 @@ describe('request smuggling payloads through the gateway', () => {
       const answers = finalResponses(stream).map((r) => {
         const echo = headerValue(r, 'x-echo');
         if (r.status === 200 && echo !== undefined) return `200 ${echo}`;
-        return errors.includes(r.status) || (payload.orReject && (r.status === 400 || r.status === 501)) ? 'error' : String(r.status);
+        return errors.includes(r.status) || (payload.orReject && (r.status === 400 || r.status === 501 || r.status === 505)) ? 'error' : String(r.status);
       });
       const seen = caseRequests(upstream, prefix);
       const actual: Outcome = { answers, upstream: seen.map((r) => upstreamLine(r.method, r.url, r.body.toString('latin1'))).sort(), closed: exchange.closedByGateway };

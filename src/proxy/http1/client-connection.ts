@@ -66,7 +66,8 @@ export class RequestContext {
     this.httpVersionMinor = head.httpVersion === '1.1' ? 1 : 0;
     this.rawHeaders = head.rawHeaders;
     this.socket = socket;
-    const headers: Record<string, string | undefined> = {};
+    // no prototype: a header named `constructor` is the client's, not Object's
+    const headers = Object.create(null) as Record<string, string | undefined>;
     const raw = head.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toLowerCase();
@@ -120,6 +121,8 @@ export class ClientConnection implements RequestHandler {
   private closeAfter = false;
   /** a request body may be read now (the exchange has an upstream connection for it) */
   private bodyOpen = false;
+  /** the request waits for `100 Continue` before it sends its body, and has not had it */
+  private awaitingContinue = false;
   private parsing = false;
   private resumeWanted = false;
   private socketPaused = false;
@@ -225,6 +228,7 @@ export class ClientConnection implements RequestHandler {
     this.requestEnded = false;
     this.responseDone = false;
     this.bodyOpen = false;
+    this.awaitingContinue = head.expectContinue && head.hasBody;
     this.exchange = null;
     this.headRequest = head.method === 'HEAD';
     this.closeAfter = !head.keepAlive || this.settings.owner.draining;
@@ -305,6 +309,7 @@ export class ClientConnection implements RequestHandler {
     if (this.bodyOpen) return;
     this.bodyOpen = true;
     if (expectContinue) this.socket.write(CONTINUE, 'latin1');
+    this.awaitingContinue = false;
     this.resume();
   }
 
@@ -317,6 +322,8 @@ export class ClientConnection implements RequestHandler {
 
   /** The gateway's own answer (an error response); the request's body, if any, is dropped. */
   answer(kind: ProxyErrorKind): void {
+    // the client may send its body or not, having had no 100: what follows cannot be framed (node:http closes too)
+    if (this.awaitingContinue) this.closeAfter = true;
     writeSocketError(this.socket, kind, this.closeAfter, this.headRequest);
     this.responseFinished(!this.closeAfter);
   }
@@ -506,12 +513,17 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     this.clientHost = head.host;
     this.path = request.forwardPath;
     const built = upstreamHeaders(ctx as never, request, upstream, node, false);
-    this.headers = built.headers;
-    this.hostIndex = built.hostIndex;
-    if (head.framing === 'chunked') built.headers.push('Transfer-Encoding', 'chunked');
-    else if (!head.hasBody && head.framing === 'none' && (head.method === 'POST' || head.method === 'PUT' || head.method === 'PATCH')) {
+    // the body's framing is the parser's verdict, written by us: a Content-Length the client sent is
+    // dropped (and one a Connection header named, dropped by upstreamHeaders, is not missed)
+    const headers = withoutContentLength(built.headers);
+    // Host is the last header upstreamHeaders adds
+    this.hostIndex = headers.length - 1;
+    this.headers = headers;
+    if (head.framing === 'chunked') headers.push('Transfer-Encoding', 'chunked');
+    else if (head.framing === 'length') headers.push('Content-Length', String(head.contentLength));
+    else if (head.method === 'POST' || head.method === 'PUT' || head.method === 'PATCH') {
       // as undici: a request of a method that carries a body says it has none
-      built.headers.push('Content-Length', '0');
+      headers.push('Content-Length', '0');
     }
     this.headerText = headerLines(this.headers);
   }
@@ -774,6 +786,21 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     this.abandon();
     this.conn.destroy();
   }
+}
+
+function withoutContentLength(headers: string[]): string[] {
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!;
+    if (name.length === 14 && name.toLowerCase() === 'content-length') {
+      const kept = headers.slice(0, i);
+      for (let j = i + 2; j < headers.length; j += 2) {
+        const other = headers[j]!;
+        if (other.length !== 14 || other.toLowerCase() !== 'content-length') kept.push(other, headers[j + 1]!);
+      }
+      return kept;
+    }
+  }
+  return headers;
 }
 
 function eventFailure(event: UpstreamEvent | typeof nodeBusyEvent): Failure {
