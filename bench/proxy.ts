@@ -196,6 +196,10 @@ if (portico && auto) {
     `workers ${autoCount} / 1           ${gain.toFixed(2)}x throughput; per added core ${perCore.toFixed(2)}x of the first (goal >= 0.8x); ` +
       `gateway CPU per request ${auto.cpuUsPerReq!.toFixed(1)} us vs ${portico.cpuUsPerReq!.toFixed(1)} us`,
   );
+  console.log(
+    `  requests per gateway CPU-second: ${(1e6 / portico.cpuUsPerReq!).toFixed(0)} (1 worker) vs ${(1e6 / auto.cpuUsPerReq!).toFixed(0)} (${autoCount} workers): ` +
+      `${(portico.cpuUsPerReq! / auto.cpuUsPerReq!).toFixed(2)}x, the per-core efficiency of the added workers, independent of whether the cores were free`,
+  );
   // What the per-core figure means depends on whether there were cores to add: wrk -t1 and the
   // nginx upstream run on the same cores as the workers. CPU per request, not req/s, is then the
   // figure that tells whether workers cost anything beyond the cores they occupy.
