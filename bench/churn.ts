@@ -17,7 +17,7 @@
  * coalesced into one reload (the revisions column shows how many were applied).
  *
  *   npm run bench:churn -- [--duration 10] [--connections 50] [--threads 1] [--rate 100]
- *     [--batch 5] [--rounds 1] [--sources file,file-batched,etcd] [--tsx] [--root DIR]
+ *     [--batch 5] [--rounds 1] [--sources file,file-batched,etcd] [--transport node|socket] [--tsx] [--root DIR]
  *
  * --rounds N alternates quiet and churn runs N times on the same gateway (noise on a shared machine
  * shows as spread between rounds); the summary line per source compares all churn requests with
@@ -45,6 +45,7 @@ const { values } = parseArgs({
     sources: { type: 'string', default: SOURCES.join(',') },
     tsx: { type: 'boolean', default: false },
     root: { type: 'string' },
+    transport: { type: 'string' },
   },
 });
 const opts = { duration: Number(values.duration), connections: Number(values.connections), threads: Number(values.threads) };
@@ -156,10 +157,10 @@ async function scenario(source: Source): Promise<Result[]> {
     const client = new EtcdClient({ endpoints: [etcd.clientUrl] });
     await client.put('/portico/upstreams/u', JSON.stringify({ nodes: { [`127.0.0.1:${upstreamPort}`]: 1 } }));
     await client.put('/portico/routes/r', JSON.stringify({ uri: '/aa/*', upstream_id: 'u' }));
-    g = await startPortico({ main: gatewayMain, etcd: { endpoint: etcd.endpoint, prefix: '/portico' } });
+    g = await startPortico({ main: gatewayMain, transport: values.transport, etcd: { endpoint: etcd.endpoint, prefix: '/portico' } });
     churner = etcdChurner(etcd, client);
   } else {
-    g = await startPortico({ main: gatewayMain, routes: routesYaml(present) });
+    g = await startPortico({ main: gatewayMain, transport: values.transport, routes: routesYaml(present) });
     churner = fileChurner(g, source === 'file-batched' ? batch : 1, source === 'file-unwatched');
   }
   try {
@@ -226,7 +227,7 @@ await stop(upstream);
 
 const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
 console.log(
-  `\nconfig churn under load: wrk -t${opts.threads} -c${opts.connections} -d${opts.duration}s ${PATH} on Portico (1 worker, ` +
+  `\nconfig churn under load: wrk -t${opts.threads} -c${opts.connections} -d${opts.duration}s ${PATH} on Portico (1 worker, ${values.transport ? `transport ${values.transport}, ` : ''}` +
     `${values.tsx ? 'tsx' : 'compiled'}), ${rate} route changes/s on unrelated routes, node ${process.version}, ${os.cpus().length} cores, load average ${load}`,
 );
 console.log('source         run       req/s   p99 ms  failed  non-2xx  socket  changes  changes/s  revisions  gw cpu %');

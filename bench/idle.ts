@@ -14,7 +14,7 @@
  * says to run `ulimit -n 20000` (or higher) in the shell when it is too low.
  *
  *   npm run bench:idle -- [--idle 10000] [--duration 10] [--connections 50] [--threads 1]
- *     [--open-concurrency 200] [--no-request] [--tsx] [--root DIR]
+ *     [--open-concurrency 200] [--no-request] [--transport node|socket] [--tsx] [--root DIR]
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -33,6 +33,7 @@ const { values } = parseArgs({
     'no-request': { type: 'boolean', default: false },
     tsx: { type: 'boolean', default: false },
     root: { type: 'string' },
+    transport: { type: 'string' },
   },
 });
 const opts = { duration: Number(values.duration), connections: Number(values.connections), threads: Number(values.threads) };
@@ -52,6 +53,7 @@ const upstreamPort = await freePort();
 const upstream = await startUpstream(upstreamPort);
 const g = await startPortico({
   main: gatewayMain,
+  transport: values.transport,
   routes: `upstreams:\n  - id: u\n    nodes: { "127.0.0.1:${upstreamPort}": 1 }\nroutes:\n  - id: r\n    uri: /aa/*\n    upstream_id: u\n`,
 });
 let peak = 0;
@@ -132,7 +134,7 @@ try {
 
   const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
   console.log(
-    `\nidle keep-alive connections: ${idleCount} ${values['no-request'] ? 'connected, no request sent' : 'after one request each'}, held open on Portico (1 worker, ` +
+    `\nidle keep-alive connections: ${idleCount} ${values['no-request'] ? 'connected, no request sent' : 'after one request each'}, held open on Portico (1 worker, ${values.transport ? `transport ${values.transport}, ` : ''}` +
       `${values.tsx ? 'tsx' : 'compiled'}); wrk -t${opts.threads} -c${opts.connections} -d${opts.duration}s ${PATH} on other connections; ` +
       `node ${process.version}, ${os.cpus().length} cores, load average ${load}`,
   );

@@ -22,8 +22,12 @@
  * sources through tsx instead; --root DIR builds another checkout (e.g. `git archive HEAD` unpacked
  * with a node_modules symlink) to measure committed code while the working tree is being edited.
  *
+ * --transport node,socket measures the Portico rows once per `proxy.transport` listed (unset: the
+ * gateway's default; PORTICO_PROXY_TRANSPORT in the environment overrides portico.yaml).
+ *
  *   npm run bench -- [--duration 10] [--connections 50] [--threads 1] [--workers auto]
- *     [--targets direct,portico,portico-auto,nginx,seed,fast-gateway] [--tsx] [--root DIR]
+ *     [--targets direct,portico,portico-auto,nginx,seed,fast-gateway] [--transport node,socket]
+ *     [--tsx] [--root DIR]
  */
 import { parseArgs } from 'node:util';
 import os from 'node:os';
@@ -59,6 +63,7 @@ const { values } = parseArgs({
     workers: { type: 'string', default: 'auto' },
     targets: { type: 'string', default: ALL.join(',') },
     root: { type: 'string' },
+    transport: { type: 'string' },
   },
 });
 const opts = { duration: Number(values.duration), connections: Number(values.connections), threads: Number(values.threads) };
@@ -124,14 +129,17 @@ const peer = async (port: number, p: Promise<Peer>) => {
 };
 
 await measure('direct', 'direct upstream', async () => ({ port: upstreamPort, child: upstream }));
-await measure('portico', 'portico (1 worker)', async () => {
-  const g = await startPortico({ main: gatewayMain, routes, workers: 1 });
-  return { port: g.port, child: g.child };
-});
-await measure('portico-auto', `portico (workers: ${values.workers} = ${autoCount})`, async () => {
-  const g = await startPortico({ main: gatewayMain, routes, workers: autoWorkers });
-  return { port: g.port, child: g.child };
-});
+for (const transport of values.transport ? values.transport.split(',') : [undefined]) {
+  const t = transport ? `${transport}, ` : '';
+  await measure('portico', `portico (${t}1 worker)`, async () => {
+    const g = await startPortico({ main: gatewayMain, routes, workers: 1, transport });
+    return { port: g.port, child: g.child };
+  });
+  await measure('portico-auto', `portico (${t}workers: ${values.workers}=${autoCount})`, async () => {
+    const g = await startPortico({ main: gatewayMain, routes, workers: autoWorkers, transport });
+    return { port: g.port, child: g.child };
+  });
+}
 await measure('nginx', 'nginx proxy_pass (1 worker)', async () => {
   const port = await freePort();
   const child = startNginx(
@@ -171,11 +179,11 @@ for (const row of rows) {
 }
 
 const get = (t: Target) => rows.find((x) => x.target === t && x.r);
-const portico = get('portico');
-const auto = get('portico-auto');
+const porticoRows = rows.filter((x) => x.target === 'portico' && x.r);
+const autoRows = rows.filter((x) => x.target === 'portico-auto' && x.r);
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
-console.log('');
-if (portico) {
+for (const [i, portico] of porticoRows.entries()) {
+  console.log(`\n${portico.name}:`);
   for (const [t, label, goal] of [
     ['direct', 'portico / direct      ', ''],
     ['seed', 'portico / seed        ', '  (goal >= 0.6x, aim 0.8x)'],
@@ -184,21 +192,21 @@ if (portico) {
   ] as const) {
     const other = get(t);
     if (!other) continue;
-    let line = `${label} ${ratio(portico.r!.rps, other.r!.rps)} throughput`;
+    let line = `  ${label} ${ratio(portico.r!.rps, other.r!.rps)} throughput`;
     if (t === 'nginx') line += `, p99 ${ratio(portico.r!.p99ms, other.r!.p99ms)} (goal <= 1.5x)`;
     console.log(line + goal);
   }
-}
-if (portico && auto) {
+  const auto = autoRows[i];
+  if (!auto) continue;
   const gain = auto.r!.rps / portico.r!.rps;
   const perCore = autoCount > 1 ? (auto.r!.rps - portico.r!.rps) / (autoCount - 1) / portico.r!.rps : NaN;
   console.log(
-    `workers ${autoCount} / 1           ${gain.toFixed(2)}x throughput; per added core ${perCore.toFixed(2)}x of the first (goal >= 0.8x); ` +
+    `  workers ${autoCount} / 1           ${gain.toFixed(2)}x throughput; per added core ${perCore.toFixed(2)}x of the first (goal >= 0.8x); ` +
       `gateway CPU per request ${auto.cpuUsPerReq!.toFixed(1)} us vs ${portico.cpuUsPerReq!.toFixed(1)} us`,
   );
   console.log(
     `  requests per gateway CPU-second: ${(1e6 / portico.cpuUsPerReq!).toFixed(0)} (1 worker) vs ${(1e6 / auto.cpuUsPerReq!).toFixed(0)} (${autoCount} workers): ` +
-      `${(portico.cpuUsPerReq! / auto.cpuUsPerReq!).toFixed(2)}x, the per-core efficiency of the added workers, independent of whether the cores were free`,
+      `${(portico.cpuUsPerReq! / auto.cpuUsPerReq!).toFixed(2)}x, the per-core efficiency of the added workers, whether or not the cores were free`,
   );
   // What the per-core figure means depends on whether there were cores to add: wrk -t1 and the
   // nginx upstream run on the same cores as the workers. CPU per request, not req/s, is then the
