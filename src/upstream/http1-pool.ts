@@ -52,6 +52,8 @@ export class UpstreamConnection {
   /** waiting for the response's bytes (not idle, not paused by the client) */
   private state = CONNECTING;
   private lastError: Error | undefined;
+  private parsing = false;
+  private keepWhenParsed = false;
   /** the read timer is on (a request is out); off while idle or paused for the client */
   private readMs = 0;
 
@@ -121,14 +123,31 @@ export class UpstreamConnection {
       this.socket.destroy();
       return;
     }
-    const err = this.parser.execute(chunk);
-    if (err !== undefined && this.user === user) this.fail(UpstreamEvent.Protocol, err);
+    this.parsing = true;
+    let err;
+    try {
+      err = this.parser.execute(chunk);
+    } finally {
+      this.parsing = false;
+    }
+    if (err !== undefined) {
+      if (this.user === user) this.fail(UpstreamEvent.Protocol, err);
+      // bytes after the response that was just released (a body longer than its framing): unusable
+      else this.socket.destroy();
+      return;
+    }
+    if (this.keepWhenParsed) {
+      this.keepWhenParsed = false;
+      // only now is the parser idle again: the connection may take the next request
+      if (this.parser.isIdle && this.user === null) this.pool.keep(this);
+      else if (this.user === null) this.socket.destroy();
+    }
   }
 
   private onEnd(): void {
     const user = this.user;
     if (user === null) return void this.socket.destroy();
-    // ends a body delimited by the close (the user's onEnd releases the connection)
+    // ends a body delimited by the close (the user's onEnd releases the connection; not reusable)
     const err = this.parser.finish();
     if (this.user === user) this.fail(err === undefined ? UpstreamEvent.Broken : UpstreamEvent.Protocol, err);
   }
@@ -160,8 +179,12 @@ export class UpstreamConnection {
   release(reusable: boolean): void {
     this.user = null;
     if (this.state !== OPEN) return void this.socket.destroy();
-    if (!reusable || !this.parser.isIdle) return void this.socket.destroy();
-    this.pool.keep(this);
+    if (!reusable) return void this.socket.destroy();
+    // from the parser's onEnd: kept once the parser has returned (a waiting request may take it at
+    // once, and its expectResponse() needs an idle parser)
+    if (this.parsing) this.keepWhenParsed = true;
+    else if (this.parser.isIdle) this.pool.keep(this);
+    else this.socket.destroy();
   }
 
   /** The user leaves mid-request (client gone, send timeout): the connection cannot be reused. */
@@ -210,9 +233,7 @@ export class NodePool1 {
   mayKeep(requests: number): boolean {
     const keepalive = this.target.keepalive;
     if (keepalive.idleTimeout === 0 || this.closed) return false;
-    if (keepalive.requests > 0 && requests >= keepalive.requests) return false;
-    // keepalive_pool.size bounds the idle connections: beyond that many in flight, close after use
-    return this.gate.active <= keepalive.size;
+    return keepalive.requests === 0 || requests < keepalive.requests;
   }
 
   keep(conn: UpstreamConnection): void {

@@ -552,6 +552,9 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
 
   private send(): void {
     this.holdsSlot = true;
+    // keepalive_pool.size bounds the idle connections: beyond that many in flight (counted as the
+    // request enters, as the node transport does), the connection is closed after its response
+    this.keepUpstream = this.pool!.gate.active <= this.upstream.keepalive.size;
     this.pool!.acquire(this);
   }
 
@@ -582,7 +585,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     }
     this.upstreamConn = uc;
     const head = this.head;
-    this.keepUpstream = this.pool!.mayKeep(uc.requests + 1);
+    this.keepUpstream = this.keepUpstream && this.pool!.mayKeep(uc.requests + 1);
     uc.expect(head.method, this.upstream.timeout.read);
     // the head in one write
     uc.socket.write(
@@ -672,6 +675,15 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     if (this.done) return true;
     if (head.upgrade) {
       // a 101 to a request that asked for no upgrade
+      const uc = this.upstreamConn;
+      this.upstreamConn = null;
+      uc?.abort();
+      this.releaseSlot();
+      this.failed(Failure.Protocol);
+      return true;
+    }
+    if (head.status === 204 && hasContentLength(head.rawHeaders)) {
+      // a 204 that announces a body: its bytes would be read as the next response (node transport: 502 too)
       const uc = this.upstreamConn;
       this.upstreamConn = null;
       uc?.abort();
@@ -786,6 +798,15 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     this.abandon();
     this.conn.destroy();
   }
+}
+
+/** A Content-Length other than 0 among the headers. */
+function hasContentLength(raw: readonly string[]): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 14 && name.toLowerCase() === 'content-length' && raw[i + 1] !== '0') return true;
+  }
+  return false;
 }
 
 function withoutContentLength(headers: string[]): string[] {
