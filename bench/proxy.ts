@@ -165,15 +165,15 @@ console.log(
   `\nwrk -t${opts.threads} -c${opts.connections} -d${opts.duration}s ${PATH}, node ${process.version}, ${os.cpus().length} cores, ` +
     `gateway ${values.tsx ? 'from src (tsx)' : 'compiled'}${values.root ? ` from ${root}` : ''}, load average ${load}`,
 );
-console.log('target                          req/s   p50 ms   p99 ms   errors   cpu %  cpu us/req  machine idle %');
+console.log('target                                req/s   p50 ms   p99 ms   errors   cpu %  cpu us/req  machine idle %');
 for (const row of rows) {
   if (!row.r) {
-    console.log(`${row.name.padEnd(28)} skipped: ${row.skipped}`);
+    console.log(`${row.name.padEnd(34)} skipped: ${row.skipped}`);
     continue;
   }
   const { r } = row;
   console.log(
-    `${row.name.padEnd(28)} ${r.rps.toFixed(0).padStart(8)} ${r.p50ms.toFixed(2).padStart(8)} ${r.p99ms.toFixed(2).padStart(8)} ${String(r.errors).padStart(8)}` +
+    `${row.name.padEnd(34)} ${r.rps.toFixed(0).padStart(8)} ${r.p50ms.toFixed(2).padStart(8)} ${r.p99ms.toFixed(2).padStart(8)} ${String(r.errors).padStart(8)}` +
       ` ${row.cpuPct!.toFixed(0).padStart(7)} ${row.cpuUsPerReq!.toFixed(1).padStart(11)} ${row.idlePct!.toFixed(0).padStart(15)}`,
   );
 }
