@@ -54,6 +54,7 @@ export class UpstreamConnection {
   private lastError: Error | undefined;
   private parsing = false;
   private keepWhenParsed = false;
+  private slotToLeave: NodeGate | undefined;
   /** the read timer is on (a request is out); off while idle or paused for the client */
   private readMs = 0;
 
@@ -131,6 +132,10 @@ export class UpstreamConnection {
       this.parsing = false;
     }
     if (err !== undefined) {
+      this.keepWhenParsed = false;
+      const slot = this.slotToLeave;
+      this.slotToLeave = undefined;
+      slot?.leave();
       if (this.user === user) this.fail(UpstreamEvent.Protocol, err);
       // bytes after the response that was just released (a body longer than its framing): unusable
       else this.socket.destroy();
@@ -138,9 +143,12 @@ export class UpstreamConnection {
     }
     if (this.keepWhenParsed) {
       this.keepWhenParsed = false;
+      const slot = this.slotToLeave;
+      this.slotToLeave = undefined;
       // only now is the parser idle again: the connection may take the next request
       if (this.parser.isIdle && this.user === null) this.pool.keep(this);
       else if (this.user === null) this.socket.destroy();
+      slot?.leave();
     }
   }
 
@@ -176,15 +184,24 @@ export class UpstreamConnection {
    * The response ended (or the user gave up, `reusable` false): back to the idle list when the
    * response and the pool allow it, else closed.
    */
-  release(reusable: boolean): void {
+  release(reusable: boolean, slotOf?: NodeGate): void {
     this.user = null;
-    if (this.state !== OPEN) return void this.socket.destroy();
-    if (!reusable) return void this.socket.destroy();
+    if (this.state !== OPEN || !reusable) {
+      this.socket.destroy();
+      slotOf?.leave();
+      return;
+    }
     // from the parser's onEnd: kept once the parser has returned (a waiting request may take it at
-    // once, and its expectResponse() needs an idle parser)
-    if (this.parsing) this.keepWhenParsed = true;
-    else if (this.parser.isIdle) this.pool.keep(this);
+    // once, and its expectResponse() needs an idle parser); the request's slot of the node's gate
+    // is given back after that, so the request it admits finds this connection idle
+    if (this.parsing) {
+      this.keepWhenParsed = true;
+      this.slotToLeave = slotOf;
+      return;
+    }
+    if (this.parser.isIdle) this.pool.keep(this);
     else this.socket.destroy();
+    slotOf?.leave();
   }
 
   /** The user leaves mid-request (client gone, send timeout): the connection cannot be reused. */
@@ -201,7 +218,8 @@ export class UpstreamConnection {
 /** The kept-alive connections of one node (one set of connection settings, one TLS server name). */
 export class NodePool1 {
   private readonly idle: UpstreamConnection[] = [];
-  private closed = false;
+  /** retained no more (its node left the config): connections are closed after use */
+  closed = false;
 
   constructor(
     readonly key: string,
@@ -267,7 +285,7 @@ export class Http1Pools {
   nodePool(target: UpstreamTarget, node: UpstreamNode, servername: string | undefined): NodePool1 {
     if (target.scheme === 'http') {
       const cached = this.byNode.get(node);
-      if (cached !== undefined && cached.target === target) return cached;
+      if (cached !== undefined && cached.target === target && !cached.closed) return cached;
     }
     const base = poolKey(target, node);
     const key = servername === undefined ? base : base + '|' + servername;
@@ -285,7 +303,7 @@ export class Http1Pools {
   /** Closes the idle connections of pools whose poolKey is not in `keys`. */
   retain(keys: ReadonlySet<string>): void {
     for (const [key, pool] of this.byKey) {
-      const bar = key.indexOf('|', key.indexOf('|k'));
+      const bar = key.indexOf('|', key.indexOf('|k') + 1);
       const base = bar === -1 ? key : key.slice(0, bar);
       if (keys.has(base)) continue;
       this.byKey.delete(key);

@@ -764,8 +764,10 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     this.upstreamConn = null;
     const response = this.response!;
     // after a response that came before the whole request body was sent, the connection is unusable
-    uc?.release(this.keepUpstream && response.keepAlive && this.bodySent);
-    this.releaseSlot();
+    const gate = this.holdsSlot ? this.pool!.gate : undefined;
+    this.holdsSlot = false;
+    if (uc === null) gate?.leave();
+    else uc.release(this.keepUpstream && response.keepAlive && this.bodySent, gate);
     this.conn.responseFinished(this.keepClient);
     return false;
   }
