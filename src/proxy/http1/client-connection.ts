@@ -124,7 +124,6 @@ export class ClientConnection implements RequestHandler {
   /** the request waits for `100 Continue` before it sends its body, and has not had it */
   private awaitingContinue = false;
   private parsing = false;
-  private resumeWanted = false;
   private socketPaused = false;
   private headTimer: NodeJS.Timeout | undefined;
   private upgrade: { ctx: RequestContext; request: ProxyRequest; upstream: UpstreamTarget; node: UpstreamNode } | null = null;
@@ -203,18 +202,12 @@ export class ClientConnection implements RequestHandler {
       this.socketPaused = false;
       this.socket.resume();
     }
-    if (this.resumeWanted) {
-      this.resumeWanted = false;
-      this.resume();
-    }
   }
 
   /** Goes on parsing after a pause (body wanted again, or the response to the last request done). */
   private resume(): void {
-    if (this.parsing) {
-      this.resumeWanted = true;
-      return;
-    }
+    // inside a parser callback, the callback's return value says whether to go on
+    if (this.parsing) return;
     if (this.parser.isPaused) this.run(null);
     else if (this.socketPaused) {
       this.socketPaused = false;
