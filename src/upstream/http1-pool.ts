@@ -1,6 +1,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { ResponseParser, type ResponseHandler } from '../proxy/http1/response-parser.ts';
+import { skipContinueResponses } from './continue-filter.ts';
 import { poolKey, pools as sharedPools, type NodeGate } from './pools.ts';
 import type { UpstreamNode, UpstreamTarget } from './types.ts';
 
@@ -76,6 +77,10 @@ export class UpstreamConnection {
           })
         : netConnect({ host: node.host, port: node.port });
     this.socket = socket;
+    // the same tolerance as the node transport: `100` heads dropped before the parser, bare LF
+    // line endings included (heads are written as one latin1 string starting with the method, as
+    // undici writes them; chunk-size lines are lower-case hex)
+    skipContinueResponses(socket);
     this.parser = new ResponseParser(user);
     socket.setNoDelay(true);
     socket.setTimeout(target.timeout.connect);
