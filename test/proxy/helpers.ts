@@ -61,8 +61,19 @@ export async function startUpstream(handler: RequestListener): Promise<Running> 
   return { server, port, close: () => closeServer(server) };
 }
 
-/** A node:http gateway using the proxy, as the server module will wire it. */
+/**
+ * A node:http gateway using the proxy, as the server module will wire it; on the socket transport
+ * when PORTICO_PROXY_TRANSPORT=socket (its pools are the process-wide http1Pools, not `pools`).
+ */
 export async function startGateway(routes: RouteTable, pools: ConnectionPools): Promise<Running> {
+  if (process.env.PORTICO_PROXY_TRANSPORT === 'socket') {
+    const { SocketListeners } = await import('../../src/server/socket-listeners.ts');
+    const timeouts = { header: 60, keepalive: 75, request_body: 60, send: 60 };
+    const config = { listen: ['127.0.0.1:0'], drain_timeout: 0, timeouts, max_header_count: 100, allow_trace: false };
+    const listeners = new SocketListeners(config as never, () => routes);
+    const [address] = await listeners.start();
+    return { server: undefined as never, port: address!.port, close: () => listeners.drain() };
+  }
   const proxy = createHttpProxy({ routes: () => routes, pools });
   const server = http.createServer(proxy.handleRequest);
   server.on('upgrade', proxy.handleUpgrade);
