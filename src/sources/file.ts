@@ -24,12 +24,21 @@ export interface FileSourceOptions {
  * that a change set lists the changed objects and explicit deletes, so a one-line edit costs the
  * request path one object, whatever the size of the file.
  */
+/** a reload happens at the latest this many debounce periods after the first unreloaded event */
+const MAX_WAIT_FACTOR = 4;
+
 export class FileSource implements Source {
   readonly name = 'file';
   private readonly path: string;
   private readonly debounceMs: number;
   private watcher: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** when the first file event not yet reloaded arrived */
+  private firstEventAt = 0;
+  private readonly onQuiet = (): void => {
+    this.timer = undefined;
+    void this.reload();
+  };
   private events: SourceEvents | undefined;
   private revision = 0;
   private reader: FileReader | undefined;
@@ -49,8 +58,13 @@ export class FileSource implements Source {
     const file = basename(this.path);
     this.watcher = watch(dirname(this.path), { persistent: false }, (_event, name) => {
       if (name !== null && name !== file) return;
+      // wait for quiet, but not forever: a file saved more often than every debounceMs (a script
+      // writing 100 changes/s) would otherwise never be reloaded until the saves stop
+      const now = Date.now();
+      if (this.timer === undefined) this.firstEventAt = now;
       clearTimeout(this.timer);
-      this.timer = setTimeout(() => void this.reload(), this.debounceMs);
+      const wait = Math.max(0, Math.min(this.debounceMs, this.firstEventAt + this.debounceMs * MAX_WAIT_FACTOR - now));
+      this.timer = setTimeout(this.onQuiet, wait);
     });
     this.watcher.on('error', (err) => log.error({ err, path: this.path }, 'file source: watch failed'));
     await this.reload(true);
@@ -58,6 +72,7 @@ export class FileSource implements Source {
 
   async stop(): Promise<void> {
     clearTimeout(this.timer);
+    this.timer = undefined;
     this.watcher?.close();
     this.watcher = undefined;
     await this.loading.catch(() => undefined);
