@@ -103,10 +103,10 @@ export interface ProxyRequest extends MatchRequest {
  * Parses the request target (origin-form, or absolute-form whose authority then replaces Host,
  * RFC 9112 §3.2.2) and builds the MatchRequest. Returns undefined for a malformed target (→ 400).
  */
-export function describeRequest(req: IncomingMessage): ProxyRequest | undefined {
+export function describeRequest(req: IncomingMessage, host: string | undefined = req.headers.host): ProxyRequest | undefined {
   const url = req.url ?? '';
   let target = url;
-  let hostHeader = req.headers.host;
+  let hostHeader = host;
   if (url.charCodeAt(0) !== 47 /* / */) {
     const authority = targetAuthority(url);
     if (authority === undefined || !isValidHost(authority)) return undefined;
@@ -121,16 +121,37 @@ export function describeRequest(req: IncomingMessage): ProxyRequest | undefined 
   const path = normalizePath(rawPath);
   if (path === undefined) return undefined;
 
-  return {
-    method: req.method ?? 'GET',
-    host: hostHeader === undefined ? '' : routedHost(hostHeader),
-    path: path.match,
-    remoteAddr: req.socket.remoteAddress ?? '',
-    headers: req.headers,
+  return new DescribedRequest(
+    req,
+    req.method ?? 'GET',
+    hostHeader === undefined ? '' : routedHost(hostHeader),
+    path.match,
+    req.socket.remoteAddress ?? '',
     query,
-    forwardPath: query === '' ? path.forward : path.forward + '?' + query,
+    query === '' ? path.forward : path.forward + '?' + query,
     hostHeader,
-  };
+  );
+}
+
+/**
+ * A ProxyRequest whose `headers` object is the request's, read only when asked: only routes with
+ * `vars` need it, and a transport that keeps the raw header list builds it on first use.
+ */
+class DescribedRequest implements ProxyRequest {
+  constructor(
+    private readonly source: { readonly headers: IncomingMessage['headers'] },
+    readonly method: string,
+    readonly host: string,
+    readonly path: string,
+    readonly remoteAddr: string,
+    readonly query: string,
+    readonly forwardPath: string,
+    readonly hostHeader: string | undefined,
+  ) {}
+
+  get headers(): IncomingMessage['headers'] {
+    return this.source.headers;
+  }
 }
 
 /**

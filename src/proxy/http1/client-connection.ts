@@ -55,9 +55,8 @@ export class RequestContext {
   readonly httpVersionMajor = 1;
   readonly httpVersionMinor: number;
   readonly rawHeaders: string[];
-  /** lower-cased names → value (duplicates joined with ", ", set-cookie and first-wins fields as node) */
-  readonly headers: Record<string, string | undefined>;
   readonly socket: Socket;
+  private headerObject: Record<string, string | undefined> | undefined;
 
   constructor(head: RequestHead, socket: Socket) {
     this.method = head.method;
@@ -66,9 +65,17 @@ export class RequestContext {
     this.httpVersionMinor = head.httpVersion === '1.1' ? 1 : 0;
     this.rawHeaders = head.rawHeaders;
     this.socket = socket;
+  }
+
+  /**
+   * Lower-cased names → value (duplicates joined with ", ", first-wins fields as node), built on first
+   * use: only routes with `vars` and WebSocket requests read it.
+   */
+  get headers(): Record<string, string | undefined> {
+    if (this.headerObject !== undefined) return this.headerObject;
     // no prototype: a header named `constructor` is the client's, not Object's
     const headers = Object.create(null) as Record<string, string | undefined>;
-    const raw = head.rawHeaders;
+    const raw = this.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toLowerCase();
       const value = raw[i + 1]!;
@@ -76,7 +83,8 @@ export class RequestContext {
       if (previous === undefined) headers[name] = value;
       else if (!FIRST_WINS.has(name)) headers[name] = previous + ', ' + value;
     }
-    this.headers = headers;
+    this.headerObject = headers;
+    return headers;
   }
 }
 
@@ -244,7 +252,7 @@ export class ClientConnection implements RequestHandler {
       return true;
     }
     const ctx = new RequestContext(head, socket);
-    const request = describeRequest(ctx as never);
+    const request = describeRequest(ctx as never, head.host);
     if (request === undefined) {
       this.answer(ProxyError.BAD_REQUEST);
       return false;
