@@ -122,14 +122,39 @@ describe('upstream protocol errors and 1xx (issue 6 item 10)', () => {
     assert.match(stream.error ?? '', /truncated/);
   });
 
-  for (const path of ['/continue', '/continue-twice-with-headers', '/continue-split', '/continue-bare-lf', '/processing', '/early-hints']) {
-    it(`${path}: interim responses skipped, the final 200 forwarded`, async () => {
+  for (const path of ['/continue', '/continue-twice-with-headers', '/continue-split', '/continue-bare-lf']) {
+    it(`${path}: the upstream's 100 skipped (the client's Expect handshake is the gateway's), the final 200 forwarded`, async () => {
       const answer = await get(path);
       assert.equal(answer.status, 200, answer.text);
       assert.equal(answer.body, 'ok');
       assert.doesNotMatch(answer.text, /HTTP\/1\.1 1\d\d/, 'no interim response reaches the client');
     });
   }
+
+  // the socket transport passes 102/103 on to HTTP/1.1 clients; node:http has no way to (skipped there)
+  const forwardsInterim = (process.env.PORTICO_PROXY_TRANSPORT ?? 'socket') === 'socket';
+  for (const [path, interim] of [['/processing', /^HTTP\/1\.1 102 Processing\r\n\r\n/], ['/early-hints', /^HTTP\/1\.1 103 Early Hints\r\nLink: <\/style\.css>; rel=preload\r\n\r\n/]] as const) {
+    it(`${path}: the interim response ${forwardsInterim ? 'forwarded before' : 'skipped, then'} the final 200`, async () => {
+      const answer = await get(path);
+      assert.equal(answer.status, 200, answer.text);
+      assert.equal(answer.body, 'ok');
+      if (forwardsInterim) assert.match(answer.text, interim);
+      else assert.doesNotMatch(answer.text, /HTTP\/1\.1 1\d\d/, 'no interim response reaches the client');
+    });
+  }
+
+  it('/early-hints: never to an HTTP/1.0 client (RFC 9110 §15.2)', async () => {
+    const result = await rawExchange(gw.port, 'GET /early-hints HTTP/1.0\r\nHost: x\r\n\r\n', { timeoutMs: 3000 });
+    assert.match(result.text, /^HTTP\/1\.1 200 /, result.text);
+    assert.doesNotMatch(result.text, /HTTP\/1\.1 1\d\d/);
+  });
+
+  it('a response without Date gets one (RFC 9110 §6.6.1)', async () => {
+    const answer = await get('/processing');
+    const date = /\r\nDate: ([^\r]+)\r\n/i.exec(answer.text)?.[1];
+    assert.ok(date !== undefined, answer.text);
+    assert.ok(Math.abs(Date.parse(date) - Date.now()) < 5000, date);
+  });
 
   it('100 Continue on a kept-alive upstream connection (not its first response) is skipped too', async () => {
     const first = upstream.requests.length;

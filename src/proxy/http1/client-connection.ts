@@ -25,6 +25,28 @@ import { chunkHeader, CRLF, headerLines, LAST_CHUNK } from './serialize.ts';
  * request is answered after the responses before it.
  */
 
+/** Whether a raw header list has a header of this (lower-case) name. */
+function hasHeader(raw: readonly string[], name: string): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length === name.length && n.toLowerCase() === name) return true;
+  }
+  return false;
+}
+
+let dateText = '';
+let dateSecond = -1;
+/** The current time as an HTTP date, formatted at most once a second (nginx caches it the same way). */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(second * 1000).toUTCString();
+  }
+  return dateText;
+}
+
 /** What every connection of a listener shares. */
 export interface ConnectionSettings {
   routes: () => RouteTable;
@@ -667,8 +689,13 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
 
   // --- upstream response (ResponseHandler) ------------------------------------------------------
 
-  onInterim(_head: ResponseHead): boolean {
-    // 1xx: not forwarded (as the node transport; the final response follows)
+  onInterim(head: ResponseHead): boolean {
+    // 102 Processing, 103 Early Hints: passed on to an HTTP/1.1 client before the final response
+    // (RFC 9110 §15.2: never to an HTTP/1.0 one). A 100 from the upstream never gets here: the
+    // client's Expect handshake is the gateway's own (continue-filter drops upstream 100s).
+    if (this.done || this.headWritten || this.head.httpVersion !== '1.1' || head.status === 100) return false;
+    const reason = head.reason === '' ? (STATUS_CODES[head.status] ?? '') : head.reason;
+    this.socket.write('HTTP/1.1 ' + head.status + ' ' + reason + CRLF + headerLines(clientHeaderList(head.rawHeaders)) + CRLF, 'latin1');
     return false;
   }
 
@@ -705,6 +732,8 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     const noBody = conn.isHeadRequest || response.framing === 'none';
     let text = 'HTTP/1.1 ' + response.status + ' ' + (response.reason === '' ? (STATUS_CODES[response.status] ?? '') : response.reason) + CRLF;
     text += headerLines(clientHeaderList(response.rawHeaders));
+    // RFC 9110 §6.6.1: a recipient with a clock forwarding a response without Date adds one
+    if (!hasHeader(response.rawHeaders, 'date')) text += 'Date: ' + httpDate() + CRLF;
     if (!noBody && response.framing !== 'length') {
       if (this.head.httpVersion === '1.1') {
         this.chunked = true;
