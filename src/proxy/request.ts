@@ -18,6 +18,11 @@ export interface RequestPolicy {
   allowTrace: boolean;
 }
 
+/** The policy portico.yaml's `proxy` section sets (both transports read it from here). */
+export function requestPolicy(proxy: { max_header_count: number; allow_trace: boolean }): RequestPolicy {
+  return { maxHeaderCount: proxy.max_header_count, allowTrace: proxy.allow_trace };
+}
+
 /** Why a request head is refused, and whether the connection can still carry another request. */
 export interface HeadRejection {
   error: ProxyErrorKind;

@@ -4,7 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { clientTimeouts, parseListen, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
 import { ProxyError } from '../errors.ts';
 import { createHttpProxy } from '../proxy/http.ts';
-import { rejectRequestHead, type RequestPolicy } from '../proxy/request.ts';
+import { rejectRequestHead, requestPolicy, type RequestPolicy } from '../proxy/request.ts';
 import { sendError, writeRawError, type ProxyErrorKind } from '../proxy/responses.ts';
 import type { RouteTable } from '../runtime/types.ts';
 import { SendTimeoutWatch } from './send-timeout.ts';
@@ -34,7 +34,7 @@ export class ProxyListeners {
     private readonly routes: () => RouteTable,
   ) {
     this.timeouts = clientTimeouts(config);
-    this.policy = { maxHeaderCount: config.max_header_count, allowTrace: config.allow_trace };
+    this.policy = requestPolicy(config);
   }
 
   async start(): Promise<AddressInfo[]> {

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { clientTimeouts, parseListen, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
 import { ClientConnection, type ConnectionOwner, type ConnectionSettings } from '../proxy/http1/client-connection.ts';
-import type { RequestPolicy } from '../proxy/request.ts';
+import { requestPolicy, type RequestPolicy } from '../proxy/request.ts';
 import type { RouteTable } from '../runtime/types.ts';
 import { SendTimeoutWatch } from './send-timeout.ts';
 
@@ -27,7 +27,7 @@ export class SocketListeners implements ConnectionOwner {
     private readonly routes: () => RouteTable,
   ) {
     this.timeouts = clientTimeouts(config);
-    this.policy = { maxHeaderCount: config.max_header_count, allowTrace: config.allow_trace };
+    this.policy = requestPolicy(config);
   }
 
   async start(): Promise<AddressInfo[]> {
