@@ -126,6 +126,8 @@ const Phase = {
 } as const;
 type Phase = (typeof Phase)[keyof typeof Phase];
 
+/** body bytes up to this size are copied behind the response head, for a single write */
+const HEAD_COPY_MAX = 16 * 1024;
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 /** bytes held by a paused parser before the socket stops being read */
 const MAX_BUFFERED = 64 * 1024;
@@ -747,6 +749,14 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     text += keep ? (this.head.httpVersion === '1.1' ? 'Connection: keep-alive\r\n\r\n' : 'Connection: keep-alive\r\n\r\n') : 'Connection: close\r\n\r\n';
     const socket = this.socket;
     if (first === null) return socket.write(text, 'latin1');
+    if (!this.chunked && first.length <= HEAD_COPY_MAX) {
+      // head and first bytes in one buffer: one plain write, not cork + two writes + writev (the
+      // stream layer's JS for those costs more than copying a small body)
+      const out = Buffer.allocUnsafe(text.length + first.length);
+      out.write(text, 0, text.length, 'latin1');
+      out.set(first, text.length);
+      return socket.write(out);
+    }
     socket.cork();
     socket.write(text, 'latin1');
     const ok = this.writeBody(first);
