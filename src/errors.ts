@@ -49,6 +49,8 @@ export const ProxyError = {
   METHOD_NOT_ALLOWED: { status: 405, message: '405 Not Allowed' },
   /** the client took longer than `proxy.timeouts.header` / `request_body` to send its request */
   REQUEST_TIMEOUT: { status: 408, message: '408 Request Timeout' },
+  /** an `Expect` other than `100-continue` (RFC 9110 §10.1.1; node:http answers 417 too) */
+  EXPECTATION_FAILED: { status: 417, message: '417 Expectation Failed' },
   /** request head over node's size limit, or more header lines than `proxy.max_header_count` */
   HEADERS_TOO_LARGE: { status: 431, message: '431 Request Header Fields Too Large' },
   /** a request Transfer-Encoding other than a single final `chunked` (RFC 9112 §6.1; nginx answers 501 too) */

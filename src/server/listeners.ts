@@ -83,6 +83,8 @@ export class ProxyListeners {
         },
         onRequest,
       );
+      // node:http's own 417 is plain text: the same JSON answer as the socket transport
+      server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => sendError(res, ProxyError.EXPECTATION_FAILED));
       server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
         sendContinue(res);
         onRequest(req, res);

@@ -188,6 +188,16 @@ describe('request head limits and Host rules', () => {
     });
   });
 
+  describe('Expect other than 100-continue', () => {
+    test('→ 417, nothing forwarded; the connection serves the next request', async () => {
+      const { responses, forwarded } = await exchange(gw.port, 'POST /x HTTP/1.1\r\nHost: x.test\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\nhiGET /after HTTP/1.1\r\nHost: x.test\r\n\r\n', 2);
+      assertJsonError(responses[0]!, 417, '417 Expectation Failed');
+      assert.equal(responses[1]!.status, 200);
+      assert.equal(forwarded, 1);
+      assert.equal(other.seen[0]!.url, '/after');
+    });
+  });
+
   describe('TRACE', () => {
     test('→ 405 by default; the connection serves the next request', async () => {
       const { responses, forwarded } = await exchange(gw.port, 'TRACE /t HTTP/1.1\r\nHost: x.test\r\n\r\nGET /after HTTP/1.1\r\nHost: x.test\r\n\r\n', 2);

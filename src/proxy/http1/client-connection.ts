@@ -261,6 +261,11 @@ export class ClientConnection implements RequestHandler {
     this.setSocketTimer(head.hasBody ? this.settings.timeouts.requestBody : 0);
     // a forward proxy's tunnel request: not something a gateway serves (nginx answers 405 too)
     if (head.method === 'CONNECT') return this.refuse(ProxyError.METHOD_NOT_ALLOWED);
+    // an expectation the gateway cannot meet (only 100-continue exists): 417, the body read and dropped
+    if (head.expectOther) {
+      this.answer(ProxyError.EXPECTATION_FAILED);
+      return false;
+    }
     const { policy, routes } = this.settings;
     const rejection = rejectRequestHead(head.method, head.target, head.httpVersion, head.rawHeaders, policy);
     if (rejection !== undefined) {
