@@ -17,11 +17,6 @@ export interface HttpProxyOptions {
   routes: () => RouteTable;
   /** keep-alive pools to use (default: the process-wide ones from upstream/pools.ts) */
   pools?: ConnectionPools;
-  /**
-   * proxy.timeouts.send in ms (default 60 s): a client that takes no response bytes for this long
-   * is cut off and its upstream request aborted, so the upstream connection is not held for it
-   */
-  sendTimeoutMs?: number;
 }
 
 export interface HttpProxy {
@@ -34,7 +29,6 @@ export interface HttpProxy {
 export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
   const { routes } = options;
   const pools = options.pools ?? sharedPools;
-  const sendTimeoutMs = options.sendTimeoutMs ?? 60_000;
   return {
     handleRequest(req, res) {
       // no peer address: the client is gone (reset before we got to it), nothing to forward for it
@@ -48,7 +42,7 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
       if (upstream === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
       const node = upstream.balancer.pick();
       if (node === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
-      new HttpExchange(req, res, request, upstream, pools, node, sendTimeoutMs).start();
+      new HttpExchange(req, res, request, upstream, pools, node).start();
     },
     handleUpgrade(req, socket, head) {
       socket.on('error', destroyOnError);
@@ -66,23 +60,12 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
       if (matched.target.websocket) return proxyUpgrade(req, socket, body, request, upstream, node);
       // APISIX: on a route without enable_websocket the request is plain HTTP, its Upgrade not forwarded
       const res = responseOnSocket(req, socket);
-      new HttpExchange(req, res, request, upstream, pools, node, sendTimeoutMs, body ?? undefined).start();
+      new HttpExchange(req, res, request, upstream, pools, node, body ?? undefined).start();
     },
   };
 }
 
 const clientClosed = new Error('client closed the connection');
-const clientSendTimeout = new Error('client read nothing within proxy.timeouts.send');
-
-/** Bytes written for the client that the kernel has not taken yet: shrinks whenever the client reads. */
-function pendingForClient(res: ServerResponse): number {
-  const handle = (res.socket as { _handle?: { writeQueueSize?: number } } | null)?._handle;
-  return res.writableLength + (handle?.writeQueueSize ?? 0);
-}
-
-function onSendTimer(exchange: HttpExchange): void {
-  exchange.checkClientProgress();
-}
 
 function onSlotTimeout(exchange: HttpExchange): void {
   exchange.slotTimedOut();
@@ -116,13 +99,6 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
   private abortUpstream: ((err?: Error) => void) | null = null;
   private resumeUpstream: (() => void) | null = null;
   private onClientDrain: (() => void) | undefined;
-  /** proxy.timeouts.send, and the timer made on the first stall (refreshed, never re-made) */
-  private readonly sendTimeoutMs: number;
-  private sendTimer: NodeJS.Timeout | undefined;
-  /** the client has not drained since a write was refused */
-  private clientStalled = false;
-  /** pendingForClient() when the stall began or last moved */
-  private stalledPending = 0;
   private responding = false;
   private done = false;
   /** the node's pool and connection gate for the current attempt */
@@ -147,11 +123,9 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     upstream: UpstreamTarget,
     pools: ConnectionPools,
     node: UpstreamNode,
-    sendTimeoutMs: number,
     /** the request body when it is not `req` (an upgrade request's, which node:http leaves unread) */
     body?: Readable,
   ) {
-    this.sendTimeoutMs = sendTimeoutMs;
     this.req = req;
     this.res = res;
     this.upstream = upstream;
@@ -276,33 +250,10 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     if (this.res.write(chunk)) return true;
     // backpressure: undici stops reading the upstream socket until the client drains (the
     // listener is made on first need: most responses never wait)
-    this.res.once('drain', (this.onClientDrain ??= () => this.clientDrained()));
-    this.clientStalled = true;
-    this.stalledPending = pendingForClient(this.res);
-    if (this.sendTimer === undefined) this.sendTimer = setTimeout(onSendTimer, this.sendTimeoutMs, this).unref();
-    else this.sendTimer.refresh();
+    // (a client that never drains is cut by proxy.timeouts.send: the listeners' SendTimeoutWatch
+    // destroys its socket, and onClientClose aborts the upstream request)
+    this.res.once('drain', (this.onClientDrain ??= () => this.resumeUpstream?.()));
     return false;
-  }
-
-  private clientDrained(): void {
-    this.clientStalled = false;
-    this.resumeUpstream?.();
-  }
-
-  /**
-   * The send timer fired: like nginx's send_timeout, a client that took no bytes at all since the
-   * stall began (or last moved) is cut off, and the upstream request aborted — otherwise a client
-   * that never reads would hold an upstream connection, paused, for as long as it likes.
-   */
-  checkClientProgress(): void {
-    if (!this.clientStalled || this.res.destroyed || this.res.writableFinished) return;
-    const pending = pendingForClient(this.res);
-    if (pending < this.stalledPending) {
-      this.stalledPending = pending;
-      this.sendTimer!.refresh();
-      return;
-    }
-    this.fail(clientSendTimeout);
   }
 
   onComplete(): void {
@@ -384,7 +335,6 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
 
   /** 'close' fires after a complete response too; only an unfinished one means the client left. */
   private readonly onClientClose = (): void => {
-    clearTimeout(this.sendTimer);
     if (this.done || this.res.writableFinished) return;
     this.done = true;
     this.abortUpstream?.(clientClosed);

@@ -39,7 +39,7 @@ export class ProxyListeners {
 
   async start(): Promise<AddressInfo[]> {
     const { timeouts, policy } = this;
-    const proxy = createHttpProxy({ routes: this.routes, sendTimeoutMs: timeouts.send });
+    const proxy = createHttpProxy({ routes: this.routes });
     const sendWatch = (this.sendWatch = new SendTimeoutWatch(timeouts.send));
     // one listener for every response, not a closure per request
     const listeners = this;
