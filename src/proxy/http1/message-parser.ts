@@ -17,8 +17,6 @@ import {
 } from './chars.ts';
 import { Http1ErrorCode as E, Http1ParseError } from './errors.ts';
 
-const HTTP_SLASH = [0x48, 0x54, 0x54, 0x50, 0x2f]; // "HTTP/"
-
 /**
  * How the body of a message is delimited: absent, by Content-Length, by chunked coding, or (a
  * response only) by the upstream closing the connection.
@@ -758,28 +756,6 @@ export abstract class MessageParser<Head> {
   protected scanLimit(end: number): number {
     const limit = this.headStart + this.limits.maxHeadBytes;
     return end < limit ? end : limit;
-  }
-
-  /** position in the `HTTP/d.d` of the start line (request line: after the target; status line: first) */
-  protected versionPos = 0;
-  protected versionMajor = 0;
-  protected versionMinor = 0;
-
-  /**
-   * One byte of `HTTP/d.d` (slow path: the start lines' one-compare fast paths take the usual
-   * `HTTP/1.1`). 0 while the bytes fit, else the failure (-1). `missing` is the code and reason when
-   * the bytes do not start with `HTTP/`.
-   */
-  protected versionByte(c: number, i: number, missing: (typeof E)[keyof typeof E], reason: string): 0 | -1 {
-    const p = this.versionPos++;
-    if (p < 5) {
-      if (c !== HTTP_SLASH[p]) return this.failAt(missing, i, reason);
-    } else if (p === 5 || p === 7) {
-      if (c < 0x30 || c > 0x39) return this.failAt(E.INVALID_VERSION, i, 'malformed HTTP version');
-      if (p === 5) this.versionMajor = c - 0x30;
-      else this.versionMinor = c - 0x30;
-    } else if (c !== 0x2e) return this.failAt(E.INVALID_VERSION, i, 'malformed HTTP version');
-    return 0;
   }
 
   protected failAt(code: (typeof E)[keyof typeof E], offset: number, detail: string): -1 {

@@ -92,6 +92,7 @@ function knownMethod(buf: Buffer, s: number, len: number): string | undefined {
   return METHOD_BY_NAME.get(buf.toString('latin1', s, s + len));
 }
 
+const HTTP_SLASH = [0x48, 0x54, 0x54, 0x50, 0x2f]; // "HTTP/"
 const SLASH = 0x2f;
 const STAR = 0x2a;
 const QUESTION = 0x3f;
@@ -137,6 +138,9 @@ export class RequestParser extends MessageParser<RequestHead> {
   private method = '';
   private targetStart = 0;
   private targetEnd = 0;
+  private versionPos = 0;
+  private versionMajor = 0;
+  private versionMinor = 0;
 
   constructor(handler: RequestHandler, limits?: Partial<RequestLimits>) {
     super(handler, limits, 'request');
@@ -204,8 +208,15 @@ export class RequestParser extends MessageParser<RequestHead> {
           }
           for (; i < end; i++) {
             const c = buf[i]!;
-            if (this.versionPos < 8) {
-              if (this.versionByte(c, i, E.INVALID_VERSION, 'no `HTTP/` version after the request-target') < 0) return -1;
+            const p = this.versionPos++;
+            if (p < 5) {
+              if (c !== HTTP_SLASH[p]) return this.failAt(E.INVALID_VERSION, i, 'no `HTTP/` version after the request-target');
+            } else if (p === 5 || p === 7) {
+              if (c < 0x30 || c > 0x39) return this.failAt(E.INVALID_VERSION, i, 'malformed HTTP version');
+              if (p === 5) this.versionMajor = c - 0x30;
+              else this.versionMinor = c - 0x30;
+            } else if (p === 6) {
+              if (c !== 0x2e) return this.failAt(E.INVALID_VERSION, i, 'malformed HTTP version');
             } else {
               if (c === LF) return this.failAt(E.INVALID_LINE_ENDING, i, 'request line ends with a bare LF');
               if (c !== CR) return this.failAt(E.INVALID_VERSION, i, 'bytes after the HTTP version');

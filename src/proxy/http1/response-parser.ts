@@ -50,6 +50,7 @@ export interface ResponseHandler extends MessageHandler<ResponseHead> {
   onInterim(head: ResponseHead): boolean | void;
 }
 
+const HTTP_SLASH = [0x48, 0x54, 0x54, 0x50, 0x2f]; // "HTTP/"
 
 /**
  * Incremental, strict parser of the responses an upstream sends on one connection. The owner says
@@ -62,6 +63,9 @@ export class ResponseParser extends MessageParser<ResponseHead> {
   declare handler: ResponseHandler;
   private headRequest = false;
   private connectRequest = false;
+  private versionPos = 0;
+  private versionMinor = 0;
+  private versionMajor = 0;
   private status = 0;
   private statusDigits = 0;
   private reasonStart = 0;
@@ -110,8 +114,15 @@ export class ResponseParser extends MessageParser<ResponseHead> {
           // HTTP/d.d SP
           for (; i < end; i++) {
             const c = buf[i]!;
-            if (this.versionPos < 8) {
-              if (this.versionByte(c, i, E.INVALID_STATUS_LINE, 'response does not start with HTTP/') < 0) return -1;
+            const p = this.versionPos++;
+            if (p < 5) {
+              if (c !== HTTP_SLASH[p]) return this.failAt(E.INVALID_STATUS_LINE, i, 'response does not start with HTTP/');
+            } else if (p === 5 || p === 7) {
+              if (c < 0x30 || c > 0x39) return this.failAt(E.INVALID_VERSION, i, 'malformed HTTP version');
+              if (p === 5) this.versionMajor = c - 0x30;
+              else this.versionMinor = c - 0x30;
+            } else if (p === 6) {
+              if (c !== 0x2e) return this.failAt(E.INVALID_VERSION, i, 'malformed HTTP version');
             } else {
               if (c !== SP) return this.failAt(E.INVALID_STATUS_LINE, i, 'no space after the HTTP version');
               if (this.versionMajor !== 1 || this.versionMinor > 1) return this.failAt(E.UNSUPPORTED_VERSION, i, `HTTP/${this.versionMajor}.${this.versionMinor}`);
