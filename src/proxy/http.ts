@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Duplex, Readable } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { ProxyError } from '../errors.ts';
 import type { RouteTable } from '../runtime/types.ts';
@@ -23,7 +24,7 @@ export interface HttpProxy {
   /** node:http 'request' listener */
   handleRequest(req: IncomingMessage, res: ServerResponse): void;
   /** node:http 'upgrade' listener (WebSocket when the route enables it, else plain HTTP: proxy/websocket.ts) */
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  handleUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void;
 }
 
 export function createHttpProxy(options: HttpProxyOptions): HttpProxy {

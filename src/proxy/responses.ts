@@ -1,6 +1,8 @@
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ProxyError } from '../errors.ts';
+import { isLingering, lingeringClose } from './lingering-close.ts';
 
 export type ProxyErrorKind = (typeof ProxyError)[keyof typeof ProxyError];
 
@@ -114,11 +116,12 @@ export function sendError(res: ServerResponse, kind: ProxyErrorKind, closeConnec
  * socket, and its file descriptor, to a client that never closes its side. (A client that does not
  * even read the answer is cut by proxy.timeouts.send, like any other.)
  */
-export function writeRawError(socket: Duplex, kind: ProxyErrorKind): void {
+export function writeRawError(socket: Socket, kind: ProxyErrorKind): void {
   if (socket.destroyed) return;
   if (socket.writableEnded) {
-    socket.destroy();
+    if (!isLingering(socket)) socket.destroy();
     return;
   }
-  socket.end(prepared.get(kind)!.raw, () => socket.destroy());
+  socket.write(prepared.get(kind)!.raw);
+  lingeringClose(socket);
 }

@@ -103,7 +103,7 @@ function declaredBody(socket: Duplex, length: number): Readable {
  */
 export function proxyUpgrade(
   req: IncomingMessage,
-  socket: Duplex,
+  socket: Socket,
   body: Readable | null,
   request: ProxyRequest,
   upstream: UpstreamTarget,
@@ -125,7 +125,7 @@ class UpgradeExchange {
 
   constructor(
     private readonly req: IncomingMessage,
-    private readonly client: Duplex,
+    private readonly client: Socket,
     private readonly body: Readable | null,
     private readonly request: ProxyRequest,
     private readonly upstream: UpstreamTarget,

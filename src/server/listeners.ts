@@ -5,6 +5,7 @@ import { clientTimeouts, parseListen, type ClientTimeouts, type GatewayConfig } 
 import { ProxyError } from '../errors.ts';
 import { createHttpProxy } from '../proxy/http.ts';
 import { rejectRequestHead, requestPolicy, type RequestPolicy } from '../proxy/request.ts';
+import { isLingering, lingeringClose } from '../proxy/lingering-close.ts';
 import { sendError, writeRawError, type ProxyErrorKind } from '../proxy/responses.ts';
 import type { RouteTable } from '../runtime/types.ts';
 import { SendTimeoutWatch } from './send-timeout.ts';
@@ -96,6 +97,10 @@ export class ProxyListeners {
         // request no longer has one to read (it was forwarded with an empty X-Real-IP)
         void socket.remoteAddress;
         sendWatch.watch(socket);
+        // node:http closes a connection after its last response with destroySoon(): the bytes the
+        // client still sends (a body not read) would be answered with a reset, which can discard
+        // that response; a lingering close reads and drops them first (proxy/lingering-close.ts)
+        socket.destroySoon = lingerOnClose;
       });
       server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
         const rejection = rejectRequestHead(req.method!, req.url!, req.httpVersion, req.rawHeaders, policy);
@@ -111,6 +116,8 @@ export class ProxyListeners {
       // without this listener node:http would close the connection without a byte
       server.on('connect', (_req: IncomingMessage, socket: Socket) => writeRawError(socket, ProxyError.METHOD_NOT_ALLOWED));
       server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+        // bytes after the last response, read only to be dropped
+        if (isLingering(socket)) return;
         // node:http keeps parsing after an error, so this comes again for a socket being answered
         if (answering.has(socket)) return;
         const error = clientErrorResponse(err.code);
@@ -174,6 +181,10 @@ function clientErrorResponse(code: string | undefined): ProxyErrorKind | undefin
  * on the connection) are answered first, in order: written at once, the error would be read as the
  * answer to a request the upstream is still serving.
  */
+function lingerOnClose(this: Socket): void {
+  lingeringClose(this);
+}
+
 function answerClientError(socket: Socket, error: ProxyErrorKind): void {
   const inFlight = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
   if (inFlight != null && !inFlight.destroyed && !inFlight.writableFinished) {

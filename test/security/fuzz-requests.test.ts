@@ -361,7 +361,8 @@ describe('fuzzed client requests through the gateway', () => {
     assert.fail(
       `${message}\nreplay: PORTICO_FUZZ_SEED=${SEED}, case ${c.id} (${c.mode}, ${c.chunks.length} writes ${c.writeDelayMs} ms apart${c.reset ? ', then reset' : ''})` +
         `\nbytes sent: ${JSON.stringify(c.bytes.toString('latin1').slice(0, 3000))}` +
-        (exchange ? `\nreceived (${exchange.closed} after ${exchange.ms} ms): ${JSON.stringify(exchange.text.slice(0, 3000))}` : ''),
+        (exchange ? `\nreceived (${exchange.closed} after ${exchange.ms} ms): ${JSON.stringify(exchange.text.slice(0, 3000))}` : '') +
+        `\nthe upstream got (tag, [method, complete, body bytes]): ${JSON.stringify(c.requests.map((q) => [q.tag, upstream.seen.filter((s) => s.headers['x-test-id'] === q.tag).map((s) => [s.method, s.complete, s.body.length])]))}`,
     );
   }
 
@@ -467,6 +468,10 @@ describe('fuzzed client requests through the gateway', () => {
         assert.equal(s.headers['x-real-ip'], '127.0.0.1', `${tag} reached the upstream ${why} ${where}`);
       }
       const wellFormed = sent.tags.get(tag);
+      // a mutation can turn one case's tag into another's (c241.0 with a byte deleted is c41.0): a
+      // request that does not fit the well-formed one it names, while a mutated stream carried
+      // that tag, is the mutated stream's
+      if (wellFormed !== undefined && !fits(wellFormed, seen) && carriedByMutation(sent, tag)) continue;
       if (wellFormed === undefined) {
         const fromMutation = tag.startsWith('(no tag') ? sent.mutated.length > 0 : tag.split(', ').every((part) => sent.mutated.some((m) => m.includes(part)));
         assert.ok(fromMutation, `the upstream got a request no client sent: ${tag} ${where}`);
@@ -477,6 +482,15 @@ describe('fuzzed client requests through the gateway', () => {
       assert.ok(seen[0]!.body.equals(wellFormed.request.body), `${tag}: the upstream got a different body than the client sent ${where}`);
     }
     assert.deepEqual(upstream.parseErrors, [], `the gateway sent the upstream invalid HTTP (seed ${SEED})`);
+  }
+
+  function fits(wellFormed: { request: FuzzRequest; whole: boolean }, seen: RecordedRequest[]): boolean {
+    return wellFormed.whole && seen.length === 1 && seen[0]!.method === wellFormed.request.method && seen[0]!.body.equals(wellFormed.request.body);
+  }
+
+  function carriedByMutation(sent: SentLog, tag: string): boolean {
+    const pattern = new RegExp(`: ${tag.replace('.', '\\.')}(?![0-9])`);
+    return sent.mutated.some((m) => pattern.test(m));
   }
 
   async function checkAlive(when: string): Promise<void> {

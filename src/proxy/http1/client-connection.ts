@@ -9,6 +9,7 @@ import type { UpstreamNode, UpstreamTarget } from '../../upstream/types.ts';
 import { Failure, failureResponse } from '../failures.ts';
 import { clientHeaderList, upstreamHeaders, upstreamHost } from '../headers.ts';
 import { describeRequest, rejectRequestHead, type ProxyRequest, type RequestPolicy } from '../request.ts';
+import { lingeringClose } from '../lingering-close.ts';
 import { errorForStatus, writeRawError, writeSocketError, type ProxyErrorKind } from '../responses.ts';
 import { NodeRetries } from '../retries.ts';
 import { destroyOnError, proxyUpgrade, sniName, upgradeRequestBody } from '../websocket.ts';
@@ -364,6 +365,7 @@ export class ClientConnection implements RequestHandler {
     this.responseDone = true;
     this.closed = true;
     clearTimeout(this.headTimer);
+    this.stopListening();
     writeRawError(this.socket, kind);
     return true;
   }
@@ -401,15 +403,28 @@ export class ClientConnection implements RequestHandler {
     this.settings.owner.connectionIdle(this);
   }
 
-  /** FIN after what was written, then the socket is destroyed (never left half-closed). */
+  /**
+   * FIN after what was written; what the client still sends is read and dropped for a while
+   * (lingering close), then the socket is destroyed (never left half-closed).
+   */
   private endConnection(): void {
     if (this.closed) return;
     this.closed = true;
     this.busy = false;
     clearTimeout(this.headTimer);
-    this.setSocketTimer(0);
+    this.stopListening();
+    lingeringClose(this.socket);
+  }
+
+  /** The connection is closing or handed over: its own socket listeners go ('close' stays). */
+  private stopListening(): void {
     const socket = this.socket;
-    socket.end(() => socket.destroy());
+    socket.off('data', this.onData);
+    socket.off('end', this.onSocketEnd);
+    socket.off('timeout', this.onTimeout);
+    socket.off('drain', this.onDrain);
+    socket.setTimeout(0);
+    this.socketTimer = 0;
   }
 
   /** The request's bytes stopped making sense mid-way: cut the connection. */
@@ -481,11 +496,7 @@ export class ClientConnection implements RequestHandler {
     const rest = this.parser.detach() ?? Buffer.alloc(0);
     socket.pause();
     clearTimeout(this.headTimer);
-    socket.setTimeout(0);
-    socket.off('data', this.onData);
-    socket.off('end', this.onSocketEnd);
-    socket.off('timeout', this.onTimeout);
-    socket.off('drain', this.onDrain);
+    this.stopListening();
     this.settings.owner.upgraded(socket);
     const body = upgradeRequestBody(ctx as never, socket, rest);
     if (body === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
