@@ -58,6 +58,8 @@ export class UpstreamConnection {
   private slotToLeave: NodeGate | undefined;
   /** the read timer is on (a request is out); off while idle or paused for the client */
   private readMs = 0;
+  /** pauseReading() is in force */
+  private readingPaused = false;
 
   constructor(
     readonly pool: NodePool1,
@@ -113,11 +115,13 @@ export class UpstreamConnection {
 
   /** The client cannot take more: the upstream may wait as long as that lasts (no read timeout). */
   pauseReading(): void {
+    this.readingPaused = true;
     this.socket.pause();
     this.socket.setTimeout(0);
   }
 
   resumeReading(): void {
+    this.readingPaused = false;
     this.socket.setTimeout(this.readMs);
     this.socket.resume();
   }
@@ -191,6 +195,12 @@ export class UpstreamConnection {
    */
   release(reusable: boolean, slotOf?: NodeGate): void {
     this.user = null;
+    if (this.readingPaused) {
+      // paused for a slow (or gone) client on the chunk that ended the response: an idle
+      // connection reads, or the next request's answer (and the upstream's close) would never be seen
+      this.readingPaused = false;
+      this.socket.resume();
+    }
     if (this.state !== OPEN || !reusable) {
       this.socket.destroy();
       slotOf?.leave();
