@@ -72,7 +72,7 @@ export const GatewayConfigSchema = Type.Object(
          * how HTTP/1.1 is spoken: `socket` = the gateway's own codec on net/tls sockets (src/proxy/http1/,
          * src/upstream/http1-pool.ts); `node` = node:http for clients and undici for upstreams
          */
-        transport: StringEnum(['socket', 'node'], { default: 'node' }),
+        transport: StringEnum(['socket', 'node'], { default: 'socket' }),
       },
       { additionalProperties: false, default: {} },
     ),

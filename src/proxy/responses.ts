@@ -112,9 +112,10 @@ export function sendError(res: ServerResponse, kind: ProxyErrorKind, closeConnec
 /**
  * Writes an error (with `Connection: close`) to a raw client socket — malformed or timed-out HTTP,
  * an upgrade request that could not be proxied — and closes the connection: FIN after the answer,
- * then the socket is destroyed once the answer is flushed. Only ending it would leave a half-closed
- * socket, and its file descriptor, to a client that never closes its side. (A client that does not
- * even read the answer is cut by proxy.timeouts.send, like any other.)
+ * then a lingering close (proxy/lingering-close.ts: what the client still sends is dropped, then the
+ * socket is destroyed), or for a 408 the socket destroyed once the answer is flushed. Only ending it
+ * would leave a half-closed socket, and its file descriptor, to a client that never closes its side.
+ * (A client that does not even read the answer is cut by proxy.timeouts.send, like any other.)
  */
 export function writeRawError(socket: Socket, kind: ProxyErrorKind): void {
   if (socket.destroyed) return;
@@ -122,6 +123,10 @@ export function writeRawError(socket: Socket, kind: ProxyErrorKind): void {
     if (!isLingering(socket)) socket.destroy();
     return;
   }
-  socket.write(prepared.get(kind)!.raw);
+  const raw = prepared.get(kind)!.raw;
+  // a 408 goes to a client that went silent (or too slow to matter): nothing to linger for, and
+  // its socket is let go as soon as the answer is out
+  if (kind === ProxyError.REQUEST_TIMEOUT) return void socket.end(raw, () => socket.destroy());
+  socket.write(raw);
   lingeringClose(socket);
 }

@@ -62,11 +62,12 @@ export async function startUpstream(handler: RequestListener): Promise<Running> 
 }
 
 /**
- * A node:http gateway using the proxy, as the server module will wire it; on the socket transport
- * when PORTICO_PROXY_TRANSPORT=socket (its pools are the process-wide http1Pools, not `pools`).
+ * The proxy on a listener, as the server module wires it: on the socket transport (the default; its
+ * pools are the process-wide http1Pools, not `pools`), or on node:http + undici when
+ * PORTICO_PROXY_TRANSPORT=node.
  */
 export async function startGateway(routes: RouteTable, pools: ConnectionPools): Promise<Running> {
-  if (process.env.PORTICO_PROXY_TRANSPORT === 'socket') {
+  if ((process.env.PORTICO_PROXY_TRANSPORT ?? 'socket') === 'socket') {
     const { SocketListeners } = await import('../../src/server/socket-listeners.ts');
     const timeouts = { header: 60, keepalive: 75, request_body: 60, send: 60 };
     const config = { listen: ['127.0.0.1:0'], drain_timeout: 0, timeouts, max_header_count: 100, allow_trace: false };

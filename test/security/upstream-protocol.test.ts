@@ -132,7 +132,7 @@ describe('upstream protocol errors and 1xx (issue 6 item 10)', () => {
   }
 
   // the socket transport passes 102/103 on to HTTP/1.1 clients; node:http has no way to (skipped there)
-  const forwardsInterim = (process.env.PORTICO_PROXY_TRANSPORT ?? 'node') === 'socket';
+  const forwardsInterim = (process.env.PORTICO_PROXY_TRANSPORT ?? 'socket') === 'socket';
   for (const [path, interim] of [['/processing', /^HTTP\/1\.1 102 Processing\r\n\r\n/], ['/early-hints', /^HTTP\/1\.1 103 Early Hints\r\nLink: <\/style\.css>; rel=preload\r\n\r\n/]] as const) {
     it(`${path}: the interim response ${forwardsInterim ? 'forwarded before' : 'skipped, then'} the final 200`, async () => {
       const answer = await get(path);
