@@ -1,0 +1,9 @@
+import type { Plugin } from './types.ts';
+// one import per built-in plugin file (keep this list sorted by name)
+// (imports above this line)
+
+/** Every built-in plugin. `plugins:` in portico.yaml enables a subset (default: all). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const BUILTIN_PLUGINS: readonly Plugin<any, any>[] = [
+  // (entries above this line)
+];
