@@ -1,9 +1,15 @@
 import type { Plugin } from './types.ts';
 // one import per built-in plugin file (keep this list sorted by name)
+import { basicAuth } from './basic-auth.ts';
+import { consumerRestriction } from './consumer-restriction.ts';
+import { keyAuth } from './key-auth.ts';
 // (imports above this line)
 
 /** Every built-in plugin. `plugins:` in portico.yaml enables a subset (default: all). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const BUILTIN_PLUGINS: readonly Plugin<any, any>[] = [
+  basicAuth,
+  consumerRestriction,
+  keyAuth,
   // (entries above this line)
 ];
