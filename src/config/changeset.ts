@@ -6,8 +6,15 @@ import type { ErrorCode } from '../errors.ts';
  */
 
 /** Object kinds the store knows; the etcd key is `<prefix>/<kind>/<id>`. */
-export const KINDS = ['routes', 'services', 'upstreams'] as const;
+export const KINDS = ['routes', 'services', 'upstreams', 'consumers', 'plugin_configs', 'global_rules'] as const;
 export type Kind = (typeof KINDS)[number];
+
+/** One value per kind (a fresh one from `make` for each). */
+export function perKind<T>(make: (kind: Kind) => T): Record<Kind, T> {
+  const out = {} as Record<Kind, T>;
+  for (const kind of KINDS) out[kind] = make(kind);
+  return out;
+}
 
 export function isKind(s: string): s is Kind {
   return (KINDS as readonly string[]).includes(s);

@@ -1,6 +1,6 @@
-import { KINDS, type Kind } from './changeset.ts';
+import { KINDS, perKind, type Kind } from './changeset.ts';
 import { FrozenMap } from './frozen-map.ts';
-import { emptyDiff, emptySnapshot, type Snapshot, type SnapshotDiff, type StoredObject } from './snapshot.ts';
+import { emptyDiff, emptySnapshot, type Snapshot, type SnapshotDiff, type SnapshotObjects, type StoredObject } from './snapshot.ts';
 
 /**
  * A published snapshot's change, as sent to worker processes: the objects whose version in force
@@ -33,7 +33,7 @@ export class SnapshotReplica {
   apply(update: SnapshotUpdate): { snapshot: Snapshot; diff: SnapshotDiff } {
     const diff = emptyDiff();
     type Edits = Map<string, StoredObject<unknown> | undefined>;
-    const edits: Record<Kind, Edits> = { routes: new Map(), services: new Map(), upstreams: new Map() };
+    const edits: Record<Kind, Edits> = perKind(() => new Map());
     for (const c of update.changes) {
       edits[c.kind].set(c.id, c.object ?? undefined);
       diff[c.kind].add(c.id);
@@ -54,9 +54,7 @@ export class SnapshotReplica {
       source: update.source,
       detail: update.detail,
       appliedAt: update.appliedAt,
-      routes: (prev.routes as FrozenMap<StoredObject<unknown>>).update(edits.routes) as Snapshot['routes'],
-      services: (prev.services as FrozenMap<StoredObject<unknown>>).update(edits.services) as Snapshot['services'],
-      upstreams: (prev.upstreams as FrozenMap<StoredObject<unknown>>).update(edits.upstreams) as Snapshot['upstreams'],
+      ...(perKind((kind) => (prev[kind] as FrozenMap<StoredObject<unknown>>).update(edits[kind])) as unknown as SnapshotObjects),
     };
     return { snapshot: this.snapshot, diff };
   }

@@ -3,6 +3,9 @@ import { FrozenMap } from './frozen-map.ts';
 import type { RouteConfig } from './schema/route.ts';
 import type { ServiceConfig } from './schema/service.ts';
 import type { UpstreamConfig } from './schema/upstream.ts';
+import type { ConsumerConfig } from './schema/consumer.ts';
+import type { GlobalRuleConfig, PluginConfigConfig } from './schema/plugin-config.ts';
+import { KINDS, perKind } from './changeset.ts';
 
 export interface StoredObject<V> {
   readonly id: string;
@@ -15,6 +18,9 @@ export interface SnapshotObjects {
   readonly routes: ReadonlyMap<string, StoredObject<RouteConfig>>;
   readonly services: ReadonlyMap<string, StoredObject<ServiceConfig>>;
   readonly upstreams: ReadonlyMap<string, StoredObject<UpstreamConfig>>;
+  readonly consumers: ReadonlyMap<string, StoredObject<ConsumerConfig>>;
+  readonly plugin_configs: ReadonlyMap<string, StoredObject<PluginConfigConfig>>;
+  readonly global_rules: ReadonlyMap<string, StoredObject<GlobalRuleConfig>>;
 }
 
 /**
@@ -35,11 +41,11 @@ export interface Snapshot extends SnapshotObjects {
 export type SnapshotDiff = Record<Kind, Set<string>>;
 
 export function emptyDiff(): SnapshotDiff {
-  return { routes: new Set(), services: new Set(), upstreams: new Set() };
+  return perKind(() => new Set<string>());
 }
 
 export function isEmptyDiff(d: SnapshotDiff): boolean {
-  return d.routes.size === 0 && d.services.size === 0 && d.upstreams.size === 0;
+  return KINDS.every((kind) => d[kind].size === 0);
 }
 
 export function emptySnapshot(source: string): Snapshot {
@@ -47,8 +53,6 @@ export function emptySnapshot(source: string): Snapshot {
     revision: 0,
     source,
     appliedAt: new Date(0).toISOString(),
-    routes: FrozenMap.empty(),
-    services: FrozenMap.empty(),
-    upstreams: FrozenMap.empty(),
+    ...(perKind(() => FrozenMap.empty()) as unknown as SnapshotObjects),
   };
 }

@@ -3,10 +3,10 @@ import { log } from '../observability/log.ts';
 import type { RouterMode } from '../router/types.ts';
 import type { CompileFailure } from '../runtime/types.ts';
 import { checkValueLimits } from '../security/limits.ts';
-import { KINDS, type Change, type ChangeSet, type Kind } from './changeset.ts';
+import { KINDS, perKind, type Change, type ChangeSet, type Kind } from './changeset.ts';
 import type { RouteConfig } from './schema/route.ts';
 import type { ServiceConfig } from './schema/service.ts';
-import { emptyDiff, emptySnapshot, type Snapshot, type SnapshotDiff, type StoredObject } from './snapshot.ts';
+import { emptyDiff, emptySnapshot, type Snapshot, type SnapshotDiff, type SnapshotObjects, type StoredObject } from './snapshot.ts';
 import { validateBounded, type ObjectValue, type Rejection, type Verdict } from './validate.ts';
 import type { FrozenMap } from './frozen-map.ts';
 
@@ -58,8 +58,8 @@ const key = (kind: Kind, id: string) => `${kind}/${id}`;
  * taken out of the snapshot. apply() does not throw on any input.
  */
 export class ConfigStore {
-  private readonly seen: Record<Kind, Map<string, Seen>> = { routes: new Map(), services: new Map(), upstreams: new Map() };
-  private readonly desired: Record<Kind, Table> = { routes: new Map(), services: new Map(), upstreams: new Map() };
+  private readonly seen: Record<Kind, Map<string, Seen>> = perKind(() => new Map());
+  private readonly desired: Record<Kind, Table> = perKind(() => new Map());
   /** schema / parse rejections of the newest source version, by "kind/id" */
   private readonly invalid = new Map<string, RejectionRecord>();
   /** reference problems of the desired version, by "kind/id" */
@@ -105,7 +105,7 @@ export class ConfigStore {
     const changes: Change[] = cs.full ? this.diffFull(admitted, cs.revision) : admitted;
 
     // 2. Schema-validate into `desired`; remember which ids need their references re-resolved.
-    const touched: Record<Kind, Set<string>> = { routes: new Set(), services: new Set(), upstreams: new Set() };
+    const touched: Record<Kind, Set<string>> = perKind(() => new Set());
     for (const c of changes) {
       const k = key(c.kind, c.id);
       if (c.deleted) {
@@ -158,7 +158,7 @@ export class ConfigStore {
   private rejectFailed(failures: readonly CompileFailure[], at: string, rejected: RejectionRecord[]): SnapshotDiff | undefined {
     const reject = this.rejecter(at, rejected);
     let any = false;
-    const touched: Record<Kind, Set<string>> = { routes: new Set(), services: new Set(), upstreams: new Set() };
+    const touched: Record<Kind, Set<string>> = perKind(() => new Set());
     for (const f of failures) {
       const inForce = this.current[f.kind].get(f.id);
       if (!inForce || inForce.modRevision !== f.modRevision) continue;
@@ -199,7 +199,7 @@ export class ConfigStore {
     const reject = this.rejecter(at, rejected);
     // 3. Resolve references in dependency order: upstreams, then services, then routes.
     const prev = this.current;
-    const next = { routes: prev.routes, services: prev.services, upstreams: prev.upstreams } as Record<Kind, ReadonlyMap<string, Entry>>;
+    const next = perKind((kind) => prev[kind]) as Record<Kind, ReadonlyMap<string, Entry>>;
     const diff = emptyDiff();
     if (removed) for (const kind of KINDS) for (const id of touched[kind]) diff[kind].add(id);
     for (const kind of KINDS_IN_ORDER) {
@@ -247,9 +247,7 @@ export class ConfigStore {
       source: head.source,
       detail: head.detail,
       appliedAt: at,
-      routes: next.routes as Snapshot['routes'],
-      services: next.services as Snapshot['services'],
-      upstreams: next.upstreams as Snapshot['upstreams'],
+      ...(next as unknown as SnapshotObjects),
     };
     const failures: CompileFailure[] = [];
     for (const l of this.listeners) {
@@ -272,7 +270,7 @@ export class ConfigStore {
   /** Turns a complete listing into the changes against what the source sent before. */
   private diffFull(listing: readonly Change[], revision: number): Change[] {
     const out: Change[] = [];
-    const listed: Record<Kind, Set<string>> = { routes: new Set(), services: new Set(), upstreams: new Set() };
+    const listed: Record<Kind, Set<string>> = perKind(() => new Set());
     for (const c of listing) {
       if (c.deleted) continue;
       listed[c.kind].add(c.id);
@@ -309,8 +307,11 @@ export class ConfigStore {
 
   /** Why an object's references do not resolve against the objects in force, or undefined. */
   private unresolved(kind: Kind, value: ObjectValue, inForce: Record<Kind, ReadonlyMap<string, Entry>>): string | undefined {
-    if (kind === 'upstreams') return undefined;
+    if (kind !== 'routes' && kind !== 'services') return undefined;
     const v = value as RouteConfig & ServiceConfig;
+    if (kind === 'routes' && v.plugin_config_id !== undefined && !inForce.plugin_configs.has(String(v.plugin_config_id))) {
+      return `/plugin_config_id: plugin_config '${v.plugin_config_id}' not found`;
+    }
     if (v.upstream_id !== undefined && !inForce.upstreams.has(String(v.upstream_id))) {
       return `/upstream_id: upstream '${v.upstream_id}' not found`;
     }
@@ -358,27 +359,31 @@ function without(s: Snapshot, ids: Record<Kind, Set<string>>): Pick<Snapshot, Ki
     for (const id of ids[kind]) edits.set(id, undefined);
     return (s[kind] as FrozenMap<Entry>).update(edits);
   };
-  return {
-    routes: drop('routes') as Snapshot['routes'],
-    services: drop('services') as Snapshot['services'],
-    upstreams: drop('upstreams') as Snapshot['upstreams'],
-  };
+  return perKind(drop) as unknown as Pick<Snapshot, Kind>;
 }
 
 function contentOf(c: Change): string {
   return c.parseError !== undefined ? `!${c.parseError}` : JSON.stringify(c.value);
 }
 
-const KINDS_IN_ORDER: readonly Kind[] = ['upstreams', 'services', 'routes'];
+const KINDS_IN_ORDER: readonly Kind[] = ['upstreams', 'consumers', 'plugin_configs', 'global_rules', 'services', 'routes'];
 /** which kinds an object of a kind can reference */
-const DEPENDS_ON: Record<Kind, readonly Kind[]> = { upstreams: [], services: ['upstreams'], routes: ['upstreams', 'services'] };
+const DEPENDS_ON: Record<Kind, readonly Kind[]> = {
+  upstreams: [],
+  consumers: [],
+  plugin_configs: [],
+  global_rules: [],
+  services: ['upstreams'],
+  routes: ['upstreams', 'services', 'plugin_configs'],
+};
 
 function references(kind: Kind, value: ObjectValue): string[] {
-  if (kind === 'upstreams') return [];
+  if (kind !== 'routes' && kind !== 'services') return [];
   const v = value as RouteConfig;
   const refs: string[] = [];
   if (v.upstream_id !== undefined) refs.push(key('upstreams', String(v.upstream_id)));
   if (kind === 'routes' && v.service_id !== undefined) refs.push(key('services', String(v.service_id)));
+  if (kind === 'routes' && v.plugin_config_id !== undefined) refs.push(key('plugin_configs', String(v.plugin_config_id)));
   return refs;
 }
 

@@ -1,5 +1,7 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { Kind } from './changeset.ts';
+import { ConsumerSchema, type ConsumerConfig } from './schema/consumer.ts';
+import { GlobalRuleSchema, PluginConfigSchema, type GlobalRuleConfig, type PluginConfigConfig } from './schema/plugin-config.ts';
 import { RouteSchema, type RouteConfig } from './schema/route.ts';
 import { ServiceSchema, type ServiceConfig } from './schema/service.ts';
 import { BALANCER_TYPES, UpstreamSchema, type UpstreamConfig } from './schema/upstream.ts';
@@ -9,8 +11,9 @@ import { compileProblem } from '../runtime/compile.ts';
 import { headerValueProblem, isHeaderValue } from '../security/header-value.ts';
 import { checkValueLimits } from '../security/limits.ts';
 import { Host } from './schema/common.ts';
+import { pluginsProblem } from '../plugins/validate.ts';
 
-export type ObjectValue = RouteConfig | ServiceConfig | UpstreamConfig;
+export type ObjectValue = RouteConfig | ServiceConfig | UpstreamConfig | ConsumerConfig | PluginConfigConfig | GlobalRuleConfig;
 
 /** Why an object was not accepted. `reason` names the object, the field path and the rule. */
 export interface Rejection {
@@ -30,6 +33,9 @@ const validators: Record<Kind, ValidateFunction> = {
   routes: ajv.compile(RouteSchema),
   services: ajv.compile(ServiceSchema),
   upstreams: ajv.compile(UpstreamSchema),
+  consumers: ajv.compile(ConsumerSchema),
+  plugin_configs: ajv.compile(PluginConfigSchema),
+  global_rules: ajv.compile(GlobalRuleSchema),
 };
 
 /**
@@ -91,8 +97,8 @@ const semanticChecks: Record<Kind, (v: never) => string | undefined> = {
       exclusive(o, 'upstream', 'upstream_id');
     if (both) return both;
     if (r.uri === undefined && r.uris === undefined) return `/: must have 'uri' or 'uris'`;
-    if (!r.upstream && r.upstream_id === undefined && r.service_id === undefined && !r.plugins) {
-      return `/: must have one of 'upstream', 'upstream_id', 'service_id' or 'plugins'`;
+    if (!r.upstream && r.upstream_id === undefined && r.service_id === undefined && !r.plugins && r.plugin_config_id === undefined) {
+      return `/: must have one of 'upstream', 'upstream_id', 'service_id', 'plugins' or 'plugin_config_id'`;
     }
     return r.upstream ? checkUpstream(r.upstream, '/upstream') : undefined;
   },
@@ -102,6 +108,9 @@ const semanticChecks: Record<Kind, (v: never) => string | undefined> = {
     return s.upstream ? checkUpstream(s.upstream, '/upstream') : undefined;
   },
   upstreams: (u: UpstreamConfig) => checkUpstream(u, ''),
+  consumers: () => undefined,
+  plugin_configs: () => undefined,
+  global_rules: () => undefined,
 };
 
 /**
@@ -134,11 +143,16 @@ export function validateBounded(kind: Kind, id: string, value: unknown, mode?: R
   }
   const validate = validators[kind];
   if (!validate(value)) return reject(ErrorCode.SCHEMA, describe(pickError(validate.errors ?? [])));
-  const declared = (value as { id?: unknown }).id;
+  // a consumer's id is its username (the etcd key ends with it)
+  const declared = kind === 'consumers' ? (value as { username?: unknown }).username : (value as { id?: unknown }).id;
   if (declared !== undefined && String(declared) !== id) {
-    return reject(ErrorCode.SCHEMA, `/id: '${String(declared)}' does not match the object's key id '${id}'`);
+    return reject(ErrorCode.SCHEMA, `/${kind === 'consumers' ? 'username' : 'id'}: '${String(declared)}' does not match the object's key id '${id}'`);
   }
-  const problem = semanticChecks[kind](value as never) ?? compileProblem(kind, id, value, mode);
+  // every kind but upstreams may carry plugins: known, enabled, schema-valid, compiling
+  const pluginMap = (value as { plugins?: Record<string, unknown> }).plugins;
+  const plugins = kind === 'upstreams' ? undefined : pluginsProblem(pluginMap, { kind, id }, kind === 'consumers');
+  if (plugins?.schema) return reject(ErrorCode.SCHEMA, plugins.reason);
+  const problem = semanticChecks[kind](value as never) ?? plugins?.reason ?? compileProblem(kind, id, value, mode);
   if (problem) return reject(ErrorCode.SEMANTIC, problem);
   return { ok: true, value: value as ObjectValue };
 }

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import type { Kind } from '../config/changeset.ts';
 import type { RejectionRecord } from '../config/store.ts';
 import { createMetrics } from './metrics.ts';
 
@@ -22,7 +23,7 @@ export interface StatusReport {
   connected_since: string;
   source_error?: { code: string; message: string };
   last_applied: string | null;
-  counts: { routes: number; services: number; upstreams: number };
+  counts: Record<Kind, number>;
   rejected: RejectionRecord[];
   rejections_total: Record<string, number>;
   /** with proxy.workers > 1: each worker process and the revision it serves */

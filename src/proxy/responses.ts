@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ProxyError } from '../errors.ts';
@@ -76,6 +76,24 @@ export function errorForStatus(status: number): ProxyErrorKind {
     default:
       return (PARSER_ERRORS[status] as ProxyErrorKind | undefined) ?? ProxyError.BAD_REQUEST;
   }
+}
+
+/**
+ * A response of the gateway's own (a plugin's answer) on a raw socket: status, headers, a body
+ * with its Content-Length (none for HEAD), `Connection: close` or `keep-alive`. One write.
+ */
+export function writeLocalResponse(socket: Duplex, status: number, headers: readonly string[], body: Buffer, close: boolean, headOnly: boolean): boolean {
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
+  for (let i = 0; i < headers.length; i += 2) head += headers[i] + ': ' + headers[i + 1] + '\r\n';
+  // 1xx, 204 and 304 have no body, nor a length (RFC 9110 §8.6)
+  const bodyless = status < 200 || status === 204 || status === 304;
+  if (!bodyless) head += `Content-Length: ${body.length}\r\n`;
+  head += close ? 'Connection: close\r\n\r\n' : 'Connection: keep-alive\r\n\r\n';
+  if (headOnly || bodyless || body.length === 0) return socket.write(head, 'latin1');
+  const out = Buffer.allocUnsafe(Buffer.byteLength(head, 'latin1') + body.length);
+  const n = out.write(head, 0, 'latin1');
+  body.copy(out, n);
+  return socket.write(out);
 }
 
 /**

@@ -10,6 +10,9 @@ import { log } from '../observability/log.ts';
 import { compileTimeout, compileUpstream } from './upstream.ts';
 import type { UpstreamTarget } from '../upstream/types.ts';
 import type { CompileFailure, CompiledRoute, RouteTable } from './types.ts';
+import { PluginChain } from '../plugins/chain.ts';
+import { Consumers, NO_CONSUMERS } from '../plugins/consumers.ts';
+import type { PluginConfigConfig } from '../config/schema/plugin-config.ts';
 
 /** Holds the upstream in force for one upstream object; routes keep the slot, not the target. */
 interface UpstreamSlot {
@@ -23,8 +26,9 @@ class Route implements CompiledRoute {
     private readonly slot: UpstreamSlot | undefined,
     /** route-level timeout (APISIX `route.timeout`) overrides the upstream's */
     private readonly timeout: UpstreamTarget['timeout'] | undefined,
-    readonly plugins: Record<string, unknown> | undefined,
+    readonly chain: PluginChain | undefined,
     readonly websocket: boolean,
+    readonly serviceId: string | undefined,
   ) {}
 
   get upstream(): UpstreamTarget | undefined {
@@ -48,6 +52,11 @@ export class Runtime implements RouteTable {
   private readonly serviceOfRoute = new Map<string, string>();
   /** routes with their own `timeout`: they use targets (and so pools) of their own */
   private readonly routesWithTimeout = new Map<string, Route>();
+  /** plugin_config id -> ids of routes that use it */
+  private readonly routesByPluginConfig = new Map<string, Set<string>>();
+  private readonly pluginConfigOfRoute = new Map<string, string>();
+  globalChain: PluginChain | undefined;
+  consumers: Consumers = NO_CONSUMERS;
 
   constructor(readonly mode: RouterMode) {
     this.router = new Router<CompiledRoute>(mode);
@@ -88,7 +97,24 @@ export class Runtime implements RouteTable {
       }
     };
     for (const id of diff.upstreams) guarded('upstreams', id, () => this.updateSlot('upstreams', id, snapshot.upstreams.get(id)?.value));
+    if (diff.consumers.size > 0) {
+      this.consumers = new Consumers([...snapshot.consumers.values()].map((c) => ({ username: c.value.username, plugins: c.value.plugins ?? {}, labels: c.value.labels, desc: c.value.desc })));
+    }
+    if (diff.global_rules.size > 0) {
+      const rules = [...snapshot.global_rules.values()].sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
+      for (const id of diff.global_rules) guarded('global_rules', id, () => {
+        const rule = snapshot.global_rules.get(id)?.value;
+        if (rule) PluginChain.compile([[rule.plugins, { kind: 'global_rules', id }]]);
+      });
+      try {
+        this.globalChain = PluginChain.compile(rules.map((r) => [r.value.plugins, { kind: 'global_rules', id: r.id }] as const));
+      } catch (err) {
+        // each rule compiled above on its own; a failure here leaves the previous chain in force
+        log.error({ err: (err as Error).message }, 'global rules not compiled; the previous ones stay in force');
+      }
+    }
     const routes = new Set(diff.routes);
+    for (const id of diff.plugin_configs) for (const r of this.routesByPluginConfig.get(id) ?? []) routes.add(r);
     for (const id of diff.services) {
       guarded('services', id, () => this.updateSlot('services', id, snapshot.services.get(id)?.value.upstream));
       for (const r of this.routesByService.get(id) ?? []) routes.add(r);
@@ -133,6 +159,11 @@ export class Runtime implements RouteTable {
       this.routesByService.get(oldService)?.delete(id);
       this.serviceOfRoute.delete(id);
     }
+    const oldPluginConfig = this.pluginConfigOfRoute.get(id);
+    if (oldPluginConfig !== undefined) {
+      this.routesByPluginConfig.get(oldPluginConfig)?.delete(id);
+      this.pluginConfigOfRoute.delete(id);
+    }
     this.updateSlot('routes', id, stored?.value.upstream);
     this.routesWithTimeout.delete(id);
     if (!stored) {
@@ -147,15 +178,30 @@ export class Runtime implements RouteTable {
       if (!set) this.routesByService.set(serviceId, (set = new Set()));
       set.add(id);
     }
+    const pluginConfigId = r.plugin_config_id === undefined ? undefined : String(r.plugin_config_id);
+    if (pluginConfigId !== undefined) {
+      this.pluginConfigOfRoute.set(id, pluginConfigId);
+      let set = this.routesByPluginConfig.get(pluginConfigId);
+      if (!set) this.routesByPluginConfig.set(pluginConfigId, (set = new Set()));
+      set.add(id);
+    }
     if (r.status === 0) {
       this.router.remove(id);
       return;
     }
     const service = serviceId === undefined ? undefined : snapshot.services.get(serviceId)?.value;
-    this.router.upsert(routeSpec(id, r, service), this.compileRoute(id, r, serviceId, service));
+    const pluginConfig = pluginConfigId === undefined ? undefined : snapshot.plugin_configs.get(pluginConfigId)?.value;
+    this.router.upsert(routeSpec(id, r, service), this.compileRoute(id, r, serviceId, service, pluginConfigId, pluginConfig));
   }
 
-  private compileRoute(id: string, r: RouteConfig, serviceId: string | undefined, service: ServiceConfig | undefined): CompiledRoute {
+  private compileRoute(
+    id: string,
+    r: RouteConfig,
+    serviceId: string | undefined,
+    service: ServiceConfig | undefined,
+    pluginConfigId: string | undefined,
+    pluginConfig: PluginConfigConfig | undefined,
+  ): CompiledRoute {
     // APISIX precedence: the route's own upstream, then its upstream_id, then the service's
     let slot: UpstreamSlot | undefined;
     if (r.upstream) slot = this.slot(`routes/${id}`);
@@ -163,10 +209,15 @@ export class Runtime implements RouteTable {
     else if (service?.upstream) slot = this.slot(`services/${serviceId}`);
     else if (service?.upstream_id !== undefined) slot = this.slot(`upstreams/${service.upstream_id}`);
     const timeout = r.timeout && compileTimeout(r.timeout);
-    const plugins = service?.plugins || r.plugins ? { ...service?.plugins, ...r.plugins } : undefined;
+    // APISIX: plugin_config, then the service's, then the route's own (the route wins per plugin)
+    const chain = PluginChain.compile([
+      [pluginConfig?.plugins, { kind: 'plugin_configs', id: pluginConfigId ?? '' }],
+      [service?.plugins, { kind: 'services', id: serviceId ?? '' }],
+      [r.plugins, { kind: 'routes', id }],
+    ]);
     // APISIX: the route's enable_websocket, else its service's; off when neither sets it
     const websocket = r.enable_websocket ?? service?.enable_websocket ?? false;
-    const route = new Route(id, slot, timeout, plugins, websocket);
+    const route = new Route(id, slot, timeout, chain, websocket, serviceId);
     if (timeout) this.routesWithTimeout.set(id, route);
     return route;
   }

@@ -1,13 +1,17 @@
 import type { Kind } from '../config/changeset.ts';
 import type { MatchRequest, RouteMatch } from '../router/types.ts';
+import type { PluginChain } from '../plugins/chain.ts';
+import type { ConsumerDirectory } from '../plugins/types.ts';
 import type { UpstreamTarget } from '../upstream/types.ts';
 
 /** A route compiled for the data plane: references resolved, service merged in. */
 export interface CompiledRoute {
   id: string;
   upstream: UpstreamTarget | undefined;
-  /** plugin configs, kept for the plugin pipeline (not yet executed) */
-  plugins?: Record<string, unknown>;
+  /** the route's plugins (plugin_config ← service ← route), compiled; undefined: none */
+  chain?: PluginChain;
+  /** the route's service, if any (plugins read it: consumer-restriction, limit keys) */
+  serviceId?: string;
   /**
    * `enable_websocket` (the route's, else its service's; default false, as APISIX): whether an
    * Upgrade request may become a tunnel. Without it the request is proxied as plain HTTP.
@@ -19,6 +23,10 @@ export interface CompiledRoute {
 export interface RouteTable {
   /** the router's own match object: no per-request wrapper */
   matchRoute(req: MatchRequest): RouteMatch<CompiledRoute> | undefined;
+  /** the global rules' plugins, run before every route's (undefined: none) */
+  readonly globalChain?: PluginChain;
+  /** the consumers in force (auth plugins look them up) */
+  readonly consumers?: ConsumerDirectory;
 }
 
 /**

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { LatestWriter } from '../coalesce.ts';
-import type { ChangeSet } from '../config/changeset.ts';
+import { perKind, type ChangeSet } from '../config/changeset.ts';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { readSnapshotFile, snapshotWriter } from '../config/persist.ts';
 import type { Snapshot } from '../config/snapshot.ts';
@@ -172,7 +172,7 @@ export class ConfigPipeline {
       source_error: this.sourceError ?? this.sourceState.error,
       // nothing applied yet: the store still holds its empty initial snapshot
       last_applied: s.revision > 0 ? s.appliedAt : null,
-      counts: { routes: s.routes.size, services: s.services.size, upstreams: s.upstreams.size },
+      counts: perKind((kind) => s[kind].size),
       rejected: this.store.rejections(),
       rejections_total: Object.fromEntries(this.store.rejectionCount),
       ...this.extra.report?.(),

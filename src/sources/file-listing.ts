@@ -93,7 +93,7 @@ export class FileListing {
       const ids = new Set<string>();
       section.items.forEach((item, index) => {
         if (item.id === null) {
-          const parseError = `${kind}[${index}]: missing 'id'`;
+          const parseError = `${kind}[${index}]: missing '${kind === 'consumers' ? 'username' : 'id'}'`;
           listing.set(`${kind}/#${index}`, { change: { kind, id: `#${index}`, modRevision: revision, parseError }, hash: `!${parseError}` });
         } else if (ids.has(item.id)) {
           const parseError = `${kind}[${index}]: duplicate id '${item.id}'`;
@@ -297,7 +297,7 @@ function decodeWhole(text: string): Map<string, Section> {
   const doc = parseDocument(text, PARSE_OPTIONS);
   if (doc.errors.length) throw new Error(doc.errors[0]!.message);
   const root = (doc.toJS() ?? {}) as Record<string, unknown>;
-  if (typeof root !== 'object' || Array.isArray(root)) throw new Error('top level must be a mapping with routes, upstreams, services');
+  if (typeof root !== 'object' || Array.isArray(root)) throw new Error('top level must be a mapping with routes, upstreams, services, consumers, plugin_configs, global_rules');
   const sections = new Map<string, Section>();
   for (const [key, value] of Object.entries(root)) sections.set(key, sectionOf(value));
   return sections;
@@ -308,7 +308,8 @@ function sectionOf(value: unknown): Section {
 }
 
 function itemOf(value: unknown, text?: string): Item {
-  const rawId = (value as { id?: unknown } | null)?.id;
+  // consumers are named by `username` (APISIX): that is their id
+  const rawId = (value as { id?: unknown; username?: unknown } | null)?.id ?? (value as { username?: unknown } | null)?.username;
   const id = value !== null && typeof value === 'object' && (typeof rawId === 'string' || typeof rawId === 'number') ? String(rawId) : null;
   // bounds first, without recursion: hashing and sending the value to the store both recurse
   const over = checkValueLimits(value);

@@ -22,6 +22,7 @@ export const RouteSchema = Type.Object(
     upstream: Type.Optional(UpstreamSchema),
     upstream_id: Type.Optional(Id),
     service_id: Type.Optional(Id),
+    plugin_config_id: Type.Optional(Id),
     plugins: Type.Optional(Plugins),
     status: Type.Optional(Type.Union([Type.Literal(0), Type.Literal(1)])),
     timeout: Type.Optional(Timeout),

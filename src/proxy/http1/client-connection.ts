@@ -10,13 +10,18 @@ import { Failure, failureResponse } from '../failures.ts';
 import { clientHeaderList, upstreamHeaders, upstreamHost } from '../headers.ts';
 import { describeRequest, rejectRequestHead, type ProxyRequest, type RequestPolicy } from '../request.ts';
 import { lingeringClose } from '../lingering-close.ts';
-import { errorForStatus, writeRawError, writeSocketError, type ProxyErrorKind } from '../responses.ts';
+import { errorForStatus, writeLocalResponse, writeRawError, writeSocketError, type ProxyErrorKind } from '../responses.ts';
 import { NodeRetries } from '../retries.ts';
 import { destroyOnError, proxyUpgrade, sniName, upgradeRequestBody } from '../websocket.ts';
 import type { Http1ParseError } from './errors.ts';
 import { RequestParser, type RequestHandler, type RequestHead } from './request-parser.ts';
 import type { ResponseHead } from './response-parser.ts';
 import { chunkHeader, CRLF, headerLines, LAST_CHUNK } from './serialize.ts';
+import { NO_CONSUMERS } from '../../plugins/consumers.ts';
+import { answerParts, PluginRun } from '../../plugins/run.ts';
+import type { PluginAnswer } from '../../plugins/types.ts';
+import type { RouteMatch } from '../../router/types.ts';
+import type { CompiledRoute } from '../../runtime/types.ts';
 
 /*
  * The socket transport's client side (proxy.transport: socket): one ClientConnection per accepted
@@ -25,6 +30,11 @@ import { chunkHeader, CRLF, headerLines, LAST_CHUNK } from './serialize.ts';
  * response is written), so pipelined requests are answered in order and an error in a later
  * request is answered after the responses before it.
  */
+
+/** A TLS socket (a listener with a certificate): the request's scheme is https. */
+function isTls(socket: Socket): boolean {
+  return (socket as { encrypted?: boolean }).encrypted === true;
+}
 
 /** Whether a raw header list has a header of this (lower-case) name. */
 function hasHeader(raw: readonly string[], name: string): boolean {
@@ -160,6 +170,8 @@ export class ClientConnection implements RequestHandler {
   private socketPaused = false;
   private headTimer: NodeJS.Timeout | undefined;
   private upgrade: { ctx: RequestContext; request: ProxyRequest; upstream: UpstreamTarget; node: UpstreamNode } | null = null;
+  /** the current request's plugin run (undefined: no plugins on its route nor global rules) */
+  private pluginRun: PluginRun | undefined = undefined;
   private closed = false;
   /** the socket's idle timeout in force (keepalive or request_body; 0 = off) */
   private socketTimer = 0;
@@ -251,6 +263,7 @@ export class ClientConnection implements RequestHandler {
   onHead(head: RequestHead): boolean {
     clearTimeout(this.headTimer);
     this.busy = true;
+    this.pluginRun = undefined;
     this.requestEnded = false;
     this.responseDone = false;
     this.bodyOpen = false;
@@ -287,11 +300,46 @@ export class ClientConnection implements RequestHandler {
       this.answer(ProxyError.BAD_REQUEST);
       return false;
     }
-    const matched = routes().matchRoute(request);
+    const table = routes();
+    const matched = table.matchRoute(request);
     if (matched === undefined) {
       this.answer(ProxyError.ROUTE_NOT_FOUND);
       return false;
     }
+    const route = matched.target;
+    if (route.chain !== undefined || table.globalChain !== undefined) {
+      const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, head.method, request, head.rawHeaders, isTls(socket) ? 'https' : 'http');
+      this.pluginRun = run;
+      const verdict = run.runRequestPhases();
+      if (verdict instanceof Promise) {
+        // the parser waits (and the body with it) until the plugins have decided
+        verdict.then(
+          (answer) => this.pluginsDecided(run, answer, head, ctx, request, matched),
+          () => this.pluginsDecided(run, { status: 500, body: { error_msg: '500 Internal Server Error' } }, head, ctx, request, matched),
+        );
+        return true;
+      }
+      if (verdict !== undefined) {
+        this.answerPlugin(run, verdict);
+        return false;
+      }
+    }
+    return this.proxy(head, ctx, request, matched);
+  }
+
+  /** An asynchronous plugin (a Redis counter, a key lookup) decided: answer, or go on to the upstream. */
+  private pluginsDecided(run: PluginRun, answer: PluginAnswer | undefined, head: RequestHead, ctx: RequestContext, request: ProxyRequest, matched: RouteMatch<CompiledRoute>): void {
+    if (this.closed || this.pluginRun !== run) return;
+    if (answer !== undefined) this.answerPlugin(run, answer);
+    else if (this.proxy(head, ctx, request, matched)) return;
+    this.resume();
+  }
+
+  /**
+   * Sends the request to the route's upstream. Returns the parser callback's verdict: true while
+   * the body must wait for an upstream connection (or the socket became a tunnel).
+   */
+  private proxy(head: RequestHead, ctx: RequestContext, request: ProxyRequest, matched: RouteMatch<CompiledRoute>): boolean {
     const upstream = matched.target.upstream;
     const node = upstream?.balancer.pick();
     if (upstream === undefined || node === undefined) {
@@ -310,7 +358,7 @@ export class ClientConnection implements RequestHandler {
       // forwarded; the connection closes after it (what follows may be the other protocol's bytes)
       this.closeAfter = true;
     }
-    const exchange = new SocketExchange(this, ctx, head, request, upstream, node);
+    const exchange = new SocketExchange(this, ctx, head, request, upstream, node, this.pluginRun);
     this.exchange = exchange;
     exchange.start();
     // the body waits in the socket until the exchange has an upstream connection to send it on
@@ -359,6 +407,15 @@ export class ClientConnection implements RequestHandler {
     this.responseFinished(!this.closeAfter);
   }
 
+  /** A plugin's own answer (header_filter runs on it); the request's body, if any, is dropped. */
+  private answerPlugin(run: PluginRun, answer: PluginAnswer): void {
+    if (this.awaitingContinue) this.closeAfter = true;
+    const { status, headers, body } = answerParts(answer);
+    const final = run.hasResponsePhases ? run.runHeaderFilter(status, headers, true) : status;
+    writeLocalResponse(this.socket, final, headers, body, !this.keepAlive, this.headRequest);
+    this.responseFinished(!this.closeAfter);
+  }
+
   /** An answer after which the connection closes at once: nothing after this request is parsed. */
   private refuse(kind: ProxyErrorKind): true {
     this.closeAfter = true;
@@ -381,6 +438,10 @@ export class ClientConnection implements RequestHandler {
 
   /** The last byte of the response is written. */
   responseFinished(keepAlive: boolean): void {
+    if (this.pluginRun !== undefined) {
+      this.pluginRun.runLog();
+      this.pluginRun = undefined;
+    }
     if (!keepAlive) this.closeAfter = true;
     this.responseDone = true;
     this.exchange = null;
@@ -479,6 +540,10 @@ export class ClientConnection implements RequestHandler {
 
   private clientClosed(): void {
     this.closed = true;
+    if (this.pluginRun !== undefined) {
+      this.pluginRun.runLog();
+      this.pluginRun = undefined;
+    }
     clearTimeout(this.headTimer);
     this.exchange?.clientGone();
     this.exchange = null;
@@ -544,19 +609,38 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   private keepClient = true;
   private clientPaused = false;
   private done = false;
+  /** the response body goes through the plugins' body_filter */
+  private filtered = false;
+  /** the request's plugins (header_filter, body_filter on the response) */
+  private readonly run: PluginRun | undefined;
+  /** the method sent upstream (a plugin may change it) */
+  private readonly method: string;
+  /** the Host a plugin set (it stays whatever pass_host says for another node) */
+  private readonly pluginHost: string | undefined;
 
-  constructor(conn: ClientConnection, ctx: RequestContext, head: RequestHead, request: ProxyRequest, upstream: UpstreamTarget, node: UpstreamNode) {
+  constructor(conn: ClientConnection, ctx: RequestContext, head: RequestHead, request: ProxyRequest, upstream: UpstreamTarget, node: UpstreamNode, run: PluginRun | undefined) {
     this.conn = conn;
     this.socket = conn.socket;
     this.head = head;
     this.upstream = upstream;
     this.node = node;
     this.clientHost = head.host;
-    this.path = request.forwardPath;
+    this.run = run;
+    this.path = run === undefined ? request.forwardPath : run.upstream.uri;
+    this.method = run === undefined ? head.method : run.upstream.method;
+    this.pluginHost = run?.upstream.host;
     const built = upstreamHeaders(ctx as never, request, upstream, node, false);
     // the body's framing is the parser's verdict, written by us: a Content-Length the client sent is
     // dropped (and one a Connection header named, dropped by upstreamHeaders, is not missed)
-    const headers = withoutContentLength(built.headers);
+    let headers = withoutContentLength(built.headers);
+    if (run !== undefined) {
+      // Host stays last (upstreamHeaders adds it last; the plugins cannot touch it but through upstream.host)
+      const host = headers.pop()!;
+      headers.pop();
+      run.applyUpstreamEdits(headers);
+      headers.push('Host', this.pluginHost ?? host);
+      headers = withoutContentLength(headers);
+    }
     // Host is the last header upstreamHeaders adds
     this.hostIndex = headers.length - 1;
     this.headers = headers;
@@ -577,7 +661,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   private dispatchTo(node: UpstreamNode): void {
     if (node !== this.node) {
       this.node = node;
-      if (this.upstream.passHost === 'node') {
+      if (this.upstream.passHost === 'node' && this.pluginHost === undefined) {
         this.headers[this.hostIndex] = upstreamHost(this.upstream, node, this.clientHost);
         this.headerText = headerLines(this.headers);
       }
@@ -627,10 +711,10 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     this.upstreamConn = uc;
     const head = this.head;
     this.keepUpstream = this.keepUpstream && this.pool!.mayKeep(uc.requests + 1);
-    uc.expect(head.method, this.upstream.timeout.read);
+    uc.expect(this.method, this.upstream.timeout.read);
     // the head in one write
     uc.socket.write(
-      head.method + ' ' + this.path + ' HTTP/1.1\r\n' + this.headerText + (this.keepUpstream ? CRLF : 'Connection: close\r\n\r\n'),
+      this.method + ' ' + this.path + ' HTTP/1.1\r\n' + this.headerText + (this.keepUpstream ? CRLF : 'Connection: close\r\n\r\n'),
       'latin1',
     );
     this.written = true;
@@ -748,11 +832,24 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     const conn = this.conn;
     let keep = conn.keepAlive;
     const noBody = conn.isHeadRequest || response.framing === 'none';
-    let text = 'HTTP/1.1 ' + response.status + ' ' + (response.reason === '' ? (STATUS_CODES[response.status] ?? '') : response.reason) + CRLF;
-    text += headerLines(clientHeaderList(response.rawHeaders));
+    let status = response.status;
+    let reason = response.reason === '' ? (STATUS_CODES[status] ?? '') : response.reason;
+    let headers = clientHeaderList(response.rawHeaders);
+    const run = this.run;
+    if (run !== undefined && run.hasResponsePhases) {
+      status = run.runHeaderFilter(status, headers, false);
+      if (status !== response.status) reason = STATUS_CODES[status] ?? '';
+      // a body filter changes the length: the body goes chunked (or close-delimited)
+      if (run.hasBodyFilter) {
+        headers = withoutContentLength(headers);
+        this.filtered = !noBody;
+      }
+    }
+    let text = 'HTTP/1.1 ' + status + ' ' + reason + CRLF;
+    text += headerLines(headers);
     // RFC 9110 §6.6.1: a recipient with a clock forwarding a response without Date adds one
     if (!hasHeader(response.rawHeaders, 'date')) text += 'Date: ' + httpDate() + CRLF;
-    if (!noBody && response.framing !== 'length') {
+    if (!noBody && (response.framing !== 'length' || this.filtered)) {
       if (this.head.httpVersion === '1.1') {
         this.chunked = true;
         text += 'Transfer-Encoding: chunked\r\n';
@@ -790,6 +887,13 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
 
   onBody(chunk: Buffer): boolean {
     if (this.done) return false;
+    if (this.filtered || (this.run?.hasBodyFilter === true && !this.headWritten)) {
+      if (!this.headWritten) this.writeHead(null);
+      if (this.filtered) {
+        chunk = this.run!.runBodyFilter(chunk, false);
+        if (chunk.length === 0) return false;
+      }
+    }
     let ok: boolean;
     if (!this.headWritten) ok = this.writeHead(chunk);
     else if (this.chunked) {
@@ -814,6 +918,10 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   onEnd(): boolean {
     if (this.done) return false;
     if (!this.headWritten) this.writeHead(null);
+    if (this.filtered) {
+      const last = this.run!.runBodyFilter(Buffer.alloc(0), true);
+      if (last.length > 0) this.chunked ? (this.socket.cork(), this.writeBody(last), this.socket.uncork()) : this.socket.write(last);
+    }
     if (this.chunked) this.socket.write(LAST_CHUNK, 'latin1');
     this.done = true;
     const uc = this.upstreamConn;
