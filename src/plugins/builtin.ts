@@ -3,6 +3,7 @@ import type { Plugin } from './types.ts';
 import { basicAuth } from './basic-auth.ts';
 import { consumerRestriction } from './consumer-restriction.ts';
 import { keyAuth } from './key-auth.ts';
+import { jwtAuth } from './jwt-auth.ts';
 // (imports above this line)
 
 /** Every built-in plugin. `plugins:` in portico.yaml enables a subset (default: all). */
@@ -11,5 +12,6 @@ export const BUILTIN_PLUGINS: readonly Plugin<any, any>[] = [
   basicAuth,
   consumerRestriction,
   keyAuth,
+  jwtAuth,
   // (entries above this line)
 ];
