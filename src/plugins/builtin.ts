@@ -4,6 +4,12 @@ import { basicAuth } from './basic-auth.ts';
 import { consumerRestriction } from './consumer-restriction.ts';
 import { keyAuth } from './key-auth.ts';
 import { jwtAuth } from './jwt-auth.ts';
+import { cors } from './cors.ts';
+import { faultInjection } from './fault-injection.ts';
+import { ipRestriction } from './ip-restriction.ts';
+import { redirect } from './redirect.ts';
+import { requestId } from './request-id.ts';
+import { uriBlocker } from './uri-blocker.ts';
 // (imports above this line)
 
 /** Every built-in plugin. `plugins:` in portico.yaml enables a subset (default: all). */
@@ -13,5 +19,11 @@ export const BUILTIN_PLUGINS: readonly Plugin<any, any>[] = [
   consumerRestriction,
   keyAuth,
   jwtAuth,
+  cors,
+  faultInjection,
+  ipRestriction,
+  redirect,
+  requestId,
+  uriBlocker,
   // (entries above this line)
 ];
