@@ -17,6 +17,8 @@ program
   .addOption(new Option('--demo-upstream <addr>', 'also run the demo echo upstream (used by the bundled example routes)'))
   .action(async (opts: { config: string; demoUpstream?: string }) => {
     const config = loadGatewayConfig(resolve(opts.config));
+    // before any config is read: objects are validated against the plugins this process knows
+    await (await import('../plugins/registry.ts')).setupPlugins(config);
     const { default: cluster } = await import('node:cluster');
     const { ClusterGateway, runWorker, workerCount } = await import('../server/cluster.ts');
     if (cluster.isWorker) return runWorker(config);

@@ -5,6 +5,7 @@ import { parseGatewayConfig } from '../config/gateway.ts';
 import { ConfigStore } from '../config/store.ts';
 import type { RouterMode } from '../router/types.ts';
 import { FileSource } from '../sources/file.ts';
+import { setupPlugins } from '../plugins/registry.ts';
 
 /**
  * `portico validate FILE`: runs the file through the same source and store the gateway uses, so
@@ -24,6 +25,7 @@ export async function validateFile(file: string, out: NodeJS.WritableStream): Pr
   if (doc && typeof doc === 'object' && ('proxy' in doc || 'config' in doc || 'status' in doc)) {
     try {
       const cfg = parseGatewayConfig(doc, dirname(file), file);
+      await setupPlugins(cfg);
       out.write(`${file}: gateway config OK\n`);
       if (cfg.config.source !== 'file') return 0;
       routesFile = cfg.config.file.path;
@@ -56,7 +58,9 @@ export async function validateFile(file: string, out: NodeJS.WritableStream): Pr
   const s = store.snapshot;
   out.write(
     `${routesFile}: ${rejected.length ? `${rejected.length} error(s); ` : 'OK: '}` +
-      `${s.routes.size} routes, ${s.upstreams.size} upstreams, ${s.services.size} services valid\n`,
+      `${s.routes.size} routes, ${s.upstreams.size} upstreams, ${s.services.size} services` +
+      (s.consumers.size + s.plugin_configs.size + s.global_rules.size > 0 ? `, ${s.consumers.size} consumers, ${s.plugin_configs.size} plugin_configs, ${s.global_rules.size} global_rules` : '') +
+      ' valid\n',
   );
   return rejected.length ? 1 : 0;
 }

@@ -53,6 +53,10 @@ const ClientTimeoutsSchema = Type.Object(
 export const GatewayConfigSchema = Type.Object(
   {
     instance_id: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' })),
+    /** the plugins objects may use (default: every built-in and every plugin of plugin_dirs) */
+    plugins: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { uniqueItems: true })),
+    /** folders of the user's own plugins (.js/.mjs/.ts files), loaded at start; relative to this file */
+    plugin_dirs: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
     proxy: Type.Object(
       {
         listen: Type.Array(ListenAddress, { minItems: 1, default: ['0.0.0.0:9080'] }),
@@ -128,6 +132,7 @@ export function parseGatewayConfig(raw: unknown, baseDir: string, name = 'config
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
   cfg.config.file.path = abs(cfg.config.file.path);
   cfg.config.snapshot = abs(cfg.config.snapshot);
+  cfg.plugin_dirs = cfg.plugin_dirs.map(abs);
   const tls = cfg.config.etcd?.tls;
   if (tls) for (const k of ['ca', 'cert', 'key'] as const) if (tls[k]) tls[k] = abs(tls[k]!);
   return cfg;

@@ -140,3 +140,9 @@ export async function loadPluginDirs(dirs: readonly string[]): Promise<string[]>
   }
   return loaded;
 }
+
+/** portico.yaml's plugin settings: the user's plugins loaded, then the enabled set. Once per process. */
+export async function setupPlugins(config: { plugins?: string[]; plugin_dirs: string[] }): Promise<void> {
+  await loadPluginDirs(config.plugin_dirs);
+  plugins.enable(config.plugins);
+}

@@ -12,6 +12,32 @@ import { describeRequest, type ProxyRequest } from './request.ts';
 import { NodeRetries } from './retries.ts';
 import { sendError, writeRawError } from './responses.ts';
 import { destroyOnError, proxyUpgrade, responseOnSocket, upgradeRequestBody } from './websocket.ts';
+import { NO_CONSUMERS } from '../plugins/consumers.ts';
+import { answerParts, PluginRun } from '../plugins/run.ts';
+import type { PluginAnswer } from '../plugins/types.ts';
+import type { CompiledRoute } from '../runtime/types.ts';
+
+/** A plugin's own answer, after header_filter. */
+function sendPluginAnswer(res: ServerResponse, run: PluginRun, answer: PluginAnswer): void {
+  if (res.destroyed || res.headersSent) return;
+  const { status, headers, body } = answerParts(answer);
+  const final = run.hasResponsePhases ? run.runHeaderFilter(status, headers, true) : status;
+  // 1xx, 204 and 304 have no body, nor a length (RFC 9110 §8.6)
+  const bodyless = final < 200 || final === 204 || final === 304;
+  if (!bodyless) headers.push('Content-Length', String(body.length));
+  try {
+    res.writeHead(final, headers);
+  } catch {
+    return sendError(res, ProxyError.UPSTREAM_UNAVAILABLE);
+  }
+  res.end(bodyless ? undefined : body);
+}
+
+function withoutHeader(headers: string[], lower: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() !== lower) out.push(headers[i]!, headers[i + 1]!);
+  return out;
+}
 
 export interface HttpProxyOptions {
   /** the route table in force; called once per request, which then keeps that table to the end */
@@ -30,20 +56,38 @@ export interface HttpProxy {
 export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
   const { routes } = options;
   const pools = options.pools ?? sharedPools;
+  const proxyTo = (req: IncomingMessage, res: ServerResponse, request: ProxyRequest, route: CompiledRoute, run: PluginRun | undefined): void => {
+    if (res.destroyed) return;
+    const upstream = route.upstream;
+    // APISIX: "missing upstream configuration in Route or Service" → 503
+    if (upstream === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
+    const node = upstream.balancer.pick();
+    if (node === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
+    new HttpExchange(req, res, request, upstream, pools, node, undefined, run).start();
+  };
   return {
     handleRequest(req, res) {
       // no peer address: the client is gone (reset before we got to it), nothing to forward for it
       if (req.socket.remoteAddress === undefined) return void res.destroy();
       const request = describeRequest(req);
       if (request === undefined) return sendError(res, ProxyError.BAD_REQUEST);
-      const matched = routes().matchRoute(request);
+      const table = routes();
+      const matched = table.matchRoute(request);
       if (matched === undefined) return sendError(res, ProxyError.ROUTE_NOT_FOUND);
-      const upstream = matched.target.upstream;
-      // APISIX: "missing upstream configuration in Route or Service" → 503
-      if (upstream === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
-      const node = upstream.balancer.pick();
-      if (node === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
-      new HttpExchange(req, res, request, upstream, pools, node).start();
+      const route = matched.target;
+      if (route.chain === undefined && table.globalChain === undefined) return proxyTo(req, res, request, route, undefined);
+      const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
+      res.once('close', () => run.runLog());
+      const verdict = run.runRequestPhases();
+      if (verdict instanceof Promise) {
+        verdict.then(
+          (answer) => (answer === undefined ? proxyTo(req, res, request, route, run) : sendPluginAnswer(res, run, answer)),
+          () => sendError(res, ProxyError.UPSTREAM_UNAVAILABLE),
+        );
+        return;
+      }
+      if (verdict !== undefined) return sendPluginAnswer(res, run, verdict);
+      proxyTo(req, res, request, route, run);
     },
     handleUpgrade(req, socket, head) {
       socket.on('error', destroyOnError);
@@ -116,6 +160,11 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
   private pendingStatus = 0;
   private pendingStatusText = '';
   private pendingHeaders: string[] | null = null;
+  private readonly run: PluginRun | undefined;
+  /** the Host a plugin set (kept whichever node is tried) */
+  private pluginHost: string | undefined;
+  /** the response body goes through the plugins' body_filter */
+  private filtered = false;
 
   constructor(
     req: IncomingMessage,
@@ -126,7 +175,10 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     node: UpstreamNode,
     /** the request body when it is not `req` (an upgrade request's, which node:http leaves unread) */
     body?: Readable,
+    /** the request's plugins: their upstream edits, header_filter and body_filter */
+    run?: PluginRun,
   ) {
+    this.run = run;
     this.req = req;
     this.res = res;
     this.upstream = upstream;
@@ -138,9 +190,18 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     const built = upstreamHeaders(req, request, upstream, node, false);
     this.headers = built.headers;
     this.hostIndex = built.hostIndex;
+    if (run !== undefined) {
+      // Host stays last, set only through upstream.host (upstreamHeaders adds it last)
+      const host = this.headers.pop()!;
+      this.headers.pop();
+      run.applyUpstreamEdits(this.headers);
+      this.pluginHost = run.upstream.host;
+      this.headers.push('Host', this.pluginHost ?? host);
+      this.hostIndex = this.headers.length - 1;
+    }
     this.dispatchOptions = {
-      path: request.forwardPath,
-      method: request.method as Dispatcher.HttpMethod,
+      path: run === undefined ? request.forwardPath : run.upstream.uri,
+      method: (run === undefined ? request.method : run.upstream.method) as Dispatcher.HttpMethod,
       headers: this.headers,
       body: this.hasBody ? (body ?? req) : null,
       headersTimeout: upstream.timeout.read,
@@ -160,7 +221,7 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
   private dispatchTo(node: UpstreamNode): void {
     if (node !== this.node) {
       this.node = node;
-      if (this.upstream.passHost === 'node') this.headers[this.hostIndex] = upstreamHost(this.upstream, node, this.clientHost);
+      if (this.upstream.passHost === 'node' && this.pluginHost === undefined) this.headers[this.hostIndex] = upstreamHost(this.upstream, node, this.clientHost);
     }
     this.onSocket = false;
     this.abortUpstream = null;
@@ -226,7 +287,18 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     this.responding = true;
     this.pendingStatus = statusCode;
     this.pendingStatusText = statusText;
-    this.pendingHeaders = clientHeaders(rawHeaders);
+    let headers = clientHeaders(rawHeaders);
+    const run = this.run;
+    if (run !== undefined && run.hasResponsePhases) {
+      this.pendingStatus = run.runHeaderFilter(statusCode, headers, false);
+      if (this.pendingStatus !== statusCode) this.pendingStatusText = '';
+      if (run.hasBodyFilter) {
+        // the length changes: node:http sends the body chunked
+        headers = withoutHeader(headers, 'content-length');
+        this.filtered = true;
+      }
+    }
+    this.pendingHeaders = headers;
     return true;
   }
 
@@ -248,7 +320,8 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
 
   onData(chunk: Buffer): boolean {
     if (this.pendingHeaders !== null && !this.writeResponseHead()) return false;
-    if (this.res.write(chunk)) return true;
+    if (this.filtered) chunk = this.run!.runBodyFilter(chunk, false);
+    if (chunk.length === 0 || this.res.write(chunk)) return true;
     // backpressure: undici stops reading the upstream socket until the client drains (the
     // listener is made on first need: most responses never wait)
     // (a client that never drains is cut by proxy.timeouts.send: the listeners' SendTimeoutWatch
@@ -262,6 +335,10 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     if (this.done) return;
     if (this.pendingHeaders !== null && !this.writeResponseHead()) return;
     this.done = true;
+    if (this.filtered) {
+      const last = this.run!.runBodyFilter(Buffer.alloc(0), true);
+      if (last.length > 0) return void this.res.end(last);
+    }
     this.res.end();
   }
 
