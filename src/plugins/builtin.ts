@@ -10,6 +10,9 @@ import { ipRestriction } from './ip-restriction.ts';
 import { redirect } from './redirect.ts';
 import { requestId } from './request-id.ts';
 import { uriBlocker } from './uri-blocker.ts';
+import { limitConn } from './limit-conn.ts';
+import { limitCount } from './limit-count.ts';
+import { limitReq } from './limit-req.ts';
 // (imports above this line)
 
 /** Every built-in plugin. `plugins:` in portico.yaml enables a subset (default: all). */
@@ -25,5 +28,8 @@ export const BUILTIN_PLUGINS: readonly Plugin<any, any>[] = [
   redirect,
   requestId,
   uriBlocker,
+  limitConn,
+  limitCount,
+  limitReq,
   // (entries above this line)
 ];

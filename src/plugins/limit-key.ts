@@ -1,0 +1,140 @@
+import type { PluginContext, PluginScope } from './types.ts';
+
+/*
+ * What the rate-limiting plugins (limit-count, limit-req, limit-conn) share: turning `key_type` +
+ * `key` into the string a request is counted under, and bounding the module-level state they keep.
+ *
+ * The key is resolved like APISIX's `ctx.var[key]` (key_type var) or `core.utils.resolve_var`
+ * (var_combination: "$remote_addr $http_x_user", `${name}`, `${name ?? default}`); a key that
+ * resolves to nothing falls back to the client's address, as APISIX does. Variable names are
+ * resolved once, at compile: a name Portico cannot provide is a config error (like route `vars`),
+ * not a key that is silently always nil.
+ */
+
+/** Reads one variable of a request; undefined is nginx's nil. */
+export type VarGetter = (ctx: PluginContext) => string | undefined;
+
+const SUPPORTED =
+  'remote_addr, host, uri, request_method, scheme, query_string (args), consumer_name, route_id, service_id, ' +
+  'arg_<name>, http_<name>, cookie_<name>';
+
+/** The getter for an APISIX/nginx variable name; throws for a name Portico does not provide. */
+export function compileVar(name: string): VarGetter {
+  switch (name) {
+    case 'remote_addr':
+      return (ctx) => ctx.request.clientAddress;
+    case 'host':
+      return (ctx) => ctx.request.host;
+    case 'uri':
+      return (ctx) => ctx.request.path;
+    case 'request_method':
+      return (ctx) => ctx.request.method;
+    case 'scheme':
+      return (ctx) => ctx.request.scheme;
+    case 'args':
+    case 'query_string':
+      return (ctx) => ctx.request.query || undefined;
+    case 'consumer_name':
+      return (ctx) => ctx.consumer?.username;
+    case 'route_id':
+      return (ctx) => ctx.routeId;
+    case 'service_id':
+      return (ctx) => ctx.serviceId;
+    default:
+      break;
+  }
+  if (name.startsWith('arg_') && name.length > 4) {
+    const arg = name.slice(4);
+    return (ctx) => ctx.request.arg(arg);
+  }
+  if (name.startsWith('cookie_') && name.length > 7) {
+    const cookie = name.slice(7);
+    return (ctx) => ctx.request.cookie(cookie);
+  }
+  if (name.startsWith('http_') && name.length > 5) {
+    // nginx: http_X_User reads the header "x-user"
+    const header = name.slice(5).toLowerCase().replaceAll('_', '-');
+    return (ctx) => ctx.request.header(header);
+  }
+  throw new Error(`unsupported variable '${name}'; supported: ${SUPPORTED}`);
+}
+
+/** A "$a-$b" template resolved per request: the text, and how many variables had a value. */
+export type TemplateResolver = (ctx: PluginContext) => { value: string; resolved: number };
+
+// APISIX's pattern: `$name` (word chars and dots) or `${ name }`, not after a backslash
+const VAR_REF = /(?<!\\)\$(?:\{\s*([^}]+?)\s*\}|([\w.]+))/g;
+
+/** Compiles an APISIX `resolve_var` template; throws for an unsupported variable. */
+export function compileTemplate(template: string): TemplateResolver {
+  const literals: string[] = [];
+  const vars: { get: VarGetter; fallback: string | undefined }[] = [];
+  let last = 0;
+  for (const m of template.matchAll(VAR_REF)) {
+    literals.push(template.slice(last, m.index));
+    const spec = (m[1] ?? m[2])!;
+    // `${name ?? default}`: the default counts as resolved, as in APISIX
+    const [name, fallback] = spec.split(/\s*\?\?\s*/, 2) as [string, string | undefined];
+    vars.push({ get: compileVar(name), fallback });
+    last = m.index + m[0].length;
+  }
+  literals.push(template.slice(last));
+  if (vars.length === 0) return () => ({ value: template, resolved: 0 });
+  return (ctx) => {
+    let value = literals[0]!;
+    let resolved = 0;
+    for (let i = 0; i < vars.length; i++) {
+      const v = vars[i]!.get(ctx) ?? vars[i]!.fallback;
+      if (v !== undefined) {
+        resolved++;
+        value += v;
+      }
+      value += literals[i + 1]!;
+    }
+    return { value, resolved };
+  };
+}
+
+export type KeyType = 'var' | 'var_combination' | 'constant';
+
+/**
+ * The function giving a request's limit key (without any scope prefix). APISIX: var → ctx.var[key];
+ * var_combination → the template, nil when no variable resolved; constant → the key as written;
+ * nil → the client's address.
+ */
+export function compileLimitKey(keyType: KeyType, key: string): (ctx: PluginContext) => string {
+  if (keyType === 'constant') return () => key;
+  if (keyType === 'var_combination') {
+    const template = compileTemplate(key);
+    return (ctx) => {
+      const r = template(ctx);
+      return r.resolved === 0 ? ctx.request.clientAddress : r.value;
+    };
+  }
+  const get = compileVar(key);
+  return (ctx) => get(ctx) ?? ctx.request.clientAddress;
+}
+
+/**
+ * The prefix of every counter of one plugin config: where the config lives, not its content, so a
+ * changed config (a raised count, another rejected_code) keeps counting where it was. APISIX keys
+ * by a hash of the plugin's config instead, which resets the counter on every change of that config.
+ */
+export function scopePrefix(scope: PluginScope): string {
+  return `${scope.kind}/${scope.id}`;
+}
+
+/**
+ * Drops entries of `state` that `expired(entry, now)` says are of no use any more, every
+ * `intervalMs`, so per-key state of clients that went away does not grow without bound. The timer
+ * is unref'd (it never keeps the process alive) and started once per map.
+ */
+export function sweepExpired<V>(state: Map<string, V>, expired: (entry: V, now: number) => boolean, intervalMs = 10_000): void {
+  if (sweeping.has(state)) return;
+  sweeping.add(state);
+  setInterval(() => {
+    const now = Date.now();
+    for (const [k, v] of state) if (expired(v, now)) state.delete(k);
+  }, intervalMs).unref();
+}
+const sweeping = new WeakSet<Map<string, unknown>>();
