@@ -1,0 +1,167 @@
+/**
+ * key-auth through the gateway process, as APISIX's docs (apisix.apache.org/docs/apisix/plugins/key-auth)
+ * show it: the key in the `apikey` header or a query argument, 401 without it or with a wrong one,
+ * hide_credentials, the header's priority over the query, the anonymous consumer; and what the
+ * routes file does live: a consumer added works on the next request, removed is refused, an
+ * invalid config is rejected with its reason in /status.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { waitUntil } from '../helpers/wait.ts';
+
+interface Seen {
+  status: number;
+  headers: Headers;
+  /** the gateway's JSON answer, or the echo upstream's {method, url, headers} */
+  json: { message?: string; url?: string; headers?: Record<string, string> };
+}
+
+async function send(url: string, headers: Record<string, string> = {}): Promise<Seen> {
+  const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
+  const text = await res.text();
+  let json: Seen['json'] = {};
+  try {
+    json = JSON.parse(text) as Seen['json'];
+  } catch {
+    /* not JSON: asserted through status */
+  }
+  return { status: res.status, headers: res.headers, json };
+}
+
+describe('key-auth (gateway process)', () => {
+  let up: TestUpstream;
+  let gw: GatewayProcess;
+  const routes = (extraConsumers: object[] = [], extraRoutes: object[] = []) => {
+    const node = { [up.address]: 1 };
+    return {
+      routes: [
+        { id: 'key-auth-route', uri: '/anything', plugins: { 'key-auth': {} }, upstream: { nodes: node } },
+        { id: 'hidden', uri: '/hidden', plugins: { 'key-auth': { hide_credentials: true } }, upstream: { nodes: node } },
+        { id: 'by-query', uri: '/by-query', plugins: { 'key-auth': { query: 'auth' } }, upstream: { nodes: node } },
+        { id: 'hidden-query', uri: '/hidden-query', plugins: { 'key-auth': { query: 'auth', hide_credentials: true } }, upstream: { nodes: node } },
+        { id: 'custom-header', uri: '/custom-header', plugins: { 'key-auth': { header: 'X-Api-Key', realm: 'my-api' } }, upstream: { nodes: node } },
+        { id: 'anon', uri: '/anon', plugins: { 'key-auth': { anonymous_consumer: 'anonymous' } }, upstream: { nodes: node } },
+        { id: 'anon-missing', uri: '/anon-missing', plugins: { 'key-auth': { anonymous_consumer: 'nobody' } }, upstream: { nodes: node } },
+        ...extraRoutes,
+      ],
+      consumers: [{ username: 'jack', plugins: { 'key-auth': { key: 'jack-key' } } }, { username: 'anonymous' }, ...extraConsumers],
+    };
+  };
+
+  before(async () => {
+    up = await startUpstream('up');
+    gw = await startGateway({ routes: routes() });
+  });
+  after(async () => {
+    await gw?.cleanup();
+    await up?.close();
+  });
+
+  // [what, path, request headers, status, message (401) or consumer seen upstream (200)]
+  const cases: Array<[string, string, Record<string, string>, number, string]> = [
+    ['docs: valid key in the header', '/anything', { apikey: 'jack-key' }, 200, 'jack'],
+    ['docs: invalid key', '/anything', { apikey: 'wrong-key' }, 401, 'Invalid API key in request'],
+    ['docs: no key', '/anything', {}, 401, 'Missing API key in request'],
+    ['the key in the default query argument', '/anything?apikey=jack-key', {}, 200, 'jack'],
+    ['an empty key is a wrong key, not a missing one', '/anything', { apikey: '' }, 401, 'Invalid API key in request'],
+    ['docs priority: valid key in the custom query argument', '/by-query?auth=jack-key', {}, 200, 'jack'],
+    ['docs priority: invalid key in the query', '/by-query?auth=wrong-key', {}, 401, 'Invalid API key in request'],
+    ['docs priority: the header wins over a wrong query key', '/by-query?auth=wrong-key', { apikey: 'jack-key' }, 200, 'jack'],
+    ['the header wins: a wrong header key is not rescued by the query', '/by-query?auth=jack-key', { apikey: 'wrong' }, 401, 'Invalid API key in request'],
+    ['the default query name is not read when `query` is set', '/by-query?apikey=jack-key', {}, 401, 'Missing API key in request'],
+    ['a custom header name (case-insensitive)', '/custom-header', { 'x-api-key': 'jack-key' }, 200, 'jack'],
+    ['a custom header: apikey is not read', '/custom-header', { apikey: 'jack-key' }, 401, 'Missing API key in request'],
+    ['anonymous consumer: no key', '/anon', {}, 200, 'anonymous'],
+    ['anonymous consumer: a wrong key', '/anon', { apikey: 'wrong' }, 200, 'anonymous'],
+    ['anonymous consumer: a valid key is still its consumer', '/anon', { apikey: 'jack-key' }, 200, 'jack'],
+    ['anonymous consumer that does not exist', '/anon-missing', {}, 401, 'Invalid user authorization'],
+  ];
+  for (const [what, path, headers, status, expected] of cases) {
+    test(what, async () => {
+      const r = await send(gw.url + path, headers);
+      assert.equal(r.status, status, JSON.stringify(r.json));
+      if (status === 200) assert.equal(r.json.headers?.['x-consumer-username'], expected);
+      else {
+        assert.deepEqual(r.json, { message: expected });
+        const realm = path.startsWith('/custom-header') ? 'my-api' : 'key';
+        assert.equal(r.headers.get('www-authenticate'), `apikey realm="${realm}"`);
+      }
+    });
+  }
+
+  test('a client cannot claim a consumer with its own X-Consumer-Username', async () => {
+    const r = await send(`${gw.url}/anything`, { apikey: 'jack-key', 'X-Consumer-Username': 'admin' });
+    assert.equal(r.json.headers?.['x-consumer-username'], 'jack');
+  });
+
+  test('docs: without hide_credentials the key goes upstream; with it, the header is removed', async () => {
+    const shown = await send(`${gw.url}/anything`, { apikey: 'jack-key' });
+    assert.equal(shown.json.headers?.apikey, 'jack-key');
+    const hidden = await send(`${gw.url}/hidden`, { apikey: 'jack-key', other: 'kept' });
+    assert.equal(hidden.status, 200);
+    assert.equal(hidden.json.headers?.apikey, undefined);
+    assert.equal(hidden.json.headers?.other, 'kept');
+    assert.equal(hidden.json.headers?.['x-consumer-username'], 'jack');
+  });
+
+  test('hide_credentials with the key in the query: the argument is removed, the others kept as sent', async () => {
+    const r = await send(`${gw.url}/hidden-query?a=1&auth=jack-key&b=x%2Fy&auth=again`);
+    assert.equal(r.status, 200);
+    assert.equal(r.json.url, '/hidden-query?a=1&b=x%2Fy');
+    const only = await send(`${gw.url}/hidden-query?auth=jack-key`);
+    assert.equal(only.json.url, '/hidden-query');
+    const shown = await send(`${gw.url}/by-query?auth=jack-key`);
+    assert.equal(shown.json.url, '/by-query?auth=jack-key');
+  });
+
+  test('a consumer added to the routes file: its key works on the next request; removed: 401', async () => {
+    writeRoutes(gw.routesPath, routes([{ username: 'jill', plugins: { 'key-auth': { key: 'jill-key' } } }]));
+    const ok = await waitUntil(async () => {
+      const r = await send(`${gw.url}/anything`, { apikey: 'jill-key' });
+      return r.status === 200 ? r : undefined;
+    }, 2000, 'jill to be accepted', 50);
+    assert.equal(ok.json.headers?.['x-consumer-username'], 'jill');
+
+    writeRoutes(gw.routesPath, routes());
+    const refused = await waitUntil(async () => {
+      const r = await send(`${gw.url}/anything`, { apikey: 'jill-key' });
+      return r.status === 401 ? r : undefined;
+    }, 2000, 'jill to be refused', 50);
+    assert.deepEqual(refused.json, { message: 'Invalid API key in request' });
+    assert.equal((await send(`${gw.url}/anything`, { apikey: 'jack-key' })).status, 200, 'jack unaffected');
+  });
+
+  test('schema violations are rejected with the reason in /status; the rest keeps serving', async () => {
+    writeRoutes(
+      gw.routesPath,
+      routes(
+        [{ username: 'keyless', plugins: { 'key-auth': {} } }, { username: 'numkey', plugins: { 'key-auth': { key: 42 } } }],
+        [
+          { id: 'bad-header', uri: '/bad-header', plugins: { 'key-auth': { header: 123 } }, upstream: { nodes: { [up.address]: 1 } } },
+          { id: 'bad-hide', uri: '/bad-hide', plugins: { 'key-auth': { hide_credentials: 'yes' } }, upstream: { nodes: { [up.address]: 1 } } },
+          { id: 'bad-realm', uri: '/bad-realm', plugins: { 'key-auth': { realm: 'a"b' } }, upstream: { nodes: { [up.address]: 1 } } },
+        ],
+      ),
+    );
+    const expected: Array<[string, string, string]> = [
+      ['routes', 'bad-header', '/plugins/key-auth/header: must be string'],
+      ['routes', 'bad-hide', '/plugins/key-auth/hide_credentials: must be boolean'],
+      ['routes', 'bad-realm', '/plugins/key-auth/realm: must match pattern'],
+      ['consumers', 'keyless', "/plugins/key-auth: must have required property 'key'"],
+      ['consumers', 'numkey', '/plugins/key-auth/key: must be string'],
+    ];
+    const st = await waitUntil(async () => {
+      const s = await gw.status();
+      return expected.every(([kind, id]) => s.rejected.some((r) => r.kind === kind && r.id === id)) ? s : undefined;
+    }, 3000, 'the invalid objects to be rejected', 50);
+    for (const [kind, id, reason] of expected) {
+      const r = st.rejected.find((x) => x.kind === kind && x.id === id)!;
+      assert.ok(r.reason.includes(reason), `${kind}/${id}: ${r.reason}`);
+    }
+    assert.equal((await send(`${gw.url}/bad-header`, { apikey: 'jack-key' })).status, 404);
+    assert.equal((await send(`${gw.url}/anything`, { apikey: 'jack-key' })).status, 200);
+    writeRoutes(gw.routesPath, routes());
+  });
+});
