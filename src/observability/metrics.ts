@@ -81,6 +81,21 @@ export function createMetrics(report: () => StatusReport): Registry {
     },
   });
 
+  const countedFailures = new Map<string, number>();
+  new Counter({
+    name: 'portico_plugin_failures_total',
+    help: 'Requests answered 500 because a plugin threw, by plugin',
+    labelNames: ['plugin'],
+    registers: [registry],
+    collect() {
+      for (const [plugin, n] of Object.entries(current().plugin_failures ?? {})) {
+        const delta = n - (countedFailures.get(plugin) ?? 0);
+        if (delta > 0) this.inc({ plugin }, delta);
+        countedFailures.set(plugin, n);
+      }
+    },
+  });
+
   const metrics = registry.metrics.bind(registry);
   registry.metrics = async () => {
     last = undefined;

@@ -26,6 +26,11 @@ export interface StatusReport {
   counts: Record<Kind, number>;
   rejected: RejectionRecord[];
   rejections_total: Record<string, number>;
+  /**
+   * requests answered 500 because a plugin threw, since start, by plugin (this process's; with
+   * proxy.workers > 1 the workers' are not summed here yet)
+   */
+  plugin_failures?: Record<string, number>;
   /** with proxy.workers > 1: each worker process and the revision it serves */
   workers?: Array<{ pid: number; revision: number | null; listening: boolean }>;
 }

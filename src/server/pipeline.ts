@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { LatestWriter } from '../coalesce.ts';
 import { perKind, type ChangeSet } from '../config/changeset.ts';
+import { pluginFailures } from '../plugins/run.ts';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { readSnapshotFile, snapshotWriter } from '../config/persist.ts';
 import type { Snapshot } from '../config/snapshot.ts';
@@ -175,6 +176,7 @@ export class ConfigPipeline {
       counts: perKind((kind) => s[kind].size),
       rejected: this.store.rejections(),
       rejections_total: Object.fromEntries(this.store.rejectionCount),
+      plugin_failures: Object.fromEntries(pluginFailures),
       ...this.extra.report?.(),
     };
   }
