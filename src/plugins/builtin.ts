@@ -13,6 +13,8 @@ import { uriBlocker } from './uri-blocker.ts';
 import { limitConn } from './limit-conn.ts';
 import { limitCount } from './limit-count.ts';
 import { limitReq } from './limit-req.ts';
+import { proxyRewrite } from './proxy-rewrite.ts';
+import { responseRewrite } from './response-rewrite.ts';
 // (imports above this line)
 
 /** Every built-in plugin. `plugins:` in portico.yaml enables a subset (default: all). */
@@ -31,5 +33,7 @@ export const BUILTIN_PLUGINS: readonly Plugin<any, any>[] = [
   limitConn,
   limitCount,
   limitReq,
+  proxyRewrite,
+  responseRewrite,
   // (entries above this line)
 ];
