@@ -263,8 +263,12 @@ export class PluginRun implements PluginContext {
   applyUpstreamEdits(headers: string[]): void {
     const list = new HeaderList(headers);
     applyEdits(list, this.upstream.edits);
-    // APISIX tells the upstream who the consumer is
-    if (this.consumer !== undefined) list.set('X-Consumer-Username', this.consumer.username);
+    // APISIX tells the upstream who the consumer is (and its labels.custom_id, when it has one)
+    if (this.consumer !== undefined) {
+      list.set('X-Consumer-Username', this.consumer.username);
+      const customId = this.consumer.labels?.custom_id;
+      if (customId !== undefined) list.set('X-Consumer-Custom-ID', customId);
+    }
   }
 
   /** Whether the response phases have anything to do (a transport may skip building views). */

@@ -37,6 +37,8 @@ export interface Consumer {
   readonly plugins: Readonly<Record<string, unknown>>;
   readonly labels?: Readonly<Record<string, string>>;
   readonly desc?: string;
+  /** the consumer group (APISIX consumer_groups; consumer-restriction type consumer_group_id) */
+  readonly groupId?: string;
 }
 
 /** Finds consumers by an auth plugin's credential (an index built on first use, rebuilt on change). */

@@ -98,7 +98,7 @@ export class Runtime implements RouteTable {
     };
     for (const id of diff.upstreams) guarded('upstreams', id, () => this.updateSlot('upstreams', id, snapshot.upstreams.get(id)?.value));
     if (diff.consumers.size > 0) {
-      this.consumers = new Consumers([...snapshot.consumers.values()].map((c) => ({ username: c.value.username, plugins: c.value.plugins ?? {}, labels: c.value.labels, desc: c.value.desc })));
+      this.consumers = new Consumers([...snapshot.consumers.values()].map((c) => ({ username: c.value.username, plugins: c.value.plugins ?? {}, labels: c.value.labels, desc: c.value.desc, groupId: c.value.group_id })));
     }
     if (diff.global_rules.size > 0) {
       const rules = [...snapshot.global_rules.values()].sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
