@@ -1,0 +1,108 @@
+/**
+ * uri-blocker through the gateway process, as APISIX's docs show it
+ * (apisix.apache.org/docs/apisix/plugins/uri-blocker): `["root.exe", "root.m+"]` on `/*` blocks
+ * `/root.exe?a=a` with 403, `rejected_msg` answers `{"error_msg": ...}`; plus `case_insensitive`,
+ * `rejected_code`, rules matching the query part of `$request_uri`, an encoded spelling that
+ * cannot slip past, a backtracking-prone rule that cannot stall the gateway, and invalid configs
+ * rejected with the reason.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { expectRejected, send } from './send.ts';
+
+describe('uri-blocker (gateway process)', () => {
+  let up: TestUpstream;
+  let gw: GatewayProcess;
+
+  const routes = (extra: object[] = []) => {
+    const upstream = { nodes: { [up.address]: 1 } };
+    const r = (prefix: string, conf: object) => ({ id: prefix, uri: `/${prefix}/*`, plugins: { 'uri-blocker': conf }, upstream });
+    return {
+      routes: [
+        // docs: "Enable Plugin" (on /*), here under a prefix per variant
+        { id: 'docs', uri: '/*', plugins: { 'uri-blocker': { block_rules: ['root.exe', 'root.m+'] } }, upstream, priority: -1 },
+        r('msg', { block_rules: ['root.exe', 'root.m+'], rejected_msg: 'access is not allowed' }),
+        r('ci', { block_rules: ['root.exe', 'root.m+'], case_insensitive: true }),
+        r('code', { block_rules: ['^/code/admin'], rejected_code: 410, rejected_msg: 'gone' }),
+        r('query', { block_rules: ['[?&]debug=1(&|$)'] }),
+        r('redos', { block_rules: ['^/redos/(a+)+$'] }),
+        ...extra,
+      ],
+    };
+  };
+
+  before(async () => {
+    up = await startUpstream('up');
+    gw = await startGateway({ routes: routes() });
+  });
+  after(async () => {
+    await gw?.cleanup();
+    await up?.close();
+  });
+
+  // [what, path, status, body ('' for none, else the JSON), reaches the upstream]
+  const cases: Array<[string, string, number, object | '']> = [
+    ['docs: /root.exe?a=a is blocked with 403', '/root.exe?a=a', 403, ''],
+    ['docs: the second rule (root.m+)', '/files/root.mmm', 403, ''],
+    ['docs: other uris pass', '/index.html', 200, ''],
+    ['rules are case-sensitive by default', '/ROOT.EXE', 200, ''],
+    ['docs: rejected_msg is answered as {"error_msg": ...}', '/msg/root.exe', 403, { error_msg: 'access is not allowed' }],
+    ['case_insensitive: /ROOT.EXE is blocked', '/ci/ROOT.EXE', 403, ''],
+    ['case_insensitive: /Root.MMM is blocked', '/ci/Root.MMM', 403, ''],
+    ['rejected_code', '/code/admin/users', 410, { error_msg: 'gone' }],
+    ['an anchored rule does not match elsewhere', '/code/public/admin', 200, ''],
+    ['rules see the query string ($request_uri)', '/query/x?a=1&debug=1', 403, ''],
+    ['a query that does not match', '/query/x?debug=10', 200, ''],
+    ['an encoded spelling is matched like the plain one', '/root%2eexe', 403, ''],
+    ['a dot-segment spelling is matched like the plain one', '/a/../root.exe', 403, ''],
+  ];
+
+  for (const [what, path, status, body] of cases) {
+    test(what, async () => {
+      const before = up.requests.length;
+      const a = await send(gw.url + path);
+      assert.equal(a.status, status, a.body);
+      if (status === 200) {
+        assert.equal(up.requests.length, before + 1);
+      } else {
+        assert.equal(up.requests.length, before, 'a blocked request never reaches the upstream');
+        if (body === '') assert.equal(a.body, '');
+        else assert.deepEqual(JSON.parse(a.body), body);
+      }
+    });
+  }
+
+  test('a backtracking-prone rule runs in linear time: a long uri is answered at once', async () => {
+    const blocked = await send(`${gw.url}/redos/${'a'.repeat(30)}`);
+    assert.equal(blocked.status, 403);
+    // exponential under backtracking (2^40 steps), linear on the config regex engine
+    const passed = await send(`${gw.url}/redos/${'a'.repeat(40)}!`);
+    assert.equal(passed.status, 200);
+    assert.ok(passed.ms < 1_000, `answered after ${passed.ms.toFixed(0)} ms`);
+  });
+
+  test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
+    const upstream = { nodes: { [up.address]: 1 } };
+    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'uri-blocker': conf }, upstream });
+    writeRoutes(gw.routesPath, routes([
+      bad('bad-missing', { rejected_code: 403 }),
+      bad('bad-backref', { block_rules: ['(a)\\1'] }),
+      bad('bad-syntax', { block_rules: ['ok', 'root.m+', '(unclosed'] }),
+      bad('bad-dup', { block_rules: ['a', 'a'] }),
+      bad('bad-code', { block_rules: ['a'], rejected_code: 100 }),
+      bad('bad-msg', { block_rules: ['a'], rejected_msg: '' }),
+    ]));
+    await expectRejected(gw, [
+      ['routes', 'bad-missing', "/plugins/uri-blocker: must have required property 'block_rules'"],
+      ['routes', 'bad-backref', 'block_rules[0]: invalid regular expression "(a)\\\\1": backreferences'],
+      ['routes', 'bad-syntax', 'block_rules[2]: invalid regular expression "(unclosed"'],
+      ['routes', 'bad-dup', '/plugins/uri-blocker/block_rules: must NOT have duplicate items'],
+      ['routes', 'bad-code', '/plugins/uri-blocker/rejected_code: must be >= 200'],
+      ['routes', 'bad-msg', '/plugins/uri-blocker/rejected_msg: must NOT have fewer than 1 characters'],
+    ]);
+    assert.equal((await send(`${gw.url}/msg/root.exe`)).status, 403, 'the valid routes keep working');
+    writeRoutes(gw.routesPath, routes());
+  });
+});
