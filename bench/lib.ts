@@ -90,6 +90,8 @@ export interface WrkOptions {
   duration: number;
   connections: number;
   threads: number;
+  /** request headers, `Name: value` */
+  headers?: string[];
 }
 
 function toMs(v: string): number {
@@ -100,7 +102,8 @@ function toMs(v: string): number {
 }
 
 function wrkArgs(url: string, opts: WrkOptions): string[] {
-  return ['-t', String(opts.threads), '-c', String(opts.connections), '-d', `${opts.duration}s`, '--latency', url];
+  const headers = (opts.headers ?? []).flatMap((h) => ['-H', h]);
+  return ['-t', String(opts.threads), '-c', String(opts.connections), '-d', `${opts.duration}s`, ...headers, '--latency', url];
 }
 
 /** wrk's text report -> numbers. */

@@ -26,7 +26,11 @@
  * gateway's default; PORTICO_PROXY_TRANSPORT in the environment overrides portico.yaml).
  *
  *   npm run bench -- [--duration 10] [--connections 50] [--threads 1] [--workers auto]
- *     [--targets direct,portico,portico-auto,nginx,seed,fast-gateway] [--transport node,socket]
+ *     [--targets direct,portico,portico-plugins,portico-plugins-redis,portico-auto,nginx,seed,fast-gateway]
+ *     [--transport node,socket]
+ *
+ * portico-plugins: key-auth + limit-count (local) + proxy-rewrite on the route, wrk sending the key;
+ * portico-plugins-redis: the same with limit-count policy: redis (a redis-server the bench starts).
  *     [--tsx] [--root DIR]
  */
 import { parseArgs } from 'node:util';
@@ -46,12 +50,14 @@ import {
   stop,
   treeCpuMs,
   waitPort,
+  which,
   wrk,
   type Peer,
   type WrkResult,
 } from './lib.ts';
+import { startRedis } from '../test/helpers/redis.ts';
 
-const ALL = ['direct', 'portico', 'portico-auto', 'nginx', 'seed', 'fast-gateway'] as const;
+const ALL = ['direct', 'portico', 'portico-plugins', 'portico-plugins-redis', 'portico-auto', 'nginx', 'seed', 'fast-gateway'] as const;
 type Target = (typeof ALL)[number];
 
 const { values } = parseArgs({
@@ -78,6 +84,26 @@ const PATH = '/aa/hello'; // fast-gateway routes by prefix (/aa); every target i
 const upstreamPort = await freePort();
 const upstream = await startUpstream(upstreamPort);
 const routes = `upstreams:\n  - id: u\n    nodes: { "127.0.0.1:${upstreamPort}": 1 }\nroutes:\n  - id: r\n    uri: /aa/*\n    upstream_id: u\n`;
+/**
+ * The plugin rows: key-auth + limit-count + proxy-rewrite on the route (the issue's set), the count
+ * far above what a run sends so every request passes all three; `redis`: the counter in Redis.
+ */
+const pluginRoutes = (redisPort?: number) => `upstreams:
+  - id: u
+    nodes: { "127.0.0.1:${upstreamPort}": 1 }
+consumers:
+  - username: bench
+    plugins: { key-auth: { key: bench-key } }
+routes:
+  - id: r
+    uri: /aa/*
+    upstream_id: u
+    plugins:
+      key-auth: {}
+      limit-count: { count: 1000000000, time_window: 60, key: consumer_name${redisPort === undefined ? '' : `, policy: redis, redis_host: 127.0.0.1, redis_port: ${redisPort}`} }
+      proxy-rewrite: { headers: { set: { X-Bench: "1" } } }
+`;
+const pluginHeaders = ['apikey: bench-key'];
 
 interface Row {
   name: string;
@@ -102,12 +128,13 @@ async function measure(target: Target, name: string, start: () => Promise<{ port
     return;
   }
   const url = `http://127.0.0.1:${started.port}${PATH}`;
+  const runOpts = target.startsWith('portico-plugins') ? { ...opts, headers: pluginHeaders } : opts;
   try {
-    wrk(url, { ...opts, duration: Math.min(2, opts.duration) });
+    wrk(url, { ...runOpts, duration: Math.min(2, opts.duration) });
     const pid = started.child.pid!;
     const cpu0 = treeCpuMs(pid);
     const m0 = machineCpuMs();
-    const r = wrk(url, opts);
+    const r = wrk(url, runOpts);
     const cpu = treeCpuMs(pid) - cpu0;
     const m1 = machineCpuMs();
     rows.push({
@@ -135,6 +162,24 @@ for (const transport of values.transport ? values.transport.split(',') : [undefi
     const g = await startPortico({ main: gatewayMain, routes, workers: 1, transport });
     return { port: g.port, child: g.child };
   });
+  await measure('portico-plugins', `portico + 3 plugins (${t}local)`, async () => {
+    const g = await startPortico({ main: gatewayMain, routes: pluginRoutes(), workers: 1, transport });
+    return { port: g.port, child: g.child };
+  });
+  if (targets.has('portico-plugins-redis')) {
+    if (!which('redis-server')) rows.push({ name: `portico + 3 plugins (${t}redis)`, target: 'portico-plugins-redis', skipped: 'apt-get install redis-server' });
+    else {
+      const redis = await startRedis();
+      try {
+        await measure('portico-plugins-redis', `portico + 3 plugins (${t}redis)`, async () => {
+          const g = await startPortico({ main: gatewayMain, routes: pluginRoutes(redis.port), workers: 1, transport });
+          return { port: g.port, child: g.child };
+        });
+      } finally {
+        await redis.stop();
+      }
+    }
+  }
   await measure('portico-auto', `portico (${t}workers: ${values.workers}=${autoCount})`, async () => {
     const g = await startPortico({ main: gatewayMain, routes, workers: autoWorkers, transport });
     return { port: g.port, child: g.child };
@@ -179,6 +224,13 @@ for (const row of rows) {
 }
 
 const get = (t: Target) => rows.find((x) => x.target === t && x.r);
+for (const t of ['portico-plugins', 'portico-plugins-redis'] as const) {
+  const withPlugins = get(t);
+  const bare = get('portico');
+  if (withPlugins && bare) {
+    console.log(`\n${withPlugins.name} / ${bare.name}: ${(withPlugins.r!.rps / bare.r!.rps).toFixed(2)}x throughput (the three local plugins: goal >= 0.8x), CPU per request ${withPlugins.cpuUsPerReq!.toFixed(1)} vs ${bare.cpuUsPerReq!.toFixed(1)} us`);
+  }
+}
 const porticoRows = rows.filter((x) => x.target === 'portico' && x.r);
 const autoRows = rows.filter((x) => x.target === 'portico-auto' && x.r);
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;

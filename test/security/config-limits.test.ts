@@ -14,9 +14,9 @@ import { get } from '../helpers/http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 import { waitUntil } from '../helpers/wait.ts';
 
-/** The issue's value `{"plugins":{"x":{"a":[[[…]]]}}}` on a route: `arrays` nested arrays, 3 + arrays levels. */
+/** The issue's value `{"plugins":{"x":{"a":[[[…]]]}}}` on a route (with a plugin that exists now that plugins are validated: request-id, which takes unknown fields): `arrays` nested arrays, 3 + arrays levels. */
 const deepRoute = (arrays: number, upstream?: string) =>
-  `{"uri":"/deep",${upstream ? `"upstream":{"nodes":{"${upstream}":1}},` : ''}"plugins":{"x":{"a":${'['.repeat(arrays)}${']'.repeat(arrays)}}}}`;
+  `{"uri":"/deep",${upstream ? `"upstream":{"nodes":{"${upstream}":1}},` : ''}"plugins":{"request-id":{"a":${'['.repeat(arrays)}${']'.repeat(arrays)}}}}`;
 const rejectionOf = async (gw: GatewayProcess, kind: string, id: string) =>
   (await gw.status()).rejected.find((r) => r.kind === kind && r.id === id);
 
@@ -51,7 +51,7 @@ describe('config objects are bounded in depth and size', () => {
       await waitUntil(async () => (await get(`${gw.url}/ok`)).status === 200, 5000, '/ok served');
       const rej = await waitUntil(() => rejectionOf(gw, 'routes', 'deep'), 5000, 'the deep route rejected');
       assert.equal(rej.code, 'PORTICO_ERR_LIMIT');
-      assert.equal(rej.reason, 'routes/deep: /plugins/x/a/0/0/…/0: nested deeper than 64 levels (the depth limit)');
+      assert.equal(rej.reason, 'routes/deep: /plugins/request-id/a/0/0/…/0: nested deeper than 64 levels (the depth limit)');
       assert.equal((await gw.status()).rejections_total.PORTICO_ERR_LIMIT, 1);
       await client.put(`${prefix}/routes/later`, route('/later'));
       await waitUntil(async () => (await get(`${gw.url}/later`)).status === 200, 5000, '/later served');
