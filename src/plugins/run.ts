@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { log } from '../observability/log.ts';
 import { isHeaderValue } from '../security/header-value.ts';
 import type { ProxyRequest } from '../proxy/request.ts';
@@ -63,7 +64,7 @@ class HeaderList {
 class Request implements RequestView {
   private args: URLSearchParams | undefined;
   private cookies: Map<string, string> | undefined;
-  readonly clientAddress: string;
+  clientAddress: string;
 
   constructor(
     readonly method: string,
@@ -191,6 +192,7 @@ export class PluginRun implements PluginContext {
   consumer: Consumer | undefined = undefined;
   response: Response | undefined = undefined;
   private chain: PluginChain | undefined;
+  private readonly proxyRequest: ProxyRequest;
   private logged = false;
 
   constructor(
@@ -205,8 +207,16 @@ export class PluginRun implements PluginContext {
     scheme: 'http' | 'https',
   ) {
     this.chain = chain;
+    this.proxyRequest = request;
     this.request = new Request(method, request.path, request.query, rawHeaders, request.host, request.remoteAddr, scheme);
     this.upstream = new Upstream(request.forwardPath, method, this.request);
+  }
+
+  setClientAddress(address: string): void {
+    if (isIP(address) === 0) throw new Error(`not an IP address: ${JSON.stringify(address)}`);
+    this.request.clientAddress = address;
+    // what routes matched on stays; what is sent upstream (X-Real-IP, X-Forwarded-For) follows
+    this.proxyRequest.remoteAddr = address;
   }
 
   /**

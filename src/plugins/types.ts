@@ -111,6 +111,11 @@ export interface PluginContext {
   readonly response: ResponseView | undefined;
   /** ms since the epoch when the request's head was read */
   readonly startedAt: number;
+  /**
+   * The client is another address than the peer's (real-ip, from a trusted proxy's header): later
+   * plugins, limit keys and the upstream's X-Real-IP / X-Forwarded-For see this one. Must be an IP.
+   */
+  setClientAddress(address: string): void;
 }
 
 /** Where a plugin config lives: its state (counters) is kept per scope and plugin name. */
