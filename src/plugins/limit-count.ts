@@ -212,9 +212,27 @@ interface SharedClient {
   /** the first connection attempt has ended (ready or failed): later, fail fast when not ready */
   settled: boolean;
   down: boolean;
+  /** ms since the epoch of the last request that used it */
+  lastUsed: number;
 }
 
 const clients = new Map<string, SharedClient>();
+
+/*
+ * A client no request has used for this long is closed: configs do not say when they stop naming a
+ * Redis (compile is not told of removals), so an address taken out of every config must not keep
+ * a connection, or reconnection attempts, for the life of the process. Made again on next use.
+ */
+const CLIENT_IDLE_MS = 5 * 60_000;
+let idleSweep: NodeJS.Timeout | undefined;
+function sweepIdleClients(): void {
+  const now = Date.now();
+  for (const [id, s] of clients) {
+    if (now - s.lastUsed < CLIENT_IDLE_MS) continue;
+    clients.delete(id);
+    s.client.disconnect();
+  }
+}
 
 interface RedisTarget {
   host: string;
@@ -245,9 +263,14 @@ function redisCounter(conf: Conf): RedisCounter {
   return {
     async incoming(key, limit, windowMs) {
       const shared = sharedClient(target);
+      shared.lastUsed = Date.now();
       try {
         await whenReady(shared, target.timeoutMs);
         const [used, ttl, rejected] = await shared.client.porticoLimitCount(`portico:limit-count:${key}`, limit, windowMs);
+        if (shared.down) {
+          shared.down = false;
+          log.warn({ redis: shared.address }, 'limit-count: redis reachable again, limiting resumes');
+        }
         return { allowed: rejected === 0, limit, remaining: rejected === 0 ? Math.max(0, limit - used) : 0, resetMs: ttl };
       } catch (err) {
         if (!shared.down) {
@@ -282,14 +305,13 @@ function sharedClient(t: RedisTarget): SharedClient {
   }) as CountingRedis;
   client.defineCommand('porticoLimitCount', { numberOfKeys: 1, lua: COUNT_SCRIPT });
   const address = `${t.host}:${t.port}/${t.db}`;
-  shared = { client, address, settled: false, down: false };
+  shared = { client, address, settled: false, down: false, lastUsed: Date.now() };
+  idleSweep ??= setInterval(sweepIdleClients, 60_000).unref();
   const s = shared;
+  // the end of an outage is logged by the first request counted again (a Redis that hung without
+  // dropping the connection never emits 'ready' again)
   client.on('ready', () => {
     s.settled = true;
-    if (s.down) {
-      s.down = false;
-      log.warn({ redis: address }, 'limit-count: redis reachable again, limiting resumes');
-    }
   });
   // connection errors are reported through the requests that fail (logged once per outage above)
   client.on('error', () => {

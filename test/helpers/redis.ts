@@ -30,6 +30,10 @@ export interface RedisProcess {
   readonly pid: number;
   /** SIGKILL and wait (the server is gone, its data too: no persistence) */
   kill(): Promise<void>;
+  /** SIGSTOP: the server keeps its connections but answers nothing (a hung or unreachable peer) */
+  pause(): void;
+  /** SIGCONT after pause() */
+  resume(): void;
   /** start again on the same port; waits for PING */
   start(): Promise<void>;
   /** one command over a new connection (inline protocol), the raw reply */
@@ -136,8 +140,15 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisProcess>
     async kill() {
       const c = child;
       if (!c || c.exitCode !== null || c.signalCode !== null) return;
+      c.kill('SIGCONT');
       c.kill('SIGKILL');
       await exited(c);
+    },
+    pause() {
+      child?.kill('SIGSTOP');
+    },
+    resume() {
+      child?.kill('SIGCONT');
     },
     async start() {
       await proc.kill();

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
 import { startRedis, type RedisProcess } from '../helpers/redis.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
@@ -48,6 +49,8 @@ describe('limit-count, policy local', () => {
     route('combo', { count: 1, time_window: 60, key_type: 'var_combination', key: '$http_x_user-$arg_app' }),
     route('quiet', { count: 1, time_window: 60, show_limit_quota_header: false }),
     route('short', { count: 1, time_window: 1 }),
+    // count from a request header, 2 without it (APISIX: count may be a variable)
+    route('var-count', { count: '${http_x_quota ?? 2}', time_window: 60, key: 'http_x_user' }),
     route('g1', { count: 2, time_window: 60, group: 'shared' }),
     route('g2', { count: 2, time_window: 60, group: 'shared' }),
     // schema violations
@@ -136,6 +139,13 @@ describe('limit-count, policy local', () => {
     assertAllowed(await call(`${gw.url}/short`), 0, 1, 'short, next window');
   });
 
+  test('count from a variable, with a default', async () => {
+    assertAllowed(await call(`${gw.url}/var-count`, { 'x-user': 'a', 'x-quota': '5' }), 4, 5, 'quota 5');
+    assertAllowed(await call(`${gw.url}/var-count`, { 'x-user': 'b' }), 1, 2, 'default quota');
+    // not a positive integer: APISIX answers 500
+    assert.equal((await call(`${gw.url}/var-count`, { 'x-user': 'c', 'x-quota': 'lots' })).status, 500);
+  });
+
   test('routes of one group share their counter', async () => {
     assertAllowed(await call(`${gw.url}/g1`), 1, 2, 'g1');
     assertAllowed(await call(`${gw.url}/g2`), 0, 2, 'g2');
@@ -159,12 +169,15 @@ describe('limit-count, policy local', () => {
 describe('limit-count, policy redis: two gateways share one counter', () => {
   let up: TestUpstream;
   let redis: RedisProcess;
+  /** a second Redis that requires a password */
+  let locked: RedisProcess;
   let a: GatewayProcess;
   let b: GatewayProcess;
 
   before(async () => {
     up = await startUpstream('up');
     redis = await startRedis();
+    locked = await startRedis({ password: 's3cret' });
     const upstream = { nodes: { [up.address]: 1 } };
     const conf = (extra: Record<string, unknown>) => ({
       policy: 'redis',
@@ -179,6 +192,8 @@ describe('limit-count, policy redis: two gateways share one counter', () => {
         { id: 'shared', uri: '/shared', plugins: { 'limit-count': conf({ count: 4 }) }, upstream },
         { id: 'degrade', uri: '/degrade', plugins: { 'limit-count': conf({ count: 1000, allow_degradation: true }) }, upstream },
         { id: 'strict', uri: '/strict', plugins: { 'limit-count': conf({ count: 1000 }) }, upstream },
+        { id: 'auth', uri: '/auth', plugins: { 'limit-count': conf({ count: 2, redis_port: locked.port, redis_password: 's3cret', redis_database: 3 }) }, upstream },
+        { id: 'wrong', uri: '/wrong', plugins: { 'limit-count': conf({ count: 2, redis_port: locked.port, redis_password: 'guess' }) }, upstream },
       ],
     };
     [a, b] = await Promise.all([startGateway({ routes }), startGateway({ routes })]);
@@ -188,6 +203,7 @@ describe('limit-count, policy redis: two gateways share one counter', () => {
     await a?.cleanup();
     await b?.cleanup();
     await redis?.stop();
+    await locked?.stop();
     await up?.close();
   });
 
@@ -227,5 +243,42 @@ describe('limit-count, policy redis: two gateways share one counter', () => {
       await waitUntil(() => /reachable again/.test(gw.output()), 2000, 'recovery logged');
     }
     await exactlyFourAcrossBoth('after restart');
+  });
+
+  test('redis hung (SIGSTOP): requests wait at most redis_timeout, then 500 or degraded; resumed: counted again', async () => {
+    redis.pause();
+    try {
+      const t0 = performance.now();
+      const [s, d] = await Promise.all([call(`${a.url}/strict`), call(`${b.url}/degrade`)]);
+      const ms = performance.now() - t0;
+      assert.equal(s.status, 500);
+      assert.equal(d.status, 200);
+      assert.ok(ms >= 400 && ms < 2000, `bounded by redis_timeout 500 ms: ${ms} ms`);
+    } finally {
+      redis.resume();
+    }
+    const after = await call(`${a.url}/strict`);
+    assert.equal(after.status, 200);
+    assert.equal(after.limit, '1000');
+  });
+
+  test('redis_password and redis_database: counted in that database; a wrong password is a failure (500)', async () => {
+    assertAllowed(await call(`${a.url}/auth`), 1, 2, 'auth a');
+    assertAllowed(await call(`${b.url}/auth`), 0, 2, 'auth b');
+    assert.equal((await call(`${a.url}/auth`)).status, 503);
+    const inspect = async (db: number) => {
+      const r = new Redis({ port: locked.port, host: '127.0.0.1', password: 's3cret', db, lazyConnect: true });
+      try {
+        await r.connect();
+        return await r.keys('portico:limit-count:*');
+      } finally {
+        r.disconnect();
+      }
+    };
+    assert.deepEqual(await inspect(3), ['portico:limit-count:routes/auth:127.0.0.1']);
+    assert.deepEqual(await inspect(0), []);
+    const w = await call(`${a.url}/wrong`);
+    assert.equal(w.status, 500);
+    assert.deepEqual(JSON.parse(w.body), { error_msg: 'failed to limit count' });
   });
 });
