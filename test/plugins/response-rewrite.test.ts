@@ -1,0 +1,276 @@
+/**
+ * response-rewrite through the gateway process, as APISIX's docs show it
+ * (apisix.apache.org/docs/apisix/plugins/response-rewrite): "Rewrite Header and Body" only for
+ * 200 responses (`vars`), "Decode Body from Base64", and the key-auth example where the
+ * gateway's own 401 is rewritten to 200 (header_filter and body_filter run after an early exit);
+ * then headers add / set / remove and the flat map, vars on the response status and headers and
+ * on the request, a body sent in several chunks or compressed replaced whole (Content-Length,
+ * Content-Encoding, ETag, Last-Modified dropped). Invalid configs are rejected in /status.
+ */
+import assert from 'node:assert/strict';
+import { request, type IncomingHttpHeaders } from 'node:http';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, test } from 'node:test';
+import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { waitUntil } from '../helpers/wait.ts';
+
+interface Answer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+function send(gw: GatewayProcess, path: string, opts: { method?: string; headers?: Record<string, string> } = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: '127.0.0.1', port: gw.port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false, timeout: 10_000 },
+      (res) => {
+        let body = '';
+        res.setEncoding('latin1').on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`no answer for ${path} in 10 s`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const GZIPPED = gzipSync('{"compressed":true}');
+
+/**
+ * The upstream: JSON echo with ETag and Last-Modified by default; `/missing*` 404; `/chunks*` a
+ * body in three chunks 20 ms apart; `/gzip*` a gzip-encoded body.
+ */
+function answer(url: string, res: import('node:http').ServerResponse, echo: string): void {
+  if (url.startsWith('/missing')) {
+    res.writeHead(404, { 'content-type': 'text/plain', 'x-upstream': 'up' });
+    res.end('not found');
+  } else if (url.startsWith('/chunks')) {
+    res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': 'up' });
+    res.write('one,');
+    setTimeout(() => res.write('two,'), 20);
+    setTimeout(() => res.end('three'), 40);
+  } else if (url.startsWith('/gzip')) {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': GZIPPED.length, 'x-upstream': 'up' });
+    res.end(GZIPPED);
+  } else {
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'x-upstream': 'up',
+      etag: '"v1"',
+      'last-modified': 'Wed, 21 Oct 2015 07:28:00 GMT',
+    });
+    res.end(echo);
+  }
+}
+
+interface Case {
+  name: string;
+  /** route uri (default: a slug of the name) and plugins */
+  route: { uri?: string; plugins: Record<string, unknown> };
+  path?: string;
+  headers?: Record<string, string>;
+  status: number;
+  /** the exact body, or a check of it */
+  body?: string | ((body: string) => void);
+  /** response headers: a value, or undefined for "absent" */
+  expect?: Record<string, string | undefined>;
+  /** a known gap: the case runs and is reported, but does not fail the file */
+  todo?: string;
+}
+
+const DOCS_BODY = '{"code":"ok","message":"new json body"}';
+const DOCS_HEADERS_AND_BODY = {
+  body: DOCS_BODY,
+  headers: { set: { 'X-Server-id': 3, 'X-Server-status': 'on', 'X-Server-balancer-addr': '$balancer_ip:$balancer_port' } },
+  vars: [['status', '==', 200]],
+};
+const DOCS_AUTH = { 'key-auth': {}, 'response-rewrite': { status_code: 200, body: '{"code": 200, "msg": "success"}' } };
+
+const CASES: Case[] = [
+  // ---- the docs' examples
+  {
+    name: 'docs: rewrite header and body of a 200',
+    route: { uri: '/headers', plugins: { 'response-rewrite': DOCS_HEADERS_AND_BODY } },
+    path: '/headers',
+    status: 200,
+    body: DOCS_BODY,
+    // the old body's validators go with it
+    expect: { 'x-server-id': '3', 'x-server-status': 'on', etag: undefined, 'last-modified': undefined, 'x-upstream': 'up' },
+  },
+  {
+    name: 'docs: the same config leaves a 404 alone (vars status == 200 fails)',
+    route: { uri: '/missing-docs', plugins: { 'response-rewrite': DOCS_HEADERS_AND_BODY } },
+    path: '/missing-docs',
+    status: 404,
+    body: 'not found',
+    expect: { 'x-server-id': undefined, 'x-server-status': undefined },
+  },
+  {
+    name: 'docs: decode body from base64',
+    route: { uri: '/get', plugins: { 'response-rewrite': { body: 'SGVsbG8gV29ybGQ=', body_base64: true } } },
+    path: '/get',
+    status: 200,
+    body: 'Hello World',
+  },
+  {
+    name: "docs: key-auth's 401 without a key is rewritten to 200",
+    route: { uri: '/auth', plugins: DOCS_AUTH },
+    path: '/auth',
+    status: 200,
+    expect: { 'www-authenticate': 'apikey realm="key"' },
+  },
+  {
+    name: "docs: key-auth's 401 without a key gets the configured body",
+    route: { uri: '/auth-body', plugins: DOCS_AUTH },
+    path: '/auth-body',
+    status: 200,
+    body: '{"code": 200, "msg": "success"}',
+    todo: "the framework runs header_filter on a plugin's answer but not body_filter yet (src/proxy: answerPlugin, sendPluginAnswer)",
+  },
+  {
+    name: 'docs: with a valid key the upstream answer is rewritten the same',
+    route: { uri: '/auth-ok', plugins: DOCS_AUTH },
+    path: '/auth-ok',
+    headers: { apikey: 'jack-key' },
+    status: 200,
+    body: '{"code": 200, "msg": "success"}',
+  },
+
+  // ---- status and headers
+  {
+    name: 'status_code alone keeps the body',
+    route: { plugins: { 'response-rewrite': { status_code: 201 } } },
+    status: 201,
+    body: (body) => assert.equal((JSON.parse(body) as { url: string }).url, '/status-code-alone-keeps-the-body'),
+    expect: { etag: '"v1"' },
+  },
+  {
+    name: 'headers add, set and remove',
+    route: { plugins: { 'response-rewrite': { headers: { add: ['X-Added: a', 'X-Added:b'], set: { 'Content-Type': 'text/plain', 'X-Uri': '$uri' }, remove: ['X-Upstream'] } } } },
+    status: 200,
+    expect: { 'x-added': 'a, b', 'content-type': 'text/plain', 'x-uri': '/headers-add-set-and-remove', 'x-upstream': undefined },
+  },
+  {
+    name: 'the flat header map sets; an empty value removes',
+    route: { plugins: { 'response-rewrite': { headers: { 'X-Flat': 1, 'X-Upstream': '' } } } },
+    status: 200,
+    expect: { 'x-flat': '1', 'x-upstream': undefined },
+  },
+
+  // ---- vars
+  {
+    name: 'vars on a response header (sent_http_x_upstream)',
+    route: { plugins: { 'response-rewrite': { vars: [['sent_http_x_upstream', '==', 'up']], headers: { set: { 'X-Matched': 'yes' } } } } },
+    status: 200,
+    expect: { 'x-matched': 'yes' },
+  },
+  {
+    name: 'vars on upstream_status turns a 404 into a 200 with a new body',
+    route: { uri: '/missing-page', plugins: { 'response-rewrite': { vars: [['upstream_status', '==', 404]], status_code: 200, body: 'replaced' } } },
+    path: '/missing-page',
+    status: 200,
+    body: 'replaced',
+  },
+  {
+    name: 'vars on the request: matching argument',
+    route: { uri: '/by-arg', plugins: { 'response-rewrite': { vars: ['OR', ['arg_rw', '==', '1'], ['http_x_rw', '==', '1']], headers: { set: { 'X-Matched': 'yes' } } } } },
+    path: '/by-arg?rw=1',
+    status: 200,
+    expect: { 'x-matched': 'yes' },
+  },
+  {
+    name: 'vars on the request: no match, the response is untouched',
+    route: { uri: '/by-arg-no', plugins: { 'response-rewrite': { vars: ['OR', ['arg_rw', '==', '1'], ['http_x_rw', '==', '1']], headers: { set: { 'X-Matched': 'yes' } }, body: 'x' } } },
+    path: '/by-arg-no?rw=2',
+    status: 200,
+    body: (body) => assert.equal((JSON.parse(body) as { url: string }).url, '/by-arg-no?rw=2'),
+    expect: { 'x-matched': undefined, etag: '"v1"' },
+  },
+
+  // ---- the body
+  {
+    name: 'a body sent in several chunks is replaced whole',
+    route: { uri: '/chunks', plugins: { 'response-rewrite': { body: 'short' } } },
+    path: '/chunks',
+    status: 200,
+    body: 'short',
+  },
+  {
+    name: 'a compressed body is replaced and Content-Encoding dropped',
+    route: { uri: '/gzip', plugins: { 'response-rewrite': { body: '{"plain":true}' } } },
+    path: '/gzip',
+    status: 200,
+    body: '{"plain":true}',
+    expect: { 'content-encoding': undefined },
+  },
+];
+
+/** Rejected configs: [route id, config, part of the reason]. */
+const INVALID: [string, Record<string, unknown>, string][] = [
+  ['bad-status', { status_code: 100 }, '/plugins/response-rewrite/status_code: must be >= 200'],
+  ['bad-base64', { body: '!!not base64!!', body_base64: true }, '/plugins/response-rewrite/body: invalid base64 content'],
+  ['bad-filters', { filters: [{ regex: 'a', replace: 'b' }] }, '/plugins/response-rewrite/filters: not supported'],
+  ['bad-body-filters', { body: 'x', filters: [{ regex: 'a', replace: 'b' }] }, 'body and filters cannot both be configured'],
+  ['bad-vars-name', { vars: [['balancer_ip', '==', '1.2.3.4']] }, "failed to validate the 'vars' expression: vars[0]: unsupported variable 'balancer_ip'"],
+  ['bad-vars-shape', { vars: ['status', '==', 200] }, 'rule should be wrapped inside brackets'],
+  ['bad-add', { headers: { add: ['X-No-Colon'] } }, '/plugins/response-rewrite/headers/add/0: must match pattern'],
+  ['bad-set-value', { headers: { set: { 'X-A': 'a\nb' } } }, 'invalid value character in header X-A'],
+];
+
+const slug = (name: string) => '/' + name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+
+describe('response-rewrite (gateway process)', () => {
+  let up: TestUpstream;
+  let gw: GatewayProcess;
+
+  before(async () => {
+    up = await startUpstream('up', (req, res) => {
+      req.resume();
+      req.on('end', () => answer(req.url!, res, JSON.stringify({ method: req.method, url: req.url, headers: req.headers })));
+    });
+    const upstream = { nodes: { [up.address]: 1 } };
+    gw = await startGateway({
+      routes: {
+        routes: [
+          ...CASES.map((c, i) => ({ id: `c${i}`, uri: c.route.uri ?? slug(c.name), plugins: c.route.plugins, upstream })),
+          ...INVALID.map(([id, conf]) => ({ id, uri: `/${id}`, plugins: { 'response-rewrite': conf }, upstream })),
+        ],
+        consumers: [{ username: 'jack', plugins: { 'key-auth': { key: 'jack-key' } } }],
+      },
+    });
+  });
+
+  after(async () => {
+    await gw?.cleanup();
+    await up?.close();
+  });
+
+  for (const c of CASES) {
+    test(c.name, { todo: c.todo }, async () => {
+      const res = await send(gw, c.path ?? c.route.uri ?? slug(c.name), { headers: c.headers });
+      assert.equal(res.status, c.status, `status; body: ${res.body}`);
+      if (typeof c.body === 'string') assert.equal(res.body, c.body);
+      else if (c.body) c.body(res.body);
+      for (const [name, value] of Object.entries(c.expect ?? {})) assert.equal(res.headers[name], value, `header ${name}`);
+      // whatever the framing, it describes the body sent
+      if (res.headers['content-length'] !== undefined) assert.equal(Number(res.headers['content-length']), Buffer.byteLength(res.body, 'latin1'));
+    });
+  }
+
+  test('invalid configs are rejected with the reason in /status; valid routes keep serving', async () => {
+    const st = await waitUntil(async () => {
+      const s = await gw.status();
+      return INVALID.every(([id]) => s.rejected.some((r) => r.kind === 'routes' && r.id === id)) ? s : undefined;
+    }, 5_000, 'the invalid routes to be rejected', 50);
+    for (const [id, , reason] of INVALID) {
+      const r = st.rejected.find((x) => x.kind === 'routes' && x.id === id)!;
+      assert.ok(r.reason.includes(reason), `${id}: expected "${reason}" in: ${r.reason}`);
+    }
+    assert.equal((await send(gw, '/bad-status')).status, 404);
+    assert.equal((await send(gw, '/headers')).body, DOCS_BODY);
+  });
+});
