@@ -5,6 +5,9 @@
  * that throws on some requests: 500 for those only, counted in /status.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { etcdctl, startEtcd, type EtcdProcess } from '../helpers/etcd.ts';
@@ -165,5 +168,49 @@ describe('portico.yaml plugins: the enabled set', () => {
       await gw.cleanup();
       await up.close();
     }
+  });
+});
+
+describe('plugin_dirs and the CLI', () => {
+  const ROOT = path.resolve(import.meta.dirname, '../..');
+  const portico = (...args: string[]): Promise<{ code: number; out: string }> =>
+    new Promise((resolve) => {
+      execFile(process.execPath, [path.join(ROOT, 'bin/portico.js'), ...args], { timeout: 30_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }),
+      );
+    });
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'portico-plugins-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('portico validate knows the plugins of plugin_dirs and checks their configs', async () => {
+    writeFileSync(path.join(dir, 'routes.yaml'), 'routes:\n  - { id: ok, uri: /ok, upstream: { nodes: { "127.0.0.1:1980": 1 } }, plugins: { tenant: { allow: [acme] } } }\n  - { id: bad, uri: /bad, upstream: { nodes: { "127.0.0.1:1980": 1 } }, plugins: { tenant: { allow: "acme" } } }\n');
+    writeFileSync(path.join(dir, 'portico.yaml'), `plugin_dirs: [${JSON.stringify(EXAMPLES)}]\nconfig: { source: file, file: { path: routes.yaml } }\n`);
+    const r = await portico('validate', path.join(dir, 'portico.yaml'));
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /routes\/bad: \/plugins\/tenant\/allow: must be array \[PORTICO_ERR_SCHEMA\]/);
+    assert.match(r.out, /1 error\(s\); 1 routes/);
+  });
+
+  it('a plugin file that exports no plugin stops the start, with the file and the reason', async () => {
+    const bad = path.join(dir, 'bad-plugins');
+    mkdirSync(bad, { recursive: true });
+    writeFileSync(path.join(bad, 'nothing.mjs'), 'export const x = 1;\n');
+    writeFileSync(path.join(dir, 'portico-bad.yaml'), `plugin_dirs: [bad-plugins]\nproxy: { listen: ["127.0.0.1:0"] }\nstatus: { listen: "127.0.0.1:0" }\nconfig: { source: file, file: { path: routes.yaml } }\n`);
+    const r = await portico('start', '--config', path.join(dir, 'portico-bad.yaml'));
+    assert.equal(r.code, 1);
+    assert.match(r.out, /plugin_dirs: .*nothing\.mjs exports no plugin .*\[PORTICO_ERR_CONFIG_INVALID\]/);
+  });
+
+  it('a plugin that names an existing plugin, or has no priority, is refused at start', async () => {
+    const dup = path.join(dir, 'dup-plugins');
+    mkdirSync(dup, { recursive: true });
+    writeFileSync(path.join(dup, 'dup.mjs'), "export default { name: 'key-auth', priority: 1, schema: { type: 'object' } };\n");
+    writeFileSync(path.join(dir, 'portico-dup.yaml'), `plugin_dirs: [dup-plugins]\nconfig: { source: file, file: { path: routes.yaml } }\n`);
+    const r = await portico('validate', path.join(dir, 'portico-dup.yaml'));
+    assert.equal(r.code, 1);
+    assert.match(r.out, /plugin 'key-auth' from .*dup\.mjs: a plugin of that name already exists/);
   });
 });
