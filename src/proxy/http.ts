@@ -20,8 +20,11 @@ import type { CompiledRoute } from '../runtime/types.ts';
 /** A plugin's own answer, after header_filter. */
 function sendPluginAnswer(res: ServerResponse, run: PluginRun, answer: PluginAnswer): void {
   if (res.destroyed || res.headersSent) return;
-  const { status, headers, body } = answerParts(answer);
+  const { status, headers, body: answerBody } = answerParts(answer);
+  let body = answerBody;
   const final = run.hasResponsePhases ? run.runHeaderFilter(status, headers, true) : status;
+  // the whole body is known: body_filter sees it as one last chunk, the length follows
+  if (run.hasBodyFilter) body = run.runBodyFilter(body, true);
   // 1xx, 204 and 304 have no body, nor a length (RFC 9110 §8.6)
   const bodyless = final < 200 || final === 204 || final === 304;
   if (!bodyless) headers.push('Content-Length', String(body.length));

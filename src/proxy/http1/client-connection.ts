@@ -410,8 +410,11 @@ export class ClientConnection implements RequestHandler {
   /** A plugin's own answer (header_filter runs on it); the request's body, if any, is dropped. */
   private answerPlugin(run: PluginRun, answer: PluginAnswer): void {
     if (this.awaitingContinue) this.closeAfter = true;
-    const { status, headers, body } = answerParts(answer);
+    const { status, headers, body: answerBody } = answerParts(answer);
+    let body = answerBody;
     const final = run.hasResponsePhases ? run.runHeaderFilter(status, headers, true) : status;
+    // the whole body is known: body_filter sees it as one last chunk, the length follows
+    if (run.hasBodyFilter) body = run.runBodyFilter(body, true);
     writeLocalResponse(this.socket, final, headers, body, !this.keepAlive, this.headRequest);
     this.responseFinished(!this.closeAfter);
   }
