@@ -1,8 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { StringEnum } from '../config/schema/common.ts';
-import { compileConfigRegex, type ConfigRegex } from '../security/regex.ts';
 import { headerNameProblem, headerValueProblem } from '../security/header-value.ts';
 import { escapeUri, varReader, type VarReader } from './nginx-var.ts';
+import { compileSubstitution, type Substitution } from './re-sub.ts';
 import { definePlugin, type PluginAnswer, type PluginContext } from './types.ts';
 
 /**
@@ -61,63 +61,12 @@ const schema = Type.Object(
   { minProperties: 1 },
 );
 
-// ---------------------------------------------------------------------------------------------
-// ngx.re.sub on the config regex engine
-
-/** A replacement (`$1`, `${1}`, `$$`): literal text and group numbers. */
-type Replacement = readonly (string | number)[];
-
-/** Parses ngx.re.sub's replacement; any `$` not followed by a group number, `{n}` or `$` is an error. */
-function parseReplacement(text: string): Replacement {
-  const parts: (string | number)[] = [];
-  let literal = '';
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (c !== '$') {
-      literal += c;
-      continue;
-    }
-    const m = /^(?:(\d+)|\{(\d+)\}|(\$))/.exec(text.slice(i + 1));
-    if (m === null) throw new Error(`invalid capturing variable name at position ${i} (a $ takes a group number, {number} or $)`);
-    if (m[3] !== undefined) literal += '$';
-    else {
-      if (literal !== '') parts.push(literal);
-      literal = '';
-      parts.push(Number(m[1] ?? m[2]));
-    }
-    i += m[0].length;
-  }
-  if (literal !== '') parts.push(literal);
-  return parts;
-}
-
-interface RegexRule {
-  /** the user's pattern behind a lazy prefix group: group 1 is where the match starts */
-  readonly located: ConfigRegex;
-  readonly replacement: Replacement;
-}
-
-function compileRegexRule(pattern: string, replacement: string, i: number): RegexRule {
+function compileRegexRule(pattern: string, replacement: string, i: number): Substitution {
   try {
-    // the pattern alone first, so a reason names the user's pattern, not the wrapped one;
-    // ConfigRegex reports groups, not positions: the prefix group gives the match's start
-    compileConfigRegex(pattern);
-    return { located: compileConfigRegex(`^((?s:.)*?)(?:${pattern})`), replacement: parseReplacement(replacement) };
+    return compileSubstitution(pattern, replacement);
   } catch (err) {
     throw new Error(`/regex_uri/${i}: invalid regex_uri(${pattern}, ${replacement}): ${(err as Error).message}`);
   }
-}
-
-/** The uri with the rule's first match replaced and the user's captures ($0 = whole match), or null. */
-function substitute(rule: RegexRule, uri: string): { uri: string; captures: string[] } | null {
-  const m = rule.located.exec(uri);
-  if (m === null) return null;
-  const prefix = m[1]!;
-  const captures: string[] = [m[0]!.slice(prefix.length)];
-  for (let g = 2; g < m.length; g++) captures.push(m[g] ?? '');
-  let out = prefix;
-  for (const part of rule.replacement) out += typeof part === 'string' ? part : (captures[part] ?? '');
-  return { uri: out + uri.slice(m[0]!.length), captures };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -276,7 +225,7 @@ type HeaderOp = readonly ['add' | 'set', string, readonly Template[]] | readonly
 
 interface ProxyRewrite {
   readonly uri: UriTemplate | undefined;
-  readonly regex: readonly RegexRule[] | undefined;
+  readonly regex: readonly Substitution[] | undefined;
   readonly method: string | undefined;
   readonly host: string | undefined;
   readonly headers: readonly HeaderOp[];
@@ -323,7 +272,7 @@ export const proxyRewrite = definePlugin({
     if (conf.use_real_request_uri_unsafe) {
       throw new Error('/use_real_request_uri_unsafe: not supported: Portico forwards the normalised uri only');
     }
-    let regex: RegexRule[] | undefined;
+    let regex: Substitution[] | undefined;
     if (conf.regex_uri !== undefined) {
       if (conf.regex_uri.length % 2 !== 0) throw new Error('/regex_uri: The length of regex_uri should be an even number');
       regex = [];
@@ -349,10 +298,10 @@ export const proxyRewrite = definePlugin({
       } else {
         const uri = ctx.request.path;
         for (const rule of conf.regex!) {
-          const result = substitute(rule, uri);
+          const result = rule.sub(uri);
           if (result === null) continue;
           captures = result.captures;
-          path = result.uri;
+          path = result.result;
           // a `?` the replacement wrote starts a query, unless the uri already had one (a
           // decoded %3F): APISIX then escapes the whole result as a path
           const q = uri.includes('?') ? -1 : path.indexOf('?');

@@ -1,7 +1,10 @@
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { Type, type Static } from '@sinclair/typebox';
-import { compileVars, evaluateVars, resolveVarSource, type CompiledVars, type VarLookup, type VarSource } from '../router/vars.ts';
+import { log } from '../observability/log.ts';
+import { compileVars, evaluateVars, type CompiledVars, type VarLookup, type VarSource } from '../router/vars.ts';
 import { compileTemplate, exprLookup, type Template } from './nginx-var.ts';
 import { checkHeader, safeHeaderValue } from './proxy-rewrite.ts';
+import { compileSubstitution, type Substitution, type SubstitutionOptions } from './re-sub.ts';
 import { definePlugin, type PluginContext } from './types.ts';
 
 /**
@@ -16,13 +19,18 @@ import { definePlugin, type PluginContext } from './types.ts';
  *    drops Content-Length, Content-Encoding, ETag and Last-Modified (APISIX's
  *    clear_header_as_body_modified). Chunks before the last are swallowed, the new body goes out
  *    with the last one.
+ *  - `filters`: regex substitutions on the body ([{regex, replace, scope: once | global, options}],
+ *    ngx.re.sub / gsub semantics on the linear-time config regex engine, src/plugins/re-sub.ts).
+ *    The body is held (up to `max_resp_body_size` bytes; a longer one is cut there, as APISIX) and
+ *    sent filtered with the last chunk; a gzip or br body is decoded first and sent plain (as
+ *    APISIX); another Content-Encoding leaves the response untouched. Text is matched as UTF-8
+ *    when the body is valid UTF-8, else byte by byte (latin1). Options: i, m, s; j, o, u accepted
+ *    (JIT, compile-once and UTF-8 mean nothing here); others (x, a, D, J, U) rejected.
  *  - `vars`: a lua-resty-expr expression (src/router/vars.ts); the plugin applies only to
  *    responses that match. Besides the request variables vars.ts knows (uri, host, arg_*, http_*,
  *    ...), it reads `status`, `upstream_status` (the status of an upstream's response; absent for
  *    the gateway's own answers) and `sent_http_<name>` / `upstream_http_<name>` (the response's
  *    header, before this plugin changes it).
- * Not supported: `filters` (regex substitutions in the body) is rejected with a reason rather
- * than accepted and ignored; `max_resp_body_size` (only used by filters) is accepted.
  * Priority 899.
  */
 
@@ -42,7 +50,6 @@ const Filter = Type.Object(
     replace: Type.String(),
     options: Type.String({ default: 'jo' }),
   },
-  { required: ['regex', 'replace'] },
 );
 
 const schema = Type.Object(
@@ -76,6 +83,21 @@ interface ResponseRewrite {
   readonly vars: CompiledVars | undefined;
   /** the requests whose response matched `vars` in header_filter (body_filter replaces theirs) */
   readonly matched: WeakSet<PluginContext>;
+  readonly filters: readonly BodyFilter[] | undefined;
+  readonly maxBody: number;
+  /** the bodies being held for filtering, per request */
+  readonly held: WeakMap<PluginContext, HeldBody>;
+}
+
+interface BodyFilter {
+  readonly substitution: Substitution;
+  readonly global: boolean;
+}
+
+interface HeldBody {
+  readonly chunks: Buffer[];
+  size: number;
+  readonly encoding: 'gzip' | 'br' | undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -139,6 +161,58 @@ function decodeBase64(text: string): Buffer {
   return Buffer.from(text, 'base64');
 }
 
+/** ngx.re options as the substitution engine takes them; throws on one it cannot honour. */
+function regexOptions(options: string, where: string): SubstitutionOptions {
+  const out: { caseless?: boolean; multiline?: boolean; dotall?: boolean } = {};
+  for (const o of options) {
+    if (o === 'i') out.caseless = true;
+    else if (o === 'm') out.multiline = true;
+    else if (o === 's') out.dotall = true;
+    else if (o !== 'j' && o !== 'o' && o !== 'u') {
+      throw new Error(`${where}: regex option '${o}' is not supported (supported: i, m, s; j, o, u are accepted and change nothing)`);
+    }
+  }
+  return out;
+}
+
+function compileFilters(filters: NonNullable<Static<typeof schema>['filters']>): BodyFilter[] {
+  return filters.map((f, i) => {
+    const options = regexOptions(f.options, `/filters/${i}/options`);
+    try {
+      return { substitution: compileSubstitution(f.regex, f.replace, options), global: f.scope === 'global' };
+    } catch (err) {
+      throw new Error(`/filters/${i}: regex "${f.regex}" validation failed: ${(err as Error).message}`);
+    }
+  });
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The held body decoded, filtered and encoded as it came (UTF-8 or bytes). */
+function filterBody(conf: ResponseRewrite, held: HeldBody): Buffer {
+  let body = held.chunks.length === 1 ? held.chunks[0]! : Buffer.concat(held.chunks);
+  if (held.encoding !== undefined) {
+    // bounded like the held body: a small compressed body must not inflate without limit
+    const limit = { maxOutputLength: Math.min(conf.maxBody, 0x7fffffff) };
+    try {
+      body = held.encoding === 'gzip' ? gunzipSync(body, limit) : brotliDecompressSync(body, limit);
+    } catch (err) {
+      log.warn({ plugin: 'response-rewrite', encoding: held.encoding, err: (err as Error).message }, 'cannot decode the response body to filter it; sending it empty');
+      return Buffer.alloc(0);
+    }
+  }
+  let text: string;
+  let encoding: 'utf8' | 'latin1' = 'utf8';
+  try {
+    text = utf8.decode(body);
+  } catch {
+    encoding = 'latin1';
+    text = body.toString('latin1');
+  }
+  for (const f of conf.filters!) text = f.global ? f.substitution.gsub(text) : (f.substitution.sub(text)?.result ?? text);
+  return Buffer.from(text, encoding);
+}
+
 function compileHeaders(headers: NonNullable<Static<typeof schema>['headers']>): HeaderOp[] {
   const ops: HeaderOp[] = [];
   const template = (where: string, name: string, value: unknown): Template => {
@@ -175,9 +249,6 @@ export const responseRewrite = definePlugin({
   schema,
   compile(conf): ResponseRewrite {
     if (conf.filters !== undefined && conf.body !== undefined) throw new Error('/body: body and filters cannot both be configured');
-    if (conf.filters !== undefined) {
-      throw new Error('/filters: not supported by Portico yet (regex substitutions in the response body); use body to replace it');
-    }
     let body: Buffer | undefined;
     if (conf.body_base64) {
       if (conf.body === undefined) throw new Error('/body: invalid base64 content');
@@ -189,15 +260,26 @@ export const responseRewrite = definePlugin({
       headers: conf.headers === undefined ? [] : compileHeaders(conf.headers),
       vars: conf.vars === undefined ? undefined : compileResponseVars(conf.vars),
       matched: new WeakSet(),
+      filters: conf.filters === undefined ? undefined : compileFilters(conf.filters),
+      maxBody: conf.max_resp_body_size,
+      held: new WeakMap(),
     };
   },
   header_filter(conf, ctx) {
     const response = ctx.response!;
     if (conf.vars !== undefined && !evaluateVars(conf.vars, responseLookup(ctx))) return;
     if (conf.status !== undefined) response.status = conf.status;
-    if (conf.body !== undefined) {
-      conf.matched.add(ctx);
-      // the body is no longer the one these describe
+    let modified = conf.body !== undefined;
+    if (conf.body !== undefined) conf.matched.add(ctx);
+    else if (conf.filters !== undefined) {
+      const coding = (response.header('content-encoding') ?? '').trim().toLowerCase();
+      if (coding === '' || coding === 'identity' || coding === 'gzip' || coding === 'br') {
+        conf.held.set(ctx, { chunks: [], size: 0, encoding: coding === 'gzip' || coding === 'br' ? coding : undefined });
+        modified = true;
+      }
+    }
+    if (modified) {
+      // the body is no longer the one these describe (a decoded body is sent plain)
       for (const name of ['Content-Length', 'Content-Encoding', 'ETag', 'Last-Modified']) response.removeHeader(name);
     }
     for (const op of conf.headers) {
@@ -212,8 +294,21 @@ export const responseRewrite = definePlugin({
       else response.setHeader(name, value);
     }
   },
-  body_filter(conf, ctx, _chunk, last) {
-    if (conf.body === undefined || !conf.matched.has(ctx)) return undefined;
-    return last ? conf.body : Buffer.alloc(0);
+  body_filter(conf, ctx, chunk, last) {
+    if (conf.body !== undefined) {
+      if (!conf.matched.has(ctx)) return undefined;
+      return last ? conf.body : Buffer.alloc(0);
+    }
+    const held = conf.held.get(ctx);
+    if (held === undefined) return undefined;
+    if (held.size < conf.maxBody && chunk.length > 0) {
+      const kept = held.size + chunk.length > conf.maxBody ? chunk.subarray(0, conf.maxBody - held.size) : chunk;
+      // a copy: the transport may reuse the memory of a chunk once it is passed on
+      held.chunks.push(Buffer.from(kept));
+      held.size += kept.length;
+    }
+    if (!last) return Buffer.alloc(0);
+    conf.held.delete(ctx);
+    return filterBody(conf, held);
   },
 });

@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { request, type IncomingHttpHeaders } from 'node:http';
-import { gzipSync } from 'node:zlib';
+import { deflateSync, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
@@ -39,10 +39,14 @@ function send(gw: GatewayProcess, path: string, opts: { method?: string; headers
 }
 
 const GZIPPED = gzipSync('{"compressed":true}');
+const DEFLATED = deflateSync('{"deflated":true}');
+/** shaped like httpbin's /headers, which the docs' filter example rewrites */
+const TRACE = '{"headers":{"Accept":"*/*","X-Amzn-Trace-Id":"Root=1-6500095d","X-Forwarded-Host":"127.0.0.1"},"again":"X-Amzn-Trace-Id"}';
 
 /**
  * The upstream: JSON echo with ETag and Last-Modified by default; `/missing*` 404; `/chunks*` a
- * body in three chunks 20 ms apart; `/gzip*` a gzip-encoded body.
+ * body in three chunks 20 ms apart; `/gzip*` a gzip-encoded body, `/deflate*` a deflate-encoded one;
+ * `/trace*` an httpbin-like JSON; `/text*` a line of text.
  */
 function answer(url: string, res: import('node:http').ServerResponse, echo: string): void {
   if (url.startsWith('/missing')) {
@@ -53,6 +57,15 @@ function answer(url: string, res: import('node:http').ServerResponse, echo: stri
     res.write('one,');
     setTimeout(() => res.write('two,'), 20);
     setTimeout(() => res.end('three'), 40);
+  } else if (url.startsWith('/trace')) {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': TRACE.length });
+    res.end(TRACE);
+  } else if (url.startsWith('/text')) {
+    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    res.end('Hello World, hello world, héllo wörld');
+  } else if (url.startsWith('/deflate')) {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'deflate', 'x-upstream': 'up' });
+    res.end(DEFLATED);
   } else if (url.startsWith('/gzip')) {
     res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': GZIPPED.length, 'x-upstream': 'up' });
     res.end(GZIPPED);
@@ -129,7 +142,6 @@ const CASES: Case[] = [
     path: '/auth-body',
     status: 200,
     body: '{"code": 200, "msg": "success"}',
-    todo: "the framework runs header_filter on a plugin's answer but not body_filter yet (src/proxy: answerPlugin, sendPluginAnswer)",
   },
   {
     name: 'docs: with a valid key the upstream answer is rewritten the same',
@@ -207,13 +219,79 @@ const CASES: Case[] = [
     body: '{"plain":true}',
     expect: { 'content-encoding': undefined },
   },
+
+  // ---- filters
+  {
+    name: 'docs: rewrite with a regex filter (global)',
+    route: { uri: '/trace', plugins: { 'response-rewrite': { filters: [{ regex: 'X-Amzn-Trace-Id', scope: 'global', replace: 'X-Amzn-Trace-Id-Replace' }] } } },
+    path: '/trace',
+    status: 200,
+    body: TRACE.replaceAll('X-Amzn-Trace-Id', 'X-Amzn-Trace-Id-Replace'),
+  },
+  {
+    name: 'a filter with the default scope replaces the first match only',
+    route: { uri: '/trace-once', plugins: { 'response-rewrite': { filters: [{ regex: 'X-Amzn-Trace-Id', replace: 'X-Once' }] } } },
+    path: '/trace-once',
+    status: 200,
+    body: TRACE.replace('X-Amzn-Trace-Id', 'X-Once'),
+  },
+  {
+    name: 'filters run in order; captures, $$ and the i option; UTF-8 text',
+    route: {
+      uri: '/text',
+      plugins: {
+        'response-rewrite': {
+          filters: [
+            { regex: '(h.llo) (w.rld)', replace: '$2 $1', scope: 'global', options: 'ijo' },
+            { regex: 'wörld', replace: '$$', scope: 'global' },
+          ],
+        },
+      },
+    },
+    path: '/text',
+    status: 200,
+    body: Buffer.from('World Hello, world hello, $ héllo', 'utf8').toString('latin1'),
+  },
+  {
+    name: 'a filtered body sent in chunks',
+    route: { uri: '/chunks-filtered', plugins: { 'response-rewrite': { filters: [{ regex: ',', replace: '|', scope: 'global' }] } } },
+    path: '/chunks-filtered',
+    status: 200,
+    body: 'one|two|three',
+  },
+  {
+    name: 'max_resp_body_size cuts the held body',
+    route: { uri: '/chunks-cut', plugins: { 'response-rewrite': { max_resp_body_size: 6, filters: [{ regex: 'o', replace: 'O' }] } } },
+    path: '/chunks-cut',
+    status: 200,
+    body: 'One,tw',
+  },
+  {
+    name: 'a gzip body is decoded, filtered and sent plain',
+    route: { uri: '/gzip-filtered', plugins: { 'response-rewrite': { filters: [{ regex: 'true', replace: 'false' }] } } },
+    path: '/gzip-filtered',
+    status: 200,
+    body: '{"compressed":false}',
+    expect: { 'content-encoding': undefined },
+  },
+  {
+    name: 'a body in an encoding Portico does not decode is left alone',
+    route: { uri: '/deflate', plugins: { 'response-rewrite': { filters: [{ regex: 'true', replace: 'false' }] } } },
+    path: '/deflate',
+    status: 200,
+    body: DEFLATED.toString('latin1'),
+    expect: { 'content-encoding': 'deflate' },
+  },
 ];
 
 /** Rejected configs: [route id, config, part of the reason]. */
 const INVALID: [string, Record<string, unknown>, string][] = [
   ['bad-status', { status_code: 100 }, '/plugins/response-rewrite/status_code: must be >= 200'],
   ['bad-base64', { body: '!!not base64!!', body_base64: true }, '/plugins/response-rewrite/body: invalid base64 content'],
-  ['bad-filters', { filters: [{ regex: 'a', replace: 'b' }] }, '/plugins/response-rewrite/filters: not supported'],
+  ['bad-filter-regex', { filters: [{ regex: '(a)\\1', replace: 'b' }] }, '/plugins/response-rewrite/filters/0: regex "(a)\\1" validation failed: invalid regular expression'],
+  ['bad-filter-option', { filters: [{ regex: 'a', replace: 'b', options: 'jox' }] }, "/plugins/response-rewrite/filters/0/options: regex option 'x' is not supported"],
+  ['bad-filter-replace', { filters: [{ regex: 'a', replace: '$name' }] }, 'invalid capturing variable name'],
+  ['bad-filter-missing', { filters: [{ regex: 'a' }] }, "/plugins/response-rewrite/filters/0: must have required property 'replace'"],
   ['bad-body-filters', { body: 'x', filters: [{ regex: 'a', replace: 'b' }] }, 'body and filters cannot both be configured'],
   ['bad-vars-name', { vars: [['balancer_ip', '==', '1.2.3.4']] }, "failed to validate the 'vars' expression: vars[0]: unsupported variable 'balancer_ip'"],
   ['bad-vars-shape', { vars: ['status', '==', 200] }, 'rule should be wrapped inside brackets'],
