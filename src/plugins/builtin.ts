@@ -15,6 +15,9 @@ import { limitCount } from './limit-count.ts';
 import { limitReq } from './limit-req.ts';
 import { proxyRewrite } from './proxy-rewrite.ts';
 import { responseRewrite } from './response-rewrite.ts';
+import { realIp } from './real-ip.ts';
+import { gzip } from './gzip.ts';
+import { brotli } from './brotli.ts';
 // (imports above this line)
 
 /** Every built-in plugin. `plugins:` in portico.yaml enables a subset (default: all). */
@@ -35,5 +38,8 @@ export const BUILTIN_PLUGINS: readonly Plugin<any, any>[] = [
   limitReq,
   proxyRewrite,
   responseRewrite,
+  realIp,
+  gzip,
+  brotli,
   // (entries above this line)
 ];
