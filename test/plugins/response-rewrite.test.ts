@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { request, type IncomingHttpHeaders } from 'node:http';
+import { connect } from 'node:net';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
@@ -316,6 +317,7 @@ describe('response-rewrite (gateway process)', () => {
         routes: [
           ...CASES.map((c, i) => ({ id: `c${i}`, uri: c.route.uri ?? slug(c.name), plugins: c.route.plugins, upstream })),
           ...INVALID.map(([id, conf]) => ({ id, uri: `/${id}`, plugins: { 'response-rewrite': conf }, upstream })),
+          { id: 'to-204', uri: '/to-204', plugins: { 'response-rewrite': { status_code: 204 } }, upstream },
         ],
         consumers: [{ username: 'jack', plugins: { 'key-auth': { key: 'jack-key' } } }],
       },
@@ -338,6 +340,33 @@ describe('response-rewrite (gateway process)', () => {
       if (res.headers['content-length'] !== undefined) assert.equal(Number(res.headers['content-length']), Buffer.byteLength(res.body, 'latin1'));
     });
   }
+
+  test(
+    'status_code 204 on a response with a body: sent without one, the next response on the connection intact',
+    { todo: 'socket transport: a 204 set in header_filter goes out with Transfer-Encoding: chunked and the upstream body (reported to the lead)' },
+    async () => {
+      // two pipelined requests on one connection: the second answer must start right after the first head
+      const bytes = await new Promise<string>((resolve, reject) => {
+        const socket = connect(gw.port, '127.0.0.1', () => socket.write('GET /to-204 HTTP/1.1\r\nHost: x\r\n\r\nGET /get HTTP/1.1\r\nHost: x\r\n\r\n'));
+        let out = '';
+        const done = () => {
+          socket.destroy();
+          resolve(out);
+        };
+        socket.on('data', (d: Buffer) => {
+          out += d.toString('latin1');
+          // the second answer (/get: the docs' base64 "Hello World", chunked) is complete
+          if (out.includes('Hello World') && out.endsWith('0\r\n\r\n')) done();
+        });
+        socket.on('error', reject);
+        setTimeout(done, 2000);
+      });
+      assert.match(bytes, /^HTTP\/1\.1 204 /);
+      const head = bytes.slice(0, bytes.indexOf('\r\n\r\n') + 4);
+      assert.doesNotMatch(head, /transfer-encoding|content-length/i, head);
+      assert.match(bytes.slice(head.length), /^HTTP\/1\.1 200 /, 'the second answer follows the 204 head directly');
+    },
+  );
 
   test('invalid configs are rejected with the reason in /status; valid routes keep serving', async () => {
     const st = await waitUntil(async () => {
