@@ -28,7 +28,7 @@ interface Echo {
   headers: Record<string, string | undefined>;
 }
 
-function send(gw: GatewayProcess, path: string, opts: { method?: string; headers?: Record<string, string> } = {}): Promise<Answer> {
+function send(gw: GatewayProcess, path: string, opts: { method?: string; headers?: Record<string, string | string[]> } = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = request(
       // host/port/path, not a URL string: a URL would resolve `..` before sending
@@ -52,7 +52,7 @@ interface Case {
   route: { uri?: string; plugins: Record<string, unknown> };
   path?: string;
   method?: string;
-  headers?: Record<string, string>;
+  headers?: Record<string, string | string[]>;
   status?: number;
   /** what the upstream must have received */
   upstream?: { url?: string; method?: string; headers?: Record<string, string | undefined> };
@@ -136,6 +136,49 @@ const CASES: Case[] = [
     path: '/consumer-nokey',
     status: 401,
     blocked: true,
+  },
+
+  // ---- APISIX's t/plugin/proxy-rewrite3.t
+  {
+    name: 't: X-Forwarded-Host rewritten (flat map)',
+    route: { plugins: { 'proxy-rewrite': { headers: { 'X-Forwarded-Host': 'test.com' } } } },
+    headers: { 'X-Forwarded-Host': 'apisix.ai' },
+    upstream: { headers: { 'x-forwarded-host': 'test.com' } },
+  },
+  {
+    name: 't: add to a header the client sent twice',
+    route: { plugins: { 'proxy-rewrite': { headers: { add: { test: '123' }, set: { test2: '2233' }, remove: ['hello'] } } } },
+    headers: { test: ['sssss', 'bbb'], hello: 'word' },
+    upstream: { headers: { test2: '2233', hello: undefined } },
+    headerSets: { test: ['sssss', 'bbb', '123'] },
+  },
+  {
+    name: 't: set wins over add for the same header',
+    route: { plugins: { 'proxy-rewrite': { headers: { add: { test: 'test_in_add' }, set: { test: 'test_in_set' } } } } },
+    upstream: { headers: { test: 'test_in_set' } },
+  },
+  {
+    name: 't: regex_uri with args in the replacement',
+    route: { uri: '/targs/*', plugins: { 'proxy-rewrite': { regex_uri: ['^/targs/(.*)/(.*)/(.*)', '/$1_$2_$3?a=c'] } } },
+    path: '/targs/plugin/proxy/rewrite',
+    upstream: { url: '/plugin_proxy_rewrite?a=c' },
+  },
+  {
+    name: 't: captures in header values (add)',
+    route: { uri: '/tcap/*', plugins: { 'proxy-rewrite': { regex_uri: ['^/tcap/(.*)/(.*)/(.*)', '/echo'], headers: { add: { 'X-Request-ID': '$1/$2/$3' } } } } },
+    path: '/tcap/plugin/proxy/rewrite',
+    upstream: { url: '/echo', headers: { 'x-request-id': 'plugin/proxy/rewrite' } },
+  },
+  {
+    name: 't: a group that took no part, and one that does not exist, are empty',
+    route: { uri: '/tnm/*', plugins: { 'proxy-rewrite': { regex_uri: ['^/tnm/(not_matched)?.*', '/echo'], headers: { add: { 'X-Request-ID': 'test1/$1/$2/test2' } } } } },
+    path: '/tnm/plugin/proxy/rewrite',
+    upstream: { url: '/echo', headers: { 'x-request-id': 'test1///test2' } },
+  },
+  {
+    name: 'scheme is accepted and ignored (APISIX 3.x: the upstream decides)',
+    route: { plugins: { 'proxy-rewrite': { scheme: 'https', uri: '/plain' } } },
+    upstream: { url: '/plain' },
   },
 
   // ---- the query string (APISIX: is_args → `?` or `&`)
