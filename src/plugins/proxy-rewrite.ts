@@ -147,6 +147,7 @@ export function safeHeaderValue(value: string): string {
 
 /** The header name and literal value checks of APISIX's check_set_headers, for every shape. */
 export function checkHeader(where: string, name: string, value?: string): void {
+  if (name === '') throw new Error(`${where}: invalid field length in header`);
   const nameProblem = headerNameProblem(name);
   if (nameProblem !== undefined) throw new Error(`${where}: invalid field character in header ${JSON.stringify(name)}: ${nameProblem}`);
   if (value === undefined) return;

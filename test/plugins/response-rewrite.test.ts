@@ -174,6 +174,19 @@ const CASES: Case[] = [
     expect: { 'x-flat': '1', 'x-upstream': undefined },
   },
 
+  {
+    name: 't: header values with variables; add with one word',
+    route: { plugins: { 'response-rewrite': { headers: { add: ['X-Server-test:a'], set: { 'X-A': '$remote_addr', 'X-B': 'from $remote_addr to $uri' } } } } },
+    status: 200,
+    expect: { 'x-server-test': 'a', 'x-a': '127.0.0.1', 'x-b': 'from 127.0.0.1 to /t-header-values-with-variables-add-with-one-word' },
+  },
+  {
+    name: 't: an empty body',
+    route: { plugins: { 'response-rewrite': { body: '' } } },
+    status: 200,
+    body: '',
+  },
+
   // ---- vars
   {
     name: 'vars on a response header (sent_http_x_upstream)',
@@ -298,6 +311,8 @@ const INVALID: [string, Record<string, unknown>, string][] = [
   ['bad-vars-shape', { vars: ['status', '==', 200] }, 'rule should be wrapped inside brackets'],
   ['bad-add', { headers: { add: ['X-No-Colon'] } }, '/plugins/response-rewrite/headers/add/0: must match pattern'],
   ['bad-set-value', { headers: { set: { 'X-A': 'a\nb' } } }, 'invalid value character in header X-A'],
+  ['bad-empty-name', { status_code: 200, headers: { '': 2 } }, '/plugins/response-rewrite/headers: invalid field length in header'],
+  ['bad-empty-base64', { body: '', body_base64: true }, 'invalid base64 content'],
 ];
 
 const slug = (name: string) => '/' + name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
