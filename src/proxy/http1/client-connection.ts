@@ -614,6 +614,8 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   private done = false;
   /** the response body goes through the plugins' body_filter */
   private filtered = false;
+  /** a plugin set a status without a body (204, 304): the upstream's body is not sent */
+  private bodyDropped = false;
   /** the request's plugins (header_filter, body_filter on the response) */
   private readonly run: PluginRun | undefined;
   /** the method sent upstream (a plugin may change it) */
@@ -834,14 +836,23 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     this.headWritten = true;
     const conn = this.conn;
     let keep = conn.keepAlive;
-    const noBody = conn.isHeadRequest || response.framing === 'none';
+    let noBody = conn.isHeadRequest || response.framing === 'none';
     let status = response.status;
     let reason = response.reason === '' ? (STATUS_CODES[status] ?? '') : response.reason;
     let headers = clientHeaderList(response.rawHeaders);
     const run = this.run;
     if (run !== undefined && run.hasResponsePhases) {
       status = run.runHeaderFilter(status, headers, false);
-      if (status !== response.status) reason = STATUS_CODES[status] ?? '';
+      if (status !== response.status) {
+        reason = STATUS_CODES[status] ?? '';
+        if (status === 204 || status === 304) {
+          // a plugin made it a status without a body: the upstream's body is read and dropped, or
+          // the client would take its bytes for the next response (a 204 has no length either)
+          noBody = true;
+          this.bodyDropped = true;
+          if (status === 204) headers = withoutContentLength(headers);
+        }
+      }
       // a body filter changes the length: the body goes chunked (or close-delimited)
       if (run.hasBodyFilter) {
         headers = withoutContentLength(headers);
@@ -862,9 +873,9 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
       }
     }
     this.keepClient = keep;
-    text += keep ? (this.head.httpVersion === '1.1' ? 'Connection: keep-alive\r\n\r\n' : 'Connection: keep-alive\r\n\r\n') : 'Connection: close\r\n\r\n';
+    text += keep ? 'Connection: keep-alive\r\n\r\n' : 'Connection: close\r\n\r\n';
     const socket = this.socket;
-    if (first === null) return socket.write(text, 'latin1');
+    if (first === null || this.bodyDropped) return socket.write(text, 'latin1');
     if (!this.chunked && first.length <= HEAD_COPY_MAX) {
       // head and first bytes in one buffer: one plain write, not cork + two writes + writev (the
       // stream layer's JS for those costs more than copying a small body)
@@ -890,12 +901,14 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
 
   onBody(chunk: Buffer): boolean {
     if (this.done) return false;
+    if (this.bodyDropped) return false;
     if (this.filtered || (this.run?.hasBodyFilter === true && !this.headWritten)) {
       if (!this.headWritten) this.writeHead(null);
       if (this.filtered) {
         chunk = this.run!.runBodyFilter(chunk, false);
         if (chunk.length === 0) return false;
       }
+      if (this.bodyDropped) return false;
     }
     let ok: boolean;
     if (!this.headWritten) ok = this.writeHead(chunk);
