@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { log } from '../observability/log.ts';
 import { isHeaderValue } from '../security/header-value.ts';
 import type { ProxyRequest } from '../proxy/request.ts';
+import type { PickRequest } from '../upstream/types.ts';
 import type { PluginChain, ChainEntry } from './chain.ts';
 import type { Consumer, ConsumerDirectory, PluginAnswer, PluginContext, RequestView, ResponseView, UpstreamRequest } from './types.ts';
 
@@ -61,10 +62,12 @@ class HeaderList {
   }
 }
 
-class Request implements RequestView {
+class Request implements RequestView, PickRequest {
   private args: URLSearchParams | undefined;
   private cookies: Map<string, string> | undefined;
   clientAddress: string;
+  /** the consumer's name, for balancers that hash on it (set when the request is picked a node for) */
+  consumerName: string | undefined = undefined;
 
   constructor(
     readonly method: string,
@@ -366,4 +369,16 @@ export function answerParts(answer: PluginAnswer): { status: number; headers: st
   }
   if (!hasType && type !== undefined && body.length > 0) headers.push('Content-Type', type);
   return { status: answer.status, headers, body };
+}
+
+/**
+ * The request as a balancer that reads it (chash) sees it: the plugins' view when the route has
+ * plugins (the client address real-ip set, the consumer an auth plugin found), else a new one.
+ */
+export function pickRequestOf(run: PluginRun | undefined, method: string, request: ProxyRequest, rawHeaders: readonly string[], scheme: 'http' | 'https'): PickRequest {
+  if (run !== undefined) {
+    run.request.consumerName = run.consumer?.username;
+    return run.request;
+  }
+  return new Request(method, request.path, request.query, rawHeaders, request.host, request.remoteAddr, scheme);
 }

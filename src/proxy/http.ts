@@ -5,7 +5,7 @@ import type { Dispatcher } from 'undici';
 import { ProxyError } from '../errors.ts';
 import type { RouteTable } from '../runtime/types.ts';
 import { pools as sharedPools, type ConnectionPools, type NodePool, type NodeWaiter } from '../upstream/pools.ts';
-import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
+import type { Balancer, PickRequest, UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
 import { classifyFailure, Failure, failureResponse, nodeBusy } from './failures.ts';
 import { clientHeaders, upstreamHeaders, upstreamHost } from './headers.ts';
 import { describeRequest, type ProxyRequest } from './request.ts';
@@ -13,7 +13,7 @@ import { NodeRetries } from './retries.ts';
 import { sendError, writeRawError } from './responses.ts';
 import { destroyOnError, proxyUpgrade, responseOnSocket, upgradeRequestBody } from './websocket.ts';
 import { NO_CONSUMERS } from '../plugins/consumers.ts';
-import { answerParts, PluginRun } from '../plugins/run.ts';
+import { answerParts, pickRequestOf, PluginRun } from '../plugins/run.ts';
 import type { PluginAnswer } from '../plugins/types.ts';
 import type { CompiledRoute } from '../runtime/types.ts';
 
@@ -64,9 +64,10 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
     const upstream = route.upstream;
     // APISIX: "missing upstream configuration in Route or Service" → 503
     if (upstream === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
-    const node = upstream.balancer.pick();
+    const pickRequest = upstream.balancer.needsRequest === true ? pickRequestOf(run, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http') : undefined;
+    const node = upstream.balancer.pick(undefined, pickRequest);
     if (node === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
-    new HttpExchange(req, res, request, upstream, pools, node, undefined, run).start();
+    new HttpExchange(req, res, request, upstream, pools, node, undefined, run, pickRequest).start();
   };
   return {
     handleRequest(req, res) {
@@ -164,6 +165,11 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
   private pendingStatusText = '';
   private pendingHeaders: string[] | null = null;
   private readonly run: PluginRun | undefined;
+  private readonly pickRequest: PickRequest | undefined;
+  /** the balancer that picked the node (its accounting hooks; a config change may replace the upstream's) */
+  private readonly balancer: Balancer;
+  /** when the current attempt was sent (0: none in flight) */
+  private attemptAt = 0;
   /** the Host a plugin set (kept whichever node is tried) */
   private pluginHost: string | undefined;
   /** the response body goes through the plugins' body_filter */
@@ -180,8 +186,12 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     body?: Readable,
     /** the request's plugins: their upstream edits, header_filter and body_filter */
     run?: PluginRun,
+    /** for balancers that read the request (chash) */
+    pickRequest?: PickRequest,
   ) {
     this.run = run;
+    this.pickRequest = pickRequest;
+    this.balancer = upstream.balancer;
     this.req = req;
     this.res = res;
     this.upstream = upstream;
@@ -217,7 +227,7 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
   start(): void {
     this.res.on('close', this.onClientClose);
     // made now (not on first failure) so that retry_timeout counts from the start of the request
-    if (this.upstream.retryTimeout > 0) this.retries = new NodeRetries(this.upstream);
+    if (this.upstream.retryTimeout > 0) this.retries = new NodeRetries(this.upstream, this.pickRequest);
     this.dispatchTo(this.node);
   }
 
@@ -245,6 +255,8 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     // room for). idle_timeout 0 means no keep-alive at all. `undefined`, not false: false would
     // override undici's own closing rules (HEAD, max requests per connection).
     this.dispatchOptions.reset = keepalive.idleTimeout === 0 || nodePool.gate.active > keepalive.size ? true : undefined;
+    this.attemptAt = performance.now();
+    this.balancer.started?.(this.node);
     nodePool.pool.dispatch(this.dispatchOptions, this);
   }
 
@@ -265,8 +277,16 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     this.onError(nodeBusy);
   }
 
-  /** The attempt ended (response complete or failed): its slot goes to the next waiting request. */
-  private releaseSlot(): void {
+  /**
+   * The attempt ended (response complete or failed): its slot goes to the next waiting request, and
+   * the balancer learns how it went (least_conn counts, ewma latency).
+   */
+  private releaseSlot(failed = false): void {
+    if (this.attemptAt !== 0) {
+      const ms = performance.now() - this.attemptAt;
+      this.attemptAt = 0;
+      this.balancer.done?.(this.node, ms, failed);
+    }
     if (!this.holdsSlot) return;
     this.holdsSlot = false;
     this.nodePool!.gate.leave();
@@ -346,7 +366,8 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
   }
 
   onError(err: Error): void {
-    this.releaseSlot();
+    // a request the client gave up is not the node's failure
+    this.releaseSlot(err !== clientClosed);
     if (this.done) return;
     if (this.responding) {
       if (this.pendingHeaders === null) {
@@ -396,7 +417,7 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
 
   private nextNode(failure: Failure): UpstreamNode | undefined {
     if (this.req.destroyed) return undefined;
-    const retries = (this.retries ??= new NodeRetries(this.upstream));
+    const retries = (this.retries ??= new NodeRetries(this.upstream, this.pickRequest));
     if (!retries.inTime()) return undefined;
     if (failure === Failure.Broken && this.onSocket && this.brokenReuseRetry) {
       // probably a kept-alive connection closed by the upstream as we reused it: same node is fine

@@ -1,4 +1,4 @@
-import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
+import type { PickRequest, UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
 
 /**
  * The retry budget of one proxied request (HTTP or WebSocket): up to `retries` other nodes, within
@@ -10,7 +10,11 @@ export class NodeRetries {
   /** epoch ms after which no further node is tried; 0 = no limit */
   private readonly deadline: number;
 
-  constructor(private readonly upstream: UpstreamTarget) {
+  constructor(
+    private readonly upstream: UpstreamTarget,
+    /** for balancers that read the request (chash) */
+    private readonly request?: PickRequest,
+  ) {
     this.left = upstream.retries;
     this.deadline = upstream.retryTimeout > 0 ? Date.now() + upstream.retryTimeout : 0;
   }
@@ -26,6 +30,6 @@ export class NodeRetries {
     this.left--;
     const tried = (this.tried ??= new Set());
     tried.add(failed);
-    return this.upstream.balancer.pick(tried);
+    return this.upstream.balancer.pick(tried, this.request);
   }
 }

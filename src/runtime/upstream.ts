@@ -46,7 +46,10 @@ export function compileUpstream(key: string, u: UpstreamConfig, previous?: Upstr
   const scheme = u.scheme ?? 'http';
   const nodes = normalizeNodes(u.nodes, scheme);
   const type = u.type ?? 'roundrobin';
-  const balancer = previous && sameNodes(previous.nodes, nodes) ? previous.balancer : createBalancer(type, nodes);
+  const options = { hashOn: u.hash_on ?? 'vars', key: u.key };
+  const balancerKey = `${type}|${options.hashOn}|${options.key ?? ''}`;
+  // the balancer's state (rotation, counts, latencies) survives a change that keeps its nodes and algorithm
+  const balancer = previous && previous.balancerKey === balancerKey && sameNodes(previous.nodes, nodes) ? previous.balancer : createBalancer(type, nodes, options);
   return {
     key,
     scheme,
@@ -58,6 +61,7 @@ export function compileUpstream(key: string, u: UpstreamConfig, previous?: Upstr
     retryTimeout: (u.retry_timeout ?? 0) * 1000,
     nodes,
     balancer,
+    balancerKey,
     keepalive: {
       size: u.keepalive_pool?.size ?? DEFAULT_KEEPALIVE.size,
       idleTimeout: u.keepalive_pool?.idle_timeout !== undefined ? u.keepalive_pool.idle_timeout * 1000 : DEFAULT_KEEPALIVE.idleTimeout,

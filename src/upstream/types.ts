@@ -17,15 +17,45 @@ export interface UpstreamNode {
 }
 
 /**
+ * What a balancer may read of the request it picks a node for (chash keys): the plugins' request
+ * view, plus the consumer an auth plugin identified.
+ */
+export interface PickRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly query: string;
+  readonly host: string;
+  readonly clientAddress: string;
+  header(name: string): string | undefined;
+  cookie(name: string): string | undefined;
+  arg(name: string): string | undefined;
+  readonly consumerName?: string;
+}
+
+/** An upstream's `hash_on` and `key` (APISIX), for the balancers that hash. */
+export interface BalancerOptions {
+  hashOn: string;
+  key: string | undefined;
+}
+
+/**
  * One file per algorithm in upstream/balancer/, each exporting a factory with this shape.
- * A balancer is created when an upstream's nodes change, and kept (with its state) otherwise.
+ * A balancer is created when an upstream's nodes (or its type, hash_on, key) change, and kept
+ * (with its state) otherwise.
  */
 export interface Balancer {
   /**
    * The next node to try. `tried` holds nodes that already failed for this request (retries go to
-   * another node); returns undefined when no eligible node is left.
+   * another node); returns undefined when no eligible node is left. `request` is given when
+   * `needsRequest` is set.
    */
-  pick(tried?: ReadonlySet<UpstreamNode>): UpstreamNode | undefined;
+  pick(tried?: ReadonlySet<UpstreamNode>, request?: PickRequest): UpstreamNode | undefined;
+  /** pick() reads the request (the data plane builds a PickRequest only for these) */
+  readonly needsRequest?: boolean;
+  /** a request was sent to `node` (least_conn counts it until done) */
+  started?(node: UpstreamNode): void;
+  /** the request sent to `node` ended, after `latencyMs`; `failed`: the node failed it (connect, reset, timeout, 5xx parse) */
+  done?(node: UpstreamNode, latencyMs: number, failed: boolean): void;
 }
 
 export interface UpstreamTimeouts {
@@ -49,5 +79,7 @@ export interface UpstreamTarget {
   retryTimeout: number;
   nodes: UpstreamNode[];
   balancer: Balancer;
+  /** type, hash_on and key: what decides whether a recompiled upstream keeps its balancer */
+  balancerKey?: string;
   keepalive: { size: number; idleTimeout: number /* ms */; requests: number };
 }

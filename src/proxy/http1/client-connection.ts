@@ -5,7 +5,7 @@ import { ProxyError } from '../../errors.ts';
 import type { RouteTable } from '../../runtime/types.ts';
 import { http1Pools, UpstreamEvent, type NodePool1, type UpstreamConnection, type UpstreamUser } from '../../upstream/http1-pool.ts';
 import type { NodeWaiter } from '../../upstream/pools.ts';
-import type { UpstreamNode, UpstreamTarget } from '../../upstream/types.ts';
+import type { Balancer, PickRequest, UpstreamNode, UpstreamTarget } from '../../upstream/types.ts';
 import { Failure, failureResponse } from '../failures.ts';
 import { clientHeaderList, upstreamHeaders, upstreamHost } from '../headers.ts';
 import { describeRequest, rejectRequestHead, type ProxyRequest, type RequestPolicy } from '../request.ts';
@@ -18,7 +18,7 @@ import { RequestParser, type RequestHandler, type RequestHead } from './request-
 import type { ResponseHead } from './response-parser.ts';
 import { chunkHeader, CRLF, headerLines, LAST_CHUNK } from './serialize.ts';
 import { NO_CONSUMERS } from '../../plugins/consumers.ts';
-import { answerParts, PluginRun } from '../../plugins/run.ts';
+import { answerParts, pickRequestOf, PluginRun } from '../../plugins/run.ts';
 import type { PluginAnswer } from '../../plugins/types.ts';
 import type { RouteMatch } from '../../router/types.ts';
 import type { CompiledRoute } from '../../runtime/types.ts';
@@ -341,7 +341,9 @@ export class ClientConnection implements RequestHandler {
    */
   private proxy(head: RequestHead, ctx: RequestContext, request: ProxyRequest, matched: RouteMatch<CompiledRoute>): boolean {
     const upstream = matched.target.upstream;
-    const node = upstream?.balancer.pick();
+    const balancer = upstream?.balancer;
+    const pickRequest = balancer?.needsRequest === true ? pickRequestOf(this.pluginRun, head.method, request, head.rawHeaders, isTls(this.socket) ? 'https' : 'http') : undefined;
+    const node = balancer?.pick(undefined, pickRequest);
     if (upstream === undefined || node === undefined) {
       this.answer(ProxyError.NO_HEALTHY_NODE);
       return false;
@@ -358,7 +360,7 @@ export class ClientConnection implements RequestHandler {
       // forwarded; the connection closes after it (what follows may be the other protocol's bytes)
       this.closeAfter = true;
     }
-    const exchange = new SocketExchange(this, ctx, head, request, upstream, node, this.pluginRun);
+    const exchange = new SocketExchange(this, ctx, head, request, upstream, node, this.pluginRun, pickRequest);
     this.exchange = exchange;
     exchange.start();
     // the body waits in the socket until the exchange has an upstream connection to send it on
@@ -614,6 +616,11 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   private done = false;
   /** the response body goes through the plugins' body_filter */
   private filtered = false;
+  private readonly pickRequest: PickRequest | undefined;
+  /** the balancer that picked the node (its accounting hooks; a config change may replace the upstream's) */
+  private readonly balancer: Balancer;
+  /** when the current attempt's request was written (0: no attempt in flight) */
+  private attemptAt = 0;
   /** a plugin set a status without a body (204, 304): the upstream's body is not sent */
   private bodyDropped = false;
   /** the request's plugins (header_filter, body_filter on the response) */
@@ -623,8 +630,19 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   /** the Host a plugin set (it stays whatever pass_host says for another node) */
   private readonly pluginHost: string | undefined;
 
-  constructor(conn: ClientConnection, ctx: RequestContext, head: RequestHead, request: ProxyRequest, upstream: UpstreamTarget, node: UpstreamNode, run: PluginRun | undefined) {
+  constructor(
+    conn: ClientConnection,
+    ctx: RequestContext,
+    head: RequestHead,
+    request: ProxyRequest,
+    upstream: UpstreamTarget,
+    node: UpstreamNode,
+    run: PluginRun | undefined,
+    pickRequest: PickRequest | undefined,
+  ) {
     this.conn = conn;
+    this.pickRequest = pickRequest;
+    this.balancer = upstream.balancer;
     this.socket = conn.socket;
     this.head = head;
     this.upstream = upstream;
@@ -659,7 +677,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   }
 
   start(): void {
-    if (this.upstream.retryTimeout > 0) this.retries = new NodeRetries(this.upstream);
+    if (this.upstream.retryTimeout > 0) this.retries = new NodeRetries(this.upstream, this.pickRequest);
     this.dispatchTo(this.node);
   }
 
@@ -717,6 +735,8 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     const head = this.head;
     this.keepUpstream = this.keepUpstream && this.pool!.mayKeep(uc.requests + 1);
     uc.expect(this.method, this.upstream.timeout.read);
+    this.attemptAt = performance.now();
+    this.balancer.started?.(this.node);
     // the head in one write
     uc.socket.write(
       this.method + ' ' + this.path + ' HTTP/1.1\r\n' + this.headerText + (this.keepUpstream ? CRLF : 'Connection: close\r\n\r\n'),
@@ -729,6 +749,14 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
 
   upstreamDrained(): void {
     if (!this.done) this.conn.bodyDrained();
+  }
+
+  /** The attempt on `this.node` ended: the balancer's accounting (least_conn counts, ewma latency). */
+  private attemptEnded(failed: boolean): void {
+    if (this.attemptAt === 0) return;
+    const ms = performance.now() - this.attemptAt;
+    this.attemptAt = 0;
+    this.balancer.done?.(this.node, ms, failed);
   }
 
   clientBody(chunk: Buffer): boolean {
@@ -752,6 +780,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   }
 
   upstreamFailed(event: UpstreamEvent, _err: Error | undefined): void {
+    this.attemptEnded(true);
     const reused = this.upstreamConn?.reused === true;
     this.upstreamConn = null;
     this.releaseSlot();
@@ -760,6 +789,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   }
 
   private failed(failure: Failure, reused = false): void {
+    this.attemptEnded(true);
     if (this.response !== null) {
       // the upstream broke mid-response: a cut, so the client sees a truncated response
       if (this.headWritten) return this.cut();
@@ -784,7 +814,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   }
 
   private nextNode(failure: Failure, reused: boolean): UpstreamNode | undefined {
-    const retries = (this.retries ??= new NodeRetries(this.upstream));
+    const retries = (this.retries ??= new NodeRetries(this.upstream, this.pickRequest));
     if (!retries.inTime()) return undefined;
     if (failure === Failure.Broken && this.written && reused && this.brokenReuseRetry) {
       // probably a kept-alive connection the upstream closed as we reused it: same node is fine
@@ -940,6 +970,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     }
     if (this.chunked) this.socket.write(LAST_CHUNK, 'latin1');
     this.done = true;
+    this.attemptEnded(false);
     const uc = this.upstreamConn;
     this.upstreamConn = null;
     const response = this.response!;
@@ -968,6 +999,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   private abandon(): void {
     if (this.done) return;
     this.done = true;
+    this.attemptEnded(false);
     clearTimeout(this.slotTimer);
     if (this.pool !== undefined && !this.holdsSlot) this.pool.gate.remove(this);
     const uc = this.upstreamConn;

@@ -1,9 +1,9 @@
 import { ErrorCode, PorticoError } from '../../errors.ts';
-import type { Balancer, UpstreamNode } from '../types.ts';
+import type { Balancer, BalancerOptions, PickRequest, UpstreamNode } from '../types.ts';
 import { createRoundRobin } from './roundrobin.ts';
 
-/** Every balancer file exports one factory of this shape (`createRoundRobin`, later `createChash`, ...). */
-export type BalancerFactory = (nodes: UpstreamNode[]) => Balancer;
+/** Every balancer file exports one factory of this shape (`createRoundRobin`, `createChash`, ...). */
+export type BalancerFactory = (nodes: UpstreamNode[], options?: BalancerOptions) => Balancer;
 
 /** APISIX upstream `type` → factory. Add one line per algorithm file. */
 const factories: Readonly<Record<string, BalancerFactory>> = {
@@ -19,7 +19,7 @@ export function balancerTypes(): string[] {
  * priority level, tried from the highest: lower levels only serve a request once every eligible
  * node above has been tried (APISIX's priority semantics).
  */
-export function createBalancer(type: string, nodes: UpstreamNode[]): Balancer {
+export function createBalancer(type: string, nodes: UpstreamNode[], options: BalancerOptions = { hashOn: 'vars', key: undefined }): Balancer {
   const factory = Object.hasOwn(factories, type) ? factories[type] : undefined;
   if (factory === undefined) {
     throw new PorticoError(ErrorCode.SEMANTIC, `unknown balancer type "${type}" (known: ${balancerTypes().join(', ')})`);
@@ -31,19 +31,36 @@ export function createBalancer(type: string, nodes: UpstreamNode[]): Balancer {
     if (level === undefined) levels.set(priority, (level = []));
     level.push(node);
   }
-  if (levels.size <= 1) return factory(nodes);
-  const ordered = [...levels.entries()].sort((a, b) => b[0] - a[0]).map(([, level]) => factory(level));
+  if (levels.size <= 1) return factory(nodes, options);
+  const ordered = [...levels.entries()].sort((a, b) => b[0] - a[0]).map(([, level]) => factory(level, options));
   return new PriorityBalancer(ordered);
 }
 
 class PriorityBalancer implements Balancer {
-  constructor(private readonly levels: Balancer[]) {}
+  readonly needsRequest: boolean;
+  /** the level of each node, for the accounting hooks */
+  private readonly levelOf = new Map<UpstreamNode, Balancer>();
 
-  pick(tried?: ReadonlySet<UpstreamNode>): UpstreamNode | undefined {
+  constructor(private readonly levels: Balancer[]) {
+    this.needsRequest = levels.some((l) => l.needsRequest === true);
+  }
+
+  pick(tried?: ReadonlySet<UpstreamNode>, request?: PickRequest): UpstreamNode | undefined {
     for (const level of this.levels) {
-      const node = level.pick(tried);
-      if (node !== undefined) return node;
+      const node = level.pick(tried, request);
+      if (node !== undefined) {
+        this.levelOf.set(node, level);
+        return node;
+      }
     }
     return undefined;
+  }
+
+  started(node: UpstreamNode): void {
+    this.levelOf.get(node)?.started?.(node);
+  }
+
+  done(node: UpstreamNode, latencyMs: number, failed: boolean): void {
+    this.levelOf.get(node)?.done?.(node, latencyMs, failed);
   }
 }
