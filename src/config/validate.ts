@@ -4,7 +4,8 @@ import { ConsumerSchema, type ConsumerConfig } from './schema/consumer.ts';
 import { GlobalRuleSchema, PluginConfigSchema, type GlobalRuleConfig, type PluginConfigConfig } from './schema/plugin-config.ts';
 import { RouteSchema, type RouteConfig } from './schema/route.ts';
 import { ServiceSchema, type ServiceConfig } from './schema/service.ts';
-import { BALANCER_TYPES, UpstreamSchema, type UpstreamConfig } from './schema/upstream.ts';
+import { UpstreamSchema, type UpstreamConfig } from './schema/upstream.ts';
+import { balancerTypes } from '../upstream/balancer/index.ts';
 import { ErrorCode } from '../errors.ts';
 import type { RouterMode } from '../router/types.ts';
 import { compileProblem } from '../runtime/compile.ts';
@@ -77,8 +78,8 @@ function exclusive(obj: Record<string, unknown>, a: string, b: string): string |
 
 function checkUpstream(u: UpstreamConfig, at: string): string | undefined {
   const type = u.type ?? 'roundrobin';
-  if (!(BALANCER_TYPES as readonly string[]).includes(type)) {
-    return `${at}/type: balancer '${type}' is not supported (supported: ${BALANCER_TYPES.join(', ')})`;
+  if (!balancerTypes().includes(type)) {
+    return `${at}/type: balancer '${type}' is not supported (supported: ${balancerTypes().join(', ')})`;
   }
   if (u.pass_host === 'rewrite' && !u.upstream_host) return `${at}/upstream_host: required when pass_host is 'rewrite'`;
   // APISIX's host_def: the value becomes the Host header, so it must be a host[:port]

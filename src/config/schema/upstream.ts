@@ -27,7 +27,6 @@ export const Timeout = Type.Object(
   { additionalProperties: false },
 );
 
-export const BALANCER_TYPES = ['roundrobin'] as const;
 
 export const UpstreamSchema = Type.Object(
   {
@@ -54,7 +53,8 @@ export const UpstreamSchema = Type.Object(
     ),
     // Accepted so APISIX upstreams load unchanged; active/passive health checks are not enforced yet.
     checks: Type.Optional(Type.Object({}, { additionalProperties: true })),
-    hash_on: Type.Optional(Type.String()),
+    /** chash: what the key is read from (APISIX) */
+    hash_on: Type.Optional(StringEnum(['vars', 'header', 'cookie', 'consumer', 'vars_combinations'])),
     key: Type.Optional(Type.String()),
     labels: Type.Optional(Labels),
   },
