@@ -23,11 +23,17 @@ import type { PluginContext, ResponseView } from './types.ts';
 /** Bodies above this many bytes are sent uncompressed (the body is buffered to compress it). */
 export const MAX_BUFFERED = 1024 * 1024;
 
-/** `types`: a list of media types, or "*" for every type (APISIX: anyOf array / enum "*"). */
-export const TypesSchema = Type.Union(
-  [Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), Type.Literal('*')],
-  { default: ['text/html'] },
-);
+/**
+ * `types`: a list of media types, or "*" for every type. APISIX: anyOf(array, enum "*"); ajv
+ * reports a failed anyOf by its last branch ("must be array" for "text/html"), so the branch is
+ * chosen by the value's type first.
+ */
+export const TypesSchema = Type.Unsafe<string[] | '*'>({
+  if: { type: 'string' },
+  then: { enum: ['*'] },
+  else: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
+  default: ['text/html'],
+});
 
 /** `http_version`: the request's minimum HTTP version (APISIX: enum 1.1, 1.0). */
 export const HttpVersionSchema = Type.Unsafe<number>({ enum: [1.1, 1.0], default: 1.1 });

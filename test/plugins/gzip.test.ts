@@ -1,0 +1,109 @@
+/**
+ * gzip through the gateway process (apisix.apache.org/docs/apisix/plugins/gzip): the docs'
+ * example (a 404 text/html from the upstream, compressed), the rules shared with brotli
+ * (compression-contract.ts: Accept-Encoding, types, min_length, lengths, HEAD/204/304, an
+ * upstream's own encoding, Vary, ETag, with response-rewrite), then gzip's own: nginx's statuses
+ * (200, 403, 404), `*` in Accept-Encoding not counting, comp_level, and invalid configs rejected
+ * with the reason in /status. Bodies are gunzipped and compared with the upstream's bytes.
+ */
+import assert from 'node:assert/strict';
+import { gunzipSync } from 'node:zlib';
+import { after, before, describe, test } from 'node:test';
+import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import {
+  compressionUpstream,
+  contractCases,
+  contractRoutes,
+  runCompressionCases,
+  runCompressionSpecials,
+  sampleText,
+  sendBinary,
+  type CompressionCase,
+} from './compression-contract.ts';
+import { expectRejected } from './send.ts';
+
+describe('gzip (gateway process)', () => {
+  let up: TestUpstream;
+  let gw: GatewayProcess;
+
+  const routes = (extra: object[] = []) => {
+    const upstream = { nodes: { [up.address]: 1 } };
+    return {
+      routes: [
+        ...contractRoutes('gzip', up.address),
+        // docs: "Enable Plugin"
+        { id: 'docs', uri: '/index.html', plugins: { gzip: { buffers: { number: 8 } } }, upstream },
+        { id: 'level1', uri: '/level1', plugins: { gzip: { comp_level: 1 } }, upstream },
+        { id: 'level9', uri: '/level9', plugins: { gzip: { comp_level: 9 } }, upstream },
+        ...extra,
+      ],
+    };
+  };
+
+  before(async () => {
+    up = await startUpstream('up', compressionUpstream);
+    gw = await startGateway({ routes: routes() });
+  });
+  after(async () => {
+    await gw?.cleanup();
+    await up?.close();
+  });
+
+  test('docs: a 404 text/html page is compressed for Accept-Encoding: gzip', async () => {
+    const a = await sendBinary(`${gw.url}/index.html`, { headers: { 'Accept-Encoding': 'gzip' } });
+    assert.equal(a.status, 404);
+    assert.equal(a.headers['content-type'], 'text/html; charset=utf-8');
+    assert.equal(a.headers['content-encoding'], 'gzip');
+    assert.equal(a.headers['transfer-encoding'], 'chunked');
+    assert.match(gunzipSync(a.body).toString(), /404 Not Found/);
+  });
+
+  describe('the rules shared with brotli', () => runCompressionCases(() => gw, contractCases('gzip', 'gzip')));
+  describe('alongside other plugins', () => runCompressionSpecials(() => gw, 'gzip', 'gzip'));
+
+  const own: CompressionCase[] = [
+    { what: 'a 403 is compressed (nginx: 200, 403, 404)', path: '/gzip-all?status=403', accept: 'gzip', status: 403, encoding: 'gzip' },
+    { what: 'a 500 is not', path: '/gzip-all?status=500', accept: 'gzip', status: 500, encoding: undefined },
+    { what: 'a 201 is not', path: '/gzip-all?status=201', accept: 'gzip', status: 201, encoding: undefined },
+    { what: 'Accept-Encoding: * does not ask for gzip (nginx)', path: '/gzip-default', accept: '*', encoding: undefined },
+    { what: 'Accept-Encoding: br only', path: '/gzip-default', accept: 'br', encoding: undefined },
+    { what: 'Accept-Encoding: gzip, deflate, br', path: '/gzip-default', accept: 'gzip, deflate, br', encoding: 'gzip' },
+  ];
+  describe("gzip's own", () => runCompressionCases(() => gw, own));
+
+  test('comp_level 9 compresses smaller than comp_level 1, both decode to the same body', async () => {
+    const body = sampleText(100_000);
+    const [one, nine] = await Promise.all(['level1', 'level9'].map((r) => sendBinary(`${gw.url}/${r}?len=100000`, { headers: { 'Accept-Encoding': 'gzip' } })));
+    assert.ok(gunzipSync(one!.body).equals(body));
+    assert.ok(gunzipSync(nine!.body).equals(body));
+    assert.ok(nine!.body.length < one!.body.length, `level 9: ${nine!.body.length} bytes, level 1: ${one!.body.length}`);
+  });
+
+  test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
+    const upstream = { nodes: { [up.address]: 1 } };
+    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { gzip: conf }, upstream });
+    writeRoutes(gw.routesPath, routes([
+      bad('bad-types', { types: [] }),
+      bad('bad-types-string', { types: 'text/html' }),
+      bad('bad-min', { min_length: 0 }),
+      bad('bad-level', { comp_level: 10 }),
+      bad('bad-version', { http_version: 2 }),
+      bad('bad-buffers', { buffers: { number: 0 } }),
+      bad('bad-vary', { vary: 0 }),
+    ]));
+    await expectRejected(gw, [
+      ['routes', 'bad-types', '/plugins/gzip/types: must NOT have fewer than 1 items'],
+      ['routes', 'bad-types-string', '/plugins/gzip/types: must be one of "*"'],
+      ['routes', 'bad-min', '/plugins/gzip/min_length: must be >= 1'],
+      ['routes', 'bad-level', '/plugins/gzip/comp_level: must be <= 9'],
+      ['routes', 'bad-version', '/plugins/gzip/http_version: must be one of 1.1, 1'],
+      ['routes', 'bad-buffers', '/plugins/gzip/buffers/number: must be >= 1'],
+      ['routes', 'bad-vary', '/plugins/gzip/vary: must be boolean'],
+    ]);
+    assert.equal((await sendBinary(`${gw.url}/bad-level`)).status, 404, 'a rejected route does not exist');
+    const ok = await sendBinary(`${gw.url}/gzip-default`, { headers: { 'Accept-Encoding': 'gzip' } });
+    assert.equal(ok.headers['content-encoding'], 'gzip', 'the valid routes keep serving');
+    writeRoutes(gw.routesPath, routes());
+  });
+});
