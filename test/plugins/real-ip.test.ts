@@ -13,6 +13,7 @@ import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { waitUntil } from '../helpers/wait.ts';
 import { expectRejected, send, type Answer } from './send.ts';
 
 /** A GET with header lines as given, repeated names included (send() takes one value per name). */
@@ -36,6 +37,7 @@ function sendRaw(url: string, headers: [string, string][]): Promise<Answer> {
 describe('real-ip (gateway process)', () => {
   let up: TestUpstream;
   let gw: GatewayProcess;
+  let v6url: string;
 
   const REMOTE_ADDR = { 'response-rewrite': { headers: { remote_addr: '$remote_addr' } } };
   const routes = (extra: object[] = []) => {
@@ -62,6 +64,7 @@ describe('real-ip (gateway process)', () => {
         r('cookie', { source: 'cookie_client' }),
         r('not-recursive', { source: 'http_x_forwarded_for', trusted_addresses: ['127.0.0.1', '192.128.0.0/16'] }),
         r('recursive-untrusted-list', { source: 'http_x_forwarded_for', recursive: true }),
+        r('trust-v6', { source: 'http_x_real_ip', trusted_addresses: ['::1'] }),
         r('limited', { source: 'http_x_real_ip' }, { 'limit-count': { count: 1, time_window: 60, key: 'remote_addr', rejected_code: 429 } }),
         ...extra,
       ],
@@ -70,7 +73,10 @@ describe('real-ip (gateway process)', () => {
 
   before(async () => {
     up = await startUpstream('up');
-    gw = await startGateway({ routes: routes() });
+    gw = await startGateway({ routes: routes(), proxy: { listen: ['127.0.0.1:0', '[::1]:0'] } });
+    const m = /http:\/\/\[::1\]:(\d+)/.exec(gw.output());
+    assert.ok(m, `no IPv6 listener in: ${gw.output()}`);
+    v6url = `http://[::1]:${m[1]}`;
   });
   after(async () => {
     await gw?.cleanup();
@@ -144,6 +150,32 @@ describe('real-ip (gateway process)', () => {
       if (status === 403) assert.deepEqual(JSON.parse(a.body), { message: 'Your IP address is not allowed' });
     });
   }
+
+  test('trusted_addresses per family: a peer on ::1 is trusted, one on 127.0.0.1 is not', async () => {
+    const headers = { 'X-Real-IP': '192.0.2.9' };
+    assert.equal((await send(`${v6url}/trust-v6`, { headers })).headers['remote_addr'], '192.0.2.9');
+    assert.equal((await send(`${gw.url}/trust-v6`, { headers })).headers['remote_addr'], '127.0.0.1');
+    assert.equal((await send(`${v6url}/trust-v6`)).headers['remote_addr'], '::1', 'no header: the peer');
+  });
+
+  test('in a global rule: a route\'s ip-restriction sees the real client', async () => {
+    const upstream = { nodes: { [up.address]: 1 } };
+    writeRoutes(gw.routesPath, {
+      ...routes([{ id: 'global-guarded', uri: '/global-guarded', plugins: { 'ip-restriction': { whitelist: ['203.0.113.0/24'] } }, upstream }]),
+      global_rules: [{ id: 'g1', plugins: { 'real-ip': { source: 'http_x_real_ip', trusted_addresses: ['127.0.0.1'] } } }],
+    });
+    try {
+      const allowed = await waitUntil(async () => {
+        const a = await send(`${gw.url}/global-guarded`, { headers: { 'X-Real-IP': '203.0.113.5' } });
+        return a.status === 200 ? a : undefined;
+      }, 5_000, 'the global rule to apply', 50);
+      assert.equal(JSON.parse(allowed.body).headers['x-real-ip'], '203.0.113.5');
+      assert.equal((await send(`${gw.url}/global-guarded`, { headers: { 'X-Real-IP': '198.51.100.5' } })).status, 403);
+      assert.equal((await send(`${gw.url}/global-guarded`)).status, 403);
+    } finally {
+      writeRoutes(gw.routesPath, routes());
+    }
+  });
 
   test('limit-count counts per real client: another X-Real-IP is another key', async () => {
     const hit = (ip: string) => send(`${gw.url}/limited`, { headers: { 'X-Real-IP': ip } });
