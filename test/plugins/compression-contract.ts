@@ -130,6 +130,12 @@ export function contractRoutes(plugin: string, upstreamAddress: string): object[
     r('min', { min_length: 100 }),
     r('vary', { vary: true }),
     { id: `${plugin}-rewritten`, uri: `/${plugin}-rewritten`, plugins: { [plugin]: {}, 'response-rewrite': { body: 'replaced body, long enough to compress' } }, upstream },
+    {
+      id: `${plugin}-filtered`,
+      uri: `/${plugin}-filtered`,
+      plugins: { [plugin]: {}, 'response-rewrite': { filters: [{ regex: 'gateway', scope: 'global', replace: 'GATEWAY' }] } },
+      upstream,
+    },
   ];
 }
 
@@ -211,6 +217,15 @@ export function runCompressionSpecials(gw: () => GatewayProcess, plugin: string,
     assert.equal(a.status, 200);
     assert.equal(a.headers['content-encoding'], undefined);
     assert.equal(a.body.toString(), 'replaced body, long enough to compress');
+  });
+
+  test('with response-rewrite filters: the filtered body, plain (the filter decodes what this plugin compressed)', async () => {
+    const a = await sendBinary(`${gw().url}/${plugin}-filtered?len=1000`, { headers: { 'Accept-Encoding': coding } });
+    assert.equal(a.status, 200);
+    assert.equal(a.headers['content-encoding'], undefined);
+    const expected = sampleText(1000).toString('latin1').replaceAll('gateway', 'GATEWAY');
+    assert.notEqual(expected, sampleText(1000).toString('latin1'));
+    assert.equal(a.body.toString('latin1'), expected);
   });
 
   test('concurrent responses on one route are compressed each with its own body', async () => {
