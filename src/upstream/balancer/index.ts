@@ -1,5 +1,8 @@
 import { ErrorCode, PorticoError } from '../../errors.ts';
 import type { Balancer, BalancerOptions, PickRequest, UpstreamNode } from '../types.ts';
+import { createEwma } from './ewma.ts';
+import { createLeastConn } from './least-conn.ts';
+import { createChash } from './chash.ts';
 import { createRoundRobin } from './roundrobin.ts';
 
 /** Every balancer file exports one factory of this shape (`createRoundRobin`, `createChash`, ...). */
@@ -8,6 +11,9 @@ export type BalancerFactory = (nodes: UpstreamNode[], options?: BalancerOptions)
 /** APISIX upstream `type` → factory. Add one line per algorithm file. */
 const factories: Readonly<Record<string, BalancerFactory>> = {
   roundrobin: createRoundRobin,
+  chash: createChash,
+  least_conn: createLeastConn,
+  ewma: createEwma,
 };
 
 export function balancerTypes(): string[] {
