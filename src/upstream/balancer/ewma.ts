@@ -1,4 +1,4 @@
-import type { Balancer, UpstreamNode } from '../types.ts';
+import type { Balancer, BalancerOptions, UpstreamNode } from '../types.ts';
 
 /** APISIX's DECAY_TIME (10 s): how fast old latencies fade, in ms */
 const DECAY_TIME_MS = 10_000;
@@ -31,10 +31,10 @@ const FAILURE_PENALTY_MS = 1000;
  * - APISIX feeds only the final attempt's time and has no notion of failure; here every attempt
  *   counts (done() on each retry) and a failed one is penalised (FAILURE_PENALTY_MS).
  */
-export function createEwma(nodes: UpstreamNode[]): Balancer {
+export function createEwma(nodes: UpstreamNode[], _options?: BalancerOptions, clock: () => number = () => performance.now()): Balancer {
   const eligible = nodes.filter((node) => node.weight > 0);
   if (eligible.length === 0) return { pick: () => undefined };
-  return new Ewma(eligible);
+  return new Ewma(eligible, clock);
 }
 
 class Ewma implements Balancer {
@@ -45,10 +45,14 @@ class Ewma implements Balancer {
   private readonly current: Float64Array;
   /** average latency (ms) as of `touchedAt` */
   private readonly ewma: Float64Array;
-  /** performance.now() of the last sample; -1: never measured */
+  /** clock() of the last sample; -1: never measured */
   private readonly touchedAt: Float64Array;
 
-  constructor(nodes: UpstreamNode[]) {
+  constructor(
+    nodes: UpstreamNode[],
+    /** milliseconds, monotonic; a test passes its own to step time */
+    private readonly clock: () => number,
+  ) {
     this.nodes = nodes;
     nodes.forEach((node, i) => this.index.set(node, i));
     this.weights = Float64Array.from(nodes, (node) => node.weight);
@@ -82,14 +86,14 @@ class Ewma implements Balancer {
       r -= weights[i]!;
       if (r < 0) break;
     }
-    const now = performance.now();
+    const now = this.clock();
     return this.score(second, now) < this.score(first, now) ? nodes[second] : nodes[first];
   }
 
   done(node: UpstreamNode, latencyMs: number, failed: boolean): void {
     const i = this.index.get(node);
     if (i === undefined) return;
-    const now = performance.now();
+    const now = this.clock();
     let sample = latencyMs;
     if (failed) {
       let slowest = 0;
