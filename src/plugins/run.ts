@@ -77,6 +77,7 @@ class Request implements RequestView, PickRequest {
     readonly host: string,
     remoteAddr: string,
     readonly scheme: 'http' | 'https',
+    readonly httpVersion: string,
   ) {
     this.clientAddress = unmap(remoteAddr);
   }
@@ -208,10 +209,11 @@ export class PluginRun implements PluginContext {
     request: ProxyRequest,
     rawHeaders: readonly string[],
     scheme: 'http' | 'https',
+    httpVersion: string,
   ) {
     this.chain = chain;
     this.proxyRequest = request;
-    this.request = new Request(method, request.path, request.query, rawHeaders, request.host, request.remoteAddr, scheme);
+    this.request = new Request(method, request.path, request.query, rawHeaders, request.host, request.remoteAddr, scheme, httpVersion);
     this.upstream = new Upstream(request.forwardPath, method, this.request);
   }
 
@@ -375,10 +377,26 @@ export function answerParts(answer: PluginAnswer): { status: number; headers: st
  * The request as a balancer that reads it (chash) sees it: the plugins' view when the route has
  * plugins (the client address real-ip set, the consumer an auth plugin found), else a new one.
  */
-export function pickRequestOf(run: PluginRun | undefined, method: string, request: ProxyRequest, rawHeaders: readonly string[], scheme: 'http' | 'https'): PickRequest {
+export function pickRequestOf(run: PluginRun | undefined, method: string, request: ProxyRequest, rawHeaders: readonly string[], scheme: 'http' | 'https', httpVersion: string): PickRequest {
   if (run !== undefined) {
     run.request.consumerName = run.consumer?.username;
     return run.request;
   }
-  return new Request(method, request.path, request.query, rawHeaders, request.host, request.remoteAddr, scheme);
+  return new Request(method, request.path, request.query, rawHeaders, request.host, request.remoteAddr, scheme, httpVersion);
+}
+
+/**
+ * A plugin's own answer after the response phases: header_filter sees it with its Content-Length
+ * (compression decides on it), body_filter gets the whole body as one last chunk. The returned
+ * headers hold no Content-Length: the transport writes the length of the body it sends.
+ */
+export function localAnswer(run: PluginRun, answer: PluginAnswer): { status: number; headers: string[]; body: Buffer } {
+  const parts = answerParts(answer);
+  if (!run.hasResponsePhases) return parts;
+  let { headers, body } = parts;
+  headers.push('Content-Length', String(body.length));
+  const status = run.runHeaderFilter(parts.status, headers, true);
+  if (run.hasBodyFilter) body = run.runBodyFilter(body, true);
+  headers = headers.filter((_, i, all) => (i % 2 === 0 ? all[i]! : all[i - 1]!).toLowerCase() !== 'content-length');
+  return { status, headers, body };
 }

@@ -64,6 +64,8 @@ export interface RequestView {
   /** the client's address (IPv4-mapped IPv6 unmapped) */
   readonly clientAddress: string;
   readonly scheme: 'http' | 'https';
+  /** '1.1' or '1.0' */
+  readonly httpVersion: string;
   /** a query argument's first value, decoded ('+' is a space), undefined when absent */
   arg(name: string): string | undefined;
   /** a cookie's value, undefined when absent */

@@ -13,18 +13,14 @@ import { NodeRetries } from './retries.ts';
 import { sendError, writeRawError } from './responses.ts';
 import { destroyOnError, proxyUpgrade, responseOnSocket, upgradeRequestBody } from './websocket.ts';
 import { NO_CONSUMERS } from '../plugins/consumers.ts';
-import { answerParts, pickRequestOf, PluginRun } from '../plugins/run.ts';
+import { localAnswer, pickRequestOf, PluginRun } from '../plugins/run.ts';
 import type { PluginAnswer } from '../plugins/types.ts';
 import type { CompiledRoute } from '../runtime/types.ts';
 
 /** A plugin's own answer, after header_filter. */
 function sendPluginAnswer(res: ServerResponse, run: PluginRun, answer: PluginAnswer): void {
   if (res.destroyed || res.headersSent) return;
-  const { status, headers, body: answerBody } = answerParts(answer);
-  let body = answerBody;
-  const final = run.hasResponsePhases ? run.runHeaderFilter(status, headers, true) : status;
-  // the whole body is known: body_filter sees it as one last chunk, the length follows
-  if (run.hasBodyFilter) body = run.runBodyFilter(body, true);
+  const { status: final, headers, body } = localAnswer(run, answer);
   // 1xx, 204 and 304 have no body, nor a length (RFC 9110 §8.6)
   const bodyless = final < 200 || final === 204 || final === 304;
   if (!bodyless) headers.push('Content-Length', String(body.length));
@@ -64,7 +60,7 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
     const upstream = route.upstream;
     // APISIX: "missing upstream configuration in Route or Service" → 503
     if (upstream === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
-    const pickRequest = upstream.balancer.needsRequest === true ? pickRequestOf(run, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http') : undefined;
+    const pickRequest = upstream.balancer.needsRequest === true ? pickRequestOf(run, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http', req.httpVersion) : undefined;
     const node = upstream.balancer.pick(undefined, pickRequest);
     if (node === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
     new HttpExchange(req, res, request, upstream, pools, node, undefined, run, pickRequest).start();
@@ -80,7 +76,7 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
       if (matched === undefined) return sendError(res, ProxyError.ROUTE_NOT_FOUND);
       const route = matched.target;
       if (route.chain === undefined && table.globalChain === undefined) return proxyTo(req, res, request, route, undefined);
-      const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http');
+      const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http', req.httpVersion);
       res.once('close', () => run.runLog());
       const verdict = run.runRequestPhases();
       if (verdict instanceof Promise) {

@@ -18,7 +18,7 @@ import { RequestParser, type RequestHandler, type RequestHead } from './request-
 import type { ResponseHead } from './response-parser.ts';
 import { chunkHeader, CRLF, headerLines, LAST_CHUNK } from './serialize.ts';
 import { NO_CONSUMERS } from '../../plugins/consumers.ts';
-import { answerParts, pickRequestOf, PluginRun } from '../../plugins/run.ts';
+import { localAnswer, pickRequestOf, PluginRun } from '../../plugins/run.ts';
 import type { PluginAnswer } from '../../plugins/types.ts';
 import type { RouteMatch } from '../../router/types.ts';
 import type { CompiledRoute } from '../../runtime/types.ts';
@@ -308,7 +308,7 @@ export class ClientConnection implements RequestHandler {
     }
     const route = matched.target;
     if (route.chain !== undefined || table.globalChain !== undefined) {
-      const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, head.method, request, head.rawHeaders, isTls(socket) ? 'https' : 'http');
+      const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, head.method, request, head.rawHeaders, isTls(socket) ? 'https' : 'http', head.httpVersion);
       this.pluginRun = run;
       const verdict = run.runRequestPhases();
       if (verdict instanceof Promise) {
@@ -342,7 +342,7 @@ export class ClientConnection implements RequestHandler {
   private proxy(head: RequestHead, ctx: RequestContext, request: ProxyRequest, matched: RouteMatch<CompiledRoute>): boolean {
     const upstream = matched.target.upstream;
     const balancer = upstream?.balancer;
-    const pickRequest = balancer?.needsRequest === true ? pickRequestOf(this.pluginRun, head.method, request, head.rawHeaders, isTls(this.socket) ? 'https' : 'http') : undefined;
+    const pickRequest = balancer?.needsRequest === true ? pickRequestOf(this.pluginRun, head.method, request, head.rawHeaders, isTls(this.socket) ? 'https' : 'http', head.httpVersion) : undefined;
     const node = balancer?.pick(undefined, pickRequest);
     if (upstream === undefined || node === undefined) {
       this.answer(ProxyError.NO_HEALTHY_NODE);
@@ -412,12 +412,8 @@ export class ClientConnection implements RequestHandler {
   /** A plugin's own answer (header_filter runs on it); the request's body, if any, is dropped. */
   private answerPlugin(run: PluginRun, answer: PluginAnswer): void {
     if (this.awaitingContinue) this.closeAfter = true;
-    const { status, headers, body: answerBody } = answerParts(answer);
-    let body = answerBody;
-    const final = run.hasResponsePhases ? run.runHeaderFilter(status, headers, true) : status;
-    // the whole body is known: body_filter sees it as one last chunk, the length follows
-    if (run.hasBodyFilter) body = run.runBodyFilter(body, true);
-    writeLocalResponse(this.socket, final, headers, body, !this.keepAlive, this.headRequest);
+    const { status, headers, body } = localAnswer(run, answer);
+    writeLocalResponse(this.socket, status, headers, body, !this.keepAlive, this.headRequest);
     this.responseFinished(!this.closeAfter);
   }
 
