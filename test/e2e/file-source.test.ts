@@ -152,7 +152,7 @@ describe('portico validate', () => {
   test('exit 0 and a summary for a valid file', async () => {
     const r = await portico('validate', path.join(ROOT, 'conf/routes.yaml'));
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /OK: 2 routes, 1 upstreams, 0 services valid/);
+    assert.match(r.stdout, /OK: 3 routes, 1 upstreams, 0 services, 1 consumers, 0 plugin_configs, 0 global_rules valid/);
   });
 
   test('a portico.yaml is checked together with the routes file it names', async () => {

@@ -98,6 +98,8 @@ describe('gateway process', () => {
     assert.equal(res.status, 200);
     assert.equal((JSON.parse(res.body) as { upstream: string }).upstream, 'portico-demo');
     assert.equal((await get('http://127.0.0.1:9080/echo/anything?x=1')).status, 200);
+    // the bundled plugin example: key-auth, then limit-count
+    assert.equal((await get('http://127.0.0.1:9080/private')).status, 401);
     assert.equal((await get('http://127.0.0.1:9090/status/ready')).status, 200);
     process.kill(-child.pid!, 'SIGTERM');
     await exited;
