@@ -13,8 +13,7 @@ import { definePlugin } from './types.ts';
  * malformed one is dropped. `vary` adds `Vary: Accept-Encoding` to every compressible response
  * (like gzip_vary, as APISIX documents it; APISIX's code adds it only when it compresses).
  * The rule and the buffering are compression.ts's: bodies of unknown length or above 1 MiB go
- * uncompressed. `http_version` is accepted without effect (a plugin does not see the request's
- * HTTP version yet). Priority 996.
+ * uncompressed. `http_version`: requests of a lower HTTP version are answered plain. Priority 996.
  */
 const schema = Type.Object({
   types: TypesSchema,
@@ -50,6 +49,7 @@ export const brotli = definePlugin({
         wildcard: true,
         status: BROTLI_STATUSES,
         key: 'brotli_matched',
+        minHttpVersion: conf.http_version,
       },
       params: {
         [constants.BROTLI_PARAM_MODE]: conf.mode,

@@ -51,6 +51,8 @@ export interface CompressionRule {
   readonly status: (status: number) => boolean;
   /** the ctx.vars key that marks a response being compressed (APISIX's ctx.gzip_matched) */
   readonly key: string;
+  /** `http_version`: requests of a lower HTTP version are answered plain (nginx gzip_http_version) */
+  readonly minHttpVersion: number;
 }
 
 export function compileTypes(types: readonly string[] | '*'): ReadonlySet<string> | undefined {
@@ -127,6 +129,7 @@ interface Pending {
 export function decideCompression(rule: CompressionRule, ctx: PluginContext, encoding: string): void {
   const response = ctx.response!;
   if (ctx.request.method === 'HEAD' || !rule.status(response.status)) return;
+  if (Number(ctx.request.httpVersion) < rule.minHttpVersion) return;
   if (isEncoded(response) || !typeMatches(response, rule.types)) return;
   const length = contentLength(response);
   if (length === undefined || length < rule.minLength || length > MAX_BUFFERED) return;

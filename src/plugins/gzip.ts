@@ -12,8 +12,8 @@ import { definePlugin } from './types.ts';
  * `Vary: Accept-Encoding` to every compressible response (nginx's gzip_vary).
  * The rule and the buffering are compression.ts's (shared with brotli): bodies of unknown
  * length or above 1 MiB go uncompressed.
- * Accepted without effect: `buffers` (nginx's memory for the compressor) and `http_version`
- * (a plugin does not see the request's HTTP version yet: requests of every version qualify).
+ * Accepted without effect: `buffers` (nginx's memory for the compressor). `http_version` (1.1 by
+ * default, as nginx's gzip_http_version): requests of a lower version are answered plain.
  * Priority 995.
  */
 const schema = Type.Object({
@@ -53,6 +53,7 @@ export const gzip = definePlugin({
         wildcard: false,
         status: GZIP_STATUSES,
         key: 'gzip_matched',
+        minHttpVersion: conf.http_version,
       },
       level: conf.comp_level,
     };
