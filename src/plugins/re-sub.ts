@@ -2,7 +2,7 @@ import { compileConfigRegex, type ConfigRegex } from '../security/regex.ts';
 
 /**
  * ngx.re.sub and ngx.re.gsub (lua-nginx-module) on the config regex engine (src/security/regex.ts,
- * linear time), for proxy-rewrite's `regex_uri` and response-rewrite's `filters`.
+ * linear time), for proxy-rewrite's and redirect's `regex_uri` and response-rewrite's `filters`.
  *
  * The replacement is ngx.re.sub's: `$0` the whole match, `$1` / `${1}` a group, `$$` a dollar;
  * any other `$` is an error when the config is compiled (as lua-nginx-module compiles the

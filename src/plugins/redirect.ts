@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
-import { compileConfigRegex, type ConfigRegex } from '../security/regex.ts';
 import { compileTemplate, escapeUri, type Template } from './nginx-var.ts';
+import { compileSubstitution, type Substitution } from './re-sub.ts';
 import { definePlugin, type PluginAnswer, type PluginContext } from './types.ts';
 
 /**
@@ -30,69 +30,21 @@ const schema = Type.Object(
   // failed oneOf by one branch's error, which names a field the user did not mean to set
 );
 
-/** ngx.re.sub's replacement: literal text and capture group numbers. */
-type Replacement = readonly (string | number)[];
-
 interface Redirect {
   readonly status: number;
   readonly httpToHttps: boolean;
   readonly uri: Template | undefined;
-  readonly regex: { readonly re: ConfigRegex; readonly replacement: Replacement } | undefined;
+  readonly regex: Substitution | undefined;
   readonly encode: boolean;
   readonly appendQuery: boolean;
 }
 
-/** Parses `$1`, `${1}`, `$$`; any other `$` is an error, as in ngx.re.sub. */
-function parseReplacement(text: string): Replacement {
-  const parts: (string | number)[] = [];
-  let literal = '';
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (c !== '$') {
-      literal += c;
-      continue;
-    }
-    const rest = text.slice(i + 1);
-    const m = /^(?:(\d+)|\{(\d+)\}|(\$))/.exec(rest);
-    if (m === null) throw new Error(`invalid capturing variable name at position ${i}: \`$\` must be followed by a group number, {number} or $`);
-    if (m[3] !== undefined) {
-      literal += '$';
-    } else {
-      if (literal !== '') parts.push(literal);
-      literal = '';
-      parts.push(Number(m[1] ?? m[2]));
-    }
-    i += m[0].length;
-  }
-  if (literal !== '') parts.push(literal);
-  return parts;
-}
-
-function compileRegexUri(pattern: string, replacementText: string): Redirect['regex'] {
-  const where = `invalid regex_uri (${pattern}, ${replacementText})`;
+function compileRegexUri(pattern: string, replacementText: string): Substitution {
   try {
-    // the pattern alone first, so the reason names the user's pattern; then with a lazy prefix
-    // that captures where the match starts (ConfigRegex gives groups, not positions)
-    compileConfigRegex(pattern);
-    const re = compileConfigRegex(`^((?s:.)*?)(?:${pattern})`);
-    return { re, replacement: parseReplacement(replacementText) };
+    return compileSubstitution(pattern, replacementText);
   } catch (err) {
-    throw new Error(`${where}: ${(err as Error).message}`);
+    throw new Error(`invalid regex_uri (${pattern}, ${replacementText}): ${(err as Error).message}`);
   }
-}
-
-/** ngx.re.sub(uri, regex, replacement, "jo"): the first match replaced; undefined when none. */
-function substitute(regex: NonNullable<Redirect['regex']>, uri: string): string | undefined {
-  const m = regex.re.exec(uri);
-  if (m === null) return undefined;
-  const prefix = m[1]!;
-  let out = prefix;
-  for (const part of regex.replacement) {
-    // group 0 is the user's whole match: the text after the prefix; user group n is ours n + 1
-    if (typeof part === 'string') out += part;
-    else out += (part === 0 ? m[0]!.slice(prefix.length) : m[part + 1]) ?? '';
-  }
-  return out + uri.slice(m[0]!.length);
 }
 
 /** Characters a Location header cannot carry as is (controls, non-ASCII) percent-encoded as UTF-8. */
@@ -140,7 +92,8 @@ export const redirect = definePlugin({
     } else if (conf.uri !== undefined) {
       target = conf.uri(ctx);
     } else if (conf.regex !== undefined) {
-      target = substitute(conf.regex, ctx.request.path);
+      // ngx.re.sub(uri, regex, replacement, "jo"): the first match replaced
+      target = conf.regex.sub(ctx.request.path)?.result;
     }
     if (target === undefined) return undefined;
     return answer(conf, ctx, status, target);
