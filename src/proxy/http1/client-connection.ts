@@ -699,6 +699,9 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     // keepalive_pool.size bounds the idle connections: beyond that many in flight (counted as the
     // request enters, as the node transport does), the connection is closed after its response
     this.keepUpstream = this.pool!.gate.active <= this.upstream.keepalive.size;
+    // counted from here, before a connection is open: a burst is seen at once (least_conn)
+    this.attemptAt = performance.now();
+    this.balancer.started?.(this.node);
     this.pool!.acquire(this);
   }
 
@@ -731,8 +734,6 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     const head = this.head;
     this.keepUpstream = this.keepUpstream && this.pool!.mayKeep(uc.requests + 1);
     uc.expect(this.method, this.upstream.timeout.read);
-    this.attemptAt = performance.now();
-    this.balancer.started?.(this.node);
     // the head in one write
     uc.socket.write(
       this.method + ' ' + this.path + ' HTTP/1.1\r\n' + this.headerText + (this.keepUpstream ? CRLF : 'Connection: close\r\n\r\n'),
