@@ -1,3 +1,4 @@
+import { knownVarReader, SUPPORTED_VARS, type VarReader } from './nginx-var.ts';
 import type { PluginContext, PluginScope } from './types.ts';
 
 /*
@@ -11,52 +12,17 @@ import type { PluginContext, PluginScope } from './types.ts';
  * not a key that is silently always nil.
  */
 
-/** Reads one variable of a request; undefined is nginx's nil. */
-export type VarGetter = (ctx: PluginContext) => string | undefined;
-
-const SUPPORTED =
-  'remote_addr, host, uri, request_method, scheme, query_string (args), consumer_name, route_id, service_id, ' +
-  'arg_<name>, http_<name>, cookie_<name>';
-
-/** The getter for an APISIX/nginx variable name; throws for a name Portico does not provide. */
-export function compileVar(name: string): VarGetter {
-  switch (name) {
-    case 'remote_addr':
-      return (ctx) => ctx.request.clientAddress;
-    case 'host':
-      return (ctx) => ctx.request.host;
-    case 'uri':
-      return (ctx) => ctx.request.path;
-    case 'request_method':
-      return (ctx) => ctx.request.method;
-    case 'scheme':
-      return (ctx) => ctx.request.scheme;
-    case 'args':
-    case 'query_string':
-      return (ctx) => ctx.request.query || undefined;
-    case 'consumer_name':
-      return (ctx) => ctx.consumer?.username;
-    case 'route_id':
-      return (ctx) => ctx.routeId;
-    case 'service_id':
-      return (ctx) => ctx.serviceId;
-    default:
-      break;
-  }
-  if (name.startsWith('arg_') && name.length > 4) {
-    const arg = name.slice(4);
-    return (ctx) => ctx.request.arg(arg);
-  }
-  if (name.startsWith('cookie_') && name.length > 7) {
-    const cookie = name.slice(7);
-    return (ctx) => ctx.request.cookie(cookie);
-  }
-  if (name.startsWith('http_') && name.length > 5) {
-    // nginx: http_X_User reads the header "x-user"
-    const header = name.slice(5).toLowerCase().replaceAll('_', '-');
-    return (ctx) => ctx.request.header(header);
-  }
-  throw new Error(`unsupported variable '${name}'; supported: ${SUPPORTED}`);
+/**
+ * The getter for an APISIX/nginx variable name (nginx-var.ts's reader); throws for a name Portico
+ * does not provide, where nginx-var.ts reads it as absent.
+ */
+export function compileVar(name: string): VarReader {
+  // an empty query is nil here, so a key on it falls back to the client's address instead of
+  // counting every request without a query under one key ("")
+  if (name === 'args' || name === 'query_string') return (ctx) => ctx.request.query || undefined;
+  const read = knownVarReader(name);
+  if (read === undefined) throw new Error(`unsupported variable '${name}'; supported: ${SUPPORTED_VARS}`);
+  return read;
 }
 
 /** A "$a-$b" template resolved per request: the text, and how many variables had a value. */
@@ -68,7 +34,7 @@ const VAR_REF = /(?<!\\)\$(?:\{\s*([^}]+?)\s*\}|([\w.]+))/g;
 /** Compiles an APISIX `resolve_var` template; throws for an unsupported variable. */
 export function compileTemplate(template: string): TemplateResolver {
   const literals: string[] = [];
-  const vars: { get: VarGetter; fallback: string | undefined }[] = [];
+  const vars: { get: VarReader; fallback: string | undefined }[] = [];
   let last = 0;
   for (const m of template.matchAll(VAR_REF)) {
     literals.push(template.slice(last, m.index));

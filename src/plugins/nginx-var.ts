@@ -1,8 +1,8 @@
 /**
  * The nginx variables APISIX plugins read (`ctx.var.<name>` in Lua), for plugins that take them
  * from config: `$var` templates (redirect's `uri`, fault-injection's `abort.body` and
- * `abort.headers`) and lua-resty-expr `vars` (fault-injection). One place, so every plugin reads a
- * variable the same way.
+ * `abort.headers`), lua-resty-expr `vars` (fault-injection) and the limit-* plugins' keys
+ * (limit-key.ts). One place, so every plugin reads a variable the same way.
  *
  * Supported names: uri, request_uri, host, scheme, request_method, remote_addr, args,
  * query_string, is_args, route_id, service_id, consumer_name, arg_<name>, http_<name>,
@@ -49,8 +49,20 @@ export function escapeUri(text: string): string {
 /** Reads a variable from a request; resolved from its name once, when the config is compiled. */
 export type VarReader = (ctx: PluginContext) => string | undefined;
 
+/** The names knownVarReader reads, for error messages. */
+export const SUPPORTED_VARS =
+  'uri, request_uri, host, scheme, request_method, remote_addr, args, query_string, is_args, route_id, service_id, ' +
+  'consumer_name, arg_<name>, http_<name>, cookie_<name>';
+
+const absent: VarReader = () => undefined;
+
 /** The reader for an nginx variable name; unknown names read as absent (undefined). */
 export function varReader(name: string): VarReader {
+  return knownVarReader(name) ?? absent;
+}
+
+/** The reader for an nginx variable name, undefined for a name Portico does not provide. */
+export function knownVarReader(name: string): VarReader | undefined {
   switch (name) {
     case 'uri':
       return (ctx) => ctx.request.path;
@@ -91,7 +103,7 @@ export function varReader(name: string): VarReader {
     const header = name.slice(5).toLowerCase().replaceAll('_', '-');
     return (ctx) => ctx.request.header(header);
   }
-  return () => undefined;
+  return undefined;
 }
 
 /** A compiled `$var` template: the text with its variables filled in from a request. */
