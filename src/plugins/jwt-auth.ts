@@ -2,7 +2,7 @@ import { createPublicKey } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { compactVerify, decodeJwt, decodeProtectedHeader, importSPKI, type JWTPayload } from 'jose';
 import { StringEnum } from '../config/schema/common.ts';
-import { AnonymousConsumer, realmSchema, withoutQueryArg } from './key-auth.ts';
+import { AnonymousConsumer, anonymousOrUnauthorized, realmSchema, withoutQueryArg } from './key-auth.ts';
 import { definePlugin, type Consumer, type PluginAnswer, type PluginContext } from './types.ts';
 
 /*
@@ -234,19 +234,6 @@ export const jwtAuth = definePlugin({
       if (conf.storeInCtx) ctx.vars.set('jwt_auth_payload', found.payload);
       return undefined;
     }
-    if (conf.anonymous !== undefined) {
-      const anonymous = ctx.consumers.byName(conf.anonymous);
-      if (anonymous !== undefined) {
-        ctx.consumer = anonymous;
-        return undefined;
-      }
-      // the anonymous consumer is missing: a config problem, not the client's token
-      return unauthorized(conf, 'Invalid user authorization');
-    }
-    return unauthorized(conf, found);
+    return anonymousOrUnauthorized(ctx, conf.anonymous, conf.challenge, found);
   },
 });
-
-function unauthorized(conf: Compiled, message: string): PluginAnswer {
-  return { status: 401, headers: { 'WWW-Authenticate': conf.challenge }, body: { message } };
-}

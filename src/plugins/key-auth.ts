@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { definePlugin, type PluginContext } from './types.ts';
+import { definePlugin, type PluginAnswer, type PluginContext } from './types.ts';
 
 /*
  * key-auth (APISIX apisix/plugins/key-auth.lua): the client sends a consumer's key in a header
@@ -52,25 +52,39 @@ export const keyAuth = definePlugin({
   rewrite(conf, ctx) {
     const fromHeader = ctx.request.header(conf.header);
     const key = fromHeader ?? ctx.request.arg(conf.query);
-    let consumer = key === undefined ? undefined : ctx.consumers.byCredential('key-auth', 'key', key);
+    const consumer = key === undefined ? undefined : ctx.consumers.byCredential('key-auth', 'key', key);
     if (consumer !== undefined) {
       if (conf.hide) {
         if (fromHeader !== undefined) ctx.upstream.removeHeader(conf.header);
         else ctx.upstream.uri = withoutQueryArg(ctx.upstream.uri, conf.query);
       }
       ctx.consumer = consumer;
-      return;
+      return undefined;
     }
     const message = key === undefined ? 'Missing API key in request' : 'Invalid API key in request';
-    if (conf.anonymous === undefined) return { status: 401, headers: { 'WWW-Authenticate': conf.challenge }, body: { message } };
     // falling back to the anonymous consumer must not forward a wrong key (APISIX strips both places)
-    if (conf.hide) hideBoth(conf, ctx);
-    consumer = ctx.consumers.byName(conf.anonymous);
-    if (consumer === undefined) return { status: 401, headers: { 'WWW-Authenticate': conf.challenge }, body: { message: 'Invalid user authorization' } };
-    ctx.consumer = consumer;
-    return;
+    if (conf.anonymous !== undefined && conf.hide) hideBoth(conf, ctx);
+    return anonymousOrUnauthorized(ctx, conf.anonymous, conf.challenge, message);
   },
 });
+
+/**
+ * What an auth plugin (key-auth, jwt-auth) does with a request without a valid credential: with
+ * `anonymous_consumer`, the request goes on as that consumer; when that consumer does not exist,
+ * 401 "Invalid user authorization" (a config problem, not the client's credential); without it,
+ * 401 with the plugin's message. Every 401 carries the plugin's WWW-Authenticate challenge.
+ */
+export function anonymousOrUnauthorized(ctx: PluginContext, anonymous: string | undefined, challenge: string, message: string): PluginAnswer | undefined {
+  if (anonymous !== undefined) {
+    const consumer = ctx.consumers.byName(anonymous);
+    if (consumer !== undefined) {
+      ctx.consumer = consumer;
+      return undefined;
+    }
+    message = 'Invalid user authorization';
+  }
+  return { status: 401, headers: { 'WWW-Authenticate': challenge }, body: { message } };
+}
 
 function hideBoth(conf: Compiled, ctx: PluginContext): void {
   ctx.upstream.removeHeader(conf.header);
