@@ -1,7 +1,6 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Type, type Static } from '@sinclair/typebox';
 import { StringEnum } from '../config/schema/common.ts';
-import { compileLimitKey, compileTemplate, scopePrefix } from './limit-key.ts';
+import { compileLimitKey, compileTemplate, delayed, rejectedAnswer, requireLocalPolicy, scopePrefix } from './limit-key.ts';
 import { definePlugin, type PluginContext } from './types.ts';
 
 /*
@@ -93,7 +92,7 @@ export const limitConn = definePlugin({
   priority: 1003,
   schema,
   compile(conf: Conf, scope): Compiled {
-    if (conf.policy !== 'local') throw new Error(`/policy: ${conf.policy} is not supported by Portico's limit-conn (use local)`);
+    requireLocalPolicy('limit-conn', conf.policy);
     return {
       conn: compileAmount(conf.conn, 1),
       burst: compileAmount(conf.burst, 0),
@@ -112,16 +111,13 @@ export const limitConn = definePlugin({
     if (conn === undefined || burst === undefined) return c.allowDegradation ? undefined : { status: 500 };
     const key = `${c.prefix}:${c.keyOf(ctx)}`;
     const n = (inProgress.get(key) ?? 0) + 1;
-    if (n > conn + burst) {
-      return { status: c.rejectedCode, ...(c.rejectedMsg !== undefined ? { body: { error_msg: c.rejectedMsg } } : {}) };
-    }
+    if (n > conn + burst) return rejectedAnswer(c.rejectedCode, c.rejectedMsg);
     inProgress.set(key, n);
     const delay = n > conn ? unitDelay(c.prefix, c.defaultDelay).delay * Math.floor((n - 1) / conn) : 0;
     let taken = ctx.vars.get(TAKEN_VAR) as Taken[] | undefined;
     if (taken === undefined) ctx.vars.set(TAKEN_VAR, (taken = []));
     taken.push({ key, prefix: c.prefix, delay, defaultDelay: c.defaultDelay, onlyDefaultDelay: c.onlyDefaultDelay });
-    if (delay >= 0.001) return sleep(delay * 1000).then(() => undefined);
-    return undefined;
+    return delayed(delay);
   },
   log(_c, ctx) {
     const taken = ctx.vars.get(TAKEN_VAR) as Taken[] | undefined;

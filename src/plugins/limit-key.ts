@@ -1,9 +1,11 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { knownVarReader, SUPPORTED_VARS, type VarReader } from './nginx-var.ts';
-import type { PluginContext, PluginScope } from './types.ts';
+import type { PluginAnswer, PluginContext, PluginScope } from './types.ts';
 
 /*
  * What the rate-limiting plugins (limit-count, limit-req, limit-conn) share: turning `key_type` +
- * `key` into the string a request is counted under, and bounding the module-level state they keep.
+ * `key` into the string a request is counted under, bounding the module-level state they keep, and
+ * the answers they share (rejection, delay, unsupported policy).
  *
  * The key is resolved like APISIX's `ctx.var[key]` (key_type var) or `core.utils.resolve_var`
  * (var_combination: "$remote_addr $http_x_user", `${name}`, `${name ?? default}`); a key that
@@ -88,6 +90,21 @@ export function compileLimitKey(keyType: KeyType, key: string): (ctx: PluginCont
  */
 export function scopePrefix(scope: PluginScope): string {
   return `${scope.kind}/${scope.id}`;
+}
+
+/** limit-req and limit-conn keep their state in this process only: another policy is a config error. */
+export function requireLocalPolicy(plugin: string, policy: string): void {
+  if (policy !== 'local') throw new Error(`/policy: ${policy} is not supported by Portico's ${plugin} (use local)`);
+}
+
+/** A request over the limit (APISIX): `rejected_code`, with `{"error_msg": rejected_msg}` as the body when set. */
+export function rejectedAnswer(code: number, msg: string | undefined): PluginAnswer {
+  return msg === undefined ? { status: code } : { status: code, body: { error_msg: msg } };
+}
+
+/** Holds a request for `seconds`; APISIX sleeps only for delays of a millisecond or more. */
+export function delayed(seconds: number): Promise<undefined> | undefined {
+  return seconds >= 0.001 ? sleep(seconds * 1000).then(() => undefined) : undefined;
 }
 
 /**

@@ -1,7 +1,6 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Type, type Static } from '@sinclair/typebox';
 import { StringEnum } from '../config/schema/common.ts';
-import { compileLimitKey, scopePrefix, sweepExpired } from './limit-key.ts';
+import { compileLimitKey, delayed, rejectedAnswer, requireLocalPolicy, scopePrefix, sweepExpired } from './limit-key.ts';
 import { definePlugin, type PluginContext } from './types.ts';
 
 /*
@@ -62,7 +61,7 @@ export const limitReq = definePlugin({
   priority: 1001,
   schema,
   compile(conf: Conf, scope): Compiled {
-    if (conf.policy !== 'local') throw new Error(`/policy: ${conf.policy} is not supported by Portico's limit-req (use local)`);
+    requireLocalPolicy('limit-req', conf.policy);
     return {
       rate: conf.rate,
       burst: conf.burst,
@@ -75,12 +74,8 @@ export const limitReq = definePlugin({
   },
   access(c, ctx) {
     const delayS = incoming(`${c.prefix}:${c.keyOf(ctx)}`, c.rate, c.burst);
-    if (delayS === undefined) {
-      return { status: c.rejectedCode, ...(c.rejectedMsg !== undefined ? { body: { error_msg: c.rejectedMsg } } : {}) };
-    }
-    // APISIX sleeps for delays of a millisecond or more
-    if (delayS >= 0.001 && !c.nodelay) return sleep(delayS * 1000).then(() => undefined);
-    return undefined;
+    if (delayS === undefined) return rejectedAnswer(c.rejectedCode, c.rejectedMsg);
+    return c.nodelay ? undefined : delayed(delayS);
   },
 });
 
