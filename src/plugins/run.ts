@@ -34,29 +34,36 @@ function checkHeader(name: string, value: string): void {
 class HeaderList {
   constructor(readonly list: string[]) {}
 
+  /** whether header i is named `lower` (lengths compared first: most names differ in length) */
+  private matches(lower: string, i: number): boolean {
+    const n = this.list[i]!;
+    return n.length === lower.length && n.toLowerCase() === lower;
+  }
+
   get(name: string): string | undefined {
     const lower = name.toLowerCase();
     let out: string | undefined;
     for (let i = 0; i < this.list.length; i += 2) {
-      if (this.list[i]!.toLowerCase() === lower) out = out === undefined ? this.list[i + 1]! : out + ', ' + this.list[i + 1]!;
+      if (this.matches(lower, i)) out = out === undefined ? this.list[i + 1]! : out + ', ' + this.list[i + 1]!;
     }
     return out;
   }
 
   remove(name: string): void {
     const lower = name.toLowerCase();
-    for (let i = this.list.length - 2; i >= 0; i -= 2) if (this.list[i]!.toLowerCase() === lower) this.list.splice(i, 2);
+    for (let i = this.list.length - 2; i >= 0; i -= 2) if (this.matches(lower, i)) this.list.splice(i, 2);
   }
 
-  set(name: string, value: string): void {
-    checkHeader(name, value);
-    if (RESERVED.has(name.toLowerCase())) return;
-    this.remove(name);
+  set(name: string, value: string, checked = false): void {
+    if (!checked) checkHeader(name, value);
+    const lower = name.toLowerCase();
+    if (RESERVED.has(lower)) return;
+    this.remove(lower);
     this.list.push(name, value);
   }
 
-  add(name: string, value: string): void {
-    checkHeader(name, value);
+  add(name: string, value: string, checked = false): void {
+    if (!checked) checkHeader(name, value);
     if (RESERVED.has(name.toLowerCase())) return;
     this.list.push(name, value);
   }
@@ -152,10 +159,11 @@ class Upstream implements UpstreamRequest {
   }
 }
 
+/** Applies recorded edits (checked when they were recorded). */
 function applyEdits(list: HeaderList, edits: readonly ['set' | 'add' | 'remove', string, string][]): void {
   for (const [op, name, value] of edits) {
-    if (op === 'set') list.set(name, value);
-    else if (op === 'add') list.add(name, value);
+    if (op === 'set') list.set(name, value, true);
+    else if (op === 'add') list.add(name, value, true);
     else list.remove(name);
   }
 }
@@ -280,7 +288,8 @@ export class PluginRun implements PluginContext {
     applyEdits(list, this.upstream.edits);
     // APISIX tells the upstream who the consumer is (and its labels.custom_id, when it has one)
     if (this.consumer !== undefined) {
-      list.set('X-Consumer-Username', this.consumer.username);
+      // a username is a token (its schema); labels are header-safe strings of the config
+      list.set('X-Consumer-Username', this.consumer.username, true);
       const customId = this.consumer.labels?.custom_id;
       if (customId !== undefined) list.set('X-Consumer-Custom-ID', customId);
     }
