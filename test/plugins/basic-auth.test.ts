@@ -5,36 +5,16 @@
  * hide_credentials; the anonymous consumer; consumers changed live; schema violations in /status.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { describe, test } from 'node:test';
+import { writeRoutes } from '../helpers/gateway.ts';
 import { waitUntil } from '../helpers/wait.ts';
-
-interface Seen {
-  status: number;
-  headers: Headers;
-  json: { message?: string; url?: string; headers?: Record<string, string> };
-}
-
-async function send(url: string, headers: Record<string, string> = {}): Promise<Seen> {
-  const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
-  const text = await res.text();
-  let json: Seen['json'] = {};
-  try {
-    json = JSON.parse(text) as Seen['json'];
-  } catch {
-    /* not JSON: asserted through status */
-  }
-  return { status: res.status, headers: res.headers, json };
-}
+import { expectRejected, fetchJson, gatewayWithUpstream } from './send.ts';
 
 const basic = (userPass: string) => `Basic ${Buffer.from(userPass).toString('base64')}`;
 
 describe('basic-auth (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
   const routes = (extraConsumers: object[] = [], extraRoutes: object[] = []) => {
-    const node = { [up.address]: 1 };
+    const node = { [rig.up.address]: 1 };
     return {
       routes: [
         { id: 'basic-auth-route', uri: '/anything', plugins: { 'basic-auth': {} }, upstream: { nodes: node } },
@@ -55,14 +35,7 @@ describe('basic-auth (gateway process)', () => {
     };
   };
 
-  before(async () => {
-    up = await startUpstream('up');
-    gw = await startGateway({ routes: routes() });
-  });
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
-  });
+  const rig = gatewayWithUpstream(() => ({ routes: routes() }));
 
   // [what, path, Authorization (undefined: none), status, message (401) or consumer seen upstream (200)]
   const cases: Array<[string, string, string | undefined, number, string]> = [
@@ -89,7 +62,7 @@ describe('basic-auth (gateway process)', () => {
   ];
   for (const [what, path, authorization, status, expected] of cases) {
     test(what, async () => {
-      const r = await send(gw.url + path, authorization === undefined ? {} : { authorization });
+      const r = await fetchJson(rig.gw.url + path, { headers: authorization === undefined ? {} : { authorization } });
       assert.equal(r.status, status, JSON.stringify(r.json));
       if (status === 200) assert.equal(r.json.headers?.['x-consumer-username'], expected);
       else {
@@ -100,36 +73,36 @@ describe('basic-auth (gateway process)', () => {
   }
 
   test('the realm field sets the challenge', async () => {
-    const r = await send(`${gw.url}/realm`);
+    const r = await fetchJson(`${rig.gw.url}/realm`);
     assert.equal(r.status, 401);
     assert.equal(r.headers.get('www-authenticate'), 'Basic realm="staff only"');
   });
 
   test('docs: without hide_credentials Authorization goes upstream; with it, it is removed', async () => {
-    const shown = await send(`${gw.url}/anything`, { authorization: 'Basic am9obmRvZTpqb2huLWtleQ==' });
+    const shown = await fetchJson(`${rig.gw.url}/anything`, { headers: { authorization: 'Basic am9obmRvZTpqb2huLWtleQ==' } });
     assert.equal(shown.json.headers?.authorization, 'Basic am9obmRvZTpqb2huLWtleQ==');
-    const hidden = await send(`${gw.url}/hidden`, { authorization: 'Basic am9obmRvZTpqb2huLWtleQ==' });
+    const hidden = await fetchJson(`${rig.gw.url}/hidden`, { headers: { authorization: 'Basic am9obmRvZTpqb2huLWtleQ==' } });
     assert.equal(hidden.status, 200);
     assert.equal(hidden.json.headers?.authorization, undefined);
     assert.equal(hidden.json.headers?.['x-consumer-username'], 'johndoe');
   });
 
   test('a consumer added to the routes file: its credentials work on the next request; removed: 401', async () => {
-    writeRoutes(gw.routesPath, routes([{ username: 'jill', plugins: { 'basic-auth': { username: 'jill', password: 'jill-pw' } } }]));
+    writeRoutes(rig.gw.routesPath, routes([{ username: 'jill', plugins: { 'basic-auth': { username: 'jill', password: 'jill-pw' } } }]));
     const ok = await waitUntil(async () => {
-      const r = await send(`${gw.url}/anything`, { authorization: basic('jill:jill-pw') });
+      const r = await fetchJson(`${rig.gw.url}/anything`, { headers: { authorization: basic('jill:jill-pw') } });
       return r.status === 200 ? r : undefined;
     }, 2000, 'jill to be accepted', 50);
     assert.equal(ok.json.headers?.['x-consumer-username'], 'jill');
 
     // a changed password: the old one stops working
-    writeRoutes(gw.routesPath, routes([{ username: 'jill', plugins: { 'basic-auth': { username: 'jill', password: 'new-pw' } } }]));
-    await waitUntil(async () => (await send(`${gw.url}/anything`, { authorization: basic('jill:new-pw') })).status === 200, 2000, 'new password', 50);
-    assert.equal((await send(`${gw.url}/anything`, { authorization: basic('jill:jill-pw') })).status, 401);
+    writeRoutes(rig.gw.routesPath, routes([{ username: 'jill', plugins: { 'basic-auth': { username: 'jill', password: 'new-pw' } } }]));
+    await waitUntil(async () => (await fetchJson(`${rig.gw.url}/anything`, { headers: { authorization: basic('jill:new-pw') } })).status === 200, 2000, 'new password', 50);
+    assert.equal((await fetchJson(`${rig.gw.url}/anything`, { headers: { authorization: basic('jill:jill-pw') } })).status, 401);
 
-    writeRoutes(gw.routesPath, routes());
+    writeRoutes(rig.gw.routesPath, routes());
     const refused = await waitUntil(async () => {
-      const r = await send(`${gw.url}/anything`, { authorization: basic('jill:new-pw') });
+      const r = await fetchJson(`${rig.gw.url}/anything`, { headers: { authorization: basic('jill:new-pw') } });
       return r.status === 401 ? r : undefined;
     }, 2000, 'jill to be refused', 50);
     assert.deepEqual(refused.json, { message: 'Invalid user authorization' });
@@ -137,24 +110,17 @@ describe('basic-auth (gateway process)', () => {
 
   test('schema violations are rejected with the reason in /status', async () => {
     writeRoutes(
-      gw.routesPath,
+      rig.gw.routesPath,
       routes(
         [{ username: 'nopw', plugins: { 'basic-auth': { username: 'nopw' } } }],
-        [{ id: 'bad-hide', uri: '/bad-hide', plugins: { 'basic-auth': { hide_credentials: 1 } }, upstream: { nodes: { [up.address]: 1 } } }],
+        [{ id: 'bad-hide', uri: '/bad-hide', plugins: { 'basic-auth': { hide_credentials: 1 } }, upstream: { nodes: { [rig.up.address]: 1 } } }],
       ),
     );
     const expected: Array<[string, string, string]> = [
       ['routes', 'bad-hide', '/plugins/basic-auth/hide_credentials: must be boolean'],
       ['consumers', 'nopw', "/plugins/basic-auth: must have required property 'password'"],
     ];
-    const st = await waitUntil(async () => {
-      const s = await gw.status();
-      return expected.every(([kind, id]) => s.rejected.some((r) => r.kind === kind && r.id === id)) ? s : undefined;
-    }, 3000, 'the invalid objects to be rejected', 50);
-    for (const [kind, id, reason] of expected) {
-      const r = st.rejected.find((x) => x.kind === kind && x.id === id)!;
-      assert.ok(r.reason.includes(reason), `${kind}/${id}: ${r.reason}`);
-    }
-    writeRoutes(gw.routesPath, routes());
+    await expectRejected(rig.gw, expected);
+    writeRoutes(rig.gw.routesPath, routes());
   });
 });

@@ -6,35 +6,14 @@
  * invalid config is rejected with its reason in /status.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { describe, test } from 'node:test';
+import { writeRoutes } from '../helpers/gateway.ts';
 import { waitUntil } from '../helpers/wait.ts';
-
-interface Seen {
-  status: number;
-  headers: Headers;
-  /** the gateway's JSON answer, or the echo upstream's {method, url, headers} */
-  json: { message?: string; url?: string; headers?: Record<string, string> };
-}
-
-async function send(url: string, headers: Record<string, string> = {}): Promise<Seen> {
-  const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
-  const text = await res.text();
-  let json: Seen['json'] = {};
-  try {
-    json = JSON.parse(text) as Seen['json'];
-  } catch {
-    /* not JSON: asserted through status */
-  }
-  return { status: res.status, headers: res.headers, json };
-}
+import { expectRejected, fetchJson, gatewayWithUpstream } from './send.ts';
 
 describe('key-auth (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
   const routes = (extraConsumers: object[] = [], extraRoutes: object[] = []) => {
-    const node = { [up.address]: 1 };
+    const node = { [rig.up.address]: 1 };
     return {
       routes: [
         { id: 'key-auth-route', uri: '/anything', plugins: { 'key-auth': {} }, upstream: { nodes: node } },
@@ -50,14 +29,7 @@ describe('key-auth (gateway process)', () => {
     };
   };
 
-  before(async () => {
-    up = await startUpstream('up');
-    gw = await startGateway({ routes: routes() });
-  });
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
-  });
+  const rig = gatewayWithUpstream(() => ({ routes: routes() }));
 
   // [what, path, request headers, status, message (401) or consumer seen upstream (200)]
   const cases: Array<[string, string, Record<string, string>, number, string]> = [
@@ -80,7 +52,7 @@ describe('key-auth (gateway process)', () => {
   ];
   for (const [what, path, headers, status, expected] of cases) {
     test(what, async () => {
-      const r = await send(gw.url + path, headers);
+      const r = await fetchJson(rig.gw.url + path, { headers });
       assert.equal(r.status, status, JSON.stringify(r.json));
       if (status === 200) assert.equal(r.json.headers?.['x-consumer-username'], expected);
       else {
@@ -92,14 +64,14 @@ describe('key-auth (gateway process)', () => {
   }
 
   test('a client cannot claim a consumer with its own X-Consumer-Username', async () => {
-    const r = await send(`${gw.url}/anything`, { apikey: 'jack-key', 'X-Consumer-Username': 'admin' });
+    const r = await fetchJson(`${rig.gw.url}/anything`, { headers: { apikey: 'jack-key', 'X-Consumer-Username': 'admin' } });
     assert.equal(r.json.headers?.['x-consumer-username'], 'jack');
   });
 
   test('docs: without hide_credentials the key goes upstream; with it, the header is removed', async () => {
-    const shown = await send(`${gw.url}/anything`, { apikey: 'jack-key' });
+    const shown = await fetchJson(`${rig.gw.url}/anything`, { headers: { apikey: 'jack-key' } });
     assert.equal(shown.json.headers?.apikey, 'jack-key');
-    const hidden = await send(`${gw.url}/hidden`, { apikey: 'jack-key', other: 'kept' });
+    const hidden = await fetchJson(`${rig.gw.url}/hidden`, { headers: { apikey: 'jack-key', other: 'kept' } });
     assert.equal(hidden.status, 200);
     assert.equal(hidden.json.headers?.apikey, undefined);
     assert.equal(hidden.json.headers?.other, 'kept');
@@ -107,41 +79,41 @@ describe('key-auth (gateway process)', () => {
   });
 
   test('hide_credentials with the key in the query: the argument is removed, the others kept as sent', async () => {
-    const r = await send(`${gw.url}/hidden-query?a=1&auth=jack-key&b=x%2Fy&auth=again`);
+    const r = await fetchJson(`${rig.gw.url}/hidden-query?a=1&auth=jack-key&b=x%2Fy&auth=again`);
     assert.equal(r.status, 200);
     assert.equal(r.json.url, '/hidden-query?a=1&b=x%2Fy');
-    const only = await send(`${gw.url}/hidden-query?auth=jack-key`);
+    const only = await fetchJson(`${rig.gw.url}/hidden-query?auth=jack-key`);
     assert.equal(only.json.url, '/hidden-query');
-    const shown = await send(`${gw.url}/by-query?auth=jack-key`);
+    const shown = await fetchJson(`${rig.gw.url}/by-query?auth=jack-key`);
     assert.equal(shown.json.url, '/by-query?auth=jack-key');
   });
 
   test('a consumer added to the routes file: its key works on the next request; removed: 401', async () => {
-    writeRoutes(gw.routesPath, routes([{ username: 'jill', plugins: { 'key-auth': { key: 'jill-key' } } }]));
+    writeRoutes(rig.gw.routesPath, routes([{ username: 'jill', plugins: { 'key-auth': { key: 'jill-key' } } }]));
     const ok = await waitUntil(async () => {
-      const r = await send(`${gw.url}/anything`, { apikey: 'jill-key' });
+      const r = await fetchJson(`${rig.gw.url}/anything`, { headers: { apikey: 'jill-key' } });
       return r.status === 200 ? r : undefined;
     }, 2000, 'jill to be accepted', 50);
     assert.equal(ok.json.headers?.['x-consumer-username'], 'jill');
 
-    writeRoutes(gw.routesPath, routes());
+    writeRoutes(rig.gw.routesPath, routes());
     const refused = await waitUntil(async () => {
-      const r = await send(`${gw.url}/anything`, { apikey: 'jill-key' });
+      const r = await fetchJson(`${rig.gw.url}/anything`, { headers: { apikey: 'jill-key' } });
       return r.status === 401 ? r : undefined;
     }, 2000, 'jill to be refused', 50);
     assert.deepEqual(refused.json, { message: 'Invalid API key in request' });
-    assert.equal((await send(`${gw.url}/anything`, { apikey: 'jack-key' })).status, 200, 'jack unaffected');
+    assert.equal((await fetchJson(`${rig.gw.url}/anything`, { headers: { apikey: 'jack-key' } })).status, 200, 'jack unaffected');
   });
 
   test('schema violations are rejected with the reason in /status; the rest keeps serving', async () => {
     writeRoutes(
-      gw.routesPath,
+      rig.gw.routesPath,
       routes(
         [{ username: 'keyless', plugins: { 'key-auth': {} } }, { username: 'numkey', plugins: { 'key-auth': { key: 42 } } }],
         [
-          { id: 'bad-header', uri: '/bad-header', plugins: { 'key-auth': { header: 123 } }, upstream: { nodes: { [up.address]: 1 } } },
-          { id: 'bad-hide', uri: '/bad-hide', plugins: { 'key-auth': { hide_credentials: 'yes' } }, upstream: { nodes: { [up.address]: 1 } } },
-          { id: 'bad-realm', uri: '/bad-realm', plugins: { 'key-auth': { realm: 'a"b' } }, upstream: { nodes: { [up.address]: 1 } } },
+          { id: 'bad-header', uri: '/bad-header', plugins: { 'key-auth': { header: 123 } }, upstream: { nodes: { [rig.up.address]: 1 } } },
+          { id: 'bad-hide', uri: '/bad-hide', plugins: { 'key-auth': { hide_credentials: 'yes' } }, upstream: { nodes: { [rig.up.address]: 1 } } },
+          { id: 'bad-realm', uri: '/bad-realm', plugins: { 'key-auth': { realm: 'a"b' } }, upstream: { nodes: { [rig.up.address]: 1 } } },
         ],
       ),
     );
@@ -152,16 +124,9 @@ describe('key-auth (gateway process)', () => {
       ['consumers', 'keyless', "/plugins/key-auth: must have required property 'key'"],
       ['consumers', 'numkey', '/plugins/key-auth/key: must be string'],
     ];
-    const st = await waitUntil(async () => {
-      const s = await gw.status();
-      return expected.every(([kind, id]) => s.rejected.some((r) => r.kind === kind && r.id === id)) ? s : undefined;
-    }, 3000, 'the invalid objects to be rejected', 50);
-    for (const [kind, id, reason] of expected) {
-      const r = st.rejected.find((x) => x.kind === kind && x.id === id)!;
-      assert.ok(r.reason.includes(reason), `${kind}/${id}: ${r.reason}`);
-    }
-    assert.equal((await send(`${gw.url}/bad-header`, { apikey: 'jack-key' })).status, 404);
-    assert.equal((await send(`${gw.url}/anything`, { apikey: 'jack-key' })).status, 200);
-    writeRoutes(gw.routesPath, routes());
+    await expectRejected(rig.gw, expected);
+    assert.equal((await fetchJson(`${rig.gw.url}/bad-header`, { headers: { apikey: 'jack-key' } })).status, 404);
+    assert.equal((await fetchJson(`${rig.gw.url}/anything`, { headers: { apikey: 'jack-key' } })).status, 200);
+    writeRoutes(rig.gw.routesPath, routes());
   });
 });
