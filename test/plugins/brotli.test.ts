@@ -9,9 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { brotliDecompressSync } from 'node:zlib';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { describe, test } from 'node:test';
 import {
   compressionUpstream,
   contractCases,
@@ -22,18 +20,16 @@ import {
   sendBinary,
   type CompressionCase,
 } from './compression-contract.ts';
-import { expectRejected } from './send.ts';
+import { writeRoutes } from '../helpers/gateway.ts';
+import { expectRejected, gatewayWithUpstream } from './send.ts';
 
 describe('brotli (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
-
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const r = (id: string, plugins: object) => ({ id, uri: `/${id}`, plugins, upstream });
     return {
       routes: [
-        ...contractRoutes('brotli', up.address),
+        ...contractRoutes('brotli', rig.up.address),
         // docs: "Enable Plugin"
         { id: 'docs', uri: '/', plugins: { brotli: {} }, upstream },
         r('quality0', { brotli: { comp_level: 0 } }),
@@ -48,17 +44,10 @@ describe('brotli (gateway process)', () => {
     };
   };
 
-  before(async () => {
-    up = await startUpstream('up', compressionUpstream);
-    gw = await startGateway({ routes: routes() });
-  });
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
-  });
+  const rig = gatewayWithUpstream(() => ({ routes: routes() }), { handler: compressionUpstream });
 
   test('docs: Accept-Encoding: br on a text/html page', async () => {
-    const a = await sendBinary(`${gw.url}/?len=2000`, { headers: { 'Accept-Encoding': 'br' } });
+    const a = await sendBinary(`${rig.gw.url}/?len=2000`, { headers: { 'Accept-Encoding': 'br' } });
     assert.equal(a.status, 200);
     assert.equal(a.headers['content-type'], 'text/html; charset=utf-8');
     assert.equal(a.headers['content-encoding'], 'br');
@@ -66,8 +55,8 @@ describe('brotli (gateway process)', () => {
     assert.ok(brotliDecompressSync(a.body).equals(sampleText(2000)));
   });
 
-  describe('the rules shared with gzip', () => runCompressionCases(() => gw, contractCases('brotli', 'br')));
-  describe('alongside other plugins', () => runCompressionSpecials(() => gw, 'brotli', 'br'));
+  describe('the rules shared with gzip', () => runCompressionCases(() => rig.gw, contractCases('brotli', 'br')));
+  describe('alongside other plugins', () => runCompressionSpecials(() => rig.gw, 'brotli', 'br'));
 
   const p = '/brotli-default?len=1000';
   const own: CompressionCase[] = [
@@ -96,20 +85,20 @@ describe('brotli (gateway process)', () => {
     { what: 'both plugins, gzip only: gzip does it', path: '/both?len=5000', accept: 'gzip', encoding: 'gzip', vary: 'Accept-Encoding' },
     { what: 'both plugins, no Accept-Encoding: plain, one Vary', path: '/both?len=5000', encoding: undefined, vary: 'Accept-Encoding' },
   ];
-  describe("brotli's own", () => runCompressionCases(() => gw, own));
+  describe("brotli's own", () => runCompressionCases(() => rig.gw, own));
 
   test('comp_level 11 compresses smaller than comp_level 0, both decode to the same body', async () => {
     const body = sampleText(100_000);
-    const [q0, q11] = await Promise.all(['quality0', 'quality11'].map((r) => sendBinary(`${gw.url}/${r}?len=100000`, { headers: { 'Accept-Encoding': 'br' } })));
+    const [q0, q11] = await Promise.all(['quality0', 'quality11'].map((r) => sendBinary(`${rig.gw.url}/${r}?len=100000`, { headers: { 'Accept-Encoding': 'br' } })));
     assert.ok(brotliDecompressSync(q0!.body).equals(body));
     assert.ok(brotliDecompressSync(q11!.body).equals(body));
     assert.ok(q11!.body.length < q0!.body.length, `quality 11: ${q11!.body.length} bytes, quality 0: ${q0!.body.length}`);
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { brotli: conf }, upstream });
-    writeRoutes(gw.routesPath, routes([
+    writeRoutes(rig.gw.routesPath, routes([
       // t/plugin/brotli.t TEST 27
       bad('bad-types', { types: 'text/html' }),
       bad('bad-min', { min_length: 0 }),
@@ -120,7 +109,7 @@ describe('brotli (gateway process)', () => {
       bad('bad-version', { http_version: 2 }),
       bad('bad-vary', { vary: 0 }),
     ]));
-    await expectRejected(gw, [
+    await expectRejected(rig.gw, [
       ['routes', 'bad-types', '/plugins/brotli/types: must be one of "*"'],
       ['routes', 'bad-min', '/plugins/brotli/min_length: must be >= 1'],
       ['routes', 'bad-level', '/plugins/brotli/comp_level: must be <= 11'],
@@ -130,9 +119,9 @@ describe('brotli (gateway process)', () => {
       ['routes', 'bad-version', '/plugins/brotli/http_version: must be one of 1.1, 1'],
       ['routes', 'bad-vary', '/plugins/brotli/vary: must be boolean'],
     ]);
-    assert.equal((await sendBinary(`${gw.url}/bad-level`)).status, 404, 'a rejected route does not exist');
-    const ok = await sendBinary(`${gw.url}/brotli-default`, { headers: { 'Accept-Encoding': 'br' } });
+    assert.equal((await sendBinary(`${rig.gw.url}/bad-level`)).status, 404, 'a rejected route does not exist');
+    const ok = await sendBinary(`${rig.gw.url}/brotli-default`, { headers: { 'Accept-Encoding': 'br' } });
     assert.equal(ok.headers['content-encoding'], 'br', 'the valid routes keep serving');
-    writeRoutes(gw.routesPath, routes());
+    writeRoutes(rig.gw.routesPath, routes());
   });
 });

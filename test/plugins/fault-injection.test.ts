@@ -7,17 +7,14 @@
  * rejected with the reason.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
-import { expectRejected, send } from './send.ts';
+import { describe, test } from 'node:test';
+import { writeRoutes } from '../helpers/gateway.ts';
+import { expectRejected, gatewayWithUpstream, send } from './send.ts';
 
 describe('fault-injection (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
 
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const r = (id: string, conf: object) => ({ id, uri: `/${id}`, plugins: { 'fault-injection': conf }, upstream });
     return {
       routes: [
@@ -45,14 +42,7 @@ describe('fault-injection (gateway process)', () => {
     };
   };
 
-  before(async () => {
-    up = await startUpstream('up');
-    gw = await startGateway({ routes: routes() });
-  });
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
-  });
+  const rig = gatewayWithUpstream(() => ({ routes: routes() }));
 
   // [what, path, request headers, status, body (undefined: the upstream's answer), headers expected]
   const cases: Array<[string, string, Record<string, string>, number, string | undefined, Record<string, string>]> = [
@@ -72,37 +62,37 @@ describe('fault-injection (gateway process)', () => {
 
   for (const [what, path, headers, status, body, expectHeaders] of cases) {
     test(what, async () => {
-      const before = up.requests.length;
-      const a = await send(gw.url + path, { headers });
+      const before = rig.up.requests.length;
+      const a = await send(rig.gw.url + path, { headers });
       assert.equal(a.status, status, a.body);
       if (body === undefined) {
-        assert.equal(up.requests.length, before + 1);
+        assert.equal(rig.up.requests.length, before + 1);
         assert.equal(JSON.parse(a.body).upstream, 'up');
       } else {
         assert.equal(a.body, body);
-        assert.equal(up.requests.length, before, 'an aborted request never reaches the upstream');
+        assert.equal(rig.up.requests.length, before, 'an aborted request never reaches the upstream');
       }
       for (const [name, value] of Object.entries(expectHeaders)) assert.equal(a.headers[name], value, name);
     });
   }
 
   test('docs "Inject Latencies": the answer comes from the upstream after the delay', async () => {
-    const a = await send(`${gw.url}/docs-delay`);
+    const a = await send(`${rig.gw.url}/docs-delay`);
     assert.equal(a.status, 200);
     assert.equal(JSON.parse(a.body).upstream, 'up');
     assert.ok(a.ms >= 950 && a.ms < 3_000, `took ${a.ms.toFixed(0)} ms`);
   });
 
   test('delay then abort: the abort answer comes after the delay', async () => {
-    const a = await send(`${gw.url}/both`);
+    const a = await send(`${rig.gw.url}/both`);
     assert.equal(a.status, 418);
     assert.equal(a.body, 'late teapot');
     assert.ok(a.ms >= 450 && a.ms < 2_500, `took ${a.ms.toFixed(0)} ms`);
   });
 
   test('delay with vars: only matching requests wait; a delay does not hold other requests', async () => {
-    const slow = send(`${gw.url}/delay-vars`, { headers: { 'x-slow': 'yes' } });
-    const fast = await send(`${gw.url}/delay-vars`);
+    const slow = send(`${rig.gw.url}/delay-vars`, { headers: { 'x-slow': 'yes' } });
+    const fast = await send(`${rig.gw.url}/delay-vars`);
     assert.equal(fast.status, 200);
     assert.ok(fast.ms < 500, `unmatched request took ${fast.ms.toFixed(0)} ms`);
     const s = await slow;
@@ -114,7 +104,7 @@ describe('fault-injection (gateway process)', () => {
     let aborted = 0;
     const n = 200;
     for (let i = 0; i < n; i += 20) {
-      const batch = await Promise.all(Array.from({ length: 20 }, () => send(`${gw.url}/half`)));
+      const batch = await Promise.all(Array.from({ length: 20 }, () => send(`${rig.gw.url}/half`)));
       aborted += batch.filter((a) => a.status === 503).length;
     }
     // binomial(200, 0.5): sd ~7; 60..140 fails about once in 10^8 runs
@@ -122,9 +112,9 @@ describe('fault-injection (gateway process)', () => {
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'fault-injection': conf }, upstream });
-    writeRoutes(gw.routesPath, routes([
+    writeRoutes(rig.gw.routesPath, routes([
       bad('bad-empty', {}),
       bad('bad-abort', { abort: { body: 'x' } }),
       bad('bad-status', { abort: { http_status: 100 } }),
@@ -133,7 +123,7 @@ describe('fault-injection (gateway process)', () => {
       bad('bad-vars', { abort: { http_status: 500, vars: [[['arg_name', 'is', 'x']]] } }),
       bad('bad-header', { abort: { http_status: 500, headers: { 'X-Bad': 'a\r\nb' } } }),
     ]));
-    await expectRejected(gw, [
+    await expectRejected(rig.gw, [
       ['routes', 'bad-empty', '/plugins/fault-injection: must NOT have fewer than 1 properties'],
       ['routes', 'bad-abort', "/plugins/fault-injection/abort: must have required property 'http_status'"],
       ['routes', 'bad-status', '/plugins/fault-injection/abort/http_status: must be >= 200'],
@@ -142,7 +132,7 @@ describe('fault-injection (gateway process)', () => {
       ['routes', 'bad-vars', "abort.vars[0]: vars[0]: invalid operator 'is'"],
       ['routes', 'bad-header', 'abort.headers.X-Bad: value contains CR'],
     ]);
-    assert.equal((await send(`${gw.url}/docs-abort`)).status, 404, 'the valid routes keep working');
-    writeRoutes(gw.routesPath, routes());
+    assert.equal((await send(`${rig.gw.url}/docs-abort`)).status, 404, 'the valid routes keep working');
+    writeRoutes(rig.gw.routesPath, routes());
   });
 });

@@ -8,9 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { gunzipSync } from 'node:zlib';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { describe, test } from 'node:test';
 import {
   compressionUpstream,
   contractCases,
@@ -21,17 +19,15 @@ import {
   sendBinary,
   type CompressionCase,
 } from './compression-contract.ts';
-import { expectRejected } from './send.ts';
+import { writeRoutes } from '../helpers/gateway.ts';
+import { expectRejected, gatewayWithUpstream } from './send.ts';
 
 describe('gzip (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
-
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     return {
       routes: [
-        ...contractRoutes('gzip', up.address),
+        ...contractRoutes('gzip', rig.up.address),
         // docs: "Enable Plugin"
         { id: 'docs', uri: '/index.html', plugins: { gzip: { buffers: { number: 8 } } }, upstream },
         { id: 'level1', uri: '/level1', plugins: { gzip: { comp_level: 1 } }, upstream },
@@ -41,17 +37,10 @@ describe('gzip (gateway process)', () => {
     };
   };
 
-  before(async () => {
-    up = await startUpstream('up', compressionUpstream);
-    gw = await startGateway({ routes: routes() });
-  });
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
-  });
+  const rig = gatewayWithUpstream(() => ({ routes: routes() }), { handler: compressionUpstream });
 
   test('docs: a 404 text/html page is compressed for Accept-Encoding: gzip', async () => {
-    const a = await sendBinary(`${gw.url}/index.html`, { headers: { 'Accept-Encoding': 'gzip' } });
+    const a = await sendBinary(`${rig.gw.url}/index.html`, { headers: { 'Accept-Encoding': 'gzip' } });
     assert.equal(a.status, 404);
     assert.equal(a.headers['content-type'], 'text/html; charset=utf-8');
     assert.equal(a.headers['content-encoding'], 'gzip');
@@ -59,8 +48,8 @@ describe('gzip (gateway process)', () => {
     assert.match(gunzipSync(a.body).toString(), /404 Not Found/);
   });
 
-  describe('the rules shared with brotli', () => runCompressionCases(() => gw, contractCases('gzip', 'gzip')));
-  describe('alongside other plugins', () => runCompressionSpecials(() => gw, 'gzip', 'gzip'));
+  describe('the rules shared with brotli', () => runCompressionCases(() => rig.gw, contractCases('gzip', 'gzip')));
+  describe('alongside other plugins', () => runCompressionSpecials(() => rig.gw, 'gzip', 'gzip'));
 
   const own: CompressionCase[] = [
     { what: 'a 403 is compressed (nginx: 200, 403, 404)', path: '/gzip-all?status=403', accept: 'gzip', status: 403, encoding: 'gzip' },
@@ -70,20 +59,20 @@ describe('gzip (gateway process)', () => {
     { what: 'Accept-Encoding: br only', path: '/gzip-default', accept: 'br', encoding: undefined },
     { what: 'Accept-Encoding: gzip, deflate, br', path: '/gzip-default', accept: 'gzip, deflate, br', encoding: 'gzip' },
   ];
-  describe("gzip's own", () => runCompressionCases(() => gw, own));
+  describe("gzip's own", () => runCompressionCases(() => rig.gw, own));
 
   test('comp_level 9 compresses smaller than comp_level 1, both decode to the same body', async () => {
     const body = sampleText(100_000);
-    const [one, nine] = await Promise.all(['level1', 'level9'].map((r) => sendBinary(`${gw.url}/${r}?len=100000`, { headers: { 'Accept-Encoding': 'gzip' } })));
+    const [one, nine] = await Promise.all(['level1', 'level9'].map((r) => sendBinary(`${rig.gw.url}/${r}?len=100000`, { headers: { 'Accept-Encoding': 'gzip' } })));
     assert.ok(gunzipSync(one!.body).equals(body));
     assert.ok(gunzipSync(nine!.body).equals(body));
     assert.ok(nine!.body.length < one!.body.length, `level 9: ${nine!.body.length} bytes, level 1: ${one!.body.length}`);
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { gzip: conf }, upstream });
-    writeRoutes(gw.routesPath, routes([
+    writeRoutes(rig.gw.routesPath, routes([
       bad('bad-types', { types: [] }),
       bad('bad-types-string', { types: 'text/html' }),
       bad('bad-min', { min_length: 0 }),
@@ -92,7 +81,7 @@ describe('gzip (gateway process)', () => {
       bad('bad-buffers', { buffers: { number: 0 } }),
       bad('bad-vary', { vary: 0 }),
     ]));
-    await expectRejected(gw, [
+    await expectRejected(rig.gw, [
       ['routes', 'bad-types', '/plugins/gzip/types: must NOT have fewer than 1 items'],
       ['routes', 'bad-types-string', '/plugins/gzip/types: must be one of "*"'],
       ['routes', 'bad-min', '/plugins/gzip/min_length: must be >= 1'],
@@ -101,9 +90,9 @@ describe('gzip (gateway process)', () => {
       ['routes', 'bad-buffers', '/plugins/gzip/buffers/number: must be >= 1'],
       ['routes', 'bad-vary', '/plugins/gzip/vary: must be boolean'],
     ]);
-    assert.equal((await sendBinary(`${gw.url}/bad-level`)).status, 404, 'a rejected route does not exist');
-    const ok = await sendBinary(`${gw.url}/gzip-default`, { headers: { 'Accept-Encoding': 'gzip' } });
+    assert.equal((await sendBinary(`${rig.gw.url}/bad-level`)).status, 404, 'a rejected route does not exist');
+    const ok = await sendBinary(`${rig.gw.url}/gzip-default`, { headers: { 'Accept-Encoding': 'gzip' } });
     assert.equal(ok.headers['content-encoding'], 'gzip', 'the valid routes keep serving');
-    writeRoutes(gw.routesPath, routes());
+    writeRoutes(rig.gw.routesPath, routes());
   });
 });

@@ -5,18 +5,15 @@
  * both families are real clients), `response_code`, and invalid configs rejected with the reason.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
-import { expectRejected, send } from './send.ts';
+import { before, describe, test } from 'node:test';
+import { writeRoutes } from '../helpers/gateway.ts';
+import { expectRejected, gatewayWithUpstream, ipv6Url, send } from './send.ts';
 
 describe('ip-restriction (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
   let v6url: string;
 
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const r = (id: string, conf: object) => ({ id, uri: `/${id}`, plugins: { 'ip-restriction': conf }, upstream });
     return {
       routes: [
@@ -34,17 +31,8 @@ describe('ip-restriction (gateway process)', () => {
     };
   };
 
-  before(async () => {
-    up = await startUpstream('up');
-    gw = await startGateway({ routes: routes(), proxy: { listen: ['127.0.0.1:0', '[::1]:0'] } });
-    const m = /http:\/\/\[::1\]:(\d+)/.exec(gw.output());
-    assert.ok(m, `no IPv6 listener in: ${gw.output()}`);
-    v6url = `http://[::1]:${m[1]}`;
-  });
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
-  });
+  const rig = gatewayWithUpstream(() => ({ routes: routes(), proxy: { listen: ['127.0.0.1:0', '[::1]:0'] } }));
+  before(() => (v6url = ipv6Url(rig.gw)));
 
   const DENIED = { message: 'Your IP address is not allowed' };
   // [what, route, client family, status, body (JSON) when denied]
@@ -69,23 +57,23 @@ describe('ip-restriction (gateway process)', () => {
 
   for (const [what, route, family, status, body] of cases) {
     test(what, async () => {
-      const before = up.requests.length;
-      const a = await send(`${family === 'v4' ? gw.url : v6url}/${route}`);
+      const before = rig.up.requests.length;
+      const a = await send(`${family === 'v4' ? rig.gw.url : v6url}/${route}`);
       assert.equal(a.status, status, a.body);
       if (body === undefined) {
-        assert.equal(up.requests.length, before + 1, 'allowed requests reach the upstream');
+        assert.equal(rig.up.requests.length, before + 1, 'allowed requests reach the upstream');
       } else {
         assert.deepEqual(JSON.parse(a.body), body);
         assert.match(String(a.headers['content-type']), /application\/json/);
-        assert.equal(up.requests.length, before, 'denied requests never reach the upstream');
+        assert.equal(rig.up.requests.length, before, 'denied requests never reach the upstream');
       }
     });
   }
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'ip-restriction': conf }, upstream });
-    writeRoutes(gw.routesPath, routes([
+    writeRoutes(rig.gw.routesPath, routes([
       bad('bad-none', { message: 'x' }),
       bad('bad-both', { whitelist: ['127.0.0.1'], blacklist: ['10.0.0.1'] }),
       bad('bad-ip', { whitelist: ['127.0.0.1', '300.1.1.1'] }),
@@ -94,7 +82,7 @@ describe('ip-restriction (gateway process)', () => {
       bad('bad-message', { whitelist: ['127.0.0.1'], message: '' }),
       bad('bad-empty', { whitelist: [] }),
     ]));
-    await expectRejected(gw, [
+    await expectRejected(rig.gw, [
       ['routes', 'bad-none', 'exactly one of whitelist or blacklist must be configured'],
       ['routes', 'bad-both', 'exactly one of whitelist or blacklist must be configured'],
       ['routes', 'bad-ip', 'whitelist: invalid ip address: 300.1.1.1'],
@@ -103,8 +91,8 @@ describe('ip-restriction (gateway process)', () => {
       ['routes', 'bad-message', '/plugins/ip-restriction/message: must NOT have fewer than 1 characters'],
       ['routes', 'bad-empty', '/plugins/ip-restriction/whitelist: must NOT have fewer than 1 items'],
     ]);
-    assert.equal((await send(`${gw.url}/bad-ip`)).status, 404, 'a rejected route does not exist');
-    assert.equal((await send(`${gw.url}/loopback-v4`)).status, 200, 'the valid routes keep serving');
-    writeRoutes(gw.routesPath, routes());
+    assert.equal((await send(`${rig.gw.url}/bad-ip`)).status, 404, 'a rejected route does not exist');
+    assert.equal((await send(`${rig.gw.url}/loopback-v4`)).status, 200, 'the valid routes keep serving');
+    writeRoutes(rig.gw.routesPath, routes());
   });
 });

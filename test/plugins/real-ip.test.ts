@@ -9,39 +9,17 @@
  * (ignored, never a 500) and invalid configs rejected with the reason in /status.
  */
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { before, describe, test } from 'node:test';
+import { writeRoutes } from '../helpers/gateway.ts';
 import { waitUntil } from '../helpers/wait.ts';
-import { expectRejected, send, type Answer } from './send.ts';
-
-/** A GET with header lines as given, repeated names included (send() takes one value per name). */
-function sendRaw(url: string, headers: [string, string][]): Promise<Answer> {
-  const started = performance.now();
-  // with a header list, node:http adds no Host itself
-  headers = [['Host', new URL(url).host], ...headers];
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false, timeout: 10_000, headers: headers.flat() }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body, ms: performance.now() - started }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${url} in 10 s`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
+import { expectRejected, gatewayWithUpstream, ipv6Url, send } from './send.ts';
 
 describe('real-ip (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
   let v6url: string;
 
   const REMOTE_ADDR = { 'response-rewrite': { headers: { remote_addr: '$remote_addr' } } };
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const r = (id: string, realIp: object, plugins: object = REMOTE_ADDR) => ({ id, uri: `/${id}`, plugins: { 'real-ip': realIp, ...plugins }, upstream });
     const only = (whitelist: string[]) => ({ 'ip-restriction': { whitelist } });
     return {
@@ -71,17 +49,8 @@ describe('real-ip (gateway process)', () => {
     };
   };
 
-  before(async () => {
-    up = await startUpstream('up');
-    gw = await startGateway({ routes: routes(), proxy: { listen: ['127.0.0.1:0', '[::1]:0'] } });
-    const m = /http:\/\/\[::1\]:(\d+)/.exec(gw.output());
-    assert.ok(m, `no IPv6 listener in: ${gw.output()}`);
-    v6url = `http://[::1]:${m[1]}`;
-  });
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
-  });
+  const rig = gatewayWithUpstream(() => ({ routes: routes(), proxy: { listen: ['127.0.0.1:0', '[::1]:0'] } }));
+  before(() => (v6url = ipv6Url(rig.gw)));
 
   // [what, path, request headers, the client address the gateway shows ($remote_addr)]
   const seen: Array<[string, string, Record<string, string>, string]> = [
@@ -110,7 +79,7 @@ describe('real-ip (gateway process)', () => {
 
   for (const [what, path, headers, addr] of seen) {
     test(what, async () => {
-      const a = await send(`${gw.url}${path}`, { headers });
+      const a = await send(`${rig.gw.url}${path}`, { headers });
       assert.equal(a.status, 200, a.body);
       assert.equal(a.headers['remote_addr'], addr);
       // what the upstream was told (nginx's $remote_addr and $proxy_add_x_forwarded_for)
@@ -143,10 +112,10 @@ describe('real-ip (gateway process)', () => {
 
   for (const [what, path, headers, status] of restricted) {
     test(what, async () => {
-      const before = up.requests.length;
-      const a = await sendRaw(`${gw.url}${path}`, headers);
+      const before = rig.up.requests.length;
+      const a = await send(`${rig.gw.url}${path}`, { headers });
       assert.equal(a.status, status, a.body);
-      assert.equal(up.requests.length, before + (status === 200 ? 1 : 0));
+      assert.equal(rig.up.requests.length, before + (status === 200 ? 1 : 0));
       if (status === 403) assert.deepEqual(JSON.parse(a.body), { message: 'Your IP address is not allowed' });
     });
   }
@@ -154,40 +123,40 @@ describe('real-ip (gateway process)', () => {
   test('trusted_addresses per family: a peer on ::1 is trusted, one on 127.0.0.1 is not', async () => {
     const headers = { 'X-Real-IP': '192.0.2.9' };
     assert.equal((await send(`${v6url}/trust-v6`, { headers })).headers['remote_addr'], '192.0.2.9');
-    assert.equal((await send(`${gw.url}/trust-v6`, { headers })).headers['remote_addr'], '127.0.0.1');
+    assert.equal((await send(`${rig.gw.url}/trust-v6`, { headers })).headers['remote_addr'], '127.0.0.1');
     assert.equal((await send(`${v6url}/trust-v6`)).headers['remote_addr'], '::1', 'no header: the peer');
   });
 
   test('in a global rule: a route\'s ip-restriction sees the real client', async () => {
-    const upstream = { nodes: { [up.address]: 1 } };
-    writeRoutes(gw.routesPath, {
+    const upstream = { nodes: { [rig.up.address]: 1 } };
+    writeRoutes(rig.gw.routesPath, {
       ...routes([{ id: 'global-guarded', uri: '/global-guarded', plugins: { 'ip-restriction': { whitelist: ['203.0.113.0/24'] } }, upstream }]),
       global_rules: [{ id: 'g1', plugins: { 'real-ip': { source: 'http_x_real_ip', trusted_addresses: ['127.0.0.1'] } } }],
     });
     try {
       const allowed = await waitUntil(async () => {
-        const a = await send(`${gw.url}/global-guarded`, { headers: { 'X-Real-IP': '203.0.113.5' } });
+        const a = await send(`${rig.gw.url}/global-guarded`, { headers: { 'X-Real-IP': '203.0.113.5' } });
         return a.status === 200 ? a : undefined;
       }, 5_000, 'the global rule to apply', 50);
       assert.equal(JSON.parse(allowed.body).headers['x-real-ip'], '203.0.113.5');
-      assert.equal((await send(`${gw.url}/global-guarded`, { headers: { 'X-Real-IP': '198.51.100.5' } })).status, 403);
-      assert.equal((await send(`${gw.url}/global-guarded`)).status, 403);
+      assert.equal((await send(`${rig.gw.url}/global-guarded`, { headers: { 'X-Real-IP': '198.51.100.5' } })).status, 403);
+      assert.equal((await send(`${rig.gw.url}/global-guarded`)).status, 403);
     } finally {
-      writeRoutes(gw.routesPath, routes());
+      writeRoutes(rig.gw.routesPath, routes());
     }
   });
 
   test('limit-count counts per real client: another X-Real-IP is another key', async () => {
-    const hit = (ip: string) => send(`${gw.url}/limited`, { headers: { 'X-Real-IP': ip } });
+    const hit = (ip: string) => send(`${rig.gw.url}/limited`, { headers: { 'X-Real-IP': ip } });
     assert.equal((await hit('198.51.100.1')).status, 200);
     assert.equal((await hit('198.51.100.1')).status, 429, 'the same client is limited');
     assert.equal((await hit('198.51.100.2')).status, 200, 'another client has its own count');
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'real-ip': conf }, upstream });
-    writeRoutes(gw.routesPath, routes([
+    writeRoutes(rig.gw.routesPath, routes([
       bad('bad-no-source', { trusted_addresses: ['127.0.0.1'] }),
       bad('bad-empty-source', { source: '' }),
       bad('bad-cidr', { source: 'http_xff', trusted_addresses: ['127.0.0.1/33'] }),
@@ -195,7 +164,7 @@ describe('real-ip (gateway process)', () => {
       bad('bad-empty-list', { source: 'http_xff', trusted_addresses: [] }),
       bad('bad-recursive', { source: 'http_xff', recursive: 'yes' }),
     ]));
-    await expectRejected(gw, [
+    await expectRejected(rig.gw, [
       ['routes', 'bad-no-source', "/plugins/real-ip: must have required property 'source'"],
       ['routes', 'bad-empty-source', '/plugins/real-ip/source: must NOT have fewer than 1 characters'],
       ['routes', 'bad-cidr', 'trusted_addresses: invalid ip address: 127.0.0.1/33'],
@@ -203,8 +172,8 @@ describe('real-ip (gateway process)', () => {
       ['routes', 'bad-empty-list', '/plugins/real-ip/trusted_addresses: must NOT have fewer than 1 items'],
       ['routes', 'bad-recursive', '/plugins/real-ip/recursive: must be boolean'],
     ]);
-    assert.equal((await send(`${gw.url}/bad-cidr`)).status, 404, 'a rejected route does not exist');
-    assert.equal((await send(`${gw.url}/docs-xff`)).status, 200, 'the valid routes keep serving');
-    writeRoutes(gw.routesPath, routes());
+    assert.equal((await send(`${rig.gw.url}/bad-cidr`)).status, 404, 'a rejected route does not exist');
+    assert.equal((await send(`${rig.gw.url}/docs-xff`)).status, 200, 'the valid routes keep serving');
+    writeRoutes(rig.gw.routesPath, routes());
   });
 });

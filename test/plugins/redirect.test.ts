@@ -7,17 +7,14 @@
  * rejected with the reason. Every redirect has an empty body and never reaches the upstream.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
-import { expectRejected, send } from './send.ts';
+import { describe, test } from 'node:test';
+import { writeRoutes } from '../helpers/gateway.ts';
+import { expectRejected, gatewayWithUpstream, send } from './send.ts';
 
 describe('redirect (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
 
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const r = (uri: string, conf: object, id = uri.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '')) => ({ id, uri, plugins: { redirect: conf }, upstream });
     return {
       routes: [
@@ -41,14 +38,7 @@ describe('redirect (gateway process)', () => {
     };
   };
 
-  before(async () => {
-    up = await startUpstream('up');
-    gw = await startGateway({ routes: routes() });
-  });
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
-  });
+  const rig = gatewayWithUpstream(() => ({ routes: routes() }));
 
   // [what, method, path, request headers, status, Location (undefined: passed to the upstream)]
   const cases: Array<[string, string, string, Record<string, string>, number, string | undefined]> = [
@@ -78,25 +68,25 @@ describe('redirect (gateway process)', () => {
 
   for (const [what, method, path, headers, status, location] of cases) {
     test(what, async () => {
-      const before = up.requests.length;
-      const a = await send(gw.url + path, { method, headers });
+      const before = rig.up.requests.length;
+      const a = await send(rig.gw.url + path, { method, headers });
       assert.equal(a.status, status, a.body);
       if (location === undefined) {
-        assert.equal(up.requests.length, before + 1);
+        assert.equal(rig.up.requests.length, before + 1);
         assert.equal(a.headers.location, undefined);
       } else {
         assert.equal(a.headers.location, location);
         assert.equal(a.body, '');
-        assert.equal(up.requests.length, before, 'a redirect never reaches the upstream');
+        assert.equal(rig.up.requests.length, before, 'a redirect never reaches the upstream');
       }
     });
   }
 
   test('regex_uri: a uri that does not match goes to the upstream', async () => {
-    writeRoutes(gw.routesPath, routes([{ id: 'nomatch', uri: '/nomatch/*', plugins: { redirect: { regex_uri: ['^/nomatch/(\\d+)$', '/n/$1'] } }, upstream: { nodes: { [up.address]: 1 } } }]));
+    writeRoutes(rig.gw.routesPath, routes([{ id: 'nomatch', uri: '/nomatch/*', plugins: { redirect: { regex_uri: ['^/nomatch/(\\d+)$', '/n/$1'] } }, upstream: { nodes: { [rig.up.address]: 1 } } }]));
     const moved = await (async () => {
       for (let i = 0; i < 50; i++) {
-        const a = await send(`${gw.url}/nomatch/12`);
+        const a = await send(`${rig.gw.url}/nomatch/12`);
         if (a.status !== 404) return a;
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -104,15 +94,15 @@ describe('redirect (gateway process)', () => {
     })();
     assert.equal(moved.status, 302);
     assert.equal(moved.headers.location, '/n/12');
-    const passed = await send(`${gw.url}/nomatch/abc`);
+    const passed = await send(`${rig.gw.url}/nomatch/abc`);
     assert.equal(passed.status, 200);
     assert.equal(JSON.parse(passed.body).url, '/nomatch/abc');
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { redirect: conf }, upstream });
-    writeRoutes(gw.routesPath, routes([
+    writeRoutes(rig.gw.routesPath, routes([
       bad('bad-none', { ret_code: 301 }),
       bad('bad-two', { http_to_https: true, uri: '/hello' }),
       bad('bad-append', { http_to_https: true, append_query_string: true }),
@@ -122,7 +112,7 @@ describe('redirect (gateway process)', () => {
       bad('bad-code', { uri: '/x', ret_code: 100 }),
       bad('bad-uri', { uri: '/' }),
     ]));
-    await expectRejected(gw, [
+    await expectRejected(rig.gw, [
       ['routes', 'bad-none', 'exactly one of uri, regex_uri and http_to_https must be configured'],
       ['routes', 'bad-two', 'exactly one of uri, regex_uri and http_to_https must be configured (got uri, http_to_https)'],
       ['routes', 'bad-append', 'only one of `http_to_https` and `append_query_string` can be configured.'],
@@ -132,7 +122,7 @@ describe('redirect (gateway process)', () => {
       ['routes', 'bad-code', '/plugins/redirect/ret_code: must be >= 200'],
       ['routes', 'bad-uri', '/plugins/redirect/uri: must NOT have fewer than 2 characters'],
     ]);
-    assert.equal((await send(`${gw.url}/test`)).status, 301, 'the valid routes keep working');
-    writeRoutes(gw.routesPath, routes());
+    assert.equal((await send(`${rig.gw.url}/test`)).status, 301, 'the valid routes keep working');
+    writeRoutes(rig.gw.routesPath, routes());
   });
 });

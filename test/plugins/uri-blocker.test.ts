@@ -7,17 +7,14 @@
  * rejected with the reason.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
-import { expectRejected, send } from './send.ts';
+import { describe, test } from 'node:test';
+import { writeRoutes } from '../helpers/gateway.ts';
+import { expectRejected, gatewayWithUpstream, send } from './send.ts';
 
 describe('uri-blocker (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
 
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const r = (prefix: string, conf: object) => ({ id: prefix, uri: `/${prefix}/*`, plugins: { 'uri-blocker': conf }, upstream });
     return {
       routes: [
@@ -33,14 +30,7 @@ describe('uri-blocker (gateway process)', () => {
     };
   };
 
-  before(async () => {
-    up = await startUpstream('up');
-    gw = await startGateway({ routes: routes() });
-  });
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
-  });
+  const rig = gatewayWithUpstream(() => ({ routes: routes() }));
 
   // [what, path, status, body ('' for none, else the JSON), reaches the upstream]
   const cases: Array<[string, string, number, object | '']> = [
@@ -61,13 +51,13 @@ describe('uri-blocker (gateway process)', () => {
 
   for (const [what, path, status, body] of cases) {
     test(what, async () => {
-      const before = up.requests.length;
-      const a = await send(gw.url + path);
+      const before = rig.up.requests.length;
+      const a = await send(rig.gw.url + path);
       assert.equal(a.status, status, a.body);
       if (status === 200) {
-        assert.equal(up.requests.length, before + 1);
+        assert.equal(rig.up.requests.length, before + 1);
       } else {
-        assert.equal(up.requests.length, before, 'a blocked request never reaches the upstream');
+        assert.equal(rig.up.requests.length, before, 'a blocked request never reaches the upstream');
         if (body === '') assert.equal(a.body, '');
         else assert.deepEqual(JSON.parse(a.body), body);
       }
@@ -75,18 +65,18 @@ describe('uri-blocker (gateway process)', () => {
   }
 
   test('a backtracking-prone rule runs in linear time: a long uri is answered at once', async () => {
-    const blocked = await send(`${gw.url}/redos/${'a'.repeat(30)}`);
+    const blocked = await send(`${rig.gw.url}/redos/${'a'.repeat(30)}`);
     assert.equal(blocked.status, 403);
     // exponential under backtracking (2^40 steps), linear on the config regex engine
-    const passed = await send(`${gw.url}/redos/${'a'.repeat(40)}!`);
+    const passed = await send(`${rig.gw.url}/redos/${'a'.repeat(40)}!`);
     assert.equal(passed.status, 200);
     assert.ok(passed.ms < 1_000, `answered after ${passed.ms.toFixed(0)} ms`);
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'uri-blocker': conf }, upstream });
-    writeRoutes(gw.routesPath, routes([
+    writeRoutes(rig.gw.routesPath, routes([
       bad('bad-missing', { rejected_code: 403 }),
       bad('bad-backref', { block_rules: ['(a)\\1'] }),
       bad('bad-syntax', { block_rules: ['ok', 'root.m+', '(unclosed'] }),
@@ -94,7 +84,7 @@ describe('uri-blocker (gateway process)', () => {
       bad('bad-code', { block_rules: ['a'], rejected_code: 100 }),
       bad('bad-msg', { block_rules: ['a'], rejected_msg: '' }),
     ]));
-    await expectRejected(gw, [
+    await expectRejected(rig.gw, [
       ['routes', 'bad-missing', "/plugins/uri-blocker: must have required property 'block_rules'"],
       ['routes', 'bad-backref', 'block_rules[0]: invalid regular expression "(a)\\\\1": backreferences'],
       ['routes', 'bad-syntax', 'block_rules[2]: invalid regular expression "(unclosed"'],
@@ -102,7 +92,7 @@ describe('uri-blocker (gateway process)', () => {
       ['routes', 'bad-code', '/plugins/uri-blocker/rejected_code: must be >= 200'],
       ['routes', 'bad-msg', '/plugins/uri-blocker/rejected_msg: must NOT have fewer than 1 characters'],
     ]);
-    assert.equal((await send(`${gw.url}/msg/root.exe`)).status, 403, 'the valid routes keep working');
-    writeRoutes(gw.routesPath, routes());
+    assert.equal((await send(`${rig.gw.url}/msg/root.exe`)).status, 403, 'the valid routes keep working');
+    writeRoutes(rig.gw.routesPath, routes());
   });
 });
