@@ -9,41 +9,14 @@
  * Requests go out with node:http and a raw path, so `..` reaches the gateway as written.
  */
 import assert from 'node:assert/strict';
-import { request, type IncomingHttpHeaders } from 'node:http';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
-import { waitUntil } from '../helpers/wait.ts';
-
-interface Answer {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: string;
-}
+import { describe, test } from 'node:test';
+import { expectRejected, gatewayWithUpstream, sendPath } from './send.ts';
 
 /** What the echo upstream saw: method, url and headers of the request the gateway sent. */
 interface Echo {
   method: string;
   url: string;
   headers: Record<string, string | undefined>;
-}
-
-function send(gw: GatewayProcess, path: string, opts: { method?: string; headers?: Record<string, string | string[]> } = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      // host/port/path, not a URL string: a URL would resolve `..` before sending
-      { host: '127.0.0.1', port: gw.port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false, timeout: 10_000 },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error(`no answer for ${path} in 10 s`)));
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 interface Case {
@@ -335,13 +308,9 @@ const INVALID: [string, Record<string, unknown>, string][] = [
 const slug = (name: string) => '/' + name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
 
 describe('proxy-rewrite (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
-
-  before(async () => {
-    up = await startUpstream('up');
+  const rig = gatewayWithUpstream((up) => {
     const upstream = { nodes: { [up.address]: 1 } };
-    gw = await startGateway({
+    return {
       routes: {
         routes: [
           ...CASES.map((c, i) => ({ id: `c${i}`, uri: c.route.uri ?? slug(c.name), plugins: c.route.plugins, upstream })),
@@ -349,21 +318,16 @@ describe('proxy-rewrite (gateway process)', () => {
         ],
         consumers: [{ username: 'JohnDoe', plugins: { 'key-auth': { key: 'john-key' } } }],
       },
-    });
-  });
-
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
+    };
   });
 
   for (const c of CASES) {
     test(c.name, async () => {
-      const before = up.requests.length;
-      const res = await send(gw, c.path ?? c.route.uri ?? slug(c.name), { method: c.method, headers: c.headers });
+      const before = rig.up.requests.length;
+      const res = await sendPath(rig.gw, c.path ?? c.route.uri ?? slug(c.name), { method: c.method, headers: c.headers });
       assert.equal(res.status, c.status ?? 200, `status; body: ${res.body}`);
       if (c.blocked) {
-        assert.equal(up.requests.length, before, 'the request must not reach the upstream');
+        assert.equal(rig.up.requests.length, before, 'the request must not reach the upstream');
         return;
       }
       const echo = JSON.parse(res.body) as Echo;
@@ -378,21 +342,14 @@ describe('proxy-rewrite (gateway process)', () => {
 
   test('the rewritten path is always what the upstream receives, even for a .. the client sent', async () => {
     // the gateway resolves the client's own `..` before routing; the plugin then rewrites the result
-    const res = await send(gw, '/test/x/../user/agent');
+    const res = await sendPath(rig.gw, '/test/x/../user/agent');
     assert.equal(res.status, 200);
     assert.equal((JSON.parse(res.body) as Echo).url, '/user-agent');
   });
 
   test('invalid configs are rejected with the reason in /status; valid routes keep serving', async () => {
-    const st = await waitUntil(async () => {
-      const s = await gw.status();
-      return INVALID.every(([id]) => s.rejected.some((r) => r.kind === 'routes' && r.id === id)) ? s : undefined;
-    }, 5_000, 'the invalid routes to be rejected', 50);
-    for (const [id, , reason] of INVALID) {
-      const r = st.rejected.find((x) => x.kind === 'routes' && x.id === id)!;
-      assert.ok(r.reason.includes(reason), `${id}: expected "${reason}" in: ${r.reason}`);
-    }
-    assert.equal((await send(gw, '/bad-uri')).status, 404);
-    assert.equal((await send(gw, '/headers')).status, 200);
+    await expectRejected(rig.gw, INVALID.map(([id, , reason]) => ['routes', id, reason] as const));
+    assert.equal((await sendPath(rig.gw, '/bad-uri')).status, 404);
+    assert.equal((await sendPath(rig.gw, '/headers')).status, 200);
   });
 });

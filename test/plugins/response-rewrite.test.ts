@@ -8,36 +8,11 @@
  * Content-Encoding, ETag, Last-Modified dropped). Invalid configs are rejected in /status.
  */
 import assert from 'node:assert/strict';
-import { request, type IncomingHttpHeaders } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { deflateSync, gzipSync } from 'node:zlib';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
-import { waitUntil } from '../helpers/wait.ts';
-
-interface Answer {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: string;
-}
-
-function send(gw: GatewayProcess, path: string, opts: { method?: string; headers?: Record<string, string> } = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: '127.0.0.1', port: gw.port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false, timeout: 10_000 },
-      (res) => {
-        let body = '';
-        res.setEncoding('latin1').on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error(`no answer for ${path} in 10 s`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
+import { describe, test } from 'node:test';
+import { expectRejected, gatewayWithUpstream, sendPath } from './send.ts';
 
 const GZIPPED = gzipSync('{"compressed":true}');
 const DEFLATED = deflateSync('{"deflated":true}');
@@ -49,7 +24,7 @@ const TRACE = '{"headers":{"Accept":"*/*","X-Amzn-Trace-Id":"Root=1-6500095d","X
  * body in three chunks 20 ms apart; `/gzip*` a gzip-encoded body, `/deflate*` a deflate-encoded one;
  * `/trace*` an httpbin-like JSON; `/text*` a line of text.
  */
-function answer(url: string, res: import('node:http').ServerResponse, echo: string): void {
+function answer(url: string, res: ServerResponse, echo: string): void {
   if (url.startsWith('/missing')) {
     res.writeHead(404, { 'content-type': 'text/plain', 'x-upstream': 'up' });
     res.end('not found');
@@ -318,16 +293,9 @@ const INVALID: [string, Record<string, unknown>, string][] = [
 const slug = (name: string) => '/' + name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
 
 describe('response-rewrite (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
-
-  before(async () => {
-    up = await startUpstream('up', (req, res) => {
-      req.resume();
-      req.on('end', () => answer(req.url!, res, JSON.stringify({ method: req.method, url: req.url, headers: req.headers })));
-    });
+  const rig = gatewayWithUpstream((up) => {
     const upstream = { nodes: { [up.address]: 1 } };
-    gw = await startGateway({
+    return {
       routes: {
         routes: [
           ...CASES.map((c, i) => ({ id: `c${i}`, uri: c.route.uri ?? slug(c.name), plugins: c.route.plugins, upstream })),
@@ -336,17 +304,17 @@ describe('response-rewrite (gateway process)', () => {
         ],
         consumers: [{ username: 'jack', plugins: { 'key-auth': { key: 'jack-key' } } }],
       },
-    });
-  });
-
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
+    };
+  }, {
+    handler: (req, res) => {
+      req.resume();
+      req.on('end', () => answer(req.url!, res, JSON.stringify({ method: req.method, url: req.url, headers: req.headers })));
+    },
   });
 
   for (const c of CASES) {
     test(c.name, { todo: c.todo }, async () => {
-      const res = await send(gw, c.path ?? c.route.uri ?? slug(c.name), { headers: c.headers });
+      const res = await sendPath(rig.gw, c.path ?? c.route.uri ?? slug(c.name), { headers: c.headers, encoding: 'latin1' });
       assert.equal(res.status, c.status, `status; body: ${res.body}`);
       if (typeof c.body === 'string') assert.equal(res.body, c.body);
       else if (c.body) c.body(res.body);
@@ -361,7 +329,7 @@ describe('response-rewrite (gateway process)', () => {
     async () => {
       // two pipelined requests on one connection: the second answer must start right after the first head
       const bytes = await new Promise<string>((resolve, reject) => {
-        const socket = connect(gw.port, '127.0.0.1', () => socket.write('GET /to-204 HTTP/1.1\r\nHost: x\r\n\r\nGET /get HTTP/1.1\r\nHost: x\r\n\r\n'));
+        const socket = connect(rig.gw.port, '127.0.0.1', () => socket.write('GET /to-204 HTTP/1.1\r\nHost: x\r\n\r\nGET /get HTTP/1.1\r\nHost: x\r\n\r\n'));
         let out = '';
         const done = () => {
           socket.destroy();
@@ -383,15 +351,8 @@ describe('response-rewrite (gateway process)', () => {
   );
 
   test('invalid configs are rejected with the reason in /status; valid routes keep serving', async () => {
-    const st = await waitUntil(async () => {
-      const s = await gw.status();
-      return INVALID.every(([id]) => s.rejected.some((r) => r.kind === 'routes' && r.id === id)) ? s : undefined;
-    }, 5_000, 'the invalid routes to be rejected', 50);
-    for (const [id, , reason] of INVALID) {
-      const r = st.rejected.find((x) => x.kind === 'routes' && x.id === id)!;
-      assert.ok(r.reason.includes(reason), `${id}: expected "${reason}" in: ${r.reason}`);
-    }
-    assert.equal((await send(gw, '/bad-status')).status, 404);
-    assert.equal((await send(gw, '/headers')).body, DOCS_BODY);
+    await expectRejected(rig.gw, INVALID.map(([id, , reason]) => ['routes', id, reason] as const));
+    assert.equal((await sendPath(rig.gw, '/bad-status', { encoding: 'latin1' })).status, 404);
+    assert.equal((await sendPath(rig.gw, '/headers', { encoding: 'latin1' })).body, DOCS_BODY);
   });
 });
