@@ -7,10 +7,9 @@
  * Timing-Allow-Origin, and invalid configs (APISIX's credential rule among them) rejected.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
-import { expectRejected, send } from './send.ts';
+import { describe, test } from 'node:test';
+import { writeRoutes } from '../helpers/gateway.ts';
+import { expectRejected, gatewayWithUpstream, send } from './send.ts';
 
 const CORS_HEADERS = [
   'access-control-allow-origin',
@@ -39,11 +38,8 @@ const DOCS_REGEX = {
 };
 
 describe('cors (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
-
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const r = (id: string, conf: object) => ({ id, uri: `/${id}`, plugins: { cors: conf }, upstream });
     return {
       routes: [
@@ -58,21 +54,16 @@ describe('cors (gateway process)', () => {
     };
   };
 
-  before(async () => {
-    // the echo upstream, answering with `Vary: <resp-vary>` when asked (as APISIX's test server)
-    up = await startUpstream('up', (req, res) => {
+  // the echo upstream, answering with `Vary: <resp-vary>` when asked (as APISIX's test server)
+  const rig = gatewayWithUpstream(() => ({ routes: routes() }), {
+    handler: (req, res) => {
       const vary = req.headers['resp-vary'] as string | undefined;
       req.resume();
       req.on('end', () => {
         res.writeHead(200, { 'content-type': 'text/plain', ...(vary ? { vary } : {}) });
         res.end('hello world');
       });
-    });
-    gw = await startGateway({ routes: routes() });
-  });
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
+    },
   });
 
   type Expect = Partial<Record<(typeof CORS_HEADERS)[number] | 'vary' | 'timing-allow-origin', string | undefined>>;
@@ -113,7 +104,7 @@ describe('cors (gateway process)', () => {
 
   for (const [what, method, path, headers, expect] of cases) {
     test(what, async () => {
-      const a = await send(gw.url + path, { method, headers });
+      const a = await send(rig.gw.url + path, { method, headers });
       assert.equal(a.status, 200);
       assert.equal(a.body, 'hello world');
       for (const [name, value] of Object.entries(expect)) assert.equal(a.headers[name], value, name);
@@ -121,28 +112,28 @@ describe('cors (gateway process)', () => {
   }
 
   test('a preflight is answered by the gateway: 200, empty body, the CORS headers, no upstream call', async () => {
-    const before = up.requests.length;
-    const a = await send(`${gw.url}/docs-list`, {
+    const before = rig.up.requests.length;
+    const a = await send(`${rig.gw.url}/docs-list`, {
       method: 'OPTIONS',
       headers: { Origin: 'http://sub.domain.com', 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'headr1' },
     });
     assert.equal(a.status, 200);
     assert.equal(a.body, '');
-    assert.equal(up.requests.length, before, 'the upstream is not called');
+    assert.equal(rig.up.requests.length, before, 'the upstream is not called');
     const expect: Expect = { ...DOCS_HEADERS('http://sub.domain.com'), 'access-control-allow-credentials': 'true', vary: 'Origin' };
     for (const [name, value] of Object.entries(expect)) assert.equal(a.headers[name], value, name);
   });
 
   test('a preflight from an origin not allowed: 200 without CORS headers (the browser then refuses)', async () => {
-    const a = await send(`${gw.url}/docs-list`, { method: 'OPTIONS', headers: { Origin: 'http://evil.example.com' } });
+    const a = await send(`${rig.gw.url}/docs-list`, { method: 'OPTIONS', headers: { Origin: 'http://evil.example.com' } });
     assert.equal(a.status, 200);
     assert.equal(a.headers['access-control-allow-origin'], undefined);
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { cors: conf }, upstream });
-    writeRoutes(gw.routesPath, routes([
+    writeRoutes(rig.gw.routesPath, routes([
       bad('bad-credential', { allow_credential: true }),
       bad('bad-credential-methods', { ...DOCS_LIST, allow_methods: '*' }),
       bad('bad-origins', { allow_origins: 'sub.domain.com' }),
@@ -150,7 +141,7 @@ describe('cors (gateway process)', () => {
       bad('bad-max-age', { max_age: 'long' }),
       bad('bad-metadata', { allow_origins_by_metadata: ['key_1'] }),
     ]));
-    await expectRejected(gw, [
+    await expectRejected(rig.gw, [
       ['routes', 'bad-credential', "you can not set '*' for other option when 'allow_credential' is true"],
       ['routes', 'bad-credential-methods', "you can not set '*' for other option when 'allow_credential' is true"],
       ['routes', 'bad-origins', '/plugins/cors/allow_origins: must match pattern'],
@@ -158,7 +149,7 @@ describe('cors (gateway process)', () => {
       ['routes', 'bad-max-age', '/plugins/cors/max_age: must be integer'],
       ['routes', 'bad-metadata', 'allow_origins_by_metadata is not supported'],
     ]);
-    assert.equal((await send(`${gw.url}/defaults`)).headers['access-control-allow-origin'], '*', 'the valid routes keep working');
-    writeRoutes(gw.routesPath, routes());
+    assert.equal((await send(`${rig.gw.url}/defaults`)).headers['access-control-allow-origin'], '*', 'the valid routes keep working');
+    writeRoutes(rig.gw.routesPath, routes());
   });
 });

@@ -6,20 +6,16 @@
  * rule and a route each adding their own id; and invalid configs rejected with the reason.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
-import { expectRejected, send, type Answer } from './send.ts';
+import { describe, test } from 'node:test';
+import { writeRoutes } from '../helpers/gateway.ts';
+import { expectRejected, gatewayWithUpstream, send, type Answer } from './send.ts';
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 describe('request-id (gateway process)', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
-
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const r = (id: string, conf: object) => ({ id, uri: `/${id}`, plugins: { 'request-id': conf }, upstream });
     return {
       routes: [
@@ -42,20 +38,15 @@ describe('request-id (gateway process)', () => {
     };
   };
 
-  before(async () => {
-    up = await startUpstream('up', (req, res) => {
+  const rig = gatewayWithUpstream(() => ({ routes: routes() }), {
+    handler: (req, res) => {
       const extra: Record<string, string> = req.url === '/upstream-id' ? { 'X-Request-Id': 'from-upstream' } : {};
       req.resume();
       req.on('end', () => {
         res.writeHead(200, { 'content-type': 'application/json', ...extra });
         res.end(JSON.stringify({ url: req.url, headers: req.headers }));
       });
-    });
-    gw = await startGateway({ routes: routes() });
-  });
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
+    },
   });
 
   /** the request headers the upstream saw */
@@ -78,7 +69,7 @@ describe('request-id (gateway process)', () => {
 
   for (const [what, path, headers, name, shape, inResponse] of cases) {
     test(what, async () => {
-      const a = await send(gw.url + path, { headers });
+      const a = await send(rig.gw.url + path, { headers });
       assert.equal(a.status, 200, a.body);
       const upstreamId = seenUpstream(a)[name];
       assert.match(String(upstreamId), shape);
@@ -89,18 +80,18 @@ describe('request-id (gateway process)', () => {
 
   test('ids differ per request', async () => {
     const ids = new Set<string>();
-    for (let i = 0; i < 20; i++) ids.add(String((await send(`${gw.url}/docs-default`)).headers['x-request-id']));
+    for (let i = 0; i < 20; i++) ids.add(String((await send(`${rig.gw.url}/docs-default`)).headers['x-request-id']));
     assert.equal(ids.size, 20);
   });
 
   test("the upstream's own response header wins (APISIX keeps it)", async () => {
-    const a = await send(`${gw.url}/upstream-id`);
+    const a = await send(`${rig.gw.url}/upstream-id`);
     assert.equal(a.headers['x-request-id'], 'from-upstream');
     assert.match(seenUpstream(a)['x-request-id']!, UUID_V4);
   });
 
   test('docs: a global rule and a route each add their id', async () => {
-    const a = await send(`${gw.url}/docs-global`);
+    const a = await send(`${rig.gw.url}/docs-global`);
     const seen = seenUpstream(a);
     assert.match(String(a.headers['global-request-id']), UUID_V4);
     assert.match(String(a.headers['route-request-id']), UUID_V4);
@@ -110,29 +101,29 @@ describe('request-id (gateway process)', () => {
   });
 
   test("a gateway's own answer (a fault-injection abort) carries the id", async () => {
-    const a = await send(`${gw.url}/aborted`, { headers: { 'X-Request-Id': 'trace-me' } });
+    const a = await send(`${rig.gw.url}/aborted`, { headers: { 'X-Request-Id': 'trace-me' } });
     assert.equal(a.status, 503);
     assert.equal(a.headers['x-request-id'], 'trace-me');
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [up.address]: 1 } };
+    const upstream = { nodes: { [rig.up.address]: 1 } };
     const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'request-id': conf }, upstream });
-    writeRoutes(gw.routesPath, routes([
+    writeRoutes(rig.gw.routesPath, routes([
       bad('bad-algorithm', { algorithm: 'snowflake' }),
       bad('bad-length', { algorithm: 'range_id', range_id: { length: 3 } }),
       bad('bad-charset', { algorithm: 'range_id', range_id: { char_set: 'abc' } }),
       bad('bad-include', { include_in_response: 'yes' }),
       bad('bad-header', { header_name: 'X Request Id' }),
     ]));
-    await expectRejected(gw, [
+    await expectRejected(rig.gw, [
       ['routes', 'bad-algorithm', '/plugins/request-id/algorithm: must be one of "uuid", "nanoid", "range_id", "ksuid", "uuidv7"'],
       ['routes', 'bad-length', '/plugins/request-id/range_id/length: must be >= 6'],
       ['routes', 'bad-charset', '/plugins/request-id/range_id/char_set: must NOT have fewer than 6 characters'],
       ['routes', 'bad-include', '/plugins/request-id/include_in_response: must be boolean'],
       ['routes', 'bad-header', 'header_name: must be an HTTP token'],
     ]);
-    assert.equal((await send(`${gw.url}/docs-default`)).status, 200, 'the valid routes keep working');
-    writeRoutes(gw.routesPath, routes());
+    assert.equal((await send(`${rig.gw.url}/docs-default`)).status, 200, 'the valid routes keep working');
+    writeRoutes(rig.gw.routesPath, routes());
   });
 });
