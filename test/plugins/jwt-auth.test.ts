@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { createPublicKey, randomBytes } from 'node:crypto';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWTPayload } from 'jose';
-import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { writeRoutes } from '../helpers/gateway.ts';
 import { waitUntil } from '../helpers/wait.ts';
+import { gatewayWithUpstream } from './send.ts';
 
 /*
  * jwt-auth through the real gateway: tokens signed here with jose, consumers and routes in the
@@ -26,15 +26,13 @@ interface Answer {
 }
 
 describe('jwt-auth', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
   let routes: Record<string, unknown>;
   let rsa: { publicKey: CryptoKey; privateKey: CryptoKey };
   let ec: { publicKey: CryptoKey; privateKey: CryptoKey };
   const b64Secret = randomBytes(32);
 
   async function call(path: string, headers: Record<string, string> = {}): Promise<Answer> {
-    const res = await fetch(gw.url + path, { headers });
+    const res = await fetch(rig.gw.url + path, { headers });
     const text = await res.text();
     return { status: res.status, headers: res.headers, body: text ? JSON.parse(text) : {} };
   }
@@ -52,8 +50,7 @@ describe('jwt-auth', () => {
     return a;
   }
 
-  before(async () => {
-    up = await startUpstream('up');
+  const rig = gatewayWithUpstream(async (up) => {
     rsa = await generateKeyPair('RS256', { extractable: true });
     ec = await generateKeyPair('ES256', { extractable: true });
     const rsaSpki = await exportSPKI(rsa.publicKey);
@@ -89,12 +86,7 @@ describe('jwt-auth', () => {
         { username: 'badalg', plugins: { 'jwt-auth': { key: 'badalg-key', secret: 's', algorithm: 'none' } } },
       ],
     };
-    gw = await startGateway({ routes });
-  });
-
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
+    return { routes };
   });
 
   test('valid tokens of each algorithm identify their consumer (header, with or without Bearer)', async () => {
@@ -206,7 +198,7 @@ describe('jwt-auth', () => {
   });
 
   test('schema violations are rejected with the field', async () => {
-    const st = await gw.status();
+    const st = await rig.gw.status();
     const reason = (id: string) => st.rejected.find((r) => r.id === id)?.reason ?? '(not rejected)';
     assert.match(reason('nopub'), /\/plugins\/jwt-auth.*public_key/);
     assert.match(reason('nosecret'), /\/plugins\/jwt-auth.*secret/);
@@ -222,7 +214,7 @@ describe('jwt-auth', () => {
     const consumers = (routes.consumers as { username: string; plugins?: Record<string, unknown> }[]).map((c) =>
       c.username === 'jack' ? { username: 'jack', plugins: { 'jwt-auth': { key: 'jack-key', secret: 'rotated' } } } : c,
     );
-    writeRoutes(gw.routesPath, { ...routes, consumers });
+    writeRoutes(rig.gw.routesPath, { ...routes, consumers });
     const fresh = await sign({ key: 'jack-key' }, 'HS256', enc('rotated'));
     await waitUntil(async () => (await call('/r1', { authorization: fresh })).status === 200, 5000, 'the rotated secret');
     await expect401('/r1', { authorization: old }, 'failed to verify jwt');

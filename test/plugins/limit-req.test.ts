@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
-import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { describe, test } from 'node:test';
+import { gatewayWithUpstream } from './send.ts';
 
 /*
  * limit-req through the real gateway: bursts of concurrent requests, each timed from the moment
@@ -30,14 +29,10 @@ async function burst(url: string, n: number, headers: Record<string, string> = {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('limit-req', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
-
-  before(async () => {
-    up = await startUpstream('up');
+  const rig = gatewayWithUpstream((up) => {
     const upstream = { nodes: { [up.address]: 1 } };
     const route = (id: string, conf: Record<string, unknown>) => ({ id, uri: `/${id}`, plugins: { 'limit-req': conf }, upstream });
-    gw = await startGateway({
+    return {
       routes: {
         routes: [
           route('delay', { rate: 2, burst: 2, key: 'remote_addr' }),
@@ -51,16 +46,11 @@ describe('limit-req', () => {
           route('bad-key-type', { rate: 1, burst: 1, key: 'remote_addr', key_type: 'constant' }),
         ],
       },
-    });
-  });
-
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
+    };
   });
 
   test('rate 2 burst 2: the excess waits excess/rate (0.5 s, 1 s), beyond the burst 503', async () => {
-    const answers = await burst(`${gw.url}/delay`, 4);
+    const answers = await burst(`${rig.gw.url}/delay`, 4);
     const ok = answers.filter((a) => a.status === 200);
     const rejected = answers.filter((a) => a.status !== 200);
     assert.equal(ok.length, 3, JSON.stringify(answers));
@@ -72,24 +62,24 @@ describe('limit-req', () => {
   });
 
   test('nodelay: the same burst is answered at once, beyond the burst 503', async () => {
-    const answers = await burst(`${gw.url}/nodelay`, 4);
+    const answers = await burst(`${rig.gw.url}/nodelay`, 4);
     assert.deepEqual(answers.map((a) => a.status).sort(), [200, 200, 200, 503]);
     for (const a of answers) assert.ok(a.ms < 400, `not delayed: ${a.ms} ms`);
     // the bucket drains at 2/s: 1.6 s later (excess 2 - 3.2 < 0) it takes a full burst again
     await sleep(1600);
-    assert.deepEqual((await burst(`${gw.url}/nodelay`, 4)).map((a) => a.status).sort(), [200, 200, 200, 503]);
+    assert.deepEqual((await burst(`${rig.gw.url}/nodelay`, 4)).map((a) => a.status).sort(), [200, 200, 200, 503]);
   });
 
   test('rejected_code and rejected_msg; key http_x_user counts clients apart', async () => {
-    assert.equal((await fetch(`${gw.url}/msg`, { headers: { 'x-user': 'alice' } })).status, 200);
-    const r = await fetch(`${gw.url}/msg`, { headers: { 'x-user': 'alice' } });
+    assert.equal((await fetch(`${rig.gw.url}/msg`, { headers: { 'x-user': 'alice' } })).status, 200);
+    const r = await fetch(`${rig.gw.url}/msg`, { headers: { 'x-user': 'alice' } });
     assert.equal(r.status, 429);
     assert.deepEqual(await r.json(), { error_msg: 'slow down' });
-    assert.equal((await fetch(`${gw.url}/msg`, { headers: { 'x-user': 'bob' } })).status, 200);
+    assert.equal((await fetch(`${rig.gw.url}/msg`, { headers: { 'x-user': 'bob' } })).status, 200);
   });
 
   test('schema violations are rejected with the field', async () => {
-    const st = await gw.status();
+    const st = await rig.gw.status();
     const reason = (id: string) => st.rejected.find((r) => r.id === id)?.reason ?? '(not rejected)';
     assert.match(reason('bad-rate'), /\/plugins\/limit-req\/rate: must be > 0/);
     assert.match(reason('bad-burst'), /\/plugins\/limit-req\/burst: must be >= 0/);

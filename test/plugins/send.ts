@@ -113,13 +113,13 @@ export interface Rig {
  * in hooks and tests. The upstream is the echo upstream unless a handler is given.
  */
 export function gatewayWithUpstream(
-  options: (up: TestUpstream) => GatewayOptions,
+  options: (up: TestUpstream) => GatewayOptions | Promise<GatewayOptions>,
   upstream: { name?: string; handler?: (req: IncomingMessage, res: ServerResponse) => void } = {},
 ): Rig {
   const rig = {} as Rig;
   before(async () => {
     rig.up = await startUpstream(upstream.name ?? 'up', upstream.handler);
-    rig.gw = await startGateway(options(rig.up));
+    rig.gw = await startGateway(await options(rig.up));
   });
   after(async () => {
     await rig.gw?.cleanup();
