@@ -5,6 +5,7 @@ import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gatew
 import { startRedis, type RedisProcess } from '../helpers/redis.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 import { waitUntil } from '../helpers/wait.ts';
+import { gatewayWithUpstream } from './send.ts';
 
 /*
  * limit-count through the real gateway: policy local in one gateway, policy redis shared by two
@@ -38,8 +39,6 @@ function assertAllowed(a: Answer, remaining: number, limit: number, what: string
 }
 
 describe('limit-count, policy local', () => {
-  let up: TestUpstream;
-  let gw: GatewayProcess;
   let upstream: Record<string, unknown>;
   const route = (id: string, conf: Record<string, unknown>) => ({ id, uri: `/${id}`, plugins: { 'limit-count': conf }, upstream });
   const baseRoutes = () => [
@@ -62,99 +61,93 @@ describe('limit-count, policy local', () => {
     route('bad-key', { count: 1, time_window: 60, key: 'server_addr' }),
   ];
 
-  before(async () => {
-    up = await startUpstream('up');
+  const rig = gatewayWithUpstream((up) => {
     upstream = { nodes: { [up.address]: 1 } };
-    gw = await startGateway({ routes: { routes: baseRoutes() } });
-  });
-
-  after(async () => {
-    await gw?.cleanup();
-    await up?.close();
+    return { routes: { routes: baseRoutes() } };
   });
 
   /** rewrites the routes file and waits until the new revision is served (probe route answers) */
   async function rewrite(routes: unknown[], probe: string): Promise<void> {
-    writeRoutes(gw.routesPath, { routes: [...routes, { id: probe, uri: `/${probe}`, upstream }] });
-    await waitUntil(async () => (await fetch(`${gw.url}/${probe}`)).status === 200, 5000, `route ${probe} served`, 50);
+    writeRoutes(rig.gw.routesPath, { routes: [...routes, { id: probe, uri: `/${probe}`, upstream }] });
+    await waitUntil(async () => (await fetch(`${rig.gw.url}/${probe}`)).status === 200, 5000, `route ${probe} served`, 50);
   }
 
   test('count requests pass with the quota headers, the next is rejected with rejected_code', async () => {
     for (let i = 0; i < 3; i++) {
-      const a = await call(`${gw.url}/r1`);
+      const a = await call(`${rig.gw.url}/r1`);
       assertAllowed(a, 2 - i, 3, `request ${i + 1}`);
       const reset = Number(a.reset);
       assert.ok(reset > 0 && reset <= 60, `X-RateLimit-Reset ${a.reset}`);
     }
-    const rejected = await call(`${gw.url}/r1`);
+    const rejected = await call(`${rig.gw.url}/r1`);
     assert.equal(rejected.status, 503);
     assert.equal(rejected.limit, '3');
     assert.equal(rejected.remaining, '0');
     assert.ok(Number(rejected.reset) > 0 && Number(rejected.reset) <= 60);
-    assert.equal(up.requests.filter((r) => r.url === '/r1').length, 3, 'the rejected request never reached the upstream');
+    assert.equal(rig.up.requests.filter((r) => r.url === '/r1').length, 3, 'the rejected request never reached the upstream');
 
-    await call(`${gw.url}/msg`);
-    const m = await call(`${gw.url}/msg`);
+    await call(`${rig.gw.url}/msg`);
+    const m = await call(`${rig.gw.url}/msg`);
     assert.equal(m.status, 429);
     assert.deepEqual(JSON.parse(m.body), { error_msg: 'too many requests' });
   });
 
   test('a raised count applies at once and the counter goes on; an unrelated change keeps it', async () => {
     // r1 is exhausted (3 of 3) by the test above
-    assert.equal((await call(`${gw.url}/r1`)).status, 503);
+    assert.equal((await call(`${rig.gw.url}/r1`)).status, 503);
     const raised = baseRoutes().map((r) => (r.id === 'r1' ? route('r1', { count: 5, time_window: 60 }) : r));
     await rewrite(raised, 'probe1');
     // 3 used: 2 more under the new count, not 5
-    assertAllowed(await call(`${gw.url}/r1`), 1, 5, 'after raise');
+    assertAllowed(await call(`${rig.gw.url}/r1`), 1, 5, 'after raise');
     // another route added: r1's counter is kept
     await rewrite([...raised, route('other', { count: 9, time_window: 60 })], 'probe2');
-    assertAllowed(await call(`${gw.url}/r1`), 0, 5, 'after unrelated change');
-    assert.equal((await call(`${gw.url}/r1`)).status, 503);
+    assertAllowed(await call(`${rig.gw.url}/r1`), 0, 5, 'after unrelated change');
+    assert.equal((await call(`${rig.gw.url}/r1`)).status, 503);
   });
 
   test('key http_x_user counts each client apart; without the header the client address is the key', async () => {
-    assertAllowed(await call(`${gw.url}/user`, { 'x-user': 'alice' }), 0, 1, 'alice');
-    assert.equal((await call(`${gw.url}/user`, { 'x-user': 'alice' })).status, 503);
-    assertAllowed(await call(`${gw.url}/user`, { 'x-user': 'bob' }), 0, 1, 'bob');
-    assertAllowed(await call(`${gw.url}/user`), 0, 1, 'no header');
-    assert.equal((await call(`${gw.url}/user`)).status, 503);
+    assertAllowed(await call(`${rig.gw.url}/user`, { 'x-user': 'alice' }), 0, 1, 'alice');
+    assert.equal((await call(`${rig.gw.url}/user`, { 'x-user': 'alice' })).status, 503);
+    assertAllowed(await call(`${rig.gw.url}/user`, { 'x-user': 'bob' }), 0, 1, 'bob');
+    assertAllowed(await call(`${rig.gw.url}/user`), 0, 1, 'no header');
+    assert.equal((await call(`${rig.gw.url}/user`)).status, 503);
     // var_combination: both variables make the key
-    assertAllowed(await call(`${gw.url}/combo?app=1`, { 'x-user': 'alice' }), 0, 1, 'alice app 1');
-    assertAllowed(await call(`${gw.url}/combo?app=2`, { 'x-user': 'alice' }), 0, 1, 'alice app 2');
-    assert.equal((await call(`${gw.url}/combo?app=1`, { 'x-user': 'alice' })).status, 503);
+    assertAllowed(await call(`${rig.gw.url}/combo?app=1`, { 'x-user': 'alice' }), 0, 1, 'alice app 1');
+    assertAllowed(await call(`${rig.gw.url}/combo?app=2`, { 'x-user': 'alice' }), 0, 1, 'alice app 2');
+    assert.equal((await call(`${rig.gw.url}/combo?app=1`, { 'x-user': 'alice' })).status, 503);
   });
 
   test('show_limit_quota_header false: no headers; a window that ends lets requests through again', async () => {
-    const q = await call(`${gw.url}/quiet`);
+    const q = await call(`${rig.gw.url}/quiet`);
     assert.equal(q.status, 200);
     assert.equal(q.limit, null);
     assert.equal(q.remaining, null);
-    const q2 = await call(`${gw.url}/quiet`);
+    const q2 = await call(`${rig.gw.url}/quiet`);
     assert.equal(q2.status, 503);
     assert.equal(q2.limit, null);
 
-    assertAllowed(await call(`${gw.url}/short`), 0, 1, 'short 1');
-    assert.equal((await call(`${gw.url}/short`)).status, 503);
+    assertAllowed(await call(`${rig.gw.url}/short`), 0, 1, 'short 1');
+    assert.equal((await call(`${rig.gw.url}/short`)).status, 503);
     await new Promise((r) => setTimeout(r, 1100));
-    assertAllowed(await call(`${gw.url}/short`), 0, 1, 'short, next window');
+    assertAllowed(await call(`${rig.gw.url}/short`), 0, 1, 'short, next window');
   });
 
   test('count from a variable, with a default', async () => {
-    assertAllowed(await call(`${gw.url}/var-count`, { 'x-user': 'a', 'x-quota': '5' }), 4, 5, 'quota 5');
-    assertAllowed(await call(`${gw.url}/var-count`, { 'x-user': 'b' }), 1, 2, 'default quota');
+    assertAllowed(await call(`${rig.gw.url}/var-count`, { 'x-user': 'a', 'x-quota': '5' }), 4, 5, 'quota 5');
+    assertAllowed(await call(`${rig.gw.url}/var-count`, { 'x-user': 'b' }), 1, 2, 'default quota');
     // not a positive integer: APISIX answers 500
-    assert.equal((await call(`${gw.url}/var-count`, { 'x-user': 'c', 'x-quota': 'lots' })).status, 500);
+    assert.equal((await call(`${rig.gw.url}/var-count`, { 'x-user': 'c', 'x-quota': 'lots' })).status, 500);
   });
 
   test('routes of one group share their counter', async () => {
-    assertAllowed(await call(`${gw.url}/g1`), 1, 2, 'g1');
-    assertAllowed(await call(`${gw.url}/g2`), 0, 2, 'g2');
-    assert.equal((await call(`${gw.url}/g1`)).status, 503);
-    assert.equal((await call(`${gw.url}/g2`)).status, 503);
+    assertAllowed(await call(`${rig.gw.url}/g1`), 1, 2, 'g1');
+    assertAllowed(await call(`${rig.gw.url}/g2`), 0, 2, 'g2');
+    assert.equal((await call(`${rig.gw.url}/g1`)).status, 503);
+    assert.equal((await call(`${rig.gw.url}/g2`)).status, 503);
   });
 
   test('schema violations are rejected with the field', async () => {
-    const st = await gw.status();
+    const st = await rig.gw.status();
     const reason = (id: string) => st.rejected.find((r) => r.id === id)?.reason ?? '(not rejected)';
     assert.match(reason('bad-count'), /\/plugins\/limit-count\/count: must be > 0/);
     assert.match(reason('bad-window'), /\/plugins\/limit-count: must have required property 'time_window'/);
