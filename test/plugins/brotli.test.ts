@@ -21,7 +21,7 @@ import {
   type CompressionCase,
 } from './compression-contract.ts';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRejected, gatewayWithUpstream } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, type InvalidConfig } from './send.ts';
 
 describe('brotli (gateway process)', () => {
   const routes = (extra: object[] = []) => {
@@ -96,29 +96,19 @@ describe('brotli (gateway process)', () => {
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { brotli: conf }, upstream });
-    writeRoutes(rig.gw.routesPath, routes([
+    const invalid: InvalidConfig[] = [
       // t/plugin/brotli.t TEST 27
-      bad('bad-types', { types: 'text/html' }),
-      bad('bad-min', { min_length: 0 }),
-      bad('bad-level', { comp_level: 12 }),
-      bad('bad-mode', { mode: 3 }),
-      bad('bad-lgwin', { lgwin: 9 }),
-      bad('bad-lgblock', { lgblock: 15 }),
-      bad('bad-version', { http_version: 2 }),
-      bad('bad-vary', { vary: 0 }),
-    ]));
-    await expectRejected(rig.gw, [
-      ['routes', 'bad-types', '/plugins/brotli/types: must be one of "*"'],
-      ['routes', 'bad-min', '/plugins/brotli/min_length: must be >= 1'],
-      ['routes', 'bad-level', '/plugins/brotli/comp_level: must be <= 11'],
-      ['routes', 'bad-mode', '/plugins/brotli/mode: must be <= 2'],
-      ['routes', 'bad-lgwin', '/plugins/brotli/lgwin: must be one of 0, 10, 11'],
-      ['routes', 'bad-lgblock', '/plugins/brotli/lgblock: must be one of 0, 16, 17'],
-      ['routes', 'bad-version', '/plugins/brotli/http_version: must be one of 1.1, 1'],
-      ['routes', 'bad-vary', '/plugins/brotli/vary: must be boolean'],
-    ]);
+      ['bad-types', { types: 'text/html' }, '/plugins/brotli/types: must be one of "*"'],
+      ['bad-min', { min_length: 0 }, '/plugins/brotli/min_length: must be >= 1'],
+      ['bad-level', { comp_level: 12 }, '/plugins/brotli/comp_level: must be <= 11'],
+      ['bad-mode', { mode: 3 }, '/plugins/brotli/mode: must be <= 2'],
+      ['bad-lgwin', { lgwin: 9 }, '/plugins/brotli/lgwin: must be one of 0, 10, 11'],
+      ['bad-lgblock', { lgblock: 15 }, '/plugins/brotli/lgblock: must be one of 0, 16, 17'],
+      ['bad-version', { http_version: 2 }, '/plugins/brotli/http_version: must be one of 1.1, 1'],
+      ['bad-vary', { vary: 0 }, '/plugins/brotli/vary: must be boolean'],
+    ];
+    writeRoutes(rig.gw.routesPath, routes(invalidRoutes('brotli', rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
     assert.equal((await sendBinary(`${rig.gw.url}/bad-level`)).status, 404, 'a rejected route does not exist');
     const ok = await sendBinary(`${rig.gw.url}/brotli-default`, { headers: { 'Accept-Encoding': 'br' } });
     assert.equal(ok.headers['content-encoding'], 'br', 'the valid routes keep serving');

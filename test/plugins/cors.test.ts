@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRejected, gatewayWithUpstream, send } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, send, type InvalidConfig } from './send.ts';
 
 const CORS_HEADERS = [
   'access-control-allow-origin',
@@ -131,24 +131,16 @@ describe('cors (gateway process)', () => {
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { cors: conf }, upstream });
-    writeRoutes(rig.gw.routesPath, routes([
-      bad('bad-credential', { allow_credential: true }),
-      bad('bad-credential-methods', { ...DOCS_LIST, allow_methods: '*' }),
-      bad('bad-origins', { allow_origins: 'sub.domain.com' }),
-      bad('bad-regex', { allow_origins_by_regex: ['(?<name>a)\\k<name>'] }),
-      bad('bad-max-age', { max_age: 'long' }),
-      bad('bad-metadata', { allow_origins_by_metadata: ['key_1'] }),
-    ]));
-    await expectRejected(rig.gw, [
-      ['routes', 'bad-credential', "you can not set '*' for other option when 'allow_credential' is true"],
-      ['routes', 'bad-credential-methods', "you can not set '*' for other option when 'allow_credential' is true"],
-      ['routes', 'bad-origins', '/plugins/cors/allow_origins: must match pattern'],
-      ['routes', 'bad-regex', 'allow_origins_by_regex[0]: invalid regular expression'],
-      ['routes', 'bad-max-age', '/plugins/cors/max_age: must be integer'],
-      ['routes', 'bad-metadata', 'allow_origins_by_metadata is not supported'],
-    ]);
+    const invalid: InvalidConfig[] = [
+      ['bad-credential', { allow_credential: true }, "you can not set '*' for other option when 'allow_credential' is true"],
+      ['bad-credential-methods', { ...DOCS_LIST, allow_methods: '*' }, "you can not set '*' for other option when 'allow_credential' is true"],
+      ['bad-origins', { allow_origins: 'sub.domain.com' }, '/plugins/cors/allow_origins: must match pattern'],
+      ['bad-regex', { allow_origins_by_regex: ['(?<name>a)\\k<name>'] }, 'allow_origins_by_regex[0]: invalid regular expression'],
+      ['bad-max-age', { max_age: 'long' }, '/plugins/cors/max_age: must be integer'],
+      ['bad-metadata', { allow_origins_by_metadata: ['key_1'] }, 'allow_origins_by_metadata is not supported'],
+    ];
+    writeRoutes(rig.gw.routesPath, routes(invalidRoutes('cors', rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
     assert.equal((await send(`${rig.gw.url}/defaults`)).headers['access-control-allow-origin'], '*', 'the valid routes keep working');
     writeRoutes(rig.gw.routesPath, routes());
   });

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRejected, gatewayWithUpstream, send } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, send, type InvalidConfig } from './send.ts';
 
 describe('fault-injection (gateway process)', () => {
 
@@ -112,26 +112,17 @@ describe('fault-injection (gateway process)', () => {
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'fault-injection': conf }, upstream });
-    writeRoutes(rig.gw.routesPath, routes([
-      bad('bad-empty', {}),
-      bad('bad-abort', { abort: { body: 'x' } }),
-      bad('bad-status', { abort: { http_status: 100 } }),
-      bad('bad-percentage', { abort: { http_status: 500, percentage: 101 } }),
-      bad('bad-delay', { delay: { duration: -1 } }),
-      bad('bad-vars', { abort: { http_status: 500, vars: [[['arg_name', 'is', 'x']]] } }),
-      bad('bad-header', { abort: { http_status: 500, headers: { 'X-Bad': 'a\r\nb' } } }),
-    ]));
-    await expectRejected(rig.gw, [
-      ['routes', 'bad-empty', '/plugins/fault-injection: must NOT have fewer than 1 properties'],
-      ['routes', 'bad-abort', "/plugins/fault-injection/abort: must have required property 'http_status'"],
-      ['routes', 'bad-status', '/plugins/fault-injection/abort/http_status: must be >= 200'],
-      ['routes', 'bad-percentage', '/plugins/fault-injection/abort/percentage: must be <= 100'],
-      ['routes', 'bad-delay', '/plugins/fault-injection/delay/duration: must be >= 0'],
-      ['routes', 'bad-vars', "abort.vars[0]: vars[0]: invalid operator 'is'"],
-      ['routes', 'bad-header', 'abort.headers.X-Bad: value contains CR'],
-    ]);
+    const invalid: InvalidConfig[] = [
+      ['bad-empty', {}, '/plugins/fault-injection: must NOT have fewer than 1 properties'],
+      ['bad-abort', { abort: { body: 'x' } }, "/plugins/fault-injection/abort: must have required property 'http_status'"],
+      ['bad-status', { abort: { http_status: 100 } }, '/plugins/fault-injection/abort/http_status: must be >= 200'],
+      ['bad-percentage', { abort: { http_status: 500, percentage: 101 } }, '/plugins/fault-injection/abort/percentage: must be <= 100'],
+      ['bad-delay', { delay: { duration: -1 } }, '/plugins/fault-injection/delay/duration: must be >= 0'],
+      ['bad-vars', { abort: { http_status: 500, vars: [[['arg_name', 'is', 'x']]] } }, "abort.vars[0]: vars[0]: invalid operator 'is'"],
+      ['bad-header', { abort: { http_status: 500, headers: { 'X-Bad': 'a\r\nb' } } }, 'abort.headers.X-Bad: value contains CR'],
+    ];
+    writeRoutes(rig.gw.routesPath, routes(invalidRoutes('fault-injection', rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
     assert.equal((await send(`${rig.gw.url}/docs-abort`)).status, 404, 'the valid routes keep working');
     writeRoutes(rig.gw.routesPath, routes());
   });

@@ -20,7 +20,7 @@ import {
   type CompressionCase,
 } from './compression-contract.ts';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRejected, gatewayWithUpstream } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, type InvalidConfig } from './send.ts';
 
 describe('gzip (gateway process)', () => {
   const routes = (extra: object[] = []) => {
@@ -70,26 +70,17 @@ describe('gzip (gateway process)', () => {
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { gzip: conf }, upstream });
-    writeRoutes(rig.gw.routesPath, routes([
-      bad('bad-types', { types: [] }),
-      bad('bad-types-string', { types: 'text/html' }),
-      bad('bad-min', { min_length: 0 }),
-      bad('bad-level', { comp_level: 10 }),
-      bad('bad-version', { http_version: 2 }),
-      bad('bad-buffers', { buffers: { number: 0 } }),
-      bad('bad-vary', { vary: 0 }),
-    ]));
-    await expectRejected(rig.gw, [
-      ['routes', 'bad-types', '/plugins/gzip/types: must NOT have fewer than 1 items'],
-      ['routes', 'bad-types-string', '/plugins/gzip/types: must be one of "*"'],
-      ['routes', 'bad-min', '/plugins/gzip/min_length: must be >= 1'],
-      ['routes', 'bad-level', '/plugins/gzip/comp_level: must be <= 9'],
-      ['routes', 'bad-version', '/plugins/gzip/http_version: must be one of 1.1, 1'],
-      ['routes', 'bad-buffers', '/plugins/gzip/buffers/number: must be >= 1'],
-      ['routes', 'bad-vary', '/plugins/gzip/vary: must be boolean'],
-    ]);
+    const invalid: InvalidConfig[] = [
+      ['bad-types', { types: [] }, '/plugins/gzip/types: must NOT have fewer than 1 items'],
+      ['bad-types-string', { types: 'text/html' }, '/plugins/gzip/types: must be one of "*"'],
+      ['bad-min', { min_length: 0 }, '/plugins/gzip/min_length: must be >= 1'],
+      ['bad-level', { comp_level: 10 }, '/plugins/gzip/comp_level: must be <= 9'],
+      ['bad-version', { http_version: 2 }, '/plugins/gzip/http_version: must be one of 1.1, 1'],
+      ['bad-buffers', { buffers: { number: 0 } }, '/plugins/gzip/buffers/number: must be >= 1'],
+      ['bad-vary', { vary: 0 }, '/plugins/gzip/vary: must be boolean'],
+    ];
+    writeRoutes(rig.gw.routesPath, routes(invalidRoutes('gzip', rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
     assert.equal((await sendBinary(`${rig.gw.url}/bad-level`)).status, 404, 'a rejected route does not exist');
     const ok = await sendBinary(`${rig.gw.url}/gzip-default`, { headers: { 'Accept-Encoding': 'gzip' } });
     assert.equal(ok.headers['content-encoding'], 'gzip', 'the valid routes keep serving');

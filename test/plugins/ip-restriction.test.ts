@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRejected, gatewayWithUpstream, ipv6Url, send } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, ipv6Url, send, type InvalidConfig } from './send.ts';
 
 describe('ip-restriction (gateway process)', () => {
   let v6url: string;
@@ -71,26 +71,17 @@ describe('ip-restriction (gateway process)', () => {
   }
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'ip-restriction': conf }, upstream });
-    writeRoutes(rig.gw.routesPath, routes([
-      bad('bad-none', { message: 'x' }),
-      bad('bad-both', { whitelist: ['127.0.0.1'], blacklist: ['10.0.0.1'] }),
-      bad('bad-ip', { whitelist: ['127.0.0.1', '300.1.1.1'] }),
-      bad('bad-prefix', { blacklist: ['10.0.0.0/33'] }),
-      bad('bad-code', { whitelist: ['127.0.0.1'], response_code: 500 }),
-      bad('bad-message', { whitelist: ['127.0.0.1'], message: '' }),
-      bad('bad-empty', { whitelist: [] }),
-    ]));
-    await expectRejected(rig.gw, [
-      ['routes', 'bad-none', 'exactly one of whitelist or blacklist must be configured'],
-      ['routes', 'bad-both', 'exactly one of whitelist or blacklist must be configured'],
-      ['routes', 'bad-ip', 'whitelist: invalid ip address: 300.1.1.1'],
-      ['routes', 'bad-prefix', 'blacklist: invalid ip address: 10.0.0.0/33'],
-      ['routes', 'bad-code', '/plugins/ip-restriction/response_code: must be <= 404'],
-      ['routes', 'bad-message', '/plugins/ip-restriction/message: must NOT have fewer than 1 characters'],
-      ['routes', 'bad-empty', '/plugins/ip-restriction/whitelist: must NOT have fewer than 1 items'],
-    ]);
+    const invalid: InvalidConfig[] = [
+      ['bad-none', { message: 'x' }, 'exactly one of whitelist or blacklist must be configured'],
+      ['bad-both', { whitelist: ['127.0.0.1'], blacklist: ['10.0.0.1'] }, 'exactly one of whitelist or blacklist must be configured'],
+      ['bad-ip', { whitelist: ['127.0.0.1', '300.1.1.1'] }, 'whitelist: invalid ip address: 300.1.1.1'],
+      ['bad-prefix', { blacklist: ['10.0.0.0/33'] }, 'blacklist: invalid ip address: 10.0.0.0/33'],
+      ['bad-code', { whitelist: ['127.0.0.1'], response_code: 500 }, '/plugins/ip-restriction/response_code: must be <= 404'],
+      ['bad-message', { whitelist: ['127.0.0.1'], message: '' }, '/plugins/ip-restriction/message: must NOT have fewer than 1 characters'],
+      ['bad-empty', { whitelist: [] }, '/plugins/ip-restriction/whitelist: must NOT have fewer than 1 items'],
+    ];
+    writeRoutes(rig.gw.routesPath, routes(invalidRoutes('ip-restriction', rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
     assert.equal((await send(`${rig.gw.url}/bad-ip`)).status, 404, 'a rejected route does not exist');
     assert.equal((await send(`${rig.gw.url}/loopback-v4`)).status, 200, 'the valid routes keep serving');
     writeRoutes(rig.gw.routesPath, routes());

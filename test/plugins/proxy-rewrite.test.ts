@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { expectRejected, gatewayWithUpstream, sendPath } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, sendPath, type InvalidConfig } from './send.ts';
 
 /** What the echo upstream saw: method, url and headers of the request the gateway sent. */
 interface Echo {
@@ -293,7 +293,7 @@ const CASES: Case[] = [
 ];
 
 /** Rejected configs: [route id, config, part of the reason]. */
-const INVALID: [string, Record<string, unknown>, string][] = [
+const INVALID: InvalidConfig[] = [
   ['bad-uri', { uri: 'relative' }, '/plugins/proxy-rewrite/uri: must match pattern'],
   ['bad-regex', { regex_uri: ['(a)\\1', '/b'] }, '/plugins/proxy-rewrite/regex_uri/0: invalid regex_uri((a)\\1, /b): invalid regular expression'],
   ['bad-odd', { regex_uri: ['^/a', '/b', '^/c'] }, 'The length of regex_uri should be an even number'],
@@ -314,7 +314,7 @@ describe('proxy-rewrite (gateway process)', () => {
       routes: {
         routes: [
           ...CASES.map((c, i) => ({ id: `c${i}`, uri: c.route.uri ?? slug(c.name), plugins: c.route.plugins, upstream })),
-          ...INVALID.map(([id, conf]) => ({ id, uri: `/${id}`, plugins: { 'proxy-rewrite': conf }, upstream })),
+          ...invalidRoutes('proxy-rewrite', up.address, INVALID),
         ],
         consumers: [{ username: 'JohnDoe', plugins: { 'key-auth': { key: 'john-key' } } }],
       },
@@ -348,7 +348,7 @@ describe('proxy-rewrite (gateway process)', () => {
   });
 
   test('invalid configs are rejected with the reason in /status; valid routes keep serving', async () => {
-    await expectRejected(rig.gw, INVALID.map(([id, , reason]) => ['routes', id, reason] as const));
+    await expectRoutesRejected(rig.gw, INVALID);
     assert.equal((await sendPath(rig.gw, '/bad-uri')).status, 404);
     assert.equal((await sendPath(rig.gw, '/headers')).status, 200);
   });

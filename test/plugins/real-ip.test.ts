@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
 import { waitUntil } from '../helpers/wait.ts';
-import { expectRejected, gatewayWithUpstream, ipv6Url, send } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, ipv6Url, send, type InvalidConfig } from './send.ts';
 
 describe('real-ip (gateway process)', () => {
   let v6url: string;
@@ -154,24 +154,16 @@ describe('real-ip (gateway process)', () => {
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'real-ip': conf }, upstream });
-    writeRoutes(rig.gw.routesPath, routes([
-      bad('bad-no-source', { trusted_addresses: ['127.0.0.1'] }),
-      bad('bad-empty-source', { source: '' }),
-      bad('bad-cidr', { source: 'http_xff', trusted_addresses: ['127.0.0.1/33'] }),
-      bad('bad-v6', { source: 'http_xff', trusted_addresses: ['::1/129'] }),
-      bad('bad-empty-list', { source: 'http_xff', trusted_addresses: [] }),
-      bad('bad-recursive', { source: 'http_xff', recursive: 'yes' }),
-    ]));
-    await expectRejected(rig.gw, [
-      ['routes', 'bad-no-source', "/plugins/real-ip: must have required property 'source'"],
-      ['routes', 'bad-empty-source', '/plugins/real-ip/source: must NOT have fewer than 1 characters'],
-      ['routes', 'bad-cidr', 'trusted_addresses: invalid ip address: 127.0.0.1/33'],
-      ['routes', 'bad-v6', 'trusted_addresses: invalid ip address: ::1/129'],
-      ['routes', 'bad-empty-list', '/plugins/real-ip/trusted_addresses: must NOT have fewer than 1 items'],
-      ['routes', 'bad-recursive', '/plugins/real-ip/recursive: must be boolean'],
-    ]);
+    const invalid: InvalidConfig[] = [
+      ['bad-no-source', { trusted_addresses: ['127.0.0.1'] }, "/plugins/real-ip: must have required property 'source'"],
+      ['bad-empty-source', { source: '' }, '/plugins/real-ip/source: must NOT have fewer than 1 characters'],
+      ['bad-cidr', { source: 'http_xff', trusted_addresses: ['127.0.0.1/33'] }, 'trusted_addresses: invalid ip address: 127.0.0.1/33'],
+      ['bad-v6', { source: 'http_xff', trusted_addresses: ['::1/129'] }, 'trusted_addresses: invalid ip address: ::1/129'],
+      ['bad-empty-list', { source: 'http_xff', trusted_addresses: [] }, '/plugins/real-ip/trusted_addresses: must NOT have fewer than 1 items'],
+      ['bad-recursive', { source: 'http_xff', recursive: 'yes' }, '/plugins/real-ip/recursive: must be boolean'],
+    ];
+    writeRoutes(rig.gw.routesPath, routes(invalidRoutes('real-ip', rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
     assert.equal((await send(`${rig.gw.url}/bad-cidr`)).status, 404, 'a rejected route does not exist');
     assert.equal((await send(`${rig.gw.url}/docs-xff`)).status, 200, 'the valid routes keep serving');
     writeRoutes(rig.gw.routesPath, routes());

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRejected, gatewayWithUpstream, send } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, send, type InvalidConfig } from './send.ts';
 
 describe('redirect (gateway process)', () => {
 
@@ -100,28 +100,18 @@ describe('redirect (gateway process)', () => {
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { redirect: conf }, upstream });
-    writeRoutes(rig.gw.routesPath, routes([
-      bad('bad-none', { ret_code: 301 }),
-      bad('bad-two', { http_to_https: true, uri: '/hello' }),
-      bad('bad-append', { http_to_https: true, append_query_string: true }),
-      bad('bad-regex', { regex_uri: ['^/(a)\\1', '/x'] }),
-      bad('bad-replacement', { regex_uri: ['^/(.*)', '/$x'] }),
-      bad('bad-regex-len', { regex_uri: ['^/a'] }),
-      bad('bad-code', { uri: '/x', ret_code: 100 }),
-      bad('bad-uri', { uri: '/' }),
-    ]));
-    await expectRejected(rig.gw, [
-      ['routes', 'bad-none', 'exactly one of uri, regex_uri and http_to_https must be configured'],
-      ['routes', 'bad-two', 'exactly one of uri, regex_uri and http_to_https must be configured (got uri, http_to_https)'],
-      ['routes', 'bad-append', 'only one of `http_to_https` and `append_query_string` can be configured.'],
-      ['routes', 'bad-regex', 'invalid regex_uri (^/(a)\\1, /x): invalid regular expression'],
-      ['routes', 'bad-replacement', 'invalid regex_uri (^/(.*), /$x): invalid capturing variable name'],
-      ['routes', 'bad-regex-len', '/plugins/redirect/regex_uri: must NOT have fewer than 2 items'],
-      ['routes', 'bad-code', '/plugins/redirect/ret_code: must be >= 200'],
-      ['routes', 'bad-uri', '/plugins/redirect/uri: must NOT have fewer than 2 characters'],
-    ]);
+    const invalid: InvalidConfig[] = [
+      ['bad-none', { ret_code: 301 }, 'exactly one of uri, regex_uri and http_to_https must be configured'],
+      ['bad-two', { http_to_https: true, uri: '/hello' }, 'exactly one of uri, regex_uri and http_to_https must be configured (got uri, http_to_https)'],
+      ['bad-append', { http_to_https: true, append_query_string: true }, 'only one of `http_to_https` and `append_query_string` can be configured.'],
+      ['bad-regex', { regex_uri: ['^/(a)\\1', '/x'] }, 'invalid regex_uri (^/(a)\\1, /x): invalid regular expression'],
+      ['bad-replacement', { regex_uri: ['^/(.*)', '/$x'] }, 'invalid regex_uri (^/(.*), /$x): invalid capturing variable name'],
+      ['bad-regex-len', { regex_uri: ['^/a'] }, '/plugins/redirect/regex_uri: must NOT have fewer than 2 items'],
+      ['bad-code', { uri: '/x', ret_code: 100 }, '/plugins/redirect/ret_code: must be >= 200'],
+      ['bad-uri', { uri: '/' }, '/plugins/redirect/uri: must NOT have fewer than 2 characters'],
+    ];
+    writeRoutes(rig.gw.routesPath, routes(invalidRoutes('redirect', rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
     assert.equal((await send(`${rig.gw.url}/test`)).status, 301, 'the valid routes keep working');
     writeRoutes(rig.gw.routesPath, routes());
   });

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRejected, gatewayWithUpstream, send, type Answer } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, send, type Answer, type InvalidConfig } from './send.ts';
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -107,22 +107,15 @@ describe('request-id (gateway process)', () => {
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'request-id': conf }, upstream });
-    writeRoutes(rig.gw.routesPath, routes([
-      bad('bad-algorithm', { algorithm: 'snowflake' }),
-      bad('bad-length', { algorithm: 'range_id', range_id: { length: 3 } }),
-      bad('bad-charset', { algorithm: 'range_id', range_id: { char_set: 'abc' } }),
-      bad('bad-include', { include_in_response: 'yes' }),
-      bad('bad-header', { header_name: 'X Request Id' }),
-    ]));
-    await expectRejected(rig.gw, [
-      ['routes', 'bad-algorithm', '/plugins/request-id/algorithm: must be one of "uuid", "nanoid", "range_id", "ksuid", "uuidv7"'],
-      ['routes', 'bad-length', '/plugins/request-id/range_id/length: must be >= 6'],
-      ['routes', 'bad-charset', '/plugins/request-id/range_id/char_set: must NOT have fewer than 6 characters'],
-      ['routes', 'bad-include', '/plugins/request-id/include_in_response: must be boolean'],
-      ['routes', 'bad-header', 'header_name: must be an HTTP token'],
-    ]);
+    const invalid: InvalidConfig[] = [
+      ['bad-algorithm', { algorithm: 'snowflake' }, '/plugins/request-id/algorithm: must be one of "uuid", "nanoid", "range_id", "ksuid", "uuidv7"'],
+      ['bad-length', { algorithm: 'range_id', range_id: { length: 3 } }, '/plugins/request-id/range_id/length: must be >= 6'],
+      ['bad-charset', { algorithm: 'range_id', range_id: { char_set: 'abc' } }, '/plugins/request-id/range_id/char_set: must NOT have fewer than 6 characters'],
+      ['bad-include', { include_in_response: 'yes' }, '/plugins/request-id/include_in_response: must be boolean'],
+      ['bad-header', { header_name: 'X Request Id' }, 'header_name: must be an HTTP token'],
+    ];
+    writeRoutes(rig.gw.routesPath, routes(invalidRoutes('request-id', rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
     assert.equal((await send(`${rig.gw.url}/docs-default`)).status, 200, 'the valid routes keep working');
     writeRoutes(rig.gw.routesPath, routes());
   });

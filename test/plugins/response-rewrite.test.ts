@@ -12,7 +12,7 @@ import type { ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
-import { expectRejected, gatewayWithUpstream, sendPath } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, sendPath, type InvalidConfig } from './send.ts';
 
 const GZIPPED = gzipSync('{"compressed":true}');
 const DEFLATED = deflateSync('{"deflated":true}');
@@ -274,7 +274,7 @@ const CASES: Case[] = [
 ];
 
 /** Rejected configs: [route id, config, part of the reason]. */
-const INVALID: [string, Record<string, unknown>, string][] = [
+const INVALID: InvalidConfig[] = [
   ['bad-status', { status_code: 100 }, '/plugins/response-rewrite/status_code: must be >= 200'],
   ['bad-base64', { body: '!!not base64!!', body_base64: true }, '/plugins/response-rewrite/body: invalid base64 content'],
   ['bad-filter-regex', { filters: [{ regex: '(a)\\1', replace: 'b' }] }, '/plugins/response-rewrite/filters/0: regex "(a)\\1" validation failed: invalid regular expression'],
@@ -299,7 +299,7 @@ describe('response-rewrite (gateway process)', () => {
       routes: {
         routes: [
           ...CASES.map((c, i) => ({ id: `c${i}`, uri: c.route.uri ?? slug(c.name), plugins: c.route.plugins, upstream })),
-          ...INVALID.map(([id, conf]) => ({ id, uri: `/${id}`, plugins: { 'response-rewrite': conf }, upstream })),
+          ...invalidRoutes('response-rewrite', up.address, INVALID),
           { id: 'to-204', uri: '/to-204', plugins: { 'response-rewrite': { status_code: 204 } }, upstream },
         ],
         consumers: [{ username: 'jack', plugins: { 'key-auth': { key: 'jack-key' } } }],
@@ -351,7 +351,7 @@ describe('response-rewrite (gateway process)', () => {
   );
 
   test('invalid configs are rejected with the reason in /status; valid routes keep serving', async () => {
-    await expectRejected(rig.gw, INVALID.map(([id, , reason]) => ['routes', id, reason] as const));
+    await expectRoutesRejected(rig.gw, INVALID);
     assert.equal((await sendPath(rig.gw, '/bad-status', { encoding: 'latin1' })).status, 404);
     assert.equal((await sendPath(rig.gw, '/headers', { encoding: 'latin1' })).body, DOCS_BODY);
   });

@@ -89,6 +89,20 @@ export async function fetchJson(url: string, opts: { method?: string; headers?: 
   return { status: res.status, headers: res.headers, json };
 }
 
+/** An invalid config of the plugin under test: the id of the route it goes on, the config, what its rejection reason must contain. */
+export type InvalidConfig = readonly [id: string, conf: unknown, reason: string];
+
+/** One route `/<id>` per invalid config, with `plugin` set to that config, on the upstream at `upstreamAddress`. */
+export function invalidRoutes(plugin: string, upstreamAddress: string, invalid: readonly InvalidConfig[]): object[] {
+  const upstream = { nodes: { [upstreamAddress]: 1 } };
+  return invalid.map(([id, conf]) => ({ id, uri: `/${id}`, plugins: { [plugin]: conf }, upstream }));
+}
+
+/** Waits until /status rejects the route of each invalid config and checks its reason. */
+export function expectRoutesRejected(gw: GatewayProcess, invalid: readonly InvalidConfig[]): Promise<void> {
+  return expectRejected(gw, invalid.map(([id, , reason]) => ['routes', id, reason] as const));
+}
+
 /** Waits until /status rejects each [kind, id] and checks that its reason contains the text. */
 export async function expectRejected(gw: GatewayProcess, expected: readonly (readonly [string, string, string])[]): Promise<void> {
   const st = await waitUntil(async () => {

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRejected, gatewayWithUpstream, send } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, send, type InvalidConfig } from './send.ts';
 
 describe('uri-blocker (gateway process)', () => {
 
@@ -74,24 +74,16 @@ describe('uri-blocker (gateway process)', () => {
   });
 
   test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'uri-blocker': conf }, upstream });
-    writeRoutes(rig.gw.routesPath, routes([
-      bad('bad-missing', { rejected_code: 403 }),
-      bad('bad-backref', { block_rules: ['(a)\\1'] }),
-      bad('bad-syntax', { block_rules: ['ok', 'root.m+', '(unclosed'] }),
-      bad('bad-dup', { block_rules: ['a', 'a'] }),
-      bad('bad-code', { block_rules: ['a'], rejected_code: 100 }),
-      bad('bad-msg', { block_rules: ['a'], rejected_msg: '' }),
-    ]));
-    await expectRejected(rig.gw, [
-      ['routes', 'bad-missing', "/plugins/uri-blocker: must have required property 'block_rules'"],
-      ['routes', 'bad-backref', 'block_rules[0]: invalid regular expression "(a)\\\\1": backreferences'],
-      ['routes', 'bad-syntax', 'block_rules[2]: invalid regular expression "(unclosed"'],
-      ['routes', 'bad-dup', '/plugins/uri-blocker/block_rules: must NOT have duplicate items'],
-      ['routes', 'bad-code', '/plugins/uri-blocker/rejected_code: must be >= 200'],
-      ['routes', 'bad-msg', '/plugins/uri-blocker/rejected_msg: must NOT have fewer than 1 characters'],
-    ]);
+    const invalid: InvalidConfig[] = [
+      ['bad-missing', { rejected_code: 403 }, "/plugins/uri-blocker: must have required property 'block_rules'"],
+      ['bad-backref', { block_rules: ['(a)\\1'] }, 'block_rules[0]: invalid regular expression "(a)\\\\1": backreferences'],
+      ['bad-syntax', { block_rules: ['ok', 'root.m+', '(unclosed'] }, 'block_rules[2]: invalid regular expression "(unclosed"'],
+      ['bad-dup', { block_rules: ['a', 'a'] }, '/plugins/uri-blocker/block_rules: must NOT have duplicate items'],
+      ['bad-code', { block_rules: ['a'], rejected_code: 100 }, '/plugins/uri-blocker/rejected_code: must be >= 200'],
+      ['bad-msg', { block_rules: ['a'], rejected_msg: '' }, '/plugins/uri-blocker/rejected_msg: must NOT have fewer than 1 characters'],
+    ];
+    writeRoutes(rig.gw.routesPath, routes(invalidRoutes('uri-blocker', rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
     assert.equal((await send(`${rig.gw.url}/msg/root.exe`)).status, 403, 'the valid routes keep working');
     writeRoutes(rig.gw.routesPath, routes());
   });
