@@ -10,6 +10,7 @@
 import assert from 'node:assert/strict';
 import { brotliDecompressSync } from 'node:zlib';
 import { describe, test } from 'node:test';
+import { writeRoutes } from '../helpers/gateway.ts';
 import {
   compressionUpstream,
   contractCases,
@@ -20,7 +21,6 @@ import {
   sendBinary,
   type CompressionCase,
 } from './compression-contract.ts';
-import { writeRoutes } from '../helpers/gateway.ts';
 import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, type InvalidConfig } from './send.ts';
 
 describe('brotli (gateway process)', () => {

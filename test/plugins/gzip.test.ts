@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { gunzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
+import { writeRoutes } from '../helpers/gateway.ts';
 import {
   compressionUpstream,
   contractCases,
@@ -19,7 +20,6 @@ import {
   sendBinary,
   type CompressionCase,
 } from './compression-contract.ts';
-import { writeRoutes } from '../helpers/gateway.ts';
 import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, type InvalidConfig } from './send.ts';
 
 describe('gzip (gateway process)', () => {

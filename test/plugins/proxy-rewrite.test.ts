@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, sendPath, type InvalidConfig } from './send.ts';
+import { caseRoutes, expectRoutesRejected, gatewayWithUpstream, invalidRoutes, sendPath, slug, type InvalidConfig } from './send.ts';
 
 /** What the echo upstream saw: method, url and headers of the request the gateway sent. */
 interface Echo {
@@ -305,21 +305,13 @@ const INVALID: InvalidConfig[] = [
   ['bad-unsafe', { uri: '/x', use_real_request_uri_unsafe: true }, '/use_real_request_uri_unsafe: not supported'],
 ];
 
-const slug = (name: string) => '/' + name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
-
 describe('proxy-rewrite (gateway process)', () => {
-  const rig = gatewayWithUpstream((up) => {
-    const upstream = { nodes: { [up.address]: 1 } };
-    return {
-      routes: {
-        routes: [
-          ...CASES.map((c, i) => ({ id: `c${i}`, uri: c.route.uri ?? slug(c.name), plugins: c.route.plugins, upstream })),
-          ...invalidRoutes('proxy-rewrite', up.address, INVALID),
-        ],
-        consumers: [{ username: 'JohnDoe', plugins: { 'key-auth': { key: 'john-key' } } }],
-      },
-    };
-  });
+  const rig = gatewayWithUpstream((up) => ({
+    routes: {
+      routes: [...caseRoutes(CASES, up.address), ...invalidRoutes('proxy-rewrite', up.address, INVALID)],
+      consumers: [{ username: 'JohnDoe', plugins: { 'key-auth': { key: 'john-key' } } }],
+    },
+  }));
 
   for (const c of CASES) {
     test(c.name, async () => {

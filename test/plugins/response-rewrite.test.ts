@@ -12,7 +12,7 @@ import type { ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
-import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, sendPath, type InvalidConfig } from './send.ts';
+import { caseRoutes, expectRoutesRejected, gatewayWithUpstream, invalidRoutes, sendPath, slug, type InvalidConfig } from './send.ts';
 
 const GZIPPED = gzipSync('{"compressed":true}');
 const DEFLATED = deflateSync('{"deflated":true}');
@@ -290,15 +290,13 @@ const INVALID: InvalidConfig[] = [
   ['bad-empty-base64', { body: '', body_base64: true }, 'invalid base64 content'],
 ];
 
-const slug = (name: string) => '/' + name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
-
 describe('response-rewrite (gateway process)', () => {
   const rig = gatewayWithUpstream((up) => {
     const upstream = { nodes: { [up.address]: 1 } };
     return {
       routes: {
         routes: [
-          ...CASES.map((c, i) => ({ id: `c${i}`, uri: c.route.uri ?? slug(c.name), plugins: c.route.plugins, upstream })),
+          ...caseRoutes(CASES, up.address),
           ...invalidRoutes('response-rewrite', up.address, INVALID),
           { id: 'to-204', uri: '/to-204', plugins: { 'response-rewrite': { status_code: 204 } }, upstream },
         ],

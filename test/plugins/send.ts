@@ -103,6 +103,15 @@ export function expectRoutesRejected(gw: GatewayProcess, invalid: readonly Inval
   return expectRejected(gw, invalid.map(([id, , reason]) => ['routes', id, reason] as const));
 }
 
+/** A table-driven case's default path: its name as a slug ("Docs: set a header" → "/docs-set-a-header"). */
+export const slug = (name: string) => '/' + name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+
+/** One route per case (id `c<index>`, the case's uri or the slug of its name, its plugins) on the upstream at `upstreamAddress`. */
+export function caseRoutes(cases: readonly { name: string; route: { uri?: string; plugins: Record<string, unknown> } }[], upstreamAddress: string): object[] {
+  const upstream = { nodes: { [upstreamAddress]: 1 } };
+  return cases.map((c, i) => ({ id: `c${i}`, uri: c.route.uri ?? slug(c.name), plugins: c.route.plugins, upstream }));
+}
+
 /** Waits until /status rejects each [kind, id] and checks that its reason contains the text. */
 export async function expectRejected(gw: GatewayProcess, expected: readonly (readonly [string, string, string])[]): Promise<void> {
   const st = await waitUntil(async () => {
