@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { SnapshotReplica, updateOf, type SnapshotUpdate } from '../config/replica.ts';
+import { pluginFailures } from '../plugins/run.ts';
 import { log } from '../observability/log.ts';
 import { DataPlane } from './data-plane.ts';
 import { GatewayInstance } from './gateway.ts';
@@ -32,7 +33,9 @@ type ToPrimary =
   | { type: 'hello' }
   | { type: 'listening'; addresses: AddressInfo[] }
   | { type: 'applied'; revision: number }
-  | { type: 'rejected'; failures: CompileFailure[] };
+  | { type: 'rejected'; failures: CompileFailure[] }
+  /** the worker's plugin failure counts since it started (sent at most once a second, when they changed) */
+  | { type: 'plugin-failures'; counts: Record<string, number> };
 
 export function workerCount(setting: number | 'auto'): number {
   return setting === 'auto' ? availableParallelism() : setting;
@@ -43,6 +46,7 @@ interface WorkerState {
   /** revision of the last snapshot update the worker applied */
   revision: number | undefined;
   listening: boolean;
+  pluginFailures: Record<string, number>;
 }
 
 /**
@@ -57,6 +61,8 @@ export class ClusterGateway extends GatewayInstance {
   /** set when draining starts: a worker exiting then is not replaced */
   private draining = false;
   private firstListening: ((a: AddressInfo[]) => void) | undefined;
+  /** plugin failures of workers that have exited */
+  private readonly retiredFailures = new Map<string, number>();
   /** times of recent worker deaths, each within the backoff window of the one before */
   private readonly deaths: number[] = [];
 
@@ -69,7 +75,10 @@ export class ClusterGateway extends GatewayInstance {
       // ready once every worker listens with a snapshot (not per revision: readiness must not
       // flap for the milliseconds each change takes to reach the workers)
       ready: () => this.workers.size === this.count && [...this.workers.values()].every((w) => w.listening),
-      report: () => ({ workers: [...this.workers.values()].map((w) => ({ pid: w.worker.process.pid ?? 0, revision: w.revision ?? null, listening: w.listening })) }),
+      report: () => ({
+        workers: [...this.workers.values()].map((w) => ({ pid: w.worker.process.pid ?? 0, revision: w.revision ?? null, listening: w.listening })),
+        plugin_failures: this.pluginFailures(),
+      }),
     });
     this.pipeline.store.subscribe((snapshot, diff) => this.broadcast({ type: 'snapshot', update: updateOf(snapshot, diff) }));
   }
@@ -82,7 +91,7 @@ export class ClusterGateway extends GatewayInstance {
 
   private fork(): void {
     const worker = cluster.fork({ PORTICO_WORKER: '1' });
-    const state: WorkerState = { worker, revision: undefined, listening: false };
+    const state: WorkerState = { worker, revision: undefined, listening: false, pluginFailures: {} };
     this.workers.set(worker.id, state);
     worker.on('message', (m: ToPrimary) => {
       if (m.type === 'hello') {
@@ -95,6 +104,8 @@ export class ClusterGateway extends GatewayInstance {
         this.pipeline.register();
       } else if (m.type === 'rejected') {
         this.pipeline.rejectCompileFailures(m.failures);
+      } else if (m.type === 'plugin-failures') {
+        state.pluginFailures = m.counts;
       } else if (m.type === 'listening') {
         state.listening = true;
         this.firstListening?.(m.addresses);
@@ -103,11 +114,20 @@ export class ClusterGateway extends GatewayInstance {
     });
     worker.on('exit', (code, signal) => {
       this.workers.delete(worker.id);
+      // a dead worker's failures still happened: the instance's totals keep them
+      for (const [plugin, n] of Object.entries(state.pluginFailures)) this.retiredFailures.set(plugin, (this.retiredFailures.get(plugin) ?? 0) + n);
       if (this.draining) return;
       const delay = restartDelay(this.deaths, Date.now());
       log.error({ pid: worker.process.pid, code, signal, restartInMs: delay }, `worker died; starting another in ${delay} ms`);
       setTimeout(() => !this.draining && this.fork(), delay).unref();
     });
+  }
+
+  /** The instance's plugin failures: every worker's, living or gone. */
+  private pluginFailures(): Record<string, number> {
+    const total = new Map(this.retiredFailures);
+    for (const w of this.workers.values()) for (const [plugin, n] of Object.entries(w.pluginFailures)) total.set(plugin, (total.get(plugin) ?? 0) + n);
+    return Object.fromEntries(total);
   }
 
   private send(worker: Worker, message: ToWorker): void {
@@ -166,6 +186,15 @@ export async function runWorker(config: GatewayConfig): Promise<void> {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.on('disconnect', stop);
+  // plugin failures reach the primary's /status within a second (only when they changed)
+  let reported = 0;
+  setInterval(() => {
+    let total = 0;
+    for (const n of pluginFailures.values()) total += n;
+    if (total === reported) return;
+    reported = total;
+    send({ type: 'plugin-failures', counts: Object.fromEntries(pluginFailures) });
+  }, 1000).unref();
   send({ type: 'hello' });
   await synced;
   send({ type: 'listening', addresses: await dataPlane.start() });
