@@ -27,8 +27,8 @@ export interface StatusReport {
   rejected: RejectionRecord[];
   rejections_total: Record<string, number>;
   /**
-   * requests answered 500 because a plugin threw, since start, by plugin (this process's; with
-   * proxy.workers > 1 the workers' are not summed here yet)
+   * requests answered 500 because a plugin threw, since start, by plugin; with proxy.workers > 1
+   * the sum over the workers (each reports within a second)
    */
   plugin_failures?: Record<string, number>;
   /** with proxy.workers > 1: each worker process and the revision it serves */
