@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
 import { waitUntil } from '../helpers/wait.ts';
-import { expectRejected, fetchJson, gatewayWithUpstream } from './send.ts';
+import { expectRejected, expectRoutesRejected, fetchJson, gatewayWithUpstream, invalidRoutes, type InvalidConfig } from './send.ts';
 
 const basic = (userPass: string) => `Basic ${Buffer.from(userPass).toString('base64')}`;
 
@@ -109,18 +109,10 @@ describe('basic-auth (gateway process)', () => {
   });
 
   test('schema violations are rejected with the reason in /status', async () => {
-    writeRoutes(
-      rig.gw.routesPath,
-      routes(
-        [{ username: 'nopw', plugins: { 'basic-auth': { username: 'nopw' } } }],
-        [{ id: 'bad-hide', uri: '/bad-hide', plugins: { 'basic-auth': { hide_credentials: 1 } }, upstream: { nodes: { [rig.up.address]: 1 } } }],
-      ),
-    );
-    const expected: Array<[string, string, string]> = [
-      ['routes', 'bad-hide', '/plugins/basic-auth/hide_credentials: must be boolean'],
-      ['consumers', 'nopw', "/plugins/basic-auth: must have required property 'password'"],
-    ];
-    await expectRejected(rig.gw, expected);
+    const invalid: InvalidConfig[] = [['bad-hide', { hide_credentials: 1 }, '/plugins/basic-auth/hide_credentials: must be boolean']];
+    writeRoutes(rig.gw.routesPath, routes([{ username: 'nopw', plugins: { 'basic-auth': { username: 'nopw' } } }], invalidRoutes('basic-auth', rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
+    await expectRejected(rig.gw, [['consumers', 'nopw', "/plugins/basic-auth: must have required property 'password'"]]);
     writeRoutes(rig.gw.routesPath, routes());
   });
 });

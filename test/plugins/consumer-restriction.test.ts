@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
 import { waitUntil } from '../helpers/wait.ts';
-import { expectRejected, fetchJson, gatewayWithUpstream } from './send.ts';
+import { expectRejected, expectRoutesRejected, fetchJson, gatewayWithUpstream, invalidRoutes, type InvalidConfig } from './send.ts';
 
 const JOHN = { apikey: 'john-key' };
 const JANE = { apikey: 'jane-key' };
@@ -103,30 +103,22 @@ describe('consumer-restriction (gateway process)', () => {
   });
 
   test('schema violations are rejected with the reason in /status', async () => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const bad = (id: string, conf: unknown) => ({ id, uri: `/${id}`, plugins: { 'consumer-restriction': conf }, upstream });
+    const invalid: InvalidConfig[] = [
+      ['no-list', {}, '/plugins/consumer-restriction: one of whitelist, blacklist or allowed_by_methods is required'],
+      ['empty-list', { whitelist: [] }, '/plugins/consumer-restriction/whitelist: must NOT have fewer than 1 items'],
+      ['bad-type', { type: 'ip', whitelist: ['a'] }, '/plugins/consumer-restriction/type: must be one of "consumer_name", "service_id", "route_id", "consumer_group_id"'],
+      ['bad-code', { whitelist: ['a'], rejected_code: 100 }, '/plugins/consumer-restriction/rejected_code: must be >= 200'],
+      ['bad-method', { allowed_by_methods: [{ user: 'a', methods: ['FETCH'] }] }, '/plugins/consumer-restriction/allowed_by_methods/0/methods/0: must be one of'],
+    ];
     writeRoutes(
       rig.gw.routesPath,
       routes({
-        extraRoutes: [
-          bad('no-list', {}),
-          bad('empty-list', { whitelist: [] }),
-          bad('bad-type', { type: 'ip', whitelist: ['a'] }),
-          bad('bad-code', { whitelist: ['a'], rejected_code: 100 }),
-          bad('bad-method', { allowed_by_methods: [{ user: 'a', methods: ['FETCH'] }] }),
-        ],
+        extraRoutes: invalidRoutes('consumer-restriction', rig.up.address, invalid),
         extraConsumers: [{ username: 'badrestrict', plugins: { 'key-auth': { key: 'k9' }, 'consumer-restriction': { whitelist: 'srv-1' } } }],
       }),
     );
-    const expected: Array<[string, string, string]> = [
-      ['routes', 'no-list', '/plugins/consumer-restriction: one of whitelist, blacklist or allowed_by_methods is required'],
-      ['routes', 'empty-list', '/plugins/consumer-restriction/whitelist: must NOT have fewer than 1 items'],
-      ['routes', 'bad-type', '/plugins/consumer-restriction/type: must be one of "consumer_name", "service_id", "route_id", "consumer_group_id"'],
-      ['routes', 'bad-code', '/plugins/consumer-restriction/rejected_code: must be >= 200'],
-      ['routes', 'bad-method', '/plugins/consumer-restriction/allowed_by_methods/0/methods/0: must be one of'],
-      ['consumers', 'badrestrict', '/plugins/consumer-restriction/whitelist: must be array'],
-    ];
-    await expectRejected(rig.gw, expected);
+    await expectRoutesRejected(rig.gw, invalid);
+    await expectRejected(rig.gw, [['consumers', 'badrestrict', '/plugins/consumer-restriction/whitelist: must be array']]);
     assert.equal((await fetchJson(`${rig.gw.url}/get`, { headers: JANE })).status, 200, 'the valid objects keep serving');
     writeRoutes(rig.gw.routesPath, routes());
   });

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
 import { waitUntil } from '../helpers/wait.ts';
-import { expectRejected, fetchJson, gatewayWithUpstream } from './send.ts';
+import { expectRejected, expectRoutesRejected, fetchJson, gatewayWithUpstream, invalidRoutes, type InvalidConfig } from './send.ts';
 
 describe('key-auth (gateway process)', () => {
   const routes = (extraConsumers: object[] = [], extraRoutes: object[] = []) => {
@@ -106,25 +106,18 @@ describe('key-auth (gateway process)', () => {
   });
 
   test('schema violations are rejected with the reason in /status; the rest keeps serving', async () => {
-    writeRoutes(
-      rig.gw.routesPath,
-      routes(
-        [{ username: 'keyless', plugins: { 'key-auth': {} } }, { username: 'numkey', plugins: { 'key-auth': { key: 42 } } }],
-        [
-          { id: 'bad-header', uri: '/bad-header', plugins: { 'key-auth': { header: 123 } }, upstream: { nodes: { [rig.up.address]: 1 } } },
-          { id: 'bad-hide', uri: '/bad-hide', plugins: { 'key-auth': { hide_credentials: 'yes' } }, upstream: { nodes: { [rig.up.address]: 1 } } },
-          { id: 'bad-realm', uri: '/bad-realm', plugins: { 'key-auth': { realm: 'a"b' } }, upstream: { nodes: { [rig.up.address]: 1 } } },
-        ],
-      ),
-    );
-    const expected: Array<[string, string, string]> = [
-      ['routes', 'bad-header', '/plugins/key-auth/header: must be string'],
-      ['routes', 'bad-hide', '/plugins/key-auth/hide_credentials: must be boolean'],
-      ['routes', 'bad-realm', '/plugins/key-auth/realm: must match pattern'],
+    const invalid: InvalidConfig[] = [
+      ['bad-header', { header: 123 }, '/plugins/key-auth/header: must be string'],
+      ['bad-hide', { hide_credentials: 'yes' }, '/plugins/key-auth/hide_credentials: must be boolean'],
+      ['bad-realm', { realm: 'a"b' }, '/plugins/key-auth/realm: must match pattern'],
+    ];
+    const badConsumers = [{ username: 'keyless', plugins: { 'key-auth': {} } }, { username: 'numkey', plugins: { 'key-auth': { key: 42 } } }];
+    writeRoutes(rig.gw.routesPath, routes(badConsumers, invalidRoutes('key-auth', rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
+    await expectRejected(rig.gw, [
       ['consumers', 'keyless', "/plugins/key-auth: must have required property 'key'"],
       ['consumers', 'numkey', '/plugins/key-auth/key: must be string'],
-    ];
-    await expectRejected(rig.gw, expected);
+    ]);
     assert.equal((await fetchJson(`${rig.gw.url}/bad-header`, { headers: { apikey: 'jack-key' } })).status, 404);
     assert.equal((await fetchJson(`${rig.gw.url}/anything`, { headers: { apikey: 'jack-key' } })).status, 200);
     writeRoutes(rig.gw.routesPath, routes());
