@@ -10,18 +10,17 @@
 import assert from 'node:assert/strict';
 import { brotliDecompressSync } from 'node:zlib';
 import { describe, test } from 'node:test';
-import { writeRoutes } from '../helpers/gateway.ts';
 import {
   compressionUpstream,
-  contractCases,
   contractRoutes,
   runCompressionCases,
-  runCompressionSpecials,
+  runCompressionContract,
   sampleText,
   sendBinary,
+  testInvalidConfigs,
   type CompressionCase,
 } from './compression-contract.ts';
-import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, type InvalidConfig } from './send.ts';
+import { gatewayWithUpstream } from './send.ts';
 
 describe('brotli (gateway process)', () => {
   const routes = (extra: object[] = []) => {
@@ -55,8 +54,7 @@ describe('brotli (gateway process)', () => {
     assert.ok(brotliDecompressSync(a.body).equals(sampleText(2000)));
   });
 
-  describe('the rules shared with gzip', () => runCompressionCases(() => rig.gw, contractCases('brotli', 'br')));
-  describe('alongside other plugins', () => runCompressionSpecials(() => rig.gw, 'brotli', 'br'));
+  runCompressionContract(() => rig.gw, 'brotli', 'br', 'gzip');
 
   const p = '/brotli-default?len=1000';
   const own: CompressionCase[] = [
@@ -95,23 +93,15 @@ describe('brotli (gateway process)', () => {
     assert.ok(q11!.body.length < q0!.body.length, `quality 11: ${q11!.body.length} bytes, quality 0: ${q0!.body.length}`);
   });
 
-  test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const invalid: InvalidConfig[] = [
-      // t/plugin/brotli.t TEST 27
-      ['bad-types', { types: 'text/html' }, '/plugins/brotli/types: must be one of "*"'],
-      ['bad-min', { min_length: 0 }, '/plugins/brotli/min_length: must be >= 1'],
-      ['bad-level', { comp_level: 12 }, '/plugins/brotli/comp_level: must be <= 11'],
-      ['bad-mode', { mode: 3 }, '/plugins/brotli/mode: must be <= 2'],
-      ['bad-lgwin', { lgwin: 9 }, '/plugins/brotli/lgwin: must be one of 0, 10, 11'],
-      ['bad-lgblock', { lgblock: 15 }, '/plugins/brotli/lgblock: must be one of 0, 16, 17'],
-      ['bad-version', { http_version: 2 }, '/plugins/brotli/http_version: must be one of 1.1, 1'],
-      ['bad-vary', { vary: 0 }, '/plugins/brotli/vary: must be boolean'],
-    ];
-    writeRoutes(rig.gw.routesPath, routes(invalidRoutes('brotli', rig.up.address, invalid)));
-    await expectRoutesRejected(rig.gw, invalid);
-    assert.equal((await sendBinary(`${rig.gw.url}/bad-level`)).status, 404, 'a rejected route does not exist');
-    const ok = await sendBinary(`${rig.gw.url}/brotli-default`, { headers: { 'Accept-Encoding': 'br' } });
-    assert.equal(ok.headers['content-encoding'], 'br', 'the valid routes keep serving');
-    writeRoutes(rig.gw.routesPath, routes());
-  });
+  testInvalidConfigs(rig, 'brotli', 'br', [
+    // t/plugin/brotli.t TEST 27
+    ['bad-types', { types: 'text/html' }, '/plugins/brotli/types: must be one of "*"'],
+    ['bad-min', { min_length: 0 }, '/plugins/brotli/min_length: must be >= 1'],
+    ['bad-level', { comp_level: 12 }, '/plugins/brotli/comp_level: must be <= 11'],
+    ['bad-mode', { mode: 3 }, '/plugins/brotli/mode: must be <= 2'],
+    ['bad-lgwin', { lgwin: 9 }, '/plugins/brotli/lgwin: must be one of 0, 10, 11'],
+    ['bad-lgblock', { lgblock: 15 }, '/plugins/brotli/lgblock: must be one of 0, 16, 17'],
+    ['bad-version', { http_version: 2 }, '/plugins/brotli/http_version: must be one of 1.1, 1'],
+    ['bad-vary', { vary: 0 }, '/plugins/brotli/vary: must be boolean'],
+  ], routes);
 });

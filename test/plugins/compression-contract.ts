@@ -10,8 +10,9 @@
 import assert from 'node:assert/strict';
 import { request, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
-import { test } from 'node:test';
-import type { GatewayProcess } from '../helpers/gateway.ts';
+import { describe, test } from 'node:test';
+import { writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
+import { expectRoutesRejected, invalidRoutes, type InvalidConfig, type Rig } from './send.ts';
 
 /** Content-Encoding → its decoder. */
 export const DECODERS: Record<string, (body: Buffer) => Buffer> = { gzip: (b) => gunzipSync(b), br: (b) => brotliDecompressSync(b) };
@@ -235,5 +236,27 @@ export function runCompressionSpecials(gw: () => GatewayProcess, plugin: string,
       assert.equal(a.headers['content-encoding'], coding);
       assert.ok(DECODERS[coding]!(a.body).equals(sampleText(lengths[i]!)), `response ${i}`);
     });
+  });
+}
+
+/** The shared cases and the specials, for the plugin answering to `coding`; `other` is the sibling plugin. */
+export function runCompressionContract(gw: () => GatewayProcess, plugin: string, coding: string, other: string): void {
+  describe(`the rules shared with ${other}`, () => runCompressionCases(gw, contractCases(plugin, coding)));
+  describe('alongside other plugins', () => runCompressionSpecials(gw, plugin, coding));
+}
+
+/**
+ * A test that puts the invalid configs (one must be `bad-level`) beside the suite's `routes`, checks
+ * each is rejected with its reason, that a rejected route is not served and `/<plugin>-default`
+ * still compresses, then writes `routes` back.
+ */
+export function testInvalidConfigs(rig: Rig, plugin: string, coding: string, invalid: readonly InvalidConfig[], routes: (extra?: object[]) => Record<string, unknown>): void {
+  test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
+    writeRoutes(rig.gw.routesPath, routes(invalidRoutes(plugin, rig.up.address, invalid)));
+    await expectRoutesRejected(rig.gw, invalid);
+    assert.equal((await sendBinary(`${rig.gw.url}/bad-level`)).status, 404, 'a rejected route does not exist');
+    const ok = await sendBinary(`${rig.gw.url}/${plugin}-default`, { headers: { 'Accept-Encoding': coding } });
+    assert.equal(ok.headers['content-encoding'], coding, 'the valid routes keep serving');
+    writeRoutes(rig.gw.routesPath, routes());
   });
 }

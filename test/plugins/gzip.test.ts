@@ -9,18 +9,17 @@
 import assert from 'node:assert/strict';
 import { gunzipSync } from 'node:zlib';
 import { describe, test } from 'node:test';
-import { writeRoutes } from '../helpers/gateway.ts';
 import {
   compressionUpstream,
-  contractCases,
   contractRoutes,
   runCompressionCases,
-  runCompressionSpecials,
+  runCompressionContract,
   sampleText,
   sendBinary,
+  testInvalidConfigs,
   type CompressionCase,
 } from './compression-contract.ts';
-import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, type InvalidConfig } from './send.ts';
+import { gatewayWithUpstream } from './send.ts';
 
 describe('gzip (gateway process)', () => {
   const routes = (extra: object[] = []) => {
@@ -48,8 +47,7 @@ describe('gzip (gateway process)', () => {
     assert.match(gunzipSync(a.body).toString(), /404 Not Found/);
   });
 
-  describe('the rules shared with brotli', () => runCompressionCases(() => rig.gw, contractCases('gzip', 'gzip')));
-  describe('alongside other plugins', () => runCompressionSpecials(() => rig.gw, 'gzip', 'gzip'));
+  runCompressionContract(() => rig.gw, 'gzip', 'gzip', 'brotli');
 
   const own: CompressionCase[] = [
     { what: 'a 403 is compressed (nginx: 200, 403, 404)', path: '/gzip-all?status=403', accept: 'gzip', status: 403, encoding: 'gzip' },
@@ -69,21 +67,13 @@ describe('gzip (gateway process)', () => {
     assert.ok(nine!.body.length < one!.body.length, `level 9: ${nine!.body.length} bytes, level 1: ${one!.body.length}`);
   });
 
-  test('invalid configs are rejected with the reason in /status; the rest keeps serving', async () => {
-    const invalid: InvalidConfig[] = [
-      ['bad-types', { types: [] }, '/plugins/gzip/types: must NOT have fewer than 1 items'],
-      ['bad-types-string', { types: 'text/html' }, '/plugins/gzip/types: must be one of "*"'],
-      ['bad-min', { min_length: 0 }, '/plugins/gzip/min_length: must be >= 1'],
-      ['bad-level', { comp_level: 10 }, '/plugins/gzip/comp_level: must be <= 9'],
-      ['bad-version', { http_version: 2 }, '/plugins/gzip/http_version: must be one of 1.1, 1'],
-      ['bad-buffers', { buffers: { number: 0 } }, '/plugins/gzip/buffers/number: must be >= 1'],
-      ['bad-vary', { vary: 0 }, '/plugins/gzip/vary: must be boolean'],
-    ];
-    writeRoutes(rig.gw.routesPath, routes(invalidRoutes('gzip', rig.up.address, invalid)));
-    await expectRoutesRejected(rig.gw, invalid);
-    assert.equal((await sendBinary(`${rig.gw.url}/bad-level`)).status, 404, 'a rejected route does not exist');
-    const ok = await sendBinary(`${rig.gw.url}/gzip-default`, { headers: { 'Accept-Encoding': 'gzip' } });
-    assert.equal(ok.headers['content-encoding'], 'gzip', 'the valid routes keep serving');
-    writeRoutes(rig.gw.routesPath, routes());
-  });
+  testInvalidConfigs(rig, 'gzip', 'gzip', [
+    ['bad-types', { types: [] }, '/plugins/gzip/types: must NOT have fewer than 1 items'],
+    ['bad-types-string', { types: 'text/html' }, '/plugins/gzip/types: must be one of "*"'],
+    ['bad-min', { min_length: 0 }, '/plugins/gzip/min_length: must be >= 1'],
+    ['bad-level', { comp_level: 10 }, '/plugins/gzip/comp_level: must be <= 9'],
+    ['bad-version', { http_version: 2 }, '/plugins/gzip/http_version: must be one of 1.1, 1'],
+    ['bad-buffers', { buffers: { number: 0 } }, '/plugins/gzip/buffers/number: must be >= 1'],
+    ['bad-vary', { vary: 0 }, '/plugins/gzip/vary: must be boolean'],
+  ], routes);
 });
