@@ -213,7 +213,8 @@ export function httpGet(port: number, p: string): Promise<{ status: number; body
  */
 export async function startUpstream(port: number): Promise<ChildProcess> {
   const upstream =
-    startNginx(`server { listen 127.0.0.1:${port}; location / { return 200 "hello from upstream\\n"; } }`) ??
+    // three loopback addresses on one port: three upstream nodes for the balancer rows
+    startNginx(`server { listen 127.0.0.1:${port}; listen 127.0.0.2:${port}; listen 127.0.0.3:${port}; location / { return 200 "hello from upstream\\n"; } }`) ??
     run(process.execPath, ['-e', `require('http').createServer((q,s)=>s.end('hello from upstream\\n')).listen(${port},'127.0.0.1')`]);
   await waitPort(port);
   return upstream;

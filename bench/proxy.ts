@@ -26,9 +26,11 @@
  * gateway's default; PORTICO_PROXY_TRANSPORT in the environment overrides portico.yaml).
  *
  *   npm run bench -- [--duration 10] [--connections 50] [--threads 1] [--workers auto]
- *     [--targets direct,portico,portico-plugins,portico-plugins-redis,portico-auto,nginx,seed,fast-gateway]
+ *     [--targets direct,portico,portico-plugins,portico-plugins-redis,portico-auto,nginx,seed,fast-gateway,balancers]
  *     [--transport node,socket]
  *
+ * balancers (not in the default run): roundrobin, chash, least_conn and ewma over three nodes (one
+ * nginx listening on 127.0.0.1-3), each against round robin.
  * portico-plugins: key-auth + limit-count (local) + proxy-rewrite on the route, wrk sending the key;
  * portico-plugins-redis: the same with limit-count policy: redis (a redis-server the bench starts).
  *     [--tsx] [--root DIR]
@@ -57,8 +59,10 @@ import {
 } from './lib.ts';
 import { startRedis } from '../test/helpers/redis.ts';
 
-const ALL = ['direct', 'portico', 'portico-plugins', 'portico-plugins-redis', 'portico-auto', 'nginx', 'seed', 'fast-gateway'] as const;
-type Target = (typeof ALL)[number];
+const ALL = ['direct', 'portico', 'portico-plugins', 'portico-plugins-redis', 'portico-auto', 'nginx', 'seed', 'fast-gateway', 'balancers'] as const;
+type Target = (typeof ALL)[number] | 'balancer';
+/** the default run: every target but the balancer rows (`--targets balancers` adds them) */
+const DEFAULT_TARGETS = ALL.filter((t) => t !== 'balancers');
 
 const { values } = parseArgs({
   options: {
@@ -67,7 +71,7 @@ const { values } = parseArgs({
     threads: { type: 'string', default: '1' },
     tsx: { type: 'boolean', default: false },
     workers: { type: 'string', default: 'auto' },
-    targets: { type: 'string', default: ALL.join(',') },
+    targets: { type: 'string', default: DEFAULT_TARGETS.join(',') },
     root: { type: 'string' },
     transport: { type: 'string' },
   },
@@ -75,7 +79,7 @@ const { values } = parseArgs({
 const opts = { duration: Number(values.duration), connections: Number(values.connections), threads: Number(values.threads) };
 const autoWorkers: number | 'auto' = values.workers === 'auto' ? 'auto' : Number(values.workers);
 const autoCount = autoWorkers === 'auto' ? os.availableParallelism() : autoWorkers;
-const targets = new Set(values.targets.split(',').map((t) => t.trim()));
+const targets = new Set<string>(values.targets.split(',').map((t) => t.trim()));
 for (const t of targets) if (!(ALL as readonly string[]).includes(t)) throw new Error(`unknown target ${t}; one of ${ALL.join(', ')}`);
 const root = path.resolve(values.root ?? ROOT);
 const gatewayMain = values.tsx ? path.join(root, 'bin/portico.js') : buildGateway(path.join(root, '.tmp/bench'), root);
@@ -180,6 +184,17 @@ for (const transport of values.transport ? values.transport.split(',') : [undefi
       }
     }
   }
+  if (targets.has('balancers')) {
+    // three nodes (one nginx on 127.0.0.1-3), each algorithm of src/upstream/balancer/
+    for (const [type, extra] of [['roundrobin', ''], ['chash', '\n    hash_on: vars\n    key: remote_addr'], ['least_conn', ''], ['ewma', '']] as const) {
+      const balancerRoutes = `upstreams:\n  - id: u\n    type: ${type}${extra}\n    nodes: { "127.0.0.1:${upstreamPort}": 1, "127.0.0.2:${upstreamPort}": 1, "127.0.0.3:${upstreamPort}": 1 }\nroutes:\n  - id: r\n    uri: /aa/*\n    upstream_id: u\n`;
+      targets.add('balancer');
+      await measure('balancer', `portico, 3 nodes, ${t}${type}`, async () => {
+        const g = await startPortico({ main: gatewayMain, routes: balancerRoutes, workers: 1, transport });
+        return { port: g.port, child: g.child };
+      });
+    }
+  }
   await measure('portico-auto', `portico (${t}workers: ${values.workers}=${autoCount})`, async () => {
     const g = await startPortico({ main: gatewayMain, routes, workers: autoWorkers, transport });
     return { port: g.port, child: g.child };
@@ -224,6 +239,12 @@ for (const row of rows) {
 }
 
 const get = (t: Target) => rows.find((x) => x.target === t && x.r);
+const balancerRows = rows.filter((x) => x.target === 'balancer' && x.r);
+if (balancerRows.length > 1) {
+  const rr = balancerRows[0]!;
+  console.log('');
+  for (const b of balancerRows.slice(1)) console.log(`${b.name} / round robin: ${(b.r!.rps / rr.r!.rps).toFixed(2)}x throughput, CPU per request ${b.cpuUsPerReq!.toFixed(1)} vs ${rr.cpuUsPerReq!.toFixed(1)} us`);
+}
 for (const t of ['portico-plugins', 'portico-plugins-redis'] as const) {
   const withPlugins = get(t);
   const bare = get('portico');
