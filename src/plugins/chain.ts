@@ -32,6 +32,9 @@ export class PluginChain {
   /** chains of this route with a consumer's plugins merged in, by consumer object */
   readonly withConsumer = new WeakMap<Consumer, PluginChain>();
 
+  /** no plugins: what a consumer's plugins merge into on a route that has none (global rules authenticated) */
+  static readonly EMPTY = new PluginChain([], new Map());
+
   private constructor(entries: ChainEntry[], sources: ReadonlyMap<string, ScopedConf>) {
     entries.sort((a, b) => b.plugin.priority - a.plugin.priority);
     const having = (phase: keyof AnyPlugin) => entries.filter((e) => typeof e.plugin[phase] === 'function');

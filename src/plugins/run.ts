@@ -3,7 +3,7 @@ import { log } from '../observability/log.ts';
 import { isHeaderValue } from '../security/header-value.ts';
 import type { ProxyRequest } from '../proxy/request.ts';
 import type { PickRequest } from '../upstream/types.ts';
-import type { PluginChain, ChainEntry } from './chain.ts';
+import { PluginChain, type ChainEntry } from './chain.ts';
 import type { Consumer, ConsumerDirectory, PluginAnswer, PluginContext, RequestView, ResponseView, UpstreamRequest } from './types.ts';
 
 /*
@@ -245,8 +245,9 @@ export class PluginRun implements PluginContext {
   private continueFrom(phase: number, which: number, index: number): Verdict | Promise<Verdict> {
     for (; phase < REQUEST_PHASES.length; phase++, which = 0, index = 0) {
       const name = REQUEST_PHASES[phase]!;
-      if (phase === 1 && which === 0 && index === 0 && this.consumer !== undefined && this.chain !== undefined) {
-        this.chain = this.chain.forConsumer(this.consumer);
+      if (phase === 1 && which === 0 && index === 0 && this.consumer !== undefined) {
+        const merged = (this.chain ?? PluginChain.EMPTY).forConsumer(this.consumer);
+        this.chain = merged === PluginChain.EMPTY ? this.chain : merged;
       }
       for (; which < 2; which++, index = 0) {
         const chain = which === 0 ? this.global : this.chain;
