@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, send, type InvalidConfig } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, pluginRoute, send, type InvalidConfig } from './send.ts';
 
 const CORS_HEADERS = [
   'access-control-allow-origin',
@@ -39,8 +39,7 @@ const DOCS_REGEX = {
 
 describe('cors (gateway process)', () => {
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const r = (id: string, conf: object) => ({ id, uri: `/${id}`, plugins: { cors: conf }, upstream });
+    const r = pluginRoute('cors', rig.up.address);
     return {
       routes: [
         r('docs-list', DOCS_LIST),

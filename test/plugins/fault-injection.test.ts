@@ -9,13 +9,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, send, type InvalidConfig } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, pluginRoute, send, type InvalidConfig } from './send.ts';
 
 describe('fault-injection (gateway process)', () => {
-
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const r = (id: string, conf: object) => ({ id, uri: `/${id}`, plugins: { 'fault-injection': conf }, upstream });
+    const r = pluginRoute('fault-injection', rig.up.address);
     return {
       routes: [
         r('docs-abort', { abort: { http_status: 404, body: 'APISIX Fault Injection' } }),

@@ -7,14 +7,13 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, ipv6Url, send, type InvalidConfig } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, ipv6Url, pluginRoute, send, type InvalidConfig } from './send.ts';
 
 describe('ip-restriction (gateway process)', () => {
   let v6url: string;
 
   const routes = (extra: object[] = []) => {
-    const upstream = { nodes: { [rig.up.address]: 1 } };
-    const r = (id: string, conf: object) => ({ id, uri: `/${id}`, plugins: { 'ip-restriction': conf }, upstream });
+    const r = pluginRoute('ip-restriction', rig.up.address);
     return {
       routes: [
         // docs: "Restrict Access by Whitelisting"

@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import { exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWTPayload } from 'jose';
 import { writeRoutes } from '../helpers/gateway.ts';
 import { waitUntil } from '../helpers/wait.ts';
-import { gatewayWithUpstream } from './send.ts';
+import { gatewayWithUpstream, pluginRoute } from './send.ts';
 
 /*
  * jwt-auth through the real gateway: tokens signed here with jose, consumers and routes in the
@@ -56,8 +56,7 @@ describe('jwt-auth', () => {
     const rsaSpki = await exportSPKI(rsa.publicKey);
     // the same key as PKCS#1 ("BEGIN RSA PUBLIC KEY"): OpenSSL, hence APISIX, takes it too
     const rsaPkcs1 = createPublicKey(rsaSpki).export({ type: 'pkcs1', format: 'pem' }) as string;
-    const upstream = { nodes: { [up.address]: 1 } };
-    const route = (id: string, conf: Record<string, unknown>) => ({ id, uri: `/${id}`, plugins: { 'jwt-auth': conf }, upstream });
+    const route = pluginRoute('jwt-auth', up.address);
     routes = {
       routes: [
         route('r1', {}),

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { gatewayWithUpstream } from './send.ts';
+import { gatewayWithUpstream, pluginRoute } from './send.ts';
 
 /*
  * limit-req through the real gateway: bursts of concurrent requests, each timed from the moment
@@ -30,8 +30,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('limit-req', () => {
   const rig = gatewayWithUpstream((up) => {
-    const upstream = { nodes: { [up.address]: 1 } };
-    const route = (id: string, conf: Record<string, unknown>) => ({ id, uri: `/${id}`, plugins: { 'limit-req': conf }, upstream });
+    const route = pluginRoute('limit-req', up.address);
     return {
       routes: {
         routes: [

@@ -12,7 +12,6 @@ import { writeRoutes } from '../helpers/gateway.ts';
 import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, send, type InvalidConfig } from './send.ts';
 
 describe('redirect (gateway process)', () => {
-
   const routes = (extra: object[] = []) => {
     const upstream = { nodes: { [rig.up.address]: 1 } };
     const r = (uri: string, conf: object, id = uri.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '')) => ({ id, uri, plugins: { redirect: conf }, upstream });

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
-import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, send, type Answer, type InvalidConfig } from './send.ts';
+import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, pluginRoute, send, type Answer, type InvalidConfig } from './send.ts';
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -16,7 +16,7 @@ const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f
 describe('request-id (gateway process)', () => {
   const routes = (extra: object[] = []) => {
     const upstream = { nodes: { [rig.up.address]: 1 } };
-    const r = (id: string, conf: object) => ({ id, uri: `/${id}`, plugins: { 'request-id': conf }, upstream });
+    const r = pluginRoute('request-id', rig.up.address);
     return {
       routes: [
         r('docs-default', { header_name: 'X-Request-Id', include_in_response: true, algorithm: 'uuid' }),

@@ -89,13 +89,19 @@ export async function fetchJson(url: string, opts: { method?: string; headers?: 
   return { status: res.status, headers: res.headers, json };
 }
 
+/** A route factory for the plugin under test: `(id, conf)` gives route `id` at `/<id>` with `plugin: conf`, on the upstream at `upstreamAddress`. */
+export function pluginRoute(plugin: string, upstreamAddress: string): (id: string, conf: unknown) => { id: string; uri: string; plugins: Record<string, unknown>; upstream: object } {
+  const upstream = { nodes: { [upstreamAddress]: 1 } };
+  return (id, conf) => ({ id, uri: `/${id}`, plugins: { [plugin]: conf }, upstream });
+}
+
 /** An invalid config of the plugin under test: the id of the route it goes on, the config, what its rejection reason must contain. */
 export type InvalidConfig = readonly [id: string, conf: unknown, reason: string];
 
 /** One route `/<id>` per invalid config, with `plugin` set to that config, on the upstream at `upstreamAddress`. */
 export function invalidRoutes(plugin: string, upstreamAddress: string, invalid: readonly InvalidConfig[]): object[] {
-  const upstream = { nodes: { [upstreamAddress]: 1 } };
-  return invalid.map(([id, conf]) => ({ id, uri: `/${id}`, plugins: { [plugin]: conf }, upstream }));
+  const route = pluginRoute(plugin, upstreamAddress);
+  return invalid.map(([id, conf]) => route(id, conf));
 }
 
 /** Waits until /status rejects the route of each invalid config and checks its reason. */

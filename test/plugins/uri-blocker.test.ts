@@ -12,7 +12,6 @@ import { writeRoutes } from '../helpers/gateway.ts';
 import { expectRoutesRejected, gatewayWithUpstream, invalidRoutes, send, type InvalidConfig } from './send.ts';
 
 describe('uri-blocker (gateway process)', () => {
-
   const routes = (extra: object[] = []) => {
     const upstream = { nodes: { [rig.up.address]: 1 } };
     const r = (prefix: string, conf: object) => ({ id: prefix, uri: `/${prefix}/*`, plugins: { 'uri-blocker': conf }, upstream });
