@@ -8,19 +8,19 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
 import { waitUntil } from '../helpers/wait.ts';
-import { expectRejected, expectRoutesRejected, fetchJson, gatewayWithUpstream, invalidRoutes, type InvalidConfig } from './send.ts';
+import { expectRejected, expectRoutesRejected, fetchJson, gatewayWithUpstream, invalidRoutes, pluginRoute, type InvalidConfig } from './send.ts';
 
 const basic = (userPass: string) => `Basic ${Buffer.from(userPass).toString('base64')}`;
 
 describe('basic-auth (gateway process)', () => {
   const routes = (extraConsumers: object[] = [], extraRoutes: object[] = []) => {
-    const node = { [rig.up.address]: 1 };
+    const r = pluginRoute('basic-auth', rig.up.address);
     return {
       routes: [
-        { id: 'basic-auth-route', uri: '/anything', plugins: { 'basic-auth': {} }, upstream: { nodes: node } },
-        { id: 'hidden', uri: '/hidden', plugins: { 'basic-auth': { hide_credentials: true } }, upstream: { nodes: node } },
-        { id: 'realm', uri: '/realm', plugins: { 'basic-auth': { realm: 'staff only' } }, upstream: { nodes: node } },
-        { id: 'anon', uri: '/anon', plugins: { 'basic-auth': { anonymous_consumer: 'anonymous' } }, upstream: { nodes: node } },
+        { ...r('basic-auth-route', {}), uri: '/anything' },
+        r('hidden', { hide_credentials: true }),
+        r('realm', { realm: 'staff only' }),
+        r('anon', { anonymous_consumer: 'anonymous' }),
         ...extraRoutes,
       ],
       consumers: [

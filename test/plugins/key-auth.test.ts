@@ -9,20 +9,20 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { writeRoutes } from '../helpers/gateway.ts';
 import { waitUntil } from '../helpers/wait.ts';
-import { expectRejected, expectRoutesRejected, fetchJson, gatewayWithUpstream, invalidRoutes, type InvalidConfig } from './send.ts';
+import { expectRejected, expectRoutesRejected, fetchJson, gatewayWithUpstream, invalidRoutes, pluginRoute, type InvalidConfig } from './send.ts';
 
 describe('key-auth (gateway process)', () => {
   const routes = (extraConsumers: object[] = [], extraRoutes: object[] = []) => {
-    const node = { [rig.up.address]: 1 };
+    const r = pluginRoute('key-auth', rig.up.address);
     return {
       routes: [
-        { id: 'key-auth-route', uri: '/anything', plugins: { 'key-auth': {} }, upstream: { nodes: node } },
-        { id: 'hidden', uri: '/hidden', plugins: { 'key-auth': { hide_credentials: true } }, upstream: { nodes: node } },
-        { id: 'by-query', uri: '/by-query', plugins: { 'key-auth': { query: 'auth' } }, upstream: { nodes: node } },
-        { id: 'hidden-query', uri: '/hidden-query', plugins: { 'key-auth': { query: 'auth', hide_credentials: true } }, upstream: { nodes: node } },
-        { id: 'custom-header', uri: '/custom-header', plugins: { 'key-auth': { header: 'X-Api-Key', realm: 'my-api' } }, upstream: { nodes: node } },
-        { id: 'anon', uri: '/anon', plugins: { 'key-auth': { anonymous_consumer: 'anonymous' } }, upstream: { nodes: node } },
-        { id: 'anon-missing', uri: '/anon-missing', plugins: { 'key-auth': { anonymous_consumer: 'nobody' } }, upstream: { nodes: node } },
+        { ...r('key-auth-route', {}), uri: '/anything' },
+        r('hidden', { hide_credentials: true }),
+        r('by-query', { query: 'auth' }),
+        r('hidden-query', { query: 'auth', hide_credentials: true }),
+        r('custom-header', { header: 'X-Api-Key', realm: 'my-api' }),
+        r('anon', { anonymous_consumer: 'anonymous' }),
+        r('anon-missing', { anonymous_consumer: 'nobody' }),
         ...extraRoutes,
       ],
       consumers: [{ username: 'jack', plugins: { 'key-auth': { key: 'jack-key' } } }, { username: 'anonymous' }, ...extraConsumers],
