@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { StringEnum } from '../config/schema/common.ts';
-import { compileLimitKey, compileTemplate, delayed, rejectedAnswer, requireLocalPolicy, scopePrefix } from './limit-key.ts';
+import { compileLimitBasics, compileTemplate, delayed, rejectedAnswer, requireLocalPolicy, type LimitBasics } from './limit-key.ts';
 import { definePlugin, type PluginContext } from './types.ts';
 
 /*
@@ -38,15 +38,11 @@ type Conf = Static<typeof schema>;
 
 type Amount = number | ((ctx: PluginContext) => number | undefined);
 
-interface Compiled {
+interface Compiled extends LimitBasics {
   readonly conn: Amount;
   readonly burst: Amount;
   readonly defaultDelay: number;
   readonly onlyDefaultDelay: boolean;
-  readonly keyOf: (ctx: PluginContext) => string;
-  readonly prefix: string;
-  readonly rejectedCode: number;
-  readonly rejectedMsg: string | undefined;
   readonly allowDegradation: boolean;
 }
 
@@ -94,14 +90,11 @@ export const limitConn = definePlugin({
   compile(conf: Conf, scope): Compiled {
     requireLocalPolicy('limit-conn', conf.policy);
     return {
+      ...compileLimitBasics(conf, scope),
       conn: compileAmount(conf.conn, 1),
       burst: compileAmount(conf.burst, 0),
       defaultDelay: conf.default_conn_delay,
       onlyDefaultDelay: conf.only_use_default_delay,
-      keyOf: compileLimitKey(conf.key_type, conf.key),
-      prefix: scopePrefix(scope),
-      rejectedCode: conf.rejected_code,
-      rejectedMsg: conf.rejected_msg,
       allowDegradation: conf.allow_degradation,
     };
   },

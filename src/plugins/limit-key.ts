@@ -92,6 +92,23 @@ export function scopePrefix(scope: PluginScope): string {
   return `${scope.kind}/${scope.id}`;
 }
 
+/** What limit-req and limit-conn compile alike from their config. */
+export interface LimitBasics {
+  /** a request's key, without the scope prefix */
+  readonly keyOf: (ctx: PluginContext) => string;
+  /** where the config lives (scopePrefix) */
+  readonly prefix: string;
+  readonly rejectedCode: number;
+  readonly rejectedMsg: string | undefined;
+}
+
+export function compileLimitBasics(
+  conf: { key_type: KeyType; key: string; rejected_code: number; rejected_msg?: string },
+  scope: PluginScope,
+): LimitBasics {
+  return { keyOf: compileLimitKey(conf.key_type, conf.key), prefix: scopePrefix(scope), rejectedCode: conf.rejected_code, rejectedMsg: conf.rejected_msg };
+}
+
 /** limit-req and limit-conn keep their state in this process only: another policy is a config error. */
 export function requireLocalPolicy(plugin: string, policy: string): void {
   if (policy !== 'local') throw new Error(`/policy: ${policy} is not supported by Portico's ${plugin} (use local)`);

@@ -1,7 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { StringEnum } from '../config/schema/common.ts';
-import { compileLimitKey, delayed, rejectedAnswer, requireLocalPolicy, scopePrefix, sweepExpired } from './limit-key.ts';
-import { definePlugin, type PluginContext } from './types.ts';
+import { compileLimitBasics, delayed, rejectedAnswer, requireLocalPolicy, sweepExpired, type LimitBasics } from './limit-key.ts';
+import { definePlugin } from './types.ts';
 
 /*
  * limit-req (APISIX, after nginx's limit_req / lua-resty-limit-traffic's resty.limit.req): a leaky
@@ -35,13 +35,9 @@ const schema = Type.Object({
 
 type Conf = Static<typeof schema>;
 
-interface Compiled {
+interface Compiled extends LimitBasics {
   readonly rate: number;
   readonly burst: number;
-  readonly keyOf: (ctx: PluginContext) => string;
-  readonly prefix: string;
-  readonly rejectedCode: number;
-  readonly rejectedMsg: string | undefined;
   readonly nodelay: boolean;
 }
 
@@ -63,12 +59,9 @@ export const limitReq = definePlugin({
   compile(conf: Conf, scope): Compiled {
     requireLocalPolicy('limit-req', conf.policy);
     return {
+      ...compileLimitBasics(conf, scope),
       rate: conf.rate,
       burst: conf.burst,
-      keyOf: compileLimitKey(conf.key_type, conf.key),
-      prefix: scopePrefix(scope),
-      rejectedCode: conf.rejected_code,
-      rejectedMsg: conf.rejected_msg,
       nodelay: conf.nodelay,
     };
   },
