@@ -331,7 +331,11 @@ export class ClientConnection implements RequestHandler {
   private pluginsDecided(run: PluginRun, answer: PluginAnswer | undefined, head: RequestHead, ctx: RequestContext, request: ProxyRequest, matched: RouteMatch<CompiledRoute>): void {
     if (this.closed || this.pluginRun !== run) return;
     if (answer !== undefined) this.answerPlugin(run, answer);
-    else if (this.proxy(head, ctx, request, matched)) return;
+    else if (this.proxy(head, ctx, request, matched)) {
+      // a WebSocket request: the socket becomes a tunnel now (the parser is paused, its bytes kept)
+      if (this.upgrade !== null) this.handOver();
+      return;
+    }
     this.resume();
   }
 
