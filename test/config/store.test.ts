@@ -121,14 +121,14 @@ describe('ConfigStore', () => {
       { kind: 'routes', id: 'b', value: { uri: '/a', upstream: up(), hostt: 'x' } },
       { kind: 'routes', id: 'c', value: { uri: '/a', methods: ['FETCH'], upstream: up() } },
       { kind: 'routes', id: 'd', value: { id: 'other', uri: '/a', upstream: up() } },
-      { kind: 'upstreams', id: 'e', value: { type: 'chash', nodes: { 'a:1': 1 } } },
+      { kind: 'upstreams', id: 'e', value: { type: 'fancy', nodes: { 'a:1': 1 } } },
     ]));
     const reasons = Object.fromEntries(store.rejections().map((r) => [r.id, r.reason]));
     assert.equal(reasons.a, "routes/a: /: only one of 'uri' and 'uris' may be set");
     assert.equal(reasons.b, "routes/b: /: unknown field 'hostt'");
     assert.match(reasons.c!, /^routes\/c: \/methods\/0: must be one of "GET"/);
     assert.equal(reasons.d, "routes/d: /id: 'other' does not match the object's key id 'd'");
-    assert.match(reasons.e!, /balancer 'chash' is not supported/);
+    assert.equal(reasons.e, "upstreams/e: /type: balancer 'fancy' is not supported (supported: roundrobin, chash, least_conn, ewma)");
   });
 });
 
