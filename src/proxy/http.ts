@@ -10,7 +10,8 @@ import { classifyFailure, Failure, failureResponse, nodeBusy } from './failures.
 import { clientHeaders, upstreamHeaders, upstreamHost } from './headers.ts';
 import { describeRequest, type ProxyRequest } from './request.ts';
 import { NodeRetries } from './retries.ts';
-import { sendError, writeRawError } from './responses.ts';
+import { sendError, writeLocalResponse, writeRawError } from './responses.ts';
+import { lingeringClose } from './lingering-close.ts';
 import { destroyOnError, proxyUpgrade, responseOnSocket, upgradeRequestBody } from './websocket.ts';
 import { NO_CONSUMERS } from '../plugins/consumers.ts';
 import { localAnswer, pickRequestOf, PluginRun } from '../plugins/run.ts';
@@ -94,18 +95,38 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
       if (req.socket.remoteAddress === undefined) return void socket.destroy();
       const request = describeRequest(req);
       if (request === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
-      const matched = routes().matchRoute(request);
+      const table = routes();
+      const matched = table.matchRoute(request);
       if (matched === undefined) return writeRawError(socket, ProxyError.ROUTE_NOT_FOUND);
-      const upstream = matched.target.upstream;
-      if (upstream === undefined) return writeRawError(socket, ProxyError.NO_HEALTHY_NODE);
-      const node = upstream.balancer.pick();
-      if (node === undefined) return writeRawError(socket, ProxyError.NO_HEALTHY_NODE);
-      const body = upgradeRequestBody(req, socket, head);
-      if (body === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
-      if (matched.target.websocket) return proxyUpgrade(req, socket, body, request, upstream, node);
-      // APISIX: on a route without enable_websocket the request is plain HTTP, its Upgrade not forwarded
-      const res = responseOnSocket(req, socket);
-      new HttpExchange(req, res, request, upstream, pools, node, body ?? undefined).start();
+      const route = matched.target;
+      const proceed = (run: PluginRun | undefined): void => {
+        if (socket.destroyed) return;
+        const upstream = route.upstream;
+        if (upstream === undefined) return writeRawError(socket, ProxyError.NO_HEALTHY_NODE);
+        const pickRequest = upstream.balancer.needsRequest === true ? pickRequestOf(run, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http', req.httpVersion) : undefined;
+        const node = upstream.balancer.pick(undefined, pickRequest);
+        if (node === undefined) return writeRawError(socket, ProxyError.NO_HEALTHY_NODE);
+        const body = upgradeRequestBody(req, socket, head);
+        if (body === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
+        if (route.websocket) return proxyUpgrade(req, socket, body, request, upstream, node, run);
+        // APISIX: on a route without enable_websocket the request is plain HTTP, its Upgrade not forwarded
+        const res = responseOnSocket(req, socket);
+        if (run !== undefined) res.once('close', () => run.runLog());
+        new HttpExchange(req, res, request, upstream, pools, node, body ?? undefined, run, pickRequest).start();
+      };
+      if (route.chain === undefined && table.globalChain === undefined) return proceed(undefined);
+      // an upgrade request runs the route's plugins like any other (an auth plugin must not be bypassed)
+      const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http', req.httpVersion);
+      const decided = (answer: PluginAnswer | undefined): void => {
+        if (answer === undefined) return proceed(run);
+        const { status, headers, body } = localAnswer(run, answer);
+        run.runLog();
+        writeLocalResponse(socket, status, headers, body, true, req.method === 'HEAD');
+        lingeringClose(socket);
+      };
+      const verdict = run.runRequestPhases();
+      if (verdict instanceof Promise) verdict.then(decided, () => writeRawError(socket, ProxyError.UPSTREAM_UNAVAILABLE));
+      else decided(verdict);
     },
   };
 }

@@ -7,6 +7,7 @@ import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
 import { clientHeaders, upstreamHeaders } from './headers.ts';
 import type { ProxyRequest } from './request.ts';
 import { NodeRetries } from './retries.ts';
+import type { PluginRun } from '../plugins/run.ts';
 import { sendError, writeRawError } from './responses.ts';
 
 /*
@@ -108,8 +109,10 @@ export function proxyUpgrade(
   request: ProxyRequest,
   upstream: UpstreamTarget,
   node: UpstreamNode,
+  /** the request's plugins: their upstream edits apply to the handshake; log runs when the tunnel closes */
+  run?: PluginRun,
 ): void {
-  new UpgradeExchange(req, socket, body, request, upstream).connect(node);
+  new UpgradeExchange(req, socket, body, request, upstream, run).connect(node);
 }
 
 const upstreamTimeout = new Error('upstream timeout (connect or read)');
@@ -129,16 +132,29 @@ class UpgradeExchange {
     private readonly body: Readable | null,
     private readonly request: ProxyRequest,
     private readonly upstream: UpstreamTarget,
+    private readonly run?: PluginRun,
   ) {
     this.retries = new NodeRetries(upstream);
-    client.once('close', () => this.upstreamRequest?.destroy());
+    client.once('close', () => {
+      this.upstreamRequest?.destroy();
+      run?.runLog();
+    });
   }
 
   connect(node: UpstreamNode): void {
     if (this.client.destroyed) return;
     const { upstream, request } = this;
     const { headers } = upstreamHeaders(this.req, request, upstream, node, true);
-    if (this.body === null && CHUNKED_BY_DEFAULT.has(request.method)) headers.push('Content-Length', '0');
+    const run = this.run;
+    if (run !== undefined) {
+      // Host stays last (upstreamHeaders adds it last); plugins set it through upstream.host
+      const host = headers.pop()!;
+      headers.pop();
+      run.applyUpstreamEdits(headers);
+      headers.push('Host', run.upstream.host ?? host);
+    }
+    const method = run?.upstream.method ?? request.method;
+    if (this.body === null && CHUNKED_BY_DEFAULT.has(method)) headers.push('Content-Length', '0');
     let hostHeader = '';
     for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'Host') hostHeader = headers[i + 1]!;
     const https = upstream.scheme === 'https';
@@ -146,8 +162,8 @@ class UpgradeExchange {
     const options = {
       host: node.host,
       port: node.port,
-      method: request.method,
-      path: request.forwardPath,
+      method,
+      path: run?.upstream.uri ?? request.forwardPath,
       // a flat [name, value, ...] list is written as given: order, case and duplicates kept, no Host added
       headers,
       agent: false as const,

@@ -29,15 +29,31 @@ describe('an asynchronous plugin in front of a WebSocket route', () => {
   let wss: WebSocketServer;
   let gw: GatewayProcess;
   let dir: string;
+  const seenHeaders: Record<string, string | string[] | undefined>[] = [];
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'portico-async-ws-'));
     writeFileSync(path.join(dir, 'slow-gate.mjs'), SLOW_PLUGIN);
     wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
     await once(wss, 'listening');
-    wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${m.toString()}`)));
+    wss.on('connection', (ws, req) => {
+      seenHeaders.push(req.headers);
+      ws.on('message', (m) => ws.send(`echo:${m.toString()}`));
+    });
     const port = (wss.address() as AddressInfo).port;
     gw = await startGateway({
-      routes: { routes: [{ id: 'ws', uri: '/ws', enable_websocket: true, upstream: { nodes: { [`127.0.0.1:${port}`]: 1 } }, plugins: { 'slow-gate': {} } }] },
+      routes: {
+        routes: [
+          { id: 'ws', uri: '/ws', enable_websocket: true, upstream: { nodes: { [`127.0.0.1:${port}`]: 1 } }, plugins: { 'slow-gate': {} } },
+          {
+            id: 'ws-auth',
+            uri: '/ws-auth',
+            enable_websocket: true,
+            upstream: { nodes: { [`127.0.0.1:${port}`]: 1 } },
+            plugins: { 'key-auth': {}, 'proxy-rewrite': { headers: { set: { 'X-Via-Plugin': 'yes' } } } },
+          },
+        ],
+        consumers: [{ username: 'ann', plugins: { 'key-auth': { key: 'k-ann' } } }],
+      },
       extra: { plugin_dirs: [dir] },
     });
   });
@@ -63,5 +79,20 @@ describe('an asynchronous plugin in front of a WebSocket route', () => {
     const [, res] = (await once(ws, 'unexpected-response')) as [unknown, { statusCode: number }];
     assert.equal(res.statusCode, 403);
     ws.terminate();
+  });
+
+  it('an auth plugin guards the upgrade; the plugins\' upstream edits and the consumer reach the handshake', async () => {
+    const refused = new WebSocket(`ws://127.0.0.1:${gw.port}/ws-auth`);
+    refused.on('error', () => {});
+    const [, res] = (await once(refused, 'unexpected-response')) as [unknown, { statusCode: number }];
+    assert.equal(res.statusCode, 401);
+    refused.terminate();
+    const before = seenHeaders.length;
+    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/ws-auth`, { headers: { apikey: 'k-ann' } });
+    await once(ws, 'open');
+    assert.equal(seenHeaders.length, before + 1);
+    assert.equal(seenHeaders[before]!['x-consumer-username'], 'ann');
+    assert.equal(seenHeaders[before]!['x-via-plugin'], 'yes');
+    ws.close();
   });
 });

@@ -570,7 +570,7 @@ export class ClientConnection implements RequestHandler {
     this.settings.owner.upgraded(socket);
     const body = upgradeRequestBody(ctx as never, socket, rest);
     if (body === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
-    proxyUpgrade(ctx as never, socket, body, request, upstream, node);
+    proxyUpgrade(ctx as never, socket, body, request, upstream, node, this.pluginRun);
   }
 }
 
