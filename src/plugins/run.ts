@@ -359,7 +359,7 @@ export class PluginRun implements PluginContext {
 }
 
 /** A plugin's answer as status, header list and body bytes. */
-export function answerParts(answer: PluginAnswer): { status: number; headers: string[]; body: Buffer } {
+function answerParts(answer: PluginAnswer): { status: number; headers: string[]; body: Buffer } {
   const headers: string[] = [];
   let body: Buffer;
   let type: string | undefined;
