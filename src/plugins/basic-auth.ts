@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
-import { AnonymousConsumer, realmSchema } from './key-auth.ts';
+import { AnonymousConsumer, anonymousOrUnauthorized, realmSchema } from './key-auth.ts';
 import { definePlugin, type Consumer } from './types.ts';
 
 /*
@@ -109,12 +109,11 @@ export const basicAuth = definePlugin({
       }
     }
     if (consumer === undefined) {
-      if (conf.anonymous === undefined) return { status: 401, headers: { 'WWW-Authenticate': conf.challenge }, body: { message } };
-      consumer = ctx.consumers.byName(conf.anonymous);
-      if (consumer === undefined) return { status: 401, headers: { 'WWW-Authenticate': conf.challenge }, body: { message: 'Invalid user authorization' } };
-    }
+      // no valid credential: the anonymous consumer, if configured, else 401 (as key-auth and jwt-auth)
+      const answer = anonymousOrUnauthorized(ctx, conf.anonymous, conf.challenge, message);
+      if (answer !== undefined) return answer;
+    } else ctx.consumer = consumer;
     if (conf.hide) ctx.upstream.removeHeader('authorization');
-    ctx.consumer = consumer;
     return;
   },
 });
