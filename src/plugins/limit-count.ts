@@ -2,7 +2,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Redis } from 'ioredis';
 import { StringEnum } from '../config/schema/common.ts';
 import { log } from '../observability/log.ts';
-import { compileLimitKey, compileTemplate, scopePrefix, sweepExpired } from './limit-key.ts';
+import { compileLimitKey, compileTemplate, rejectedAnswer, scopePrefix, sweepExpired } from './limit-key.ts';
 import { definePlugin, type PluginAnswer, type PluginContext } from './types.ts';
 
 /*
@@ -150,11 +150,8 @@ function answer(c: Compiled, ctx: PluginContext, v: Verdict): PluginAnswer | und
     : undefined;
   if (headers) ctx.vars.set(HEADERS_VAR, headers);
   if (v.allowed) return undefined;
-  return {
-    status: c.rejectedCode,
-    ...(headers ? { headers } : {}),
-    ...(c.rejectedMsg !== undefined ? { body: { error_msg: c.rejectedMsg } } : {}),
-  };
+  const rejected = rejectedAnswer(c.rejectedCode, c.rejectedMsg);
+  return headers ? { ...rejected, headers } : rejected;
 }
 
 // ---- policy local --------------------------------------------------------------------------
