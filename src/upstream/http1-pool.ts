@@ -60,6 +60,8 @@ export class UpstreamConnection {
   private readMs = 0;
   /** pauseReading() is in force */
   private readingPaused = false;
+  /** a write of the request is waiting for the upstream to take bytes: timeout.send applies */
+  private sending = false;
 
   constructor(
     readonly pool: NodePool1,
@@ -94,7 +96,14 @@ export class UpstreamConnection {
     });
     socket.on('close', () => this.onClose());
     socket.on('timeout', () => this.onTimeout());
-    socket.on('drain', () => this.user?.upstreamDrained());
+    socket.on('drain', () => {
+      if (this.sending) {
+        // the upstream takes bytes again: back to the read timeout
+        this.sending = false;
+        socket.setTimeout(this.readMs);
+      }
+      this.user?.upstreamDrained();
+    });
   }
 
   private onConnect(): void {
@@ -111,6 +120,16 @@ export class UpstreamConnection {
     this.parser.expectResponse(method);
     this.readMs = readMs;
     this.socket.setTimeout(readMs);
+  }
+
+  /**
+   * A write of the request returned false: until 'drain', the upstream must take bytes again within
+   * `sendMs` (timeout.send, nginx's proxy_send_timeout: between two writes that make progress).
+   */
+  writeBlocked(sendMs: number): void {
+    if (this.sending) return;
+    this.sending = true;
+    this.socket.setTimeout(sendMs);
   }
 
   /** The client cannot take more: the upstream may wait as long as that lasts (no read timeout). */
@@ -171,7 +190,7 @@ export class UpstreamConnection {
 
   private onTimeout(): void {
     if (this.user === null) return void this.socket.destroy();
-    this.fail(this.state === CONNECTING ? UpstreamEvent.ConnectTimeout : UpstreamEvent.ReadTimeout, undefined);
+    this.fail(this.state === CONNECTING ? UpstreamEvent.ConnectTimeout : this.sending ? UpstreamEvent.SendTimeout : UpstreamEvent.ReadTimeout, undefined);
   }
 
   private onClose(): void {
@@ -195,6 +214,7 @@ export class UpstreamConnection {
    */
   release(reusable: boolean, slotOf?: NodeGate): void {
     this.user = null;
+    this.sending = false;
     if (this.readingPaused) {
       // paused for a slow (or gone) client on the chunk that ended the response: an idle
       // connection reads, or the next request's answer (and the upstream's close) would never be seen

@@ -764,12 +764,17 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     const uc = this.upstreamConn;
     if (uc === null || this.done) return false;
     const socket = uc.socket;
-    if (this.head.framing !== 'chunked') return !socket.write(chunk);
-    socket.cork();
-    socket.write(chunkHeader(chunk.length), 'latin1');
-    socket.write(chunk);
-    const ok = socket.write(CRLF, 'latin1');
-    socket.uncork();
+    let ok: boolean;
+    if (this.head.framing !== 'chunked') ok = socket.write(chunk);
+    else {
+      socket.cork();
+      socket.write(chunkHeader(chunk.length), 'latin1');
+      socket.write(chunk);
+      ok = socket.write(CRLF, 'latin1');
+      socket.uncork();
+    }
+    // the upstream is not taking the body as fast as it comes: timeout.send runs until it does
+    if (!ok) uc.writeBlocked(this.upstream.timeout.send);
     return !ok;
   }
 
