@@ -283,8 +283,13 @@ export class PluginRun implements PluginContext {
     return { status: 500, body: { error_msg: `500 Internal Server Error: plugin ${name} failed` } };
   }
 
-  /** The header list to send upstream, with the plugins' edits and the consumer's name applied. */
+  /**
+   * The header list upstreamHeaders built (Host last), with the plugins' edits and the consumer's
+   * name applied. Host stays last: plugins set it only through `upstream.host`.
+   */
   applyUpstreamEdits(headers: string[]): void {
+    const host = headers.pop()!;
+    headers.pop();
     const list = new HeaderList(headers);
     applyEdits(list, this.upstream.edits);
     // APISIX tells the upstream who the consumer is (and its labels.custom_id, when it has one)
@@ -294,6 +299,7 @@ export class PluginRun implements PluginContext {
       const customId = this.consumer.labels?.custom_id;
       if (customId !== undefined) list.set('X-Consumer-Custom-ID', customId);
     }
+    headers.push('Host', this.upstream.host ?? host);
   }
 
   /** Whether the response phases have anything to do (a transport may skip building views). */

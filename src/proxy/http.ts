@@ -222,11 +222,8 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     this.hostIndex = built.hostIndex;
     if (run !== undefined) {
       // Host stays last, set only through upstream.host (upstreamHeaders adds it last)
-      const host = this.headers.pop()!;
-      this.headers.pop();
       run.applyUpstreamEdits(this.headers);
       this.pluginHost = run.upstream.host;
-      this.headers.push('Host', this.pluginHost ?? host);
       this.hostIndex = this.headers.length - 1;
     }
     this.dispatchOptions = {

@@ -146,13 +146,7 @@ class UpgradeExchange {
     const { upstream, request } = this;
     const { headers } = upstreamHeaders(this.req, request, upstream, node, true);
     const run = this.run;
-    if (run !== undefined) {
-      // Host stays last (upstreamHeaders adds it last); plugins set it through upstream.host
-      const host = headers.pop()!;
-      headers.pop();
-      run.applyUpstreamEdits(headers);
-      headers.push('Host', run.upstream.host ?? host);
-    }
+    run?.applyUpstreamEdits(headers);
     const method = run?.upstream.method ?? request.method;
     if (this.body === null && CHUNKED_BY_DEFAULT.has(method)) headers.push('Content-Length', '0');
     let hostHeader = '';

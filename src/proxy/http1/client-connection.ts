@@ -655,15 +655,9 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     const built = upstreamHeaders(ctx as never, request, upstream, node, false);
     // the body's framing is the parser's verdict, written by us: a Content-Length the client sent is
     // dropped (and one a Connection header named, dropped by upstreamHeaders, is not missed)
-    let headers = withoutContentLength(built.headers);
-    if (run !== undefined) {
-      // Host stays last (upstreamHeaders adds it last; the plugins cannot touch it but through upstream.host)
-      const host = headers.pop()!;
-      headers.pop();
-      run.applyUpstreamEdits(headers);
-      headers.push('Host', this.pluginHost ?? host);
-      headers = withoutContentLength(headers);
-    }
+    const headers = withoutContentLength(built.headers);
+    // plugins cannot add framing headers (run.ts), so the list stays without a Content-Length
+    run?.applyUpstreamEdits(headers);
     // Host is the last header upstreamHeaders adds
     this.hostIndex = headers.length - 1;
     this.headers = headers;
@@ -938,7 +932,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   onBody(chunk: Buffer): boolean {
     if (this.done) return false;
     if (this.bodyDropped) return false;
-    if (this.filtered || (this.run?.hasBodyFilter === true && !this.headWritten)) {
+    if (this.filtered || (!this.headWritten && this.run?.hasBodyFilter === true)) {
       if (!this.headWritten) this.writeHead(null);
       if (this.filtered) {
         chunk = this.run!.runBodyFilter(chunk, false);
