@@ -15,6 +15,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { installExitHook, own, ownedDirs } from './owned.ts';
 
 const ETCD = process.env.ETCD_BIN ?? '/usr/bin/etcd';
 const ETCDCTL = process.env.ETCDCTL_BIN ?? '/usr/bin/etcdctl';
@@ -58,24 +59,6 @@ export interface EtcdProcess {
   waitReady(timeoutMs?: number): Promise<void>;
 }
 
-/** PIDs of every etcd alive, killed on exit whatever happened to the test. */
-const live = new Map<number, ChildProcess>();
-const ownedDirs = new Set<string>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const pid of live.keys()) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-    for (const dir of ownedDirs) rmSync(dir, { recursive: true, force: true });
-  });
-}
 
 /** A free loopback TCP port: listen on 0, read the port, close. */
 export async function freePort(): Promise<number> {
@@ -167,8 +150,7 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdProcess> {
     child = spawn(ETCD, args, { stdio: ['ignore', logFd, logFd] });
     closeSync(logFd);
     const c = child;
-    live.set(c.pid!, c);
-    c.on('exit', () => live.delete(c.pid!));
+    own(c);
   };
   const exited = (c: ChildProcess) =>
     c.exitCode !== null || c.signalCode !== null

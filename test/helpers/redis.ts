@@ -11,6 +11,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { installExitHook, own, ownedDirs } from './owned.ts';
 import { freePort } from './etcd.ts';
 
 const REDIS = process.env.REDIS_BIN ?? '/usr/bin/redis-server';
@@ -44,23 +45,6 @@ export interface RedisProcess {
   stop(): Promise<void>;
 }
 
-const live = new Map<number, ChildProcess>();
-const ownedDirs = new Set<string>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const pid of live.keys()) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-    for (const dir of ownedDirs) rmSync(dir, { recursive: true, force: true });
-  });
-}
 
 /** Sends one command (RESP array) on a fresh connection and resolves with the first reply's bytes. */
 function sendCommand(port: number, args: string[], password: string | undefined, timeoutMs: number): Promise<string> {
@@ -156,8 +140,7 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisProcess>
       child = spawn(REDIS, args, { stdio: ['ignore', logFd, logFd] });
       closeSync(logFd);
       const c = child;
-      live.set(c.pid!, c);
-      c.on('exit', () => live.delete(c.pid!));
+      own(c);
       await waitReady(opts.readyTimeout ?? 10_000);
     },
     command: (...a: string[]) => sendCommand(port, a, opts.password, 3000),
