@@ -96,6 +96,18 @@ export function createMetrics(report: () => StatusReport): Registry {
     },
   });
 
+  new Gauge({
+    name: 'portico_upstream_node_healthy',
+    help: '1 while a node of a checked upstream is healthy, 0 while it is not (upstreams with checks only)',
+    labelNames: ['upstream', 'node'],
+    registers: [registry],
+    collect() {
+      // removed upstreams and nodes disappear from the scrape
+      this.reset();
+      for (const u of current().upstream_health ?? []) for (const n of u.nodes) this.set({ upstream: u.upstream, node: n.node }, n.healthy ? 1 : 0);
+    },
+  });
+
   const metrics = registry.metrics.bind(registry);
   registry.metrics = async () => {
     last = undefined;

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { Kind } from '../config/changeset.ts';
 import type { RejectionRecord } from '../config/store.ts';
 import { createMetrics } from './metrics.ts';
+import type { UpstreamHealthReport } from '../upstream/health/supervisor.ts';
 
 /** What every instance reports about itself at GET /status. */
 export interface StatusReport {
@@ -31,6 +32,8 @@ export interface StatusReport {
    * the sum over the workers (each reports within a second)
    */
   plugin_failures?: Record<string, number>;
+  /** every upstream with `checks`: each node's health, since when, and the last probe */
+  upstream_health?: UpstreamHealthReport[];
   /** with proxy.workers > 1: each worker process and the revision it serves */
   workers?: Array<{ pid: number; revision: number | null; listening: boolean }>;
 }

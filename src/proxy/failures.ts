@@ -1,4 +1,5 @@
 import { ProxyError } from '../errors.ts';
+import type { Outcome } from '../upstream/health/checks.ts';
 import type { ProxyErrorKind } from './responses.ts';
 
 /** How an upstream attempt failed, which decides whether another node may be tried and the status. */
@@ -91,5 +92,26 @@ export function failureResponse(failure: Failure): ProxyErrorKind {
       return ProxyError.BAD_REQUEST;
     default:
       return ProxyError.UPSTREAM_UNAVAILABLE;
+  }
+}
+
+/**
+ * What a failed attempt counts as for the upstream's passive health check: connections that could
+ * not be made or broke are TCP failures, timeouts are timeouts, an answer that is not HTTP is an
+ * HTTP failure. A node at the gateway's own connection cap, or a request the gateway could not
+ * send, says nothing about the node.
+ */
+export function failureOutcome(failure: Failure): Outcome | undefined {
+  switch (failure) {
+    case Failure.Connect:
+    case Failure.Broken:
+      return 'tcp_failure';
+    case Failure.ConnectTimeout:
+    case Failure.ReadTimeout:
+      return 'timeout';
+    case Failure.Protocol:
+      return 'http_failure';
+    default:
+      return undefined;
   }
 }

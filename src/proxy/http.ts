@@ -6,7 +6,7 @@ import { ProxyError } from '../errors.ts';
 import type { RouteTable } from '../runtime/types.ts';
 import { pools as sharedPools, type ConnectionPools, type NodePool, type NodeWaiter } from '../upstream/pools.ts';
 import type { Balancer, PickRequest, UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
-import { classifyFailure, Failure, failureResponse, nodeBusy } from './failures.ts';
+import { classifyFailure, Failure, failureOutcome, failureResponse, nodeBusy } from './failures.ts';
 import { clientHeaders, upstreamHeaders, upstreamHost } from './headers.ts';
 import { describeRequest, type ProxyRequest } from './request.ts';
 import { NodeRetries } from './retries.ts';
@@ -320,6 +320,7 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (statusCode < 200) return true; // 1xx informational: not forwarded (node:http has no raw API for it)
     if (this.done) return false;
+    this.upstream.health?.observeStatus(this.node, statusCode);
     this.resumeUpstream = resume;
     this.responding = true;
     this.pendingStatus = statusCode;
@@ -383,6 +384,11 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     // a request the client gave up is not the node's failure
     this.releaseSlot(err !== clientClosed);
     if (this.done) return;
+    const health = this.upstream.health;
+    if (health !== undefined) {
+      const outcome = failureOutcome(classifyFailure(err));
+      if (outcome !== undefined) health.observe(this.node, outcome);
+    }
     if (this.responding) {
       if (this.pendingHeaders === null) {
         // the upstream broke mid-body (or a body read timeout): cut the client connection so it

@@ -9,6 +9,7 @@ import { routeSpec } from '../config/route-spec.ts';
 import { log } from '../observability/log.ts';
 import { compileTimeout, compileUpstream } from './upstream.ts';
 import type { UpstreamTarget } from '../upstream/types.ts';
+import { HealthBook } from '../upstream/health/book.ts';
 import type { CompileFailure, CompiledRoute, RouteTable } from './types.ts';
 import { PluginChain } from '../plugins/chain.ts';
 import { Consumers, NO_CONSUMERS } from '../plugins/consumers.ts';
@@ -58,7 +59,11 @@ export class Runtime implements RouteTable {
   globalChain: PluginChain | undefined;
   consumers: Consumers = NO_CONSUMERS;
 
-  constructor(readonly mode: RouterMode) {
+  constructor(
+    readonly mode: RouterMode,
+    /** the health of checked upstreams in this process (verdicts arrive from the health supervisor) */
+    readonly health: HealthBook = new HealthBook(),
+  ) {
     this.router = new Router<CompiledRoute>(mode);
   }
 
@@ -139,11 +144,12 @@ export class Runtime implements RouteTable {
     if (!config) {
       if (slot) slot.target = undefined;
       this.slots.delete(key);
+      this.health.drop(key);
       return;
     }
     slot ??= this.slot(key);
     // compiled before the assignment: a throw leaves the previous target serving
-    slot.target = compileUpstream(key, config, slot.target);
+    slot.target = compileUpstream(key, config, slot.target, this.health);
   }
 
   private slot(key: string): UpstreamSlot {

@@ -1,6 +1,8 @@
 import type { UpstreamConfig } from '../config/schema/upstream.ts';
 import { ErrorCode, PorticoError } from '../errors.ts';
 import { createBalancer } from '../upstream/balancer/index.ts';
+import { HealthAwareBalancer, type HealthBook } from '../upstream/health/book.ts';
+import { compileChecks } from '../upstream/health/checks.ts';
 import { normalizeNodes } from '../upstream/nodes.ts';
 import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
 
@@ -9,7 +11,7 @@ const DEFAULT_TIMEOUT_S = 60;
 const DEFAULT_KEEPALIVE = { size: 320, idleTimeout: 60_000, requests: 1000 };
 
 function sameNodes(a: readonly UpstreamNode[], b: readonly UpstreamNode[]): boolean {
-  return a.length === b.length && a.every((n, i) => n.key === b[i]!.key && n.weight === b[i]!.weight);
+  return a.length === b.length && a.every((n, i) => n.key === b[i]!.key && n.weight === b[i]!.weight && n.priority === b[i]!.priority);
 }
 
 /** Node's timers take at most 2^31-1 ms; a longer delay silently becomes 1 ms. */
@@ -38,18 +40,26 @@ export function compileTimeout(t: UpstreamConfig['timeout'], at = '/timeout'): U
 
 /**
  * Compiles an upstream object for the data plane. When the nodes are unchanged from `previous`,
- * the balancer (and with it its rotation state) is carried over. Throws PorticoError(SEMANTIC)
- * whose message starts with the field's path in the upstream; the validator runs this same
- * function (see compile.ts), so a throw here is a rejection at validation, not in the data plane.
+ * the balancer (and with it its rotation state) is carried over; with `checks`, the upstream's
+ * health comes from `health` (kept there while the checks block is unchanged). Throws
+ * PorticoError(SEMANTIC) whose message starts with the field's path in the upstream; the validator
+ * runs this same function (see compile.ts), so a throw here is a rejection at validation, not in
+ * the data plane.
  */
-export function compileUpstream(key: string, u: UpstreamConfig, previous?: UpstreamTarget): UpstreamTarget {
+export function compileUpstream(key: string, u: UpstreamConfig, previous?: UpstreamTarget, book?: HealthBook): UpstreamTarget {
   const scheme = u.scheme ?? 'http';
-  const nodes = normalizeNodes(u.nodes, scheme);
+  let nodes = normalizeNodes(u.nodes, scheme);
   const type = u.type ?? 'roundrobin';
   const options = { hashOn: u.hash_on ?? 'vars', key: u.key };
   const balancerKey = `${type}|${options.hashOn}|${options.key ?? ''}`;
-  // the balancer's state (rotation, counts, latencies) survives a change that keeps its nodes and algorithm
-  const balancer = previous && previous.balancerKey === balancerKey && sameNodes(previous.nodes, nodes) ? previous.balancer : createBalancer(type, nodes, options);
+  // the balancer's state (rotation, counts, latencies) survives a change that keeps its nodes and
+  // algorithm; so do the node objects, which balancers and `tried` sets know by identity
+  const keep = previous !== undefined && previous.balancerKey === balancerKey && sameNodes(previous.nodes, nodes);
+  if (keep) nodes = previous.nodes;
+  const baseBalancer = keep ? (previous.baseBalancer ?? previous.balancer) : createBalancer(type, nodes, options);
+  const checks = compileChecks(u.checks);
+  const health = checks && book?.for(key, checks, nodes);
+  if (health === undefined) book?.drop(key);
   return {
     key,
     scheme,
@@ -60,8 +70,10 @@ export function compileUpstream(key: string, u: UpstreamConfig, previous?: Upstr
     retries: u.retries ?? Math.max(0, nodes.filter((n) => n.weight > 0).length - 1),
     retryTimeout: (u.retry_timeout ?? 0) * 1000,
     nodes,
-    balancer,
+    balancer: health === undefined ? baseBalancer : new HealthAwareBalancer(baseBalancer, health),
+    baseBalancer,
     balancerKey,
+    health,
     keepalive: {
       size: u.keepalive_pool?.size ?? DEFAULT_KEEPALIVE.size,
       idleTimeout: u.keepalive_pool?.idle_timeout !== undefined ? u.keepalive_pool.idle_timeout * 1000 : DEFAULT_KEEPALIVE.idleTimeout,

@@ -9,6 +9,7 @@ import { DataPlane } from './data-plane.ts';
 import { GatewayInstance } from './gateway.ts';
 import { ConfigPipeline } from './pipeline.ts';
 import type { CompileFailure } from '../runtime/types.ts';
+import type { HealthVerdict } from '../upstream/health/book.ts';
 
 /**
  * Restart delays of a worker that died: 250 ms after a first death, doubling with each further
@@ -28,12 +29,14 @@ export function restartDelay(deaths: number[], now: number): number {
 }
 
 /** Messages between the primary and its workers. */
-type ToWorker = { type: 'snapshot'; update: SnapshotUpdate } | { type: 'drain' };
+type ToWorker = { type: 'snapshot'; update: SnapshotUpdate } | { type: 'health'; verdict: HealthVerdict } | { type: 'drain' };
 type ToPrimary =
   | { type: 'hello' }
   | { type: 'listening'; addresses: AddressInfo[] }
   | { type: 'applied'; revision: number }
   | { type: 'rejected'; failures: CompileFailure[] }
+  /** a passive health verdict the worker reached (the primary records it and tells every worker) */
+  | { type: 'health'; verdict: HealthVerdict }
   /** the worker's plugin failure counts since it started (sent at most once a second, when they changed) */
   | { type: 'plugin-failures'; counts: Record<string, number> };
 
@@ -81,6 +84,7 @@ export class ClusterGateway extends GatewayInstance {
       }),
     });
     this.pipeline.store.subscribe((snapshot, diff) => this.broadcast({ type: 'snapshot', update: updateOf(snapshot, diff) }));
+    this.pipeline.health.subscribe((verdict) => this.broadcast({ type: 'health', verdict }));
   }
 
   protected startProxy(): Promise<AddressInfo[]> {
@@ -99,9 +103,13 @@ export class ClusterGateway extends GatewayInstance {
         // worker's request, not on 'online': messages that arrive before the worker has loaded
         // its code and attached a listener are lost.)
         this.send(worker, { type: 'snapshot', update: updateOf(this.pipeline.store.snapshot, undefined) });
+        // then the nodes that are down now: a new worker must not send them traffic
+        for (const verdict of this.pipeline.health.verdicts()) this.send(worker, { type: 'health', verdict });
       } else if (m.type === 'applied') {
         state.revision = m.revision;
         this.pipeline.register();
+      } else if (m.type === 'health') {
+        this.pipeline.health.passive(m.verdict);
       } else if (m.type === 'rejected') {
         this.pipeline.rejectCompileFailures(m.failures);
       } else if (m.type === 'plugin-failures') {
@@ -157,9 +165,9 @@ export class ClusterGateway extends GatewayInstance {
 
 /** The worker side: a data plane fed by the primary; listens once it has the first snapshot. */
 export async function runWorker(config: GatewayConfig): Promise<void> {
-  const dataPlane = new DataPlane(config);
-  const replica = new SnapshotReplica();
   const send = (m: ToPrimary) => process.send?.(m);
+  const dataPlane = new DataPlane(config, (verdict) => send({ type: 'health', verdict }));
+  const replica = new SnapshotReplica();
   let stopping = false;
   const stop = () => {
     if (stopping) return;
@@ -180,7 +188,8 @@ export async function runWorker(config: GatewayConfig): Promise<void> {
       send({ type: 'applied', revision: snapshot.revision });
       first?.();
       first = undefined;
-    } else if (m.type === 'drain') stop();
+    } else if (m.type === 'health') dataPlane.runtime.health.apply(m.verdict);
+    else if (m.type === 'drain') stop();
   });
   // Ctrl-C reaches the whole process group; the primary dying closes the channel
   process.on('SIGTERM', stop);

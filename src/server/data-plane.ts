@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { isEmptyDiff, type Snapshot, type SnapshotDiff } from '../config/snapshot.ts';
 import { Runtime } from '../runtime/runtime.ts';
+import { HealthBook, type HealthVerdict } from '../upstream/health/book.ts';
 import type { CompileFailure } from '../runtime/types.ts';
 import { http1Pools } from '../upstream/http1-pool.ts';
 import { closePools, configurePools, poolKey, retainPools } from '../upstream/pools.ts';
@@ -18,9 +19,13 @@ export class DataPlane {
   private poolCleanup: NodeJS.Timeout | undefined;
   private stopping = false;
 
-  constructor(config: GatewayConfig) {
+  constructor(
+    config: GatewayConfig,
+    /** where this process's passive health verdicts go (the instance's health supervisor) */
+    reportHealth: (verdict: HealthVerdict) => void,
+  ) {
     configurePools({ maxConnectionsPerNode: config.proxy.upstream_max_connections_per_node });
-    this.runtime = new Runtime(config.proxy.router);
+    this.runtime = new Runtime(config.proxy.router, new HealthBook(reportHealth));
     // PORTICO_PROXY_TRANSPORT overrides portico.yaml (runs the test suite on either transport)
     const transport = process.env.PORTICO_PROXY_TRANSPORT ?? config.proxy.transport;
     const routes = () => this.runtime;

@@ -81,8 +81,10 @@ export class Gateway extends GatewayInstance {
   constructor(config: GatewayConfig) {
     super(config);
     this.pipeline = new ConfigPipeline(config);
-    this.dataPlane = new DataPlane(config);
+    // passive verdicts go to the supervisor, which records them and hands them back with the probes'
+    this.dataPlane = new DataPlane(config, (verdict) => this.pipeline.health.passive(verdict));
     this.pipeline.store.subscribe((snapshot, diff) => this.dataPlane.apply(snapshot, diff));
+    this.pipeline.health.subscribe((verdict) => this.dataPlane.runtime.health.apply(verdict));
   }
 
   protected startProxy(): Promise<AddressInfo[]> {

@@ -16,6 +16,7 @@ import { FileSource } from '../sources/file.ts';
 import type { Source, SourceState } from '../sources/source.ts';
 import { VERSION } from '../version.ts';
 import { INSTANCES_DIR, InstanceRegistration } from './registration.ts';
+import { HealthSupervisor } from '../upstream/health/supervisor.ts';
 
 function createSource(cfg: GatewayConfig): Source {
   if (cfg.config.source === 'etcd') {
@@ -33,6 +34,8 @@ function createSource(cfg: GatewayConfig): Source {
 export class ConfigPipeline {
   readonly instanceId: string;
   readonly store: ConfigStore;
+  /** active probes and the node health of every checked upstream, once per instance */
+  readonly health = new HealthSupervisor();
   private readonly source: Source;
   private readonly writer: LatestWriter<Snapshot>;
   private readonly registration: InstanceRegistration | undefined;
@@ -52,6 +55,7 @@ export class ConfigPipeline {
     this.instanceId = config.instance_id ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
     this.store = new ConfigStore(config.config.source, { routerMode: config.proxy.router });
     this.source = createSource(config);
+    this.store.subscribe((snapshot, diff) => this.health.update(snapshot, diff));
     if (this.source instanceof EtcdSource) {
       const prefix = config.config.etcd!.prefix.replace(/\/+$/, '');
       this.registration = new InstanceRegistration(this.source.client, `${prefix}/${INSTANCES_DIR}/${this.instanceId}`);
@@ -177,6 +181,7 @@ export class ConfigPipeline {
       rejected: this.store.rejections(),
       rejections_total: Object.fromEntries(this.store.rejectionCount),
       plugin_failures: Object.fromEntries(pluginFailures),
+      upstream_health: this.health.report(),
       ...this.extra.report?.(),
     };
   }
@@ -184,6 +189,7 @@ export class ConfigPipeline {
   /** Deregisters, stops the source and writes the last snapshot. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.health.stop();
     await this.registration?.stop();
     await this.source.stop();
     await this.writer.flush();

@@ -1,3 +1,5 @@
+import type { UpstreamHealth } from './health/book.ts';
+
 /**
  * What the data plane needs of an upstream, precompiled from config once per change:
  * the proxy never reads raw config.
@@ -14,6 +16,13 @@ export interface UpstreamNode {
    * a higher priority has failed for the request.
    */
   priority?: number;
+}
+
+/** Nodes a pick must skip (those already tried for the request, and unhealthy ones). */
+export interface NodeSet {
+  has(node: UpstreamNode): boolean;
+  /** an upper bound of how many nodes has() is true for (0: none) */
+  readonly size: number;
 }
 
 /**
@@ -49,7 +58,7 @@ export interface Balancer {
    * another node); returns undefined when no eligible node is left. `request` is given when
    * `needsRequest` is set.
    */
-  pick(tried?: ReadonlySet<UpstreamNode>, request?: PickRequest): UpstreamNode | undefined;
+  pick(tried?: NodeSet, request?: PickRequest): UpstreamNode | undefined;
   /** pick() reads the request (the data plane builds a PickRequest only for these) */
   readonly needsRequest?: boolean;
   /** a request was sent to `node` (least_conn counts it until done) */
@@ -81,5 +90,9 @@ export interface UpstreamTarget {
   balancer: Balancer;
   /** type, hash_on and key: what decides whether a recompiled upstream keeps its balancer */
   balancerKey?: string;
+  /** `balancer` without the health filter (what a recompiled upstream keeps) */
+  baseBalancer?: Balancer;
+  /** health of the nodes, when the upstream has `checks`: passive checks report to it */
+  health?: UpstreamHealth;
   keepalive: { size: number; idleTimeout: number /* ms */; requests: number };
 }

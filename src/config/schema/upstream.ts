@@ -27,6 +27,90 @@ export const Timeout = Type.Object(
   { additionalProperties: false },
 );
 
+/** HTTP statuses a check counts (APISIX: 200-599, at least one, no repeats). */
+const Statuses = (fallback: number[]) =>
+  Type.Array(Type.Integer({ minimum: 200, maximum: 599 }), { minItems: 1, uniqueItems: true, default: fallback });
+/** A failure or success threshold: active checks need at least 1; a passive threshold of 0 turns that counter off. */
+const Threshold = (minimum: 0 | 1, fallback: number) => Type.Integer({ minimum, maximum: 254, default: fallback });
+const CheckInterval = Type.Integer({ minimum: 1, maximum: 86_400, default: 1 });
+
+/** APISIX `checks.active`, with its defaults (schema_def.lua). */
+export const ActiveChecks = Type.Object(
+  {
+    type: Type.Optional(StringEnum(['http', 'https', 'tcp'], { default: 'http' })),
+    timeout: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 3600, default: 1 })),
+    concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 10 })),
+    host: Type.Optional(Type.String({ minLength: 1, maxLength: 253, pattern: '^[0-9a-zA-Z-._\\[\\]:]+$' })),
+    port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+    http_method: Type.Optional(StringEnum(['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS'], { default: 'GET' })),
+    http_path: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, pattern: '^/[\\x21-\\x7e]*$', default: '/' })),
+    http_req_body: Type.Optional(Type.String({ maxLength: 65536, default: '' })),
+    https_verify_certificate: Type.Optional(Type.Boolean({ default: true })),
+    req_headers: Type.Optional(Type.Array(Type.String({ minLength: 3, maxLength: 8192, pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+:[\\t\\x20-\\x7e\\x80-\\xff]*$' }), { minItems: 1 })),
+    healthy: Type.Optional(
+      Type.Object(
+        { interval: Type.Optional(CheckInterval), http_statuses: Type.Optional(Statuses([200, 302])), successes: Type.Optional(Threshold(1, 2)) },
+        { additionalProperties: false },
+      ),
+    ),
+    unhealthy: Type.Optional(
+      Type.Object(
+        {
+          interval: Type.Optional(CheckInterval),
+          http_statuses: Type.Optional(Statuses([429, 404, 500, 501, 502, 503, 504, 505])),
+          http_failures: Type.Optional(Threshold(1, 5)),
+          tcp_failures: Type.Optional(Threshold(1, 2)),
+          timeouts: Type.Optional(Threshold(1, 3)),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** APISIX `checks.passive`, with its defaults; `readmit_after` is Portico's (see docs/upstreams.md). */
+export const PassiveChecks = Type.Object(
+  {
+    type: Type.Optional(StringEnum(['http', 'https', 'tcp'], { default: 'http' })),
+    healthy: Type.Optional(
+      Type.Object(
+        {
+          http_statuses: Type.Optional(Statuses([200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305, 306, 307, 308])),
+          successes: Type.Optional(Threshold(0, 5)),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    unhealthy: Type.Optional(
+      Type.Object(
+        {
+          http_statuses: Type.Optional(Statuses([429, 500, 503])),
+          tcp_failures: Type.Optional(Threshold(0, 2)),
+          timeouts: Type.Optional(Threshold(0, 7)),
+          http_failures: Type.Optional(Threshold(0, 5)),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    /**
+     * Portico: without active checks nothing would ever bring a node that passive checks took out
+     * back (APISIX requires `active` for that reason); after this many seconds it gets traffic again
+     * (nginx's fail_timeout). Ignored when `active` is set: probes decide then.
+     */
+    readmit_after: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 86_400, default: 10 })),
+  },
+  { additionalProperties: false },
+);
+
+export const Checks = Type.Object(
+  { active: Type.Optional(ActiveChecks), passive: Type.Optional(PassiveChecks) },
+  { additionalProperties: false, minProperties: 1 },
+);
+
+export type ActiveChecksConfig = Static<typeof ActiveChecks>;
+export type PassiveChecksConfig = Static<typeof PassiveChecks>;
+export type ChecksConfig = Static<typeof Checks>;
 
 export const UpstreamSchema = Type.Object(
   {
@@ -51,8 +135,7 @@ export const UpstreamSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
-    // Accepted so APISIX upstreams load unchanged; active/passive health checks are not enforced yet.
-    checks: Type.Optional(Type.Object({}, { additionalProperties: true })),
+    checks: Type.Optional(Checks),
     /** chash: what the key is read from (APISIX) */
     hash_on: Type.Optional(StringEnum(['vars', 'header', 'cookie', 'consumer', 'vars_combinations'])),
     key: Type.Optional(Type.String()),

@@ -6,7 +6,7 @@ import type { RouteTable } from '../../runtime/types.ts';
 import { http1Pools, UpstreamEvent, type NodePool1, type UpstreamConnection, type UpstreamUser } from '../../upstream/http1-pool.ts';
 import type { NodeWaiter } from '../../upstream/pools.ts';
 import type { Balancer, PickRequest, UpstreamNode, UpstreamTarget } from '../../upstream/types.ts';
-import { Failure, failureResponse } from '../failures.ts';
+import { Failure, failureOutcome, failureResponse } from '../failures.ts';
 import { clientHeaderList, upstreamHeaders, upstreamHost } from '../headers.ts';
 import { describeRequest, rejectRequestHead, type ProxyRequest, type RequestPolicy } from '../request.ts';
 import { lingeringClose } from '../lingering-close.ts';
@@ -790,6 +790,11 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
 
   private failed(failure: Failure, reused = false): void {
     this.attemptEnded(true);
+    const health = this.upstream.health;
+    if (health !== undefined) {
+      const outcome = failureOutcome(failure);
+      if (outcome !== undefined) health.observe(this.node, outcome);
+    }
     if (this.response !== null) {
       // the upstream broke mid-response: a cut, so the client sees a truncated response
       if (this.headWritten) return this.cut();
@@ -857,6 +862,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
       return true;
     }
     this.response = head;
+    this.upstream.health?.observeStatus(this.node, head.status);
     return false;
   }
 

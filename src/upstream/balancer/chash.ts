@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { ErrorCode, PorticoError } from '../../errors.ts';
 import { escapeUri } from '../../plugins/nginx-var.ts';
-import type { Balancer, BalancerOptions, PickRequest, UpstreamNode } from '../types.ts';
+import type { Balancer, BalancerOptions, PickRequest, UpstreamNode, NodeSet } from '../types.ts';
 
 /**
  * Consistent hashing (APISIX upstream `type: chash`, resty.chash): every node owns points on a
@@ -83,7 +83,7 @@ class HashRing implements Balancer {
     }
   }
 
-  pick(tried?: ReadonlySet<UpstreamNode>, request?: PickRequest): UpstreamNode | undefined {
+  pick(tried?: NodeSet, request?: PickRequest): UpstreamNode | undefined {
     let position: number;
     if (request === undefined) {
       position = this.spread;

@@ -1,4 +1,4 @@
-import type { Balancer, BalancerOptions, UpstreamNode } from '../types.ts';
+import type { Balancer, BalancerOptions, UpstreamNode, NodeSet } from '../types.ts';
 
 /** APISIX's DECAY_TIME (10 s): how fast old latencies fade, in ms */
 const DECAY_TIME_MS = 10_000;
@@ -61,7 +61,7 @@ class Ewma implements Balancer {
     this.touchedAt = new Float64Array(nodes.length).fill(-1);
   }
 
-  pick(tried?: ReadonlySet<UpstreamNode>): UpstreamNode | undefined {
+  pick(tried?: NodeSet): UpstreamNode | undefined {
     const { nodes, weights, current } = this;
     const skip = tried !== undefined && tried.size > 0;
     // first candidate: smooth weighted round robin over the eligible (tried ones neither gain nor pay)

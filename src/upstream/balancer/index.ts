@@ -1,5 +1,5 @@
 import { ErrorCode, PorticoError } from '../../errors.ts';
-import type { Balancer, BalancerOptions, PickRequest, UpstreamNode } from '../types.ts';
+import type { Balancer, BalancerOptions, PickRequest, UpstreamNode, NodeSet } from '../types.ts';
 import { createEwma } from './ewma.ts';
 import { createLeastConn } from './least-conn.ts';
 import { createChash } from './chash.ts';
@@ -51,7 +51,7 @@ class PriorityBalancer implements Balancer {
     this.needsRequest = levels.some((l) => l.needsRequest === true);
   }
 
-  pick(tried?: ReadonlySet<UpstreamNode>, request?: PickRequest): UpstreamNode | undefined {
+  pick(tried?: NodeSet, request?: PickRequest): UpstreamNode | undefined {
     for (const level of this.levels) {
       const node = level.pick(tried, request);
       if (node !== undefined) {

@@ -1,4 +1,4 @@
-import type { Balancer, UpstreamNode } from '../types.ts';
+import type { Balancer, UpstreamNode, NodeSet } from '../types.ts';
 
 /**
  * Weighted least connections (APISIX upstream `type: least_conn`): the node with the fewest
@@ -46,7 +46,7 @@ class LeastConn implements Balancer {
     this.tied = new Int32Array(nodes.length);
   }
 
-  pick(tried?: ReadonlySet<UpstreamNode>): UpstreamNode | undefined {
+  pick(tried?: NodeSet): UpstreamNode | undefined {
     const { nodes, weights, active, current, tied } = this;
     const skip = tried !== undefined && tried.size > 0;
     let count = 0;

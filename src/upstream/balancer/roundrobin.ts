@@ -1,4 +1,4 @@
-import type { Balancer, UpstreamNode } from '../types.ts';
+import type { Balancer, UpstreamNode, NodeSet } from '../types.ts';
 
 /**
  * Smooth weighted round robin, nginx's algorithm (ngx_http_upstream_get_peer): on each pick every
@@ -29,7 +29,7 @@ class SmoothRoundRobin implements Balancer {
     this.current = new Float64Array(nodes.length);
   }
 
-  pick(tried?: ReadonlySet<UpstreamNode>): UpstreamNode | undefined {
+  pick(tried?: NodeSet): UpstreamNode | undefined {
     const { nodes, weights, current } = this;
     let best = -1;
     let total = 0;
