@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, get as httpGet, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 /**
@@ -66,4 +66,17 @@ export async function hit(url: string, init?: RequestInit): Promise<string> {
   } catch (err) {
     return `error ${(err as Error).message}`;
   }
+}
+
+/** One request on a connection of its own (so that, with workers, connections spread over them). */
+export function hitFresh(url: string): Promise<string> {
+  return new Promise((resolve) => {
+    const req = httpGet(url, { agent: false, headers: { connection: 'close' } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve(res.statusCode === 200 ? (JSON.parse(body) as { node: string }).node : `status ${res.statusCode}`));
+    });
+    req.on('error', (err) => resolve(`error ${err.message}`));
+  });
 }

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { BalancerFactory } from '../../src/upstream/balancer/index.ts';
 import type { UpstreamNode } from '../../src/upstream/types.ts';
+import { HealthAwareBalancer, UpstreamHealth } from '../../src/upstream/health/book.ts';
+import { compileChecks } from '../../src/upstream/health/checks.ts';
 
 export function node(host: string, weight: number, port = 80): UpstreamNode {
   return { host, port, weight, key: `${host}:${port}`, priority: 0 };
@@ -82,6 +84,26 @@ export function balancerContract(name: string, factory: BalancerFactory, options
       assert.equal(counts.get('b'), undefined);
       const ratio = (counts.get('c') ?? 0) / (counts.get('a') ?? 1);
       assert.ok(Math.abs(ratio - 2) < 0.2, `c/a = ${ratio}, want ~2`);
+    });
+
+    it('behind the health filter: never picks an unhealthy node while a healthy one is left; all down → picks anyway', () => {
+      const nodes = [node('a', 5), node('b', 3), node('c', 2)];
+      const health = new UpstreamHealth('upstreams/t', compileChecks({ passive: {} })!, () => undefined);
+      const balancer = new HealthAwareBalancer(factory(nodes), health);
+      health.set('a:80', false);
+      const counts = countPicks(() => balancer.pick(), 1000);
+      assert.equal(counts.get('a'), undefined);
+      assert.equal((counts.get('b') ?? 0) + (counts.get('c') ?? 0), 1000);
+      // a retry skips what was tried and what is down
+      assert.equal(balancer.pick(new Set([nodes[1]!])), nodes[2]);
+      health.set('b:80', false);
+      health.set('c:80', false);
+      // APISIX: no healthy node left, the request still goes to the upstream's nodes
+      const fallback = countPicks(() => balancer.pick(), 100);
+      assert.equal([...fallback.values()].reduce((x, y) => x + y, 0), 100);
+      assert.equal(balancer.pick(new Set(nodes)), undefined, 'but never to a node already tried');
+      health.set('a:80', true);
+      assert.deepEqual([...countPicks(() => balancer.pick(), 50).keys()], ['a']);
     });
 
     it('works with a single node', () => {
