@@ -10,6 +10,7 @@ export interface SrvTarget {
 }
 
 export type DnsFailure = 'SERVFAIL' | 'REFUSED' | 'NXDOMAIN' | 'drop';
+export type RecordType = 'A' | 'AAAA' | 'SRV';
 
 export interface TestDnsServer {
   port: number;
@@ -20,10 +21,13 @@ export interface TestDnsServer {
   setSrv(name: string, records: SrvTarget[], ttl: number): void;
   /** forgets every record of the name (and any failWith): it answers NXDOMAIN again */
   remove(name: string): void;
-  /** answers every query for the name with this rcode ('drop': no answer at all); undefined: stop failing */
-  failWith(name: string, failure: DnsFailure | undefined): void;
+  /**
+   * answers every query for the name (of `type` only, when given) with this rcode ('drop': no
+   * answer at all); undefined: stop failing
+   */
+  failWith(name: string, failure: DnsFailure | undefined, type?: RecordType): void;
   /** queries received for the name (every name when omitted), optionally of one type only */
-  queries(name?: string, type?: 'A' | 'AAAA' | 'SRV'): number;
+  queries(name?: string, type?: RecordType): number;
   close(): Promise<void>;
 }
 
@@ -45,6 +49,7 @@ const RCODE = { NOERROR: 0, SERVFAIL: 2, NXDOMAIN: 3, REFUSED: 5 } as const;
  */
 export async function startDnsServer(): Promise<TestDnsServer> {
   const zones = new Map<string, Zone>();
+  /** by "name" (every type) or "name type" */
   const failures = new Map<string, DnsFailure>();
   const seen: Array<{ name: string; type: string }> = [];
   const socket = createSocket('udp4');
@@ -71,7 +76,7 @@ export async function startDnsServer(): Promise<TestDnsServer> {
 
     let rcode: number = RCODE.NOERROR;
     const answers: dnsPacket.Answer[] = [];
-    const failure = failures.get(name);
+    const failure = failures.get(`${name} ${question.type}`) ?? failures.get(name);
     if (failure === 'drop') return;
     if (failure) {
       rcode = RCODE[failure];
@@ -108,12 +113,14 @@ export async function startDnsServer(): Promise<TestDnsServer> {
     setAAAA: (name, ips, ttl) => void (zone(name).AAAA = { ips: [...ips], ttl }),
     setSrv: (name, records, ttl) => void (zone(name).SRV = { records: records.map((r) => ({ ...r })), ttl }),
     remove: (name) => {
-      zones.delete(canonical(name));
-      failures.delete(canonical(name));
+      const key = canonical(name);
+      zones.delete(key);
+      for (const f of [...failures.keys()]) if (f === key || f.startsWith(`${key} `)) failures.delete(f);
     },
-    failWith: (name, failure) => {
-      if (failure) failures.set(canonical(name), failure);
-      else failures.delete(canonical(name));
+    failWith: (name, failure, type) => {
+      const key = type ? `${canonical(name)} ${type}` : canonical(name);
+      if (failure) failures.set(key, failure);
+      else failures.delete(key);
     },
     queries: (name, type) =>
       seen.filter((q) => (name === undefined || q.name === canonical(name)) && (type === undefined || q.type === type)).length,

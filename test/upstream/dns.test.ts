@@ -42,6 +42,25 @@ describe('DnsResolver.resolveHost', () => {
     assert.deepEqual(await resolver().resolveHost('V6ONLY.host.test'), { addresses: ['fd00::7'], ttl: 20 });
   });
 
+  it('asks the server at every call: no resolver-side cache that would outlive maxTtl', async () => {
+    dns.setA('fresh.host.test', ['10.0.0.1'], 3600);
+    const r = resolver();
+    await r.resolveHost('fresh.host.test');
+    dns.setA('fresh.host.test', ['10.0.0.2'], 3600);
+    assert.deepEqual((await r.resolveHost('fresh.host.test')).addresses, ['10.0.0.2']);
+    assert.equal(dns.queries('fresh.host.test', 'A'), 2);
+  });
+
+  it('a failure of one family fails the answer (no half set); discovery does not ask AAAA when A answers', async () => {
+    dns.setA('half.host.test', ['10.0.0.1'], 60);
+    dns.setAAAA('half.host.test', ['fd00::1'], 60);
+    dns.failWith('half.host.test', 'SERVFAIL', 'AAAA');
+    const err = await rejection(resolver().resolveHost('half.host.test'));
+    assert.equal(err.code, 'PORTICO_DNS_FAILED');
+    assert.match(err.message, /AAAA.*ESERVFAIL/);
+    assert.deepEqual((await resolver().resolveService('half.host.test:80', 80)).nodes, [{ host: '10.0.0.1', port: 80, weight: 1, priority: 0 }]);
+  });
+
   it('answers an IP literal itself, ttl Infinity, without asking', bounded, async () => {
     const before = dns.queries();
     assert.deepEqual(await resolver().resolveHost('192.0.2.10'), { addresses: ['192.0.2.10'], ttl: Infinity });
@@ -188,6 +207,11 @@ describe('DnsWatcher', () => {
     assert.match(failed.error!.message, /ESERVFAIL/);
     assert.deepEqual(failed.answer, { kind: 'host', addresses: ['10.3.0.1'], ttl: 1 });
     assert.equal(seen.length, 1);
+    // first retry after minTtl, then doubling up to maxTtl (2 s here)
+    assert.ok(Math.abs(failed.nextAt! - failed.error!.at - 1000) < 50, `retry in ${failed.nextAt! - failed.error!.at} ms`);
+    await waitUntil(() => watcher.state()[0]!.error!.at > failed.error!.at, 2000, 'the second failure');
+    const again = watcher.state()[0]!;
+    assert.ok(Math.abs(again.nextAt! - again.error!.at - 2000) < 50, `retry in ${again.nextAt! - again.error!.at} ms`);
     // recovery with a different set: the error clears and onChange fires
     dns.setA('failing.watch.test', ['10.3.0.9'], 1);
     dns.failWith('failing.watch.test', undefined);
