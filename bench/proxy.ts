@@ -30,7 +30,8 @@
  *     [--transport node,socket]
  *
  * balancers (not in the default run): roundrobin, chash, least_conn and ewma over three nodes (one
- * nginx listening on 127.0.0.1-3), each against round robin.
+ * nginx listening on 127.0.0.1-3), and round robin with active and passive health checks on, each
+ * against round robin.
  * portico-plugins: key-auth + limit-count (local) + proxy-rewrite on the route, wrk sending the key;
  * portico-plugins-redis: the same with limit-count policy: redis (a redis-server the bench starts).
  *     [--tsx] [--root DIR]
@@ -186,10 +187,18 @@ for (const transport of values.transport ? values.transport.split(',') : [undefi
   }
   if (targets.has('balancers')) {
     // three nodes (one nginx on 127.0.0.1-3), each algorithm of src/upstream/balancer/
-    for (const [type, extra] of [['roundrobin', ''], ['chash', '\n    hash_on: vars\n    key: remote_addr'], ['least_conn', ''], ['ewma', '']] as const) {
+    // and round robin with active probes (every node once a second) and passive checks on every response
+    const checks = `\n    checks: { active: { http_path: "${PATH}", healthy: { interval: 1 } }, passive: {} }`;
+    for (const [type, extra, label] of [
+      ['roundrobin', '', 'roundrobin'],
+      ['chash', '\n    hash_on: vars\n    key: remote_addr', 'chash'],
+      ['least_conn', '', 'least_conn'],
+      ['ewma', '', 'ewma'],
+      ['roundrobin', checks, 'roundrobin + checks'],
+    ] as const) {
       const balancerRoutes = `upstreams:\n  - id: u\n    type: ${type}${extra}\n    nodes: { "127.0.0.1:${upstreamPort}": 1, "127.0.0.2:${upstreamPort}": 1, "127.0.0.3:${upstreamPort}": 1 }\nroutes:\n  - id: r\n    uri: /aa/*\n    upstream_id: u\n`;
       targets.add('balancer');
-      await measure('balancer', `portico, 3 nodes, ${t}${type}`, async () => {
+      await measure('balancer', `portico, 3 nodes, ${t}${label}`, async () => {
         const g = await startPortico({ main: gatewayMain, routes: balancerRoutes, workers: 1, transport });
         return { port: g.port, child: g.child };
       });
