@@ -80,6 +80,22 @@ export const GatewayConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    /**
+     * How upstream host names and `discovery_type: dns` service names are resolved (once per
+     * instance, in the config pipeline's process): the DNS servers to ask (default: the system's,
+     * /etc/resolv.conf), and the bounds of the re-resolution interval that follows each answer's TTL.
+     */
+    dns: Type.Object(
+      {
+        servers: Type.Optional(Type.Array(Type.String({ pattern: '^(\\[[0-9a-fA-F:.]+\\](:[0-9]{1,5})?|[0-9a-fA-F:.]+)$' }), { minItems: 1 })),
+        min_ttl: Type.Number({ exclusiveMinimum: 0, maximum: 86_400, default: 1 }),
+        max_ttl: Type.Number({ exclusiveMinimum: 0, maximum: 86_400, default: 300 }),
+        /** seconds per query attempt */
+        timeout: Type.Number({ exclusiveMinimum: 0, maximum: 60, default: 2 }),
+        tries: Type.Integer({ minimum: 1, maximum: 10, default: 2 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     status: Type.Object({ listen: ListenAddress }, { additionalProperties: false, default: { listen: '127.0.0.1:9090' } }),
     config: Type.Object(
       {

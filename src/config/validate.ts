@@ -82,6 +82,10 @@ function checkUpstream(u: UpstreamConfig, at: string): string | undefined {
     return `${at}/type: balancer '${type}' is not supported (supported: ${balancerTypes().join(', ')})`;
   }
   if (u.pass_host === 'rewrite' && !u.upstream_host) return `${at}/upstream_host: required when pass_host is 'rewrite'`;
+  // APISIX: the nodes are listed, or found by service discovery
+  if (u.discovery_type !== undefined && u.service_name === undefined) return `${at}/service_name: required with discovery_type '${u.discovery_type}'`;
+  if (u.discovery_type === undefined && u.service_name !== undefined) return `${at}/discovery_type: required with service_name`;
+  if (u.discovery_type === undefined && u.nodes === undefined) return `${at}/nodes: required (or discovery_type and service_name)`;
   // APISIX's host_def: the value becomes the Host header, so it must be a host[:port]
   if (u.upstream_host !== undefined && !isHost.test(u.upstream_host)) {
     return `${at}/upstream_host: must be a host name or address, optionally with :port`;

@@ -3,6 +3,7 @@ import type { Kind } from '../config/changeset.ts';
 import type { RejectionRecord } from '../config/store.ts';
 import { createMetrics } from './metrics.ts';
 import type { UpstreamHealthReport } from '../upstream/health/supervisor.ts';
+import type { DiscoveryReport } from '../upstream/discovery/upstream-nodes.ts';
 
 /** What every instance reports about itself at GET /status. */
 export interface StatusReport {
@@ -34,6 +35,8 @@ export interface StatusReport {
   plugin_failures?: Record<string, number>;
   /** every upstream with `checks`: each node's health, since when, and the last probe */
   upstream_health?: UpstreamHealthReport[];
+  /** every name upstreams resolve by DNS: what it found, when, and the last failure (the last good answer stays in force) */
+  upstream_dns?: DiscoveryReport[];
   /** with proxy.workers > 1: each worker process and the revision it serves */
   workers?: Array<{ pid: number; revision: number | null; listening: boolean }>;
 }

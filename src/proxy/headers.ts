@@ -195,8 +195,9 @@ export function upstreamHost(target: UpstreamTarget, node: UpstreamNode, clientH
     case 'rewrite':
       return target.upstreamHost ?? node.key;
     case 'node': {
-      if (node.port !== (target.scheme === 'https' ? 443 : 80)) return node.key;
-      return node.host.includes(':') ? `[${node.host}]` : node.host;
+      // a resolved node: the name it was resolved from, as nginx sends for `server name`
+      const host = node.hostname ?? (node.host.includes(':') ? `[${node.host}]` : node.host);
+      return node.port === (target.scheme === 'https' ? 443 : 80) ? host : `${host}:${node.port}`;
     }
   }
 }

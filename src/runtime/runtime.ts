@@ -10,6 +10,7 @@ import { log } from '../observability/log.ts';
 import { compileTimeout, compileUpstream } from './upstream.ts';
 import type { UpstreamTarget } from '../upstream/types.ts';
 import { HealthBook } from '../upstream/health/book.ts';
+import type { DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
 import type { CompileFailure, CompiledRoute, RouteTable } from './types.ts';
 import { PluginChain } from '../plugins/chain.ts';
 import { Consumers, NO_CONSUMERS } from '../plugins/consumers.ts';
@@ -18,6 +19,8 @@ import type { PluginConfigConfig } from '../config/schema/plugin-config.ts';
 /** Holds the upstream in force for one upstream object; routes keep the slot, not the target. */
 interface UpstreamSlot {
   target: UpstreamTarget | undefined;
+  /** what it was compiled from (recompiled from it when DNS finds other nodes) */
+  config: UpstreamConfig | undefined;
 }
 
 class Route implements CompiledRoute {
@@ -56,6 +59,8 @@ export class Runtime implements RouteTable {
   /** plugin_config id -> ids of routes that use it */
   private readonly routesByPluginConfig = new Map<string, Set<string>>();
   private readonly pluginConfigOfRoute = new Map<string, string>();
+  /** the nodes DNS found, by upstream key (the instance's discovery sends them) */
+  private readonly discovered = new Map<string, DiscoveredNodes>();
   globalChain: PluginChain | undefined;
   consumers: Consumers = NO_CONSUMERS;
 
@@ -69,6 +74,25 @@ export class Runtime implements RouteTable {
 
   matchRoute(req: MatchRequest): RouteMatch<CompiledRoute> | undefined {
     return this.router.match(req);
+  }
+
+  /**
+   * DNS found other nodes for an upstream: its target is recompiled with them (its balancer and
+   * health state carried over for the nodes that stay). Returns false when nothing changed here.
+   */
+  setDiscovered(d: DiscoveredNodes): boolean {
+    if (d.nodes === undefined) this.discovered.delete(d.upstream);
+    else this.discovered.set(d.upstream, d);
+    const slot = this.slots.get(d.upstream);
+    if (slot?.config === undefined) return false;
+    try {
+      slot.target = compileUpstream(d.upstream, slot.config, slot.target, this.health, this.discovered.get(d.upstream));
+    } catch (err) {
+      // the config compiled before; only the nodes differ, and they are addresses
+      log.error({ upstream: d.upstream, err: (err as Error).message }, 'discovered nodes not applied');
+      return false;
+    }
+    return true;
   }
 
   /** Every upstream target requests can use (for pool retention), route-level timeouts included. */
@@ -149,12 +173,13 @@ export class Runtime implements RouteTable {
     }
     slot ??= this.slot(key);
     // compiled before the assignment: a throw leaves the previous target serving
-    slot.target = compileUpstream(key, config, slot.target, this.health);
+    slot.target = compileUpstream(key, config, slot.target, this.health, this.discovered.get(key));
+    slot.config = config;
   }
 
   private slot(key: string): UpstreamSlot {
     let slot = this.slots.get(key);
-    if (!slot) this.slots.set(key, (slot = { target: undefined }));
+    if (!slot) this.slots.set(key, (slot = { target: undefined, config: undefined }));
     return slot;
   }
 

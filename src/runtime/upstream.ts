@@ -3,6 +3,7 @@ import { ErrorCode, PorticoError } from '../errors.ts';
 import { createBalancer } from '../upstream/balancer/index.ts';
 import { HealthAwareBalancer, type HealthBook } from '../upstream/health/book.ts';
 import { compileChecks } from '../upstream/health/checks.ts';
+import { discoverySource, type DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
 import { normalizeNodes } from '../upstream/nodes.ts';
 import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
 
@@ -39,16 +40,19 @@ export function compileTimeout(t: UpstreamConfig['timeout'], at = '/timeout'): U
 }
 
 /**
- * Compiles an upstream object for the data plane. When the nodes are unchanged from `previous`,
+ * Compiles an upstream object for the data plane (`discovered`: the nodes DNS found for it). When
+ * the nodes are unchanged from `previous`,
  * the balancer (and with it its rotation state) is carried over; with `checks`, the upstream's
  * health comes from `health` (kept there while the checks block is unchanged). Throws
  * PorticoError(SEMANTIC) whose message starts with the field's path in the upstream; the validator
  * runs this same function (see compile.ts), so a throw here is a rejection at validation, not in
  * the data plane.
  */
-export function compileUpstream(key: string, u: UpstreamConfig, previous?: UpstreamTarget, book?: HealthBook): UpstreamTarget {
+export function compileUpstream(key: string, u: UpstreamConfig, previous?: UpstreamTarget, book?: HealthBook, discovered?: DiscoveredNodes): UpstreamTarget {
   const scheme = u.scheme ?? 'http';
-  let nodes = normalizeNodes(u.nodes, scheme);
+  // nodes found by DNS for this very config, else the configured ones (host names then resolve per
+  // connection until the answers arrive; discovery_type dns has none until then)
+  let nodes = discovered?.nodes !== undefined && discovered.source === discoverySource(u) ? discovered.nodes : u.nodes === undefined ? [] : normalizeNodes(u.nodes, scheme);
   const type = u.type ?? 'roundrobin';
   const options = { hashOn: u.hash_on ?? 'vars', key: u.key };
   const balancerKey = `${type}|${options.hashOn}|${options.key ?? ''}`;

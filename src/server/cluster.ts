@@ -10,6 +10,7 @@ import { GatewayInstance } from './gateway.ts';
 import { ConfigPipeline } from './pipeline.ts';
 import type { CompileFailure } from '../runtime/types.ts';
 import type { HealthVerdict } from '../upstream/health/book.ts';
+import type { DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
 
 /**
  * Restart delays of a worker that died: 250 ms after a first death, doubling with each further
@@ -29,7 +30,11 @@ export function restartDelay(deaths: number[], now: number): number {
 }
 
 /** Messages between the primary and its workers. */
-type ToWorker = { type: 'snapshot'; update: SnapshotUpdate } | { type: 'health'; verdict: HealthVerdict } | { type: 'drain' };
+type ToWorker =
+  | { type: 'snapshot'; update: SnapshotUpdate }
+  | { type: 'nodes'; discovered: DiscoveredNodes }
+  | { type: 'health'; verdict: HealthVerdict }
+  | { type: 'drain' };
 type ToPrimary =
   | { type: 'hello' }
   | { type: 'listening'; addresses: AddressInfo[] }
@@ -85,6 +90,7 @@ export class ClusterGateway extends GatewayInstance {
     });
     this.pipeline.store.subscribe((snapshot, diff) => this.broadcast({ type: 'snapshot', update: updateOf(snapshot, diff) }));
     this.pipeline.health.subscribe((verdict) => this.broadcast({ type: 'health', verdict }));
+    this.pipeline.discovery.subscribe((discovered) => this.broadcast({ type: 'nodes', discovered }));
   }
 
   protected startProxy(): Promise<AddressInfo[]> {
@@ -103,7 +109,8 @@ export class ClusterGateway extends GatewayInstance {
         // worker's request, not on 'online': messages that arrive before the worker has loaded
         // its code and attached a listener are lost.)
         this.send(worker, { type: 'snapshot', update: updateOf(this.pipeline.store.snapshot, undefined) });
-        // then the nodes that are down now: a new worker must not send them traffic
+        // then the nodes DNS found, and those that are down now: a new worker must not send them traffic
+        for (const discovered of this.pipeline.discovery.current()) this.send(worker, { type: 'nodes', discovered });
         for (const verdict of this.pipeline.health.verdicts()) this.send(worker, { type: 'health', verdict });
       } else if (m.type === 'applied') {
         state.revision = m.revision;
@@ -189,6 +196,7 @@ export async function runWorker(config: GatewayConfig): Promise<void> {
       first?.();
       first = undefined;
     } else if (m.type === 'health') dataPlane.runtime.health.apply(m.verdict);
+    else if (m.type === 'nodes') dataPlane.discovered(m.discovered);
     else if (m.type === 'drain') stop();
   });
   // Ctrl-C reaches the whole process group; the primary dying closes the channel

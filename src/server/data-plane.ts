@@ -3,6 +3,7 @@ import type { GatewayConfig } from '../config/gateway.ts';
 import { isEmptyDiff, type Snapshot, type SnapshotDiff } from '../config/snapshot.ts';
 import { Runtime } from '../runtime/runtime.ts';
 import { HealthBook, type HealthVerdict } from '../upstream/health/book.ts';
+import type { DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
 import type { CompileFailure } from '../runtime/types.ts';
 import { http1Pools } from '../upstream/http1-pool.ts';
 import { closePools, configurePools, poolKey, retainPools } from '../upstream/pools.ts';
@@ -37,6 +38,11 @@ export class DataPlane {
     const failures = this.runtime.apply(snapshot, diff);
     if (!isEmptyDiff(diff)) this.schedulePoolCleanup();
     return failures;
+  }
+
+  /** DNS found other nodes for an upstream (the instance's discovery sends them). */
+  discovered(d: DiscoveredNodes): void {
+    if (this.runtime.setDiscovered(d)) this.schedulePoolCleanup();
   }
 
   start(): Promise<AddressInfo[]> {

@@ -85,6 +85,7 @@ export class Gateway extends GatewayInstance {
     this.dataPlane = new DataPlane(config, (verdict) => this.pipeline.health.passive(verdict));
     this.pipeline.store.subscribe((snapshot, diff) => this.dataPlane.apply(snapshot, diff));
     this.pipeline.health.subscribe((verdict) => this.dataPlane.runtime.health.apply(verdict));
+    this.pipeline.discovery.subscribe((nodes) => this.dataPlane.discovered(nodes));
   }
 
   protected startProxy(): Promise<AddressInfo[]> {

@@ -17,6 +17,7 @@ import type { Source, SourceState } from '../sources/source.ts';
 import { VERSION } from '../version.ts';
 import { INSTANCES_DIR, InstanceRegistration } from './registration.ts';
 import { HealthSupervisor } from '../upstream/health/supervisor.ts';
+import { NodeDiscovery } from '../upstream/discovery/upstream-nodes.ts';
 
 function createSource(cfg: GatewayConfig): Source {
   if (cfg.config.source === 'etcd') {
@@ -34,8 +35,10 @@ function createSource(cfg: GatewayConfig): Source {
 export class ConfigPipeline {
   readonly instanceId: string;
   readonly store: ConfigStore;
+  /** upstream host names and service names resolved by DNS, once per instance */
+  readonly discovery: NodeDiscovery;
   /** active probes and the node health of every checked upstream, once per instance */
-  readonly health = new HealthSupervisor();
+  readonly health: HealthSupervisor;
   private readonly source: Source;
   private readonly writer: LatestWriter<Snapshot>;
   private readonly registration: InstanceRegistration | undefined;
@@ -55,7 +58,17 @@ export class ConfigPipeline {
     this.instanceId = config.instance_id ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
     this.store = new ConfigStore(config.config.source, { routerMode: config.proxy.router });
     this.source = createSource(config);
-    this.store.subscribe((snapshot, diff) => this.health.update(snapshot, diff));
+    const dns = config.dns;
+    this.discovery = new NodeDiscovery({ servers: dns.servers, minTtl: dns.min_ttl, maxTtl: Math.max(dns.min_ttl, dns.max_ttl), timeoutMs: dns.timeout * 1000, tries: dns.tries });
+    this.health = new HealthSupervisor((key, upstream) => this.discovery.nodesOf(key, upstream));
+    // discovery first: the health supervisor checks the nodes it found
+    this.store.subscribe((snapshot, diff) => {
+      this.discovery.update(snapshot, diff);
+      this.health.update(snapshot, diff);
+    });
+    this.discovery.subscribe((d) => {
+      if (d.nodes !== undefined) this.health.nodesChanged(d.upstream, d.nodes);
+    });
     if (this.source instanceof EtcdSource) {
       const prefix = config.config.etcd!.prefix.replace(/\/+$/, '');
       this.registration = new InstanceRegistration(this.source.client, `${prefix}/${INSTANCES_DIR}/${this.instanceId}`);
@@ -162,7 +175,8 @@ export class ConfigPipeline {
   status(): StatusReport {
     const s = this.store.snapshot;
     const synced = this.synced || this.fromSnapshot;
-    const ready = synced && this.extra.ready();
+    // and every host name had a first answer (or failure): the first requests go to resolved nodes
+    const ready = synced && this.extra.ready() && this.discovery.settled();
     return {
       instance_id: this.instanceId,
       version: VERSION,
@@ -182,6 +196,7 @@ export class ConfigPipeline {
       rejections_total: Object.fromEntries(this.store.rejectionCount),
       plugin_failures: Object.fromEntries(pluginFailures),
       upstream_health: this.health.report(),
+      upstream_dns: this.discovery.report(),
       ...this.extra.report?.(),
     };
   }
@@ -190,6 +205,7 @@ export class ConfigPipeline {
   async stop(): Promise<void> {
     this.stopping = true;
     this.health.stop();
+    this.discovery.stop();
     await this.registration?.stop();
     await this.source.stop();
     await this.writer.flush();

@@ -16,6 +16,11 @@ export interface UpstreamNode {
    * a higher priority has failed for the request.
    */
   priority?: number;
+  /**
+   * The host name this node's address was resolved from (DNS): the Host header for
+   * pass_host=node. Unset for nodes configured by address.
+   */
+  hostname?: string;
 }
 
 /** Nodes a pick must skip (those already tried for the request, and unhealthy ones). */

@@ -17,12 +17,18 @@ export class Node {
   healthStatus = 200;
   /** what real requests answer */
   status = 200;
+  /** the Host header of each real request */
+  readonly hosts: string[] = [];
   private server: Server | undefined;
 
-  constructor(readonly name: string) {}
+  constructor(
+    readonly name: string,
+    /** a loopback address of its own (127.0.0.2, ...) lets DNS tests tell nodes apart by address */
+    readonly host = '127.0.0.1',
+  ) {}
 
   get address(): string {
-    return `127.0.0.1:${this.port}`;
+    return `${this.host}:${this.port}`;
   }
 
   private handle = (req: IncomingMessage, res: ServerResponse): void => {
@@ -33,6 +39,7 @@ export class Node {
       return;
     }
     this.served++;
+    this.hosts.push(req.headers.host ?? '');
     res.writeHead(this.status, { 'content-type': 'application/json' }).end(JSON.stringify({ node: this.name }));
   };
 
@@ -40,7 +47,7 @@ export class Node {
   async start(): Promise<this> {
     const server = (this.server = createServer(this.handle));
     server.keepAliveTimeout = 60_000;
-    server.listen(this.port, '127.0.0.1');
+    server.listen(this.port, this.host);
     await once(server, 'listening');
     this.port = (server.address() as AddressInfo).port;
     return this;

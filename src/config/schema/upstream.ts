@@ -116,7 +116,12 @@ export const UpstreamSchema = Type.Object(
   {
     ...Meta,
     type: Type.Optional(Type.String({ default: 'roundrobin' })),
-    nodes: Nodes,
+    /** required unless `discovery_type` finds the nodes */
+    nodes: Type.Optional(Nodes),
+    /** APISIX service discovery: `dns` resolves `service_name` (SRV, or A/AAAA with its :port) */
+    discovery_type: Type.Optional(StringEnum(['dns'])),
+    /** with discovery_type dns: "name" (SRV records) or "name:port" (A/AAAA records) */
+    service_name: Type.Optional(Type.String({ minLength: 1, maxLength: 259, pattern: '^[0-9A-Za-z_.-]+(:[0-9]{1,5})?$' })),
     scheme: Type.Optional(StringEnum(['http', 'https'])),
     pass_host: Type.Optional(StringEnum(['pass', 'node', 'rewrite'])),
     // becomes the Host header: the header-value check first (its reason names the bad character),

@@ -1,5 +1,6 @@
 import type { UpstreamConfig } from '../../config/schema/upstream.ts';
 import type { Snapshot, SnapshotDiff } from '../../config/snapshot.ts';
+import { changedUpstreams } from '../discovery/upstream-nodes.ts';
 import { log } from '../../observability/log.ts';
 import { normalizeNodes } from '../nodes.ts';
 import type { UpstreamNode } from '../types.ts';
@@ -48,7 +49,7 @@ class CheckedUpstream {
   constructor(
     readonly key: string,
     readonly checks: HealthChecks,
-    private config: UpstreamConfig,
+    public config: UpstreamConfig,
     private readonly publish: (v: HealthVerdict) => void,
   ) {}
 
@@ -165,15 +166,6 @@ class CheckedUpstream {
   }
 }
 
-/** The upstreams of a snapshot that changed, by upstream key, with their config (undefined: gone). */
-function changedUpstreams(snapshot: Snapshot, diff: SnapshotDiff | undefined): Map<string, UpstreamConfig | undefined> {
-  const out = new Map<string, UpstreamConfig | undefined>();
-  const ids = (kind: 'upstreams' | 'services' | 'routes') => diff?.[kind] ?? snapshot[kind].keys();
-  for (const id of ids('upstreams')) out.set(`upstreams/${id}`, snapshot.upstreams.get(id)?.value);
-  for (const id of ids('services')) out.set(`services/${id}`, snapshot.services.get(id)?.value.upstream);
-  for (const id of ids('routes')) out.set(`routes/${id}`, snapshot.routes.get(id)?.value.upstream);
-  return out;
-}
 
 /**
  * The instance's health checks, run once per instance in the config pipeline's process (not in
@@ -185,6 +177,11 @@ function changedUpstreams(snapshot: Snapshot, diff: SnapshotDiff | undefined): M
 export class HealthSupervisor {
   private readonly upstreams = new Map<string, CheckedUpstream>();
   private readonly listeners: Array<(v: HealthVerdict) => void> = [];
+
+  constructor(
+    /** the nodes DNS found for an upstream, when it has them (else its configured nodes are checked) */
+    private readonly discovered: (key: string, config: UpstreamConfig) => UpstreamNode[] | undefined = () => undefined,
+  ) {}
 
   /** Verdicts go to `listener` (the data planes); returns nothing to unsubscribe: they live as long as the instance. */
   subscribe(listener: (v: HealthVerdict) => void): void {
@@ -206,7 +203,7 @@ export class HealthSupervisor {
       let nodes: UpstreamNode[] | undefined;
       try {
         checks = config && compileChecks(config.checks);
-        nodes = checks && normalizeNodes(config!.nodes, config!.scheme ?? 'http');
+        nodes = checks && (this.discovered(key, config!) ?? (config!.nodes === undefined ? [] : normalizeNodes(config!.nodes, config!.scheme ?? 'http')));
       } catch {
         checks = undefined; // validated objects compile; this only guards the supervisor against a bug
       }
@@ -222,6 +219,12 @@ export class HealthSupervisor {
       }
       checked.setNodes(nodes, config!);
     }
+  }
+
+  /** DNS found other nodes for the upstream: new ones are checked, removed ones no longer. */
+  nodesChanged(key: string, nodes: readonly UpstreamNode[]): void {
+    const checked = this.upstreams.get(key);
+    checked?.setNodes(nodes, checked.config);
   }
 
   /** A passive verdict a data plane reached: recorded, and handed to every data plane. */
