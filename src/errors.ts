@@ -26,6 +26,12 @@ export const ErrorCode = {
   ETCD_COMPACTED: 'PORTICO_ERR_ETCD_COMPACTED',
   /** the on-disk snapshot is missing or unreadable */
   SNAPSHOT: 'PORTICO_ERR_SNAPSHOT',
+  /** DNS discovery: the name has no records (NXDOMAIN, or no A/AAAA/SRV) */
+  DNS_NO_RECORDS: 'PORTICO_ERR_DNS_NO_RECORDS',
+  /** DNS discovery: the server failed (SERVFAIL, REFUSED, timeout, unreachable, bad answer) */
+  DNS_FAILED: 'PORTICO_ERR_DNS_FAILED',
+  /** DNS discovery: no first answer within the bound */
+  DNS_NOT_READY: 'PORTICO_ERR_DNS_NOT_READY',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -97,7 +97,7 @@ describe('DNS discovery', () => {
   test('a failing DNS server keeps the last good nodes, and /status says why', async () => {
     dns.failWith('app.test', 'SERVFAIL');
     const failed = await waitUntil(async () => (await gw.status()).upstream_dns!.find((r) => r.upstream === 'upstreams/named' && r.error), 5000, 'the failure in /status');
-    assert.equal(failed.error!.code, 'PORTICO_DNS_FAILED');
+    assert.equal(failed.error!.code, 'PORTICO_ERR_DNS_FAILED');
     assert.deepEqual(failed.found, ['127.0.0.3']);
     for (let i = 0; i < 5; i++) assert.equal(await hit(`${gw.url}/named/${i}`), 'three');
     dns.failWith('app.test', undefined);

@@ -56,7 +56,7 @@ describe('DnsResolver.resolveHost', () => {
     dns.setAAAA('half.host.test', ['fd00::1'], 60);
     dns.failWith('half.host.test', 'SERVFAIL', 'AAAA');
     const err = await rejection(resolver().resolveHost('half.host.test'));
-    assert.equal(err.code, 'PORTICO_DNS_FAILED');
+    assert.equal(err.code, 'PORTICO_ERR_DNS_FAILED');
     assert.match(err.message, /AAAA.*ESERVFAIL/);
     assert.deepEqual((await resolver().resolveService('half.host.test:80', 80)).nodes, [{ host: '10.0.0.1', port: 80, weight: 1, priority: 0 }]);
   });
@@ -68,20 +68,20 @@ describe('DnsResolver.resolveHost', () => {
     assert.equal(dns.queries(), before);
   });
 
-  it('NXDOMAIN, or a name with neither A nor AAAA: PORTICO_DNS_NO_RECORDS naming the name', bounded, async () => {
+  it('NXDOMAIN, or a name with neither A nor AAAA: PORTICO_ERR_DNS_NO_RECORDS naming the name', bounded, async () => {
     const err = await rejection(resolver().resolveHost('missing.host.test'));
-    assert.equal(err.code, 'PORTICO_DNS_NO_RECORDS');
+    assert.equal(err.code, 'PORTICO_ERR_DNS_NO_RECORDS');
     assert.match(err.message, /missing\.host\.test/);
     dns.setSrv('srvonly.host.test', [{ target: 'x.host.test', port: 80, weight: 1, priority: 1 }], 10);
-    assert.equal((await rejection(resolver().resolveHost('srvonly.host.test'))).code, 'PORTICO_DNS_NO_RECORDS');
+    assert.equal((await rejection(resolver().resolveHost('srvonly.host.test'))).code, 'PORTICO_ERR_DNS_NO_RECORDS');
   });
 
-  it('SERVFAIL, REFUSED and no answer: PORTICO_DNS_FAILED with the c-ares code', bounded, async () => {
+  it('SERVFAIL, REFUSED and no answer: PORTICO_ERR_DNS_FAILED with the c-ares code', bounded, async () => {
     dns.setA('broken.host.test', ['10.0.0.1'], 60);
     for (const [failure, code] of [['SERVFAIL', 'ESERVFAIL'], ['REFUSED', 'EREFUSED'], ['drop', 'ETIMEOUT']] as const) {
       dns.failWith('broken.host.test', failure);
       const err = await rejection(resolver().resolveHost('broken.host.test'));
-      assert.equal(err.code, 'PORTICO_DNS_FAILED', failure);
+      assert.equal(err.code, 'PORTICO_ERR_DNS_FAILED', failure);
       assert.equal(err.dnsCode, code, failure);
       assert.match(err.message, new RegExp(`broken\\.host\\.test.*${code}`), failure);
     }
@@ -157,15 +157,15 @@ describe('DnsResolver.resolveService (APISIX discovery_type: dns)', () => {
       { target: 'nowhere.svc.test', port: 8001, weight: 1, priority: 1 },
     ], 60);
     const err = await rejection(resolver().resolveService('dangling.svc.test', 80));
-    assert.equal(err.code, 'PORTICO_DNS_NO_RECORDS');
+    assert.equal(err.code, 'PORTICO_ERR_DNS_NO_RECORDS');
     assert.match(err.message, /dangling\.svc\.test.*nowhere\.svc\.test/);
   });
 
   it('SERVFAIL on SRV fails (no silent fallback to A); NXDOMAIN is NO_RECORDS; a bad port is a config error', bounded, async () => {
     dns.setA('flaky.svc.test', ['10.9.0.1'], 60);
     dns.failWith('flaky.svc.test', 'SERVFAIL');
-    assert.equal((await rejection(resolver().resolveService('flaky.svc.test', 80))).code, 'PORTICO_DNS_FAILED');
-    assert.equal((await rejection(resolver().resolveService('gone.svc.test:80', 80))).code, 'PORTICO_DNS_NO_RECORDS');
+    assert.equal((await rejection(resolver().resolveService('flaky.svc.test', 80))).code, 'PORTICO_ERR_DNS_FAILED');
+    assert.equal((await rejection(resolver().resolveService('gone.svc.test:80', 80))).code, 'PORTICO_ERR_DNS_NO_RECORDS');
     assert.equal((await rejection(resolver().resolveService('a.svc.test:0', 80))).code, 'PORTICO_ERR_SEMANTIC');
   });
 });
@@ -203,7 +203,7 @@ describe('DnsWatcher', () => {
     dns.failWith('failing.watch.test', 'SERVFAIL');
     await waitUntil(() => watcher.state()[0]!.error, 3000, 'the failure in state()');
     const failed = watcher.state()[0]!;
-    assert.equal(failed.error!.code, 'PORTICO_DNS_FAILED');
+    assert.equal(failed.error!.code, 'PORTICO_ERR_DNS_FAILED');
     assert.match(failed.error!.message, /ESERVFAIL/);
     assert.deepEqual(failed.answer, { kind: 'host', addresses: ['10.3.0.1'], ttl: 1 });
     assert.equal(seen.length, 1);
@@ -226,9 +226,9 @@ describe('DnsWatcher', () => {
     let calls = 0;
     watcher.watch('u3', { kind: 'service', serviceName: 'never.watch.test:80', defaultPort: 80 }, () => calls++);
     const err = await rejection(watcher.ready('u3', 2000));
-    assert.equal(err.code, 'PORTICO_DNS_NO_RECORDS');
+    assert.equal(err.code, 'PORTICO_ERR_DNS_NO_RECORDS');
     assert.equal(watcher.state()[0]!.answer, undefined);
-    assert.equal(watcher.state()[0]!.error!.code, 'PORTICO_DNS_NO_RECORDS');
+    assert.equal(watcher.state()[0]!.error!.code, 'PORTICO_ERR_DNS_NO_RECORDS');
     assert.equal(calls, 0);
   });
 
@@ -240,7 +240,7 @@ describe('DnsWatcher', () => {
     watcher.watch('u4', { kind: 'host', name: 'silent.watch.test' }, () => {});
     const started = Date.now();
     const err = await rejection(watcher.ready('u4', 200));
-    assert.equal(err.code, 'PORTICO_DNS_NOT_READY');
+    assert.equal(err.code, 'PORTICO_ERR_DNS_NOT_READY');
     assert.ok(Date.now() - started < 1000);
   });
 

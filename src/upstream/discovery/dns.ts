@@ -52,18 +52,14 @@ export interface ServiceResolution {
   ttl: number;
 }
 
-/**
- * Codes of the errors this module throws. They are not in src/errors.ts's ErrorCode (which follows
- * PORTICO_ERR_*): when DNS discovery joins the config pipeline they move there, renamed in this
- * one place.
- */
+/** Codes of the errors this module throws (src/errors.ts's). */
 export const DnsErrorCode = {
   /** the name exists nowhere we looked: NXDOMAIN, or no A/AAAA (or SRV) records */
-  NO_RECORDS: 'PORTICO_DNS_NO_RECORDS',
+  NO_RECORDS: ErrorCode.DNS_NO_RECORDS,
   /** the DNS server failed (SERVFAIL, REFUSED, timeout, unreachable, bad answer): the name's state is unknown */
-  FAILED: 'PORTICO_DNS_FAILED',
+  FAILED: ErrorCode.DNS_FAILED,
   /** DnsWatcher.ready(): no answer within the bound the caller gave */
-  NOT_READY: 'PORTICO_DNS_NOT_READY',
+  NOT_READY: ErrorCode.DNS_NOT_READY,
 } as const;
 export type DnsErrorCode = (typeof DnsErrorCode)[keyof typeof DnsErrorCode];
 
