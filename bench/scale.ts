@@ -1,0 +1,213 @@
+/**
+ * Large configs: N routes (hosts, methods, a mix of exact, prefix and parameter uris) in a real
+ * etcd, served by a real gateway process (compiled, as production runs it). Per N it measures and
+ * prints beside each goal of issue 10:
+ *  - cold start: process spawned -> /status/ready, with proxy.workers 1 and 2;
+ *  - RSS at ready and after the changes;
+ *  - one change applied: etcd put acknowledged -> the gateway serves it (polled over keep-alive),
+ *    p50/p99/max over --changes changes (half puts of new routes, half deletes), and how many
+ *    took longer than 20 ms;
+ *  - matching cost: the router alone, in this process, over every route (µs per match);
+ *  - wrk on the deepest route (the last inserted) against a 1-route gateway.
+ *
+ *   npm run bench:scale -- [--routes 50000,200000] [--changes 1000] [--duration 5] [--tsx]
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Pool } from 'undici';
+import { EtcdClient } from '../src/sources/etcd/client.ts';
+import { Router } from '../src/router/router.ts';
+import type { MatchRequest } from '../src/router/types.ts';
+import { routeSpec } from '../src/config/route-spec.ts';
+import type { RouteConfig } from '../src/config/schema/route.ts';
+import { startEtcd } from '../test/helpers/etcd.ts';
+import { buildGateway, freePort, ROOT, rssMiB, run, sleep, startUpstream, stop, which, wrk } from './lib.ts';
+
+const { values } = parseArgs({
+  options: {
+    routes: { type: 'string', default: '50000,200000' },
+    changes: { type: 'string', default: '1000' },
+    duration: { type: 'string', default: '5' },
+    tsx: { type: 'boolean', default: false },
+  },
+});
+const counts = values.routes.split(',').map(Number);
+const changes = Number(values.changes);
+
+const main = values.tsx ? path.join(ROOT, 'bin/portico.js') : buildGateway(path.join(ROOT, '.tmp/bench-scale'));
+const upstreamPort = await freePort();
+const upstream = await startUpstream(upstreamPort);
+
+/** Route i: APISIX-shaped, one of 200 hosts for 4 in 5 routes, GET/POST or any method. */
+function route(i: number): RouteConfig {
+  const svc = i % 97;
+  const uri = i % 3 === 0 ? `/api/svc${svc}/r${i}` : i % 3 === 1 ? `/api/svc${svc}/p${i}/*` : `/api/svc${svc}/u${i}/:id`;
+  return {
+    uri,
+    ...(i % 5 !== 0 && { hosts: [`h${i % 200}.example.com`] }),
+    ...(i % 2 === 0 && { methods: ['GET', 'POST'] }),
+    upstream_id: 'u',
+  } as RouteConfig;
+}
+function requestFor(i: number): { path: string; host: string } {
+  const svc = i % 97;
+  const path = i % 3 === 0 ? `/api/svc${svc}/r${i}` : i % 3 === 1 ? `/api/svc${svc}/p${i}/deep/x` : `/api/svc${svc}/u${i}/7`;
+  return { path, host: i % 5 !== 0 ? `h${i % 200}.example.com` : 'any.example.com' };
+}
+
+const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+
+async function startGateway(etcdUrl: string, workers: number): Promise<{ child: ReturnType<typeof run>; port: number; statusPort: number; readyMs: number }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-bench-scale-'));
+  const port = await freePort();
+  const statusPort = await freePort();
+  writeFileSync(
+    path.join(dir, 'portico.yaml'),
+    `proxy: { listen: ["127.0.0.1:${port}"], workers: ${workers}, router: radixtree_uri_with_parameter }\nstatus: { listen: "127.0.0.1:${statusPort}" }\n` +
+      `config: { source: etcd, etcd: { endpoints: ["${etcdUrl}"], prefix: /portico }, snapshot: snapshot.json }\n`,
+  );
+  const t0 = performance.now();
+  const child = run(process.execPath, [main, 'start', '--config', path.join(dir, 'portico.yaml')], { env: { PORTICO_LOG_LEVEL: 'warn', NODE_ENV: 'production' } });
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
+  for (;;) {
+    const r = await fetch(`http://127.0.0.1:${statusPort}/status/ready`).catch(() => undefined);
+    if (r?.status === 200) break;
+    if (child.exitCode !== null || performance.now() - t0 > 120_000) throw new Error(`gateway not ready: ${stderr}`);
+    await sleep(5);
+  }
+  return { child, port, statusPort, readyMs: performance.now() - t0 };
+}
+
+/** µs per match of the router alone, over every route's request, in this process. */
+function matchCost(n: number): number {
+  const router = new Router<number>('radixtree_uri_with_parameter');
+  for (let i = 0; i < n; i++) router.upsert(routeSpec(`r${i}`, route(i)), i);
+  const requests: MatchRequest[] = [];
+  for (let i = 0; i < n; i++) {
+    const { path, host } = requestFor(i);
+    requests.push({ method: 'GET', host, path, remoteAddr: '127.0.0.1', headers: {}, query: '' });
+  }
+  let found = 0;
+  const pass = () => {
+    for (const r of requests) if (router.match(r) !== undefined) found++;
+  };
+  pass(); // warm-up
+  found = 0;
+  const t0 = performance.now();
+  for (let k = 0; k < 3; k++) pass();
+  const us = ((performance.now() - t0) * 1000) / (3 * n);
+  if (found !== 3 * n) throw new Error(`only ${found / 3} of ${n} routes matched`);
+  return us;
+}
+
+interface Result {
+  routes: number;
+  readyMs: number;
+  readyMs2: number;
+  rssReady: number;
+  rssAfter: number;
+  p50: number;
+  p99: number;
+  max: number;
+  over20: number;
+  matchUs: number;
+  deepRps: number;
+  oneRps: number;
+}
+
+async function scenario(n: number): Promise<Result> {
+  const etcd = await startEtcd();
+  const client = new EtcdClient({ endpoints: [etcd.clientUrl] });
+  await client.put('/portico/upstreams/u', JSON.stringify({ nodes: { [`127.0.0.1:${upstreamPort}`]: 1 } }));
+  // transactions of 100 puts (etcd's default limit is 128 operations per txn), 8 in flight
+  const batches: Array<() => Promise<unknown>> = [];
+  for (let i = 0; i < n; i += 100) {
+    const ops: Array<{ put: { key: string; value: string } }> = [];
+    for (let j = i; j < Math.min(n, i + 100); j++) ops.push({ put: { key: `/portico/routes/r${j}`, value: JSON.stringify(route(j)) } });
+    batches.push(() => client.txn({ success: ops }));
+  }
+  for (let i = 0; i < batches.length; i += 8) await Promise.all(batches.slice(i, i + 8).map((b) => b()));
+
+  // workers: 2 first (its readiness only), then the single-process gateway for everything else
+  const two = await startGateway(etcd.clientUrl, 2);
+  await stop(two.child);
+  const gw = await startGateway(etcd.clientUrl, 1);
+  const rssReady = rssMiB(gw.child.pid!);
+
+  const pool = new Pool(`http://127.0.0.1:${gw.port}`, { connections: 1 });
+  const served = async (p: string, want: number) => {
+    const deadline = performance.now() + 10_000;
+    for (;;) {
+      const res = await pool.request({ path: p, method: 'GET' });
+      await res.body.dump();
+      if (res.statusCode === want) return performance.now();
+      if (performance.now() > deadline) throw new Error(`${p} not ${want} after 10 s`);
+    }
+  };
+  const samples: number[] = [];
+  const warmup = 20;
+  for (let i = 0; i < changes + warmup; i++) {
+    const add = i % 2 === 0;
+    const key = `/portico/routes/c${i >> 1}`;
+    const uri = `/changed/${i >> 1}`;
+    if (add) await client.put(key, JSON.stringify({ uri, upstream_id: 'u' }));
+    else await client.delete(key);
+    const acked = performance.now();
+    const seen = await served(uri, add ? 200 : 404);
+    if (i >= warmup) samples.push(seen - acked);
+  }
+  await pool.close();
+  const rssAfter = rssMiB(gw.child.pid!);
+  samples.sort((a, b) => a - b);
+
+  const deep = requestFor(n - 1);
+  const duration = Number(values.duration);
+  const deepRps = which('wrk') ? wrk(`http://127.0.0.1:${gw.port}${deep.path}`, { duration, connections: 50, threads: 1, headers: [`Host: ${deep.host}`] }).rps : NaN;
+  await stop(gw.child);
+
+  // the same route alone
+  await client.delete('/portico/routes/', { prefix: true });
+  const ops: Array<{ put: { key: string; value: string } }> = [{ put: { key: '/portico/routes/only', value: JSON.stringify(route(n - 1)) } }];
+  await client.txn({ success: ops });
+  const one = await startGateway(etcd.clientUrl, 1);
+  const oneRps = which('wrk') ? wrk(`http://127.0.0.1:${one.port}${deep.path}`, { duration, connections: 50, threads: 1, headers: [`Host: ${deep.host}`] }).rps : NaN;
+  await stop(one.child);
+  await client.close();
+  await etcd.stop();
+
+  return {
+    routes: n,
+    readyMs: gw.readyMs,
+    readyMs2: two.readyMs,
+    rssReady,
+    rssAfter,
+    p50: pct(samples, 50),
+    p99: pct(samples, 99),
+    max: samples[samples.length - 1]!,
+    over20: samples.filter((s) => s > 20).length,
+    matchUs: matchCost(n),
+    deepRps,
+    oneRps,
+  };
+}
+
+const results: Result[] = [];
+for (const n of counts) results.push(await scenario(n));
+await stop(upstream);
+
+console.log(`\nscale: N routes in etcd (hosts, methods, exact/prefix/parameter uris), ${changes} changes, node ${process.version}, ${os.cpus().length} cores, load ${os.loadavg()[0]!.toFixed(2)}`);
+for (const r of results) {
+  const goal = r.routes <= 50_000;
+  const g = (ok: boolean, text: string) => (goal ? `${ok ? 'met' : 'NOT met'} (goal ${text})` : '(reported)');
+  console.log(`\n${r.routes} routes`);
+  console.log(`  start -> ready, 1 process       ${r.readyMs.toFixed(0).padStart(8)} ms   ${g(r.readyMs <= 2000, '<= 2000 ms')}`);
+  console.log(`  start -> ready, workers: 2      ${r.readyMs2.toFixed(0).padStart(8)} ms   ${g(r.readyMs2 <= 2000, '<= 2000 ms')}`);
+  console.log(`  RSS at ready                    ${r.rssReady.toFixed(0).padStart(8)} MiB  ${g(r.rssReady <= 200, '<= 200 MB')}`);
+  console.log(`  RSS after ${changes} changes          ${r.rssAfter.toFixed(0).padStart(8)} MiB  ${g(r.rssAfter <= 200, '<= 200 MB')}`);
+  console.log(`  change applied p50 / p99 / max  ${r.p50.toFixed(2)} / ${r.p99.toFixed(2)} / ${r.max.toFixed(1)} ms   ${g(r.p99 <= 5, 'p99 <= 5 ms')}; ${r.over20} over 20 ms ${goal ? (r.over20 === 0 ? 'met' : 'NOT met') : ''}`);
+  console.log(`  matching, router alone          ${r.matchUs.toFixed(2).padStart(8)} µs   ${g(r.matchUs <= 2, '<= 2 µs')}`);
+  console.log(`  deepest route vs 1-route table  ${r.deepRps.toFixed(0)} / ${r.oneRps.toFixed(0)} req/s = ${(r.deepRps / r.oneRps).toFixed(2)}x   ${g(r.deepRps / r.oneRps >= 0.9, '>= 0.9x')}`);
+}
