@@ -211,17 +211,18 @@ describe('fleet', () => {
         );
         return r;
       };
-      // registrations are coalesced (100 ms): wait until both report the final revision
+      // the revision is asked live from each instance's /status (records publish it only every 10 s)
       const r = await waitUntil(async () => {
         const out = await fleet();
         return out.code === 0 ? out : undefined;
       }, 5000, 'fleet converged');
       const lines = r.stdout.trim().split('\n');
-      assert.match(lines[0]!, /^INSTANCE\s+ADDRESS\s+VERSION\s+REVISION\s+READY\s+STALE\s+REJECTED\s+UPDATED\s+CONVERGED$/);
+      assert.match(lines[0]!, /^INSTANCE\s+ADDRESS\s+VERSION\s+REVISION\s+READY\s+STALE\s+REJECTED\s+UPDATED\s+CONVERGED\s+FROM$/);
       const rows = lines.filter((l) => /^gw-[ab]\s/.test(l)).map((l) => l.split(/\s+/));
       assert.equal(rows.length, 2);
       assert.equal(rows[0]![3], rows[1]![3], 'same revision');
       assert.deepEqual(rows.map((c) => c[8]), ['yes', 'yes']);
+      assert.deepEqual(rows.map((c) => c[9]), ['live', 'live']);
       assert.match(r.stdout, /2\/2 instances converged/);
 
       // a stopped instance deregisters at once (lease revoked)

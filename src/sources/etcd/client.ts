@@ -325,14 +325,15 @@ export class EtcdClient {
    */
   async rangePrefix(
     prefix: string,
-    opts: { pageSize?: number; endpoint?: string; signal?: AbortSignal } = {},
+    /** from: start at this key (>= prefix) instead of at the prefix; the range still ends where the prefix ends */
+    opts: { pageSize?: number; endpoint?: string; signal?: AbortSignal; from?: string } = {},
   ): Promise<{ header: ResponseHeader; revision: number; kvs: KeyValue[] }> {
     const pageSize = opts.pageSize ?? 500;
     const rangeEnd = prefixRangeEnd(prefix);
     const kvs: KeyValue[] = [];
     let revision = 0;
     let header: ResponseHeader | undefined;
-    let from = encodeKey(prefix);
+    let from = encodeKey(opts.from ?? prefix);
     for (;;) {
       const body: Record<string, unknown> = { key: from, range_end: rangeEnd, limit: pageSize };
       if (revision) body.revision = revision;

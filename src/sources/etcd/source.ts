@@ -11,7 +11,7 @@
  * A source is started once; after stop() create a new one.
  */
 import type { Change, ChangeSet, Kind } from '../../config/changeset.ts';
-import { isKind } from '../../config/changeset.ts';
+import { isKind, KINDS } from '../../config/changeset.ts';
 import { ErrorCode, PorticoError } from '../../errors.ts';
 import { log } from '../../observability/log.ts';
 import { checkTextLimits } from '../../security/limits.ts';
@@ -43,13 +43,33 @@ export interface EtcdSourceOptions {
 
 const SOURCE_NAME = 'etcd';
 
+/**
+ * The config range is `[<prefix>/a, end of <prefix>/)`, not the whole prefix. Every kind is
+ * lowercase, so `<prefix>/_instances/...` (the fleet registrations, written by every instance) and
+ * anything else under `<prefix>/_`, or led by a digit or an uppercase letter, sorts before `a` and
+ * is neither listed nor watched: a registration write must not reach the watch of every instance
+ * (N instances x N writes). Same prefix, so one etcd RBAC grant still covers both.
+ */
+export const CONFIG_RANGE_START = 'a';
+for (const kind of KINDS) {
+  // a kind sorting before the range start would silently never be watched
+  if (kind < CONFIG_RANGE_START) throw new Error(`etcd config range: kind ${kind} sorts before "${CONFIG_RANGE_START}"`);
+}
+
+/** The first key of the config range under `keyPrefix` (which ends with '/'). */
+export function configRangeStart(keyPrefix: string): string {
+  return `${keyPrefix}${CONFIG_RANGE_START}`;
+}
+
 export class EtcdSource implements Source {
   readonly name = SOURCE_NAME;
   /** the underlying client, also usable for instance registration (leases, puts) */
   readonly client: EtcdClient;
   private readonly prefix: string;
-  /** the prefix ranged and watched: `<prefix>/`, so the directory key itself is excluded */
+  /** `<prefix>/`: the range ends where this prefix ends (so the directory key itself is excluded) */
   private readonly keyPrefix: string;
+  /** `<prefix>/a`: where the listed and watched range starts (see CONFIG_RANGE_START) */
+  private readonly rangeStart: string;
   private readonly opts: EtcdSourceOptions;
 
   private events?: SourceEvents;
@@ -79,6 +99,7 @@ export class EtcdSource implements Source {
     this.opts = opts;
     this.prefix = opts.prefix.replace(/\/+$/, '');
     this.keyPrefix = `${this.prefix}/`;
+    this.rangeStart = configRangeStart(this.keyPrefix);
     this.client = new EtcdClient({
       endpoints: opts.endpoints,
       user: opts.user,
@@ -136,6 +157,7 @@ export class EtcdSource implements Source {
         }
         const end = await watchPrefix(this.client, {
           prefix: this.keyPrefix,
+          from: this.rangeStart,
           startRevision: this.lastRevision + 1,
           endpoint,
           probeInterval: this.opts.probeInterval,
@@ -146,6 +168,7 @@ export class EtcdSource implements Source {
             this.setState({ connected: true, endpoint });
           },
           onEvents: (evs) => this.applyEvents(evs),
+          onProgress: (header) => this.progressed(header.revision),
         });
         if (end.reason === 'aborted') break;
         if (end.reason === 'compacted') {
@@ -173,6 +196,7 @@ export class EtcdSource implements Source {
   /** Range the whole prefix at one revision and queue it as one full ChangeSet. */
   private async relist(endpoint: string): Promise<void> {
     const { revision, kvs } = await this.client.rangePrefix(this.keyPrefix, {
+      from: this.rangeStart,
       pageSize: this.opts.pageSize ?? 500,
       endpoint,
       signal: this.abort.signal,
@@ -213,9 +237,21 @@ export class EtcdSource implements Source {
 
   private finishRevision(cs: ChangeSet): void {
     this.lastRevision = cs.revision;
-    // revisions touching only foreign keys (e.g. <prefix>/_instances/...) advance the resume
-    // point but carry nothing for the store
+    // revisions touching only foreign keys in the range (e.g. <prefix>/plugins/..., unknown kinds)
+    // advance the resume point but carry nothing for the store
     if (cs.changes.length > 0) this.enqueue(cs);
+  }
+
+  /**
+   * A progress notification: etcd sends one only to a watcher that has received every event of its
+   * range up to `revision` (and only when no events came since the last one), so resuming after it
+   * is safe. Writes outside the range (registrations) no longer move the resume point through
+   * events; without this, a quiet config would resume far behind etcd's revision after a
+   * disconnect, and relist in full if that history was compacted meanwhile.
+   */
+  private progressed(revision: number): void {
+    // events already queued stay queued: the queue survives reconnects
+    if (revision > this.lastRevision) this.lastRevision = revision;
   }
 
   private toChange(kv: KeyValue, deleted: boolean): Change | undefined {

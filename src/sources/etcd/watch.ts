@@ -33,6 +33,11 @@ export interface WatchEvent {
 export interface WatchOptions {
   /** watch every key under this prefix */
   prefix: string;
+  /**
+   * start the range at this key (>= prefix) instead of at the prefix itself; the range still ends
+   * where the prefix ends. The config watch starts at `<prefix>/a` to leave `<prefix>/_...` out.
+   */
+  from?: string;
   /** first revision to receive */
   startRevision: number;
   /** the member to watch; probes go to the same one */
@@ -199,7 +204,7 @@ async function watchOnce(client: EtcdClient, opts: WatchOptions): Promise<WatchE
       headers: { 'content-type': 'application/json', ...headers },
       body: JSON.stringify({
         create_request: {
-          key: encodeKey(opts.prefix),
+          key: encodeKey(opts.from ?? opts.prefix),
           range_end: prefixRangeEnd(opts.prefix),
           start_revision: opts.startRevision,
           progress_notify: true,
