@@ -11,9 +11,19 @@
  *   slashes). Both are returned as params; an unnamed `*` is not.
  *
  * Deviation: lua-resty-radixtree splices the literal parts of such a uri into its PCRE pattern
- * unescaped (so `.` in `/v1.0/:id` matches any character); Portico escapes them.
+ * unescaped (so `.` in `/v1.0/:id` matches any character); Portico escapes them, all but `?`.
+ *
+ * `?` (a request's `?` always starts its query string, so a path never contains one unencoded):
+ * - in a `:name` / `*name` segment it is part of the name, as in radixtree: `/user/:id?` matches
+ *   `/user/42` with `id?` = "42" (a required segment, not an optional one);
+ * - in a literal part that only the full-path pattern checks (after the key), it is the PCRE
+ *   quantifier radixtree makes of it: `/api/:v/nodes/?` matches `.../nodes` and `.../nodes/`
+ *   (lua-resty-radixtree t/parameter.t TEST 13);
+ * - anywhere else (an exact uri, or the key: the part radixtree looks up literally) it could only
+ *   match an encoded `%3F`, and in the key of a parameter uri nothing at all (the key wants a
+ *   literal `?` where the pattern reads "optional"): questionMarkProblem() rejects the uri.
  */
-import { compileConfigRegex, type ConfigRegex } from '../security/regex.ts';
+import { compileConfigRegex, segmentPatternRegex, type ConfigRegex } from '../security/regex.ts';
 import type { RouterMode } from './types.ts';
 
 export interface UriPattern {
@@ -28,32 +38,77 @@ export interface UriPattern {
   readonly paramNames: readonly (string | undefined)[];
 }
 
-export function compileUriPattern(uri: string, mode: RouterMode): UriPattern {
+/** Where a uri's key ends and whether the full-path pattern is needed, per radixtree's rules. */
+interface UriShape {
+  /** index of the first `*` (or, in parameter mode, `:`); -1: an exact uri */
+  cut: number;
+  withParameters: boolean;
+  /** a `:name` segment, or a `*` segment that is not simply the trailing `*` */
+  needsPattern: boolean;
+}
+
+function shapeOf(uri: string, mode: RouterMode): UriShape {
   const withParameters = mode === 'radixtree_uri_with_parameter';
   const colon = withParameters ? uri.indexOf(':') : -1;
   const star = uri.indexOf('*');
-  if (colon === -1 && star === -1) {
-    return { uri, exact: true, key: uri, regex: undefined, paramNames: [] };
-  }
-
   const cut = colon === -1 ? star : star === -1 ? colon : Math.min(colon, star);
+  let needsPattern = false;
+  if (cut !== -1) {
+    const segments = uri.split('/');
+    segments.forEach((segment, index) => {
+      if (withParameters && segment.charCodeAt(0) === 0x3a /* : */) needsPattern = true;
+      else if (segment.charCodeAt(0) === 0x2a /* * */ && (segment.length > 1 || index !== segments.length - 1)) needsPattern = true;
+    });
+  }
+  return { cut, withParameters, needsPattern };
+}
+
+/**
+ * Why a `?` in `uri` makes it a route that cannot match what its author meant in `mode`, or
+ * undefined (no `?`, or one radixtree gives a meaning: see the header of this file).
+ */
+export function questionMarkProblem(uri: string, mode: RouterMode): string | undefined {
+  const q = uri.indexOf('?');
+  if (q === -1) return undefined;
+  const { cut, withParameters, needsPattern } = shapeOf(uri, mode);
+  if (cut !== -1 && q > cut) {
+    // only the full-path pattern sees it (or nothing does: `/foo*bar?` is decided by its key)
+    if (needsPattern && uri.includes('???')) return `'???' is not a valid pattern (radixtree's PCRE rejects it too)`;
+    return undefined;
+  }
+  const rule = `'?' is matched literally here, so only a path with an encoded '%3F' could match (a request's '?' starts its query string)`;
+  const query = /^([A-Za-z0-9_-]+)=([^&]*)/.exec(uri.slice(q + 1));
+  if (query !== null) return `${rule}; to match query arguments use vars, e.g. [["arg_${query[1]}", "==", "${query[2]}"]]`;
+  if (!withParameters && /(^|\/):/.test(uri)) {
+    return `${rule}; ':' starts a parameter only with router radixtree_uri_with_parameter (this is ${mode})`;
+  }
+  if (cut !== -1) return `${rule}, and it is before the first parameter or wildcard, in the part looked up literally`;
+  return rule;
+}
+
+const NO_PARAMS: readonly (string | undefined)[] = Object.freeze([]);
+
+export function compileUriPattern(uri: string, mode: RouterMode): UriPattern {
+  const question = questionMarkProblem(uri, mode);
+  if (question !== undefined) throw new Error(question);
+  const { cut, withParameters, needsPattern } = shapeOf(uri, mode);
+  if (cut === -1) {
+    return { uri, exact: true, key: uri, regex: undefined, paramNames: NO_PARAMS };
+  }
   const key = uri.slice(0, cut);
 
   const paramNames: (string | undefined)[] = [];
-  let hasNamedOrInnerWildcard = false;
-  const parts = uri.split('/').map((segment, index, all) => {
+  const parts = uri.split('/').map((segment) => {
     if (withParameters && segment.charCodeAt(0) === 0x3a /* : */) {
       paramNames.push(segment.slice(1));
-      hasNamedOrInnerWildcard = true;
       return '([^/]+)';
     }
     if (segment.charCodeAt(0) === 0x2a /* * */) {
       const name = segment.slice(1);
       paramNames.push(name === '' ? undefined : name);
-      if (name !== '' || index !== all.length - 1) hasNamedOrInnerWildcard = true;
       return '([\\s\\S]*)';
     }
-    return escapeRegExp(segment);
+    return escapeLiteral(segment);
   });
 
   // A bare trailing `*` (or a `*` inside a segment, which radixtree does not treat as a wildcard
@@ -62,10 +117,15 @@ export function compileUriPattern(uri: string, mode: RouterMode): UriPattern {
   // Through the config-regex compiler: `/*a/*b/end` gives `^/([\s\S]*)/([\s\S]*)/end$`, which
   // backtracks polynomially on a path of many segments; the compiler puts such patterns on the
   // linear engine and keeps `/user/:id` shapes on V8's.
-  const regex = hasNamedOrInnerWildcard ? compileConfigRegex(`^${parts.join('/')}$`) : undefined;
-  return { uri, exact: false, key, regex, paramNames: regex === undefined ? [] : paramNames };
+  const regex = needsPattern ? compileConfigRegex(`^${parts.join('/')}$`) : undefined;
+  return { uri, exact: false, key, regex, paramNames: regex === undefined ? NO_PARAMS : paramNames.slice() };
 }
 
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/**
+ * A literal part of the full-path pattern: escaped, except `?`, which stays the quantifier
+ * radixtree's PCRE makes of it (questionMarkProblem() has refused it wherever it would be taken
+ * literally instead).
+ */
+function escapeLiteral(text: string): string {
+  return text.replace(/[.*+^${}()|[\]\\]/g, '\\$&');
 }

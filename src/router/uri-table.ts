@@ -47,9 +47,12 @@ export class UriTable<T> {
     const { key, exact } = entry.pattern;
     let bucket = exact ? this.exact.get(key) : this.prefixes.get(key);
     if (bucket === undefined) {
-      bucket = [];
+      // most keys hold one route: an exact-size array (`[]` then an insert reserves 16 slots)
+      bucket = [entry];
       if (exact) this.exact.set(key, bucket);
       else this.prefixes.set(key, bucket);
+      this.entries++;
+      return;
     }
     let at = bucket.length;
     while (at > 0 && ranksBefore(entry, bucket[at - 1]!)) at--;

@@ -4,7 +4,6 @@ import type { RouteConfig } from '../config/schema/route.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import type { UpstreamConfig } from '../config/schema/upstream.ts';
 import { checkRouteSpec } from '../router/router.ts';
-import { compileRoute } from '../router/route.ts';
 import type { RouteMatchSpec, RouterMode } from '../router/types.ts';
 import { compileTimeout, compileUpstream } from './upstream.ts';
 
@@ -13,7 +12,7 @@ export const ROUTER_MODES: readonly RouterMode[] = ['radixtree_host_uri', 'radix
 /**
  * Why the runtime cannot compile this object, or undefined: "valid" and "compiles" are one
  * decision. It runs the very steps Runtime.apply runs for the object (compileUpstream, the route
- * timeout, and the router's own two steps of Router.upsert: checkRouteSpec then compileRoute),
+ * timeout, and the router's own check of Router.upsert: checkRouteSpec, which compiles the route),
  * minus installing the result. The validator calls it, so no check exists only at compile time.
  *
  * `mode`: the gateway's router mode; without one, the object must compile in every mode (the
@@ -52,11 +51,10 @@ function upstreamProblem(key: string, u: UpstreamConfig, at: string): string | u
 /** Router.upsert's own steps, on a route that is then dropped. */
 function routerProblem(spec: RouteMatchSpec, modes: readonly RouterMode[]): string | undefined {
   for (const mode of modes) {
+    // checkRouteSpec compiles the route (uri patterns, vars) as Router.upsert does
     const reason = checkRouteSpec(spec, mode);
     // the router says `uris[0]: ...`; a rejection says `/uris/0: ...`
     if (reason !== undefined) return `/${reason.replace(/\[(\d+)\]/g, '/$1')}`;
-    const p = attempt(() => compileRoute(spec, undefined, mode, 0), '');
-    if (p) return p;
   }
   return undefined;
 }
