@@ -8,7 +8,8 @@ import { UpstreamSchema, type UpstreamConfig } from './schema/upstream.ts';
 import { balancerTypes } from '../upstream/balancer/index.ts';
 import { ErrorCode } from '../errors.ts';
 import type { RouterMode } from '../router/types.ts';
-import { compileProblem } from '../runtime/compile.ts';
+import { compileProblem, ROUTER_MODES } from '../runtime/compile.ts';
+import { questionMarkProblem } from '../router/uri-pattern.ts';
 import { headerValueProblem, isHeaderValue } from '../security/header-value.ts';
 import { checkValueLimits } from '../security/limits.ts';
 import { Host } from './schema/common.ts';
@@ -93,9 +94,26 @@ function checkUpstream(u: UpstreamConfig, at: string): string | undefined {
   return undefined;
 }
 
-/** Per-object semantic checks a JSON schema cannot express. */
-const semanticChecks: Record<Kind, (v: never) => string | undefined> = {
-  routes: (r: RouteConfig) => {
+/**
+ * A `?` in a uri that no request could match as meant (radixtree gives `?` a meaning only in
+ * parameter names and in the part of a parameter uri its pattern checks: see uri-pattern.ts).
+ * Checked here rather than left to the router's own check so the reason names `/uri` or `/uris/N`
+ * as the config spells it; without a mode, the uri must work in every mode.
+ */
+function uriProblem(r: RouteConfig, mode: RouterMode | undefined): string | undefined {
+  const uris = r.uris ?? (r.uri === undefined ? [] : [r.uri]);
+  for (const [i, uri] of uris.entries()) {
+    for (const m of mode ? [mode] : ROUTER_MODES) {
+      const problem = questionMarkProblem(uri, m);
+      if (problem) return `${r.uris ? `/uris/${i}` : '/uri'}: ${problem}`;
+    }
+  }
+  return undefined;
+}
+
+/** Per-object semantic checks a JSON schema cannot express; `mode`: the gateway's router mode, if known. */
+const semanticChecks: Record<Kind, (v: never, mode: RouterMode | undefined) => string | undefined> = {
+  routes: (r: RouteConfig, mode: RouterMode | undefined) => {
     const o = r as Record<string, unknown>;
     const both =
       exclusive(o, 'uri', 'uris') ?? exclusive(o, 'host', 'hosts') ?? exclusive(o, 'remote_addr', 'remote_addrs') ??
@@ -105,7 +123,7 @@ const semanticChecks: Record<Kind, (v: never) => string | undefined> = {
     if (!r.upstream && r.upstream_id === undefined && r.service_id === undefined && !r.plugins && r.plugin_config_id === undefined) {
       return `/: must have one of 'upstream', 'upstream_id', 'service_id', 'plugins' or 'plugin_config_id'`;
     }
-    return r.upstream ? checkUpstream(r.upstream, '/upstream') : undefined;
+    return uriProblem(r, mode) ?? (r.upstream ? checkUpstream(r.upstream, '/upstream') : undefined);
   },
   services: (s: ServiceConfig) => {
     const both = exclusive(s as Record<string, unknown>, 'upstream', 'upstream_id');
@@ -157,7 +175,7 @@ export function validateBounded(kind: Kind, id: string, value: unknown, mode?: R
   const pluginMap = (value as { plugins?: Record<string, unknown> }).plugins;
   const plugins = kind === 'upstreams' ? undefined : pluginsProblem(pluginMap, { kind, id }, kind === 'consumers');
   if (plugins?.schema) return reject(ErrorCode.SCHEMA, plugins.reason);
-  const problem = semanticChecks[kind](value as never) ?? plugins?.reason ?? compileProblem(kind, id, value, mode);
+  const problem = semanticChecks[kind](value as never, mode) ?? plugins?.reason ?? compileProblem(kind, id, value, mode);
   if (problem) return reject(ErrorCode.SEMANTIC, problem);
   return { ok: true, value: value as ObjectValue };
 }

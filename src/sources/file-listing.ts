@@ -21,9 +21,31 @@ export type FileReadResult =
       hash: string;
       /** full: every object; otherwise the objects that changed, and explicit deletes */
       changes: Change[];
-      /** top-level keys that are not kinds; ignored, and worth a warning */
-      unknownKeys: string[];
     };
+
+/** Top-level keys of an APISIX standalone file (apisix.yaml) for kinds Portico does not serve. */
+const APISIX_ONLY_KINDS = ['ssls', 'stream_routes', 'protos', 'plugin_metadata', 'consumer_groups', 'secrets', 'credentials', 'plugins'];
+
+/** The reason for a top-level key that is not a kind: the likely typo, or the APISIX kind. */
+function unknownKeyProblem(key: string): string {
+  const known = `known: ${KINDS.join(', ')}`;
+  if (APISIX_ONLY_KINDS.includes(key)) return `top-level key '${key}': an APISIX kind Portico does not serve (it reads ${KINDS.join(', ')})`;
+  const near = KINDS.find((kind) => editDistance(key.toLowerCase(), kind) <= 2);
+  return `unknown top-level key '${key}'${near ? ` (did you mean '${near}'?)` : ''} (${known})`;
+}
+
+/** Levenshtein distance, for the "did you mean" of a misspelt key (keys are short). */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length]!;
+}
 
 /** One item of a top-level list, as far as diffing needs it. */
 interface Item {
@@ -80,7 +102,11 @@ export class FileListing {
     } catch (err) {
       return failed((err as Error).message);
     }
-    const unknownKeys = [...sections.keys()].filter((k) => !(KINDS as readonly string[]).includes(k));
+    // a typo (`rotues:`) would otherwise apply the file without its routes, deleting every one:
+    // the whole file is refused, like one that does not parse, and the last good config stays
+    for (const key of sections.keys()) {
+      if (!(KINDS as readonly string[]).includes(key)) return failed(unknownKeyProblem(key));
+    }
     // "kind/id" -> the change this object would be, and its content hash
     const listing = new Map<string, { change: Change; hash: string; item?: Item }>();
     for (const kind of KINDS) {
@@ -132,7 +158,7 @@ export class FileListing {
     // decoded values are not kept: the next read needs only ids and hashes
     for (const item of pieces.values()) item.value = undefined;
     this.pieces = pieces;
-    return { type: 'changes', full: previous === undefined, revision, hash, changes, unknownKeys };
+    return { type: 'changes', full: previous === undefined, revision, hash, changes };
   }
 
   /** The file's top-level sections, decoded piece by piece when its layout allows, else whole. */

@@ -109,7 +109,6 @@ export class FileSource implements Source {
     }
     if (result.type === 'unchanged') return this.healthy();
     if (result.type === 'failed') return this.fail(result, initial);
-    for (const key of result.unknownKeys) log.warn({ key, path: this.path }, 'file source: unknown top-level key ignored');
     this.revision = result.revision;
     await this.events!.onChangeSet({ source: 'file', revision: result.revision, full: result.full, changes: result.changes, detail: result.hash });
     this.healthy();

@@ -6,7 +6,21 @@ export const Id = Type.Union([
   Type.Integer({ minimum: 1 }),
 ]);
 
-export const Labels = Type.Record(Type.String({ minLength: 1, maxLength: 64 }), Type.String({ minLength: 1, maxLength: 256 }));
+/**
+ * A label value: APISIX's label_value_def (schema_def.lua) is `^\S+$`, 1-256 characters, so no
+ * space, tab, CR, LF, VT or FF. Portico also refuses the other ASCII control characters (NUL, ESC,
+ * DEL, ...): a consumer's `labels.custom_id` becomes the X-Consumer-Custom-ID request header.
+ * Written as a byte class rather than `\S`: ajv's `u`-flag `\S` would also refuse Unicode spaces
+ * (U+00A0, U+3000), which APISIX's PCRE `\S` (no UCP) accepts.
+ */
+export const LabelValue = Type.String({ minLength: 1, maxLength: 256, pattern: '^[^\\x00-\\x20\\x7f]+$' });
+
+/**
+ * APISIX's labels_def: any key (`patternProperties: {".*": label_value_def}`), every value a
+ * LabelValue. `additionalProperties` rather than a pattern, so a key no pattern matches (one with
+ * a newline) cannot carry an unchecked value.
+ */
+export const Labels = Type.Unsafe<Record<string, string>>({ type: 'object', additionalProperties: LabelValue });
 
 /** Host name, optionally with a leading '*.' wildcard (APISIX host_def). */
 export const Host = Type.String({ pattern: '^\\*?[0-9a-zA-Z-._\\[\\]:]+$', maxLength: 253 });

@@ -1,12 +1,11 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Labels, Meta, StringEnum } from './common.ts';
-
-/** "host:port" keys: IPv4, IPv6 in brackets, or a DNS name; port optional (80/443 by scheme). */
-const NodeAddress = Type.String({ minLength: 1, pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\[\\]\\s]+)(:[0-9]{1,5})?$' });
+import { Host, Labels, Meta, StringEnum } from './common.ts';
 
 export const NodeObject = Type.Object(
   {
-    host: Type.String({ minLength: 1, pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^\\s\\[\\]]+)$' }),
+    // APISIX's host_def; what the pattern lets through but no node can be (a bare IPv6 address, a
+    // port in the host, a wildcard) is rejected by normalizeNodes with a reason of its own
+    host: Host,
     port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
     weight: Type.Integer({ minimum: 0 }),
     priority: Type.Optional(Type.Integer()),
@@ -15,9 +14,16 @@ export const NodeObject = Type.Object(
   { additionalProperties: false },
 );
 
+/**
+ * APISIX's nodes_schema: `{"host:port": weight}` or `[{host, port, weight, ...}]`. Either may be
+ * empty (an upstream whose nodes come later; requests get 503 meanwhile). Map keys are any string
+ * here, as in APISIX; normalizeNodes (src/upstream/nodes.ts) checks each address and names it in
+ * its reason (`/nodes/::1:1980: IPv6 address must be enclosed with '[' and ']' ...`), which a key
+ * pattern could only report as an unknown field.
+ */
 export const Nodes = Type.Union([
-  Type.Record(NodeAddress, Type.Integer({ minimum: 0 }), { minProperties: 1 }),
-  Type.Array(NodeObject, { minItems: 1 }),
+  Type.Unsafe<Record<string, number>>({ type: 'object', additionalProperties: { type: 'integer', minimum: 0 } }),
+  Type.Array(NodeObject),
 ]);
 
 const Seconds = Type.Number({ exclusiveMinimum: 0 });
