@@ -33,6 +33,8 @@ export interface Change {
   deleted?: boolean;
   /** the decoded value (not yet validated); absent for deletes and parse errors */
   value?: unknown;
+  /** the value's JSON text as the source stored it (etcd), when the source has one */
+  raw?: string;
   /** set when the source could not decode the value; the store records a rejection */
   parseError?: string;
   /** the rejection's code when it is not PORTICO_ERR_PARSE (PORTICO_ERR_LIMIT: over the size/depth limits) */

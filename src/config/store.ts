@@ -7,6 +7,7 @@ import { KINDS, perKind, type Change, type ChangeSet, type Kind } from './change
 import type { RouteConfig } from './schema/route.ts';
 import type { ServiceConfig } from './schema/service.ts';
 import { emptyDiff, emptySnapshot, type Snapshot, type SnapshotDiff, type SnapshotObjects, type StoredObject } from './snapshot.ts';
+import { rememberJson } from './persist.ts';
 import { validateBounded, type ObjectValue, type Rejection, type Verdict } from './validate.ts';
 import type { FrozenMap } from './frozen-map.ts';
 
@@ -68,6 +69,8 @@ export class ConfigStore {
   private readonly dependents = new Map<string, Set<string>>();
   private current: Snapshot;
   private readonly listeners = new Set<SnapshotListener>();
+  /** verdicts of prevalidate(), by value object, until apply() uses them (weak: gone with the values) */
+  private readonly prevalidated = new WeakMap<object, { key: string; verdict: Verdict }>();
   /** rejections counted since start, by code: exported as a metric */
   readonly rejectionCount = new Map<string, number>();
 
@@ -121,15 +124,13 @@ export class ConfigStore {
         reject({ kind: c.kind, id: c.id, code, reason: `${k}: ${c.parseError}` }, c.modRevision, this.invalid);
         continue;
       }
+      // admit() checked the limits
+      const early = this.prevalidated.get(c.value as object);
       let result: Verdict;
-      try {
-        // admit() checked the limits
-        result = validateBounded(c.kind, c.id, c.value, this.routerMode);
-      } catch (err) {
-        // a validator bug must cost this object only, never the rest of the change set
-        const reason = `${k}: /: could not be validated: ${(err as Error)?.message ?? String(err)}`;
-        result = { ok: false, rejection: { kind: c.kind, id: c.id, code: ErrorCode.COMPILE, reason } };
-      }
+      if (early !== undefined && early.key === k) {
+        result = early.verdict;
+        this.prevalidated.delete(c.value as object);
+      } else result = this.validate(c);
       if (!result.ok) {
         reject(result.rejection, c.modRevision, this.invalid);
         continue;
@@ -141,6 +142,30 @@ export class ConfigStore {
 
     const diff = this.publish(touched, { revision: cs.revision, source: cs.source, detail: cs.detail }, at, rejected);
     return { snapshot: this.current, diff, rejected };
+  }
+
+  /** validateBounded, where a validator bug costs this object only, never the rest of the change set. */
+  private validate(c: Change): Verdict {
+    try {
+      return validateBounded(c.kind, c.id, c.value, this.routerMode);
+    } catch (err) {
+      const reason = `${key(c.kind, c.id)}: /: could not be validated: ${(err as Error)?.message ?? String(err)}`;
+      return { ok: false, rejection: { kind: c.kind, id: c.id, code: ErrorCode.COMPILE, reason } };
+    }
+  }
+
+  /**
+   * Validates changes that a coming ChangeSet will carry (a source's initial list, page by page,
+   * while the next page is fetched). apply() then finds the verdict of the very same value object
+   * instead of validating it again. Verdicts depend only on kind, id, value and router mode.
+   */
+  prevalidate(changes: readonly Change[]): void {
+    for (const raw of changes) {
+      if (raw.deleted || raw.parseError !== undefined || raw.value === null || typeof raw.value !== 'object') continue;
+      const c = admit(raw);
+      if (c.parseError !== undefined) continue;
+      this.prevalidated.set(c.value as object, { key: key(c.kind, c.id), verdict: this.validate(c) });
+    }
   }
 
   /**
@@ -362,8 +387,15 @@ function without(s: Snapshot, ids: Record<Kind, Set<string>>): Pick<Snapshot, Ki
   return perKind(drop) as unknown as Pick<Snapshot, Kind>;
 }
 
+/**
+ * What a full relist compares to tell an unchanged object: the source's text when it has one (no
+ * serializing again), else the value serialized. The snapshot file reuses the same text.
+ */
 function contentOf(c: Change): string {
-  return c.parseError !== undefined ? `!${c.parseError}` : JSON.stringify(c.value);
+  if (c.parseError !== undefined) return `!${c.parseError}`;
+  const json = c.raw ?? JSON.stringify(c.value);
+  if (c.value !== null && typeof c.value === 'object') rememberJson(c.value, json);
+  return json;
 }
 
 const KINDS_IN_ORDER: readonly Kind[] = ['upstreams', 'consumers', 'plugin_configs', 'global_rules', 'services', 'routes'];

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { LatestWriter } from '../coalesce.ts';
-import { perKind, type ChangeSet } from '../config/changeset.ts';
+import { perKind, type Change, type ChangeSet } from '../config/changeset.ts';
 import { pluginFailures } from '../plugins/run.ts';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { readSnapshotFile, snapshotWriter } from '../config/persist.ts';
@@ -85,6 +85,7 @@ export class ConfigPipeline {
   async start(): Promise<void> {
     const events = {
       onChangeSet: (cs: ChangeSet) => this.applyChangeSet(cs),
+      onPrefetch: (changes: readonly Change[]) => this.store.prevalidate(changes),
       onState: (s: SourceState) => {
         if (s.connected) this.sourceError = undefined;
         this.sourceState = s;

@@ -1,4 +1,4 @@
-import type { ChangeSet } from '../config/changeset.ts';
+import type { Change, ChangeSet } from '../config/changeset.ts';
 
 /** Connection state a source reports; shown in /status. */
 export interface SourceState {
@@ -13,6 +13,12 @@ export interface SourceState {
 export interface SourceEvents {
   /** a batch of changes, in source order. The source awaits the returned promise before sending more. */
   onChangeSet(cs: ChangeSet): void | Promise<void>;
+  /**
+   * changes a full ChangeSet being read will carry (etcd: each page of the initial list, while the
+   * next one is fetched): the store may validate them ahead, so that the time etcd takes to send the
+   * rest is not lost. The ChangeSet itself still follows through onChangeSet.
+   */
+  onPrefetch?(changes: readonly Change[]): void;
   /** connection state changed (log once per change, not per retry) */
   onState(state: SourceState): void;
   /**

@@ -24,11 +24,11 @@ describe('ConfigStore', () => {
   test('an invalid new version is rejected with a reason and the previous version keeps serving', () => {
     const store = new ConfigStore();
     store.apply(cs([{ kind: 'routes', id: '7', value: { uri: '/a', upstream: up() } }]));
-    const r = store.apply(cs([{ kind: 'routes', id: '7', value: { uri: '/b', upstream: { nodes: {} } } }]));
+    const r = store.apply(cs([{ kind: 'routes', id: '7', value: { uri: '/b', upstream: { nodes: { 'a:80': -1 } } } }]));
     assert.equal(r.snapshot.routes.get('7')!.value.uri, '/a');
     assert.equal(r.diff.routes.size, 0);
     const [rej] = store.rejections();
-    assert.equal(rej!.reason, 'routes/7: /upstream/nodes: must NOT have fewer than 1 properties');
+    assert.equal(rej!.reason, 'routes/7: /upstream/nodes/a:80: must be >= 0');
     assert.equal(rej!.code, 'PORTICO_ERR_SCHEMA');
     // a valid version clears the rejection
     store.apply(cs([{ kind: 'routes', id: '7', value: { uri: '/c', upstream: up() } }]));

@@ -166,11 +166,11 @@ describe('portico validate', () => {
     const file = path.join(dir, 'routes.yaml');
     writeFileSync(
       file,
-      ['routes:', '  - id: 1', '    uri: /a', '    upstream: { nodes: {} }', '  - id: 2', '    uri: /b', '    upstream_id: missing', '  - uri: /c'].join('\n'),
+      ['routes:', '  - id: 1', '    uri: /a', '    upstream: { nodes: { "a:80": -1 } }', '  - id: 2', '    uri: /b', '    upstream_id: missing', '  - uri: /c'].join('\n'),
     );
     const r = await portico('validate', file);
     assert.equal(r.code, 1);
-    assert.match(r.stdout, /^routes\/1: \/upstream\/nodes: must NOT have fewer than 1 properties \[PORTICO_ERR_SCHEMA\]$/m);
+    assert.match(r.stdout, /^routes\/1: \/upstream\/nodes\/a:80: must be >= 0 \[PORTICO_ERR_SCHEMA\]$/m);
     assert.match(r.stdout, /^routes\/2: \/upstream_id: upstream 'missing' not found \[PORTICO_ERR_REFERENCE\]$/m);
     assert.match(r.stdout, /routes\[2\]: missing 'id' \[PORTICO_ERR_PARSE\]/);
     writeFileSync(file, 'routes: [\n');

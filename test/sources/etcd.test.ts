@@ -245,7 +245,8 @@ describe('single etcd', () => {
       source: 'etcd',
       revision: put.revision,
       full: false,
-      changes: [{ kind: 'routes', id: '1', modRevision: put.revision, value: { uri: '/a', upstream_id: '1' } }],
+      // `raw`: etcd's own text, which the store compares and persists instead of serializing again
+      changes: [{ kind: 'routes', id: '1', modRevision: put.revision, value: { uri: '/a', upstream_id: '1' }, raw: '{"uri":"/a","upstream_id":"1"}' }],
     });
 
     await etcdctl(etcd.endpoint, 'del', `${P}/routes/1`);

@@ -19,6 +19,8 @@ function reference(text: string): Objects | undefined {
     if (doc.errors.length) return undefined;
     const root = (doc.toJS() ?? {}) as Record<string, unknown>;
     if (typeof root !== 'object' || Array.isArray(root)) return undefined;
+    // a top-level key that is not a kind refuses the whole file (a typo must not delete a kind)
+    if (Object.keys(root).some((k) => !(KINDS as readonly string[]).includes(k))) return undefined;
     const out: Objects = new Map();
     for (const kind of KINDS) {
       const list = root[kind];

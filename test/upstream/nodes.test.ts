@@ -19,7 +19,7 @@ describe('normalizeNodes', () => {
       normalizeNodes(
         [
           { host: '127.0.0.1', port: 1980, weight: 1, priority: 1 },
-          { host: '::1', weight: 0 },
+          { host: '[::1]', weight: 0 },
           { host: '[::2]', port: 8443, weight: 5 },
         ],
         'https',

@@ -328,30 +328,51 @@ export class EtcdClient {
     /** from: start at this key (>= prefix) instead of at the prefix; the range still ends where the prefix ends */
     opts: { pageSize?: number; endpoint?: string; signal?: AbortSignal; from?: string } = {},
   ): Promise<{ header: ResponseHeader; revision: number; kvs: KeyValue[] }> {
+    const kvs: KeyValue[] = [];
+    const { header, revision } = await this.rangePages(prefix, opts, (page) => {
+      for (const kv of page) kvs.push(kv);
+    });
+    return { header, revision, kvs };
+  }
+
+  /**
+   * rangePrefix page by page: `onPage` gets each page while the next one is already being fetched,
+   * so a caller that works on a page (parsing, validating) overlaps its work with etcd's.
+   */
+  async rangePages(
+    prefix: string,
+    opts: { pageSize?: number; endpoint?: string; signal?: AbortSignal; from?: string },
+    onPage: (kvs: KeyValue[]) => void,
+  ): Promise<{ header: ResponseHeader; revision: number }> {
     const pageSize = opts.pageSize ?? 500;
     const rangeEnd = prefixRangeEnd(prefix);
-    const kvs: KeyValue[] = [];
-    let revision = 0;
-    let header: ResponseHeader | undefined;
-    let from = encodeKey(opts.from ?? prefix);
+    type Page = { header?: RawHeader; kvs?: RawKeyValue[]; more?: boolean };
+    const fetchPage = (from: string, revision: number) =>
+      this.call<Page>('/v3/kv/range', { key: from, range_end: rangeEnd, limit: pageSize, ...(revision ? { revision } : {}) }, {
+        endpoint: opts.endpoint,
+        signal: opts.signal,
+        idempotent: true,
+      });
+    let res = await fetchPage(encodeKey(opts.from ?? prefix), 0);
+    const header = parseHeader(res.header);
+    const revision = header.revision;
     for (;;) {
-      const body: Record<string, unknown> = { key: from, range_end: rangeEnd, limit: pageSize };
-      if (revision) body.revision = revision;
-      const res = await this.call<{ header?: RawHeader; kvs?: RawKeyValue[]; more?: boolean }>(
-        '/v3/kv/range',
-        body,
-        { endpoint: opts.endpoint, signal: opts.signal, idempotent: true },
-      );
-      header ??= parseHeader(res.header);
-      if (!revision) revision = header.revision;
       const page = res.kvs ?? [];
-      for (const raw of page) kvs.push(parseKeyValue(raw));
-      if (!res.more || page.length === 0) break;
-      // The next page starts right after the last key: the key plus a zero byte.
-      const last = Buffer.from(page[page.length - 1]!.key ?? '', 'base64');
-      from = Buffer.concat([last, Buffer.from([0])]).toString('base64');
+      let next: Promise<Page> | undefined;
+      if (res.more && page.length > 0) {
+        // The next page starts right after the last key: the key plus a zero byte.
+        const last = Buffer.from(page[page.length - 1]!.key ?? '', 'base64');
+        next = fetchPage(Buffer.concat([last, Buffer.from([0])]).toString('base64'), revision);
+        // a failure surfaces at the await below; until then it must not count as unhandled
+        next.catch(() => undefined);
+      }
+      const kvs = new Array<KeyValue>(page.length);
+      for (let i = 0; i < page.length; i++) kvs[i] = parseKeyValue(page[i]!);
+      onPage(kvs);
+      if (next === undefined) break;
+      res = await next;
     }
-    return { header: header!, revision, kvs };
+    return { header, revision };
   }
 
   async put(key: string, value: string, opts: PutOptions = {}): Promise<ResponseHeader> {

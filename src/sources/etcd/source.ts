@@ -28,7 +28,7 @@ export interface EtcdSourceOptions {
   tls?: EtcdTlsOptions;
   /** per-request timeout, seconds (default 5) */
   timeout?: number;
-  /** keys per page of the initial list (default 500) */
+  /** keys per page of the initial list (default 2000: at 50,000 routes, pages of 500 took 1.3 s, of 2000 0.8 s) */
   pageSize?: number;
   /** reconnect backoff in ms: starts at `initial`, doubles up to `max` (defaults 100 / 5000), with jitter */
   backoff?: { initial?: number; max?: number };
@@ -193,19 +193,24 @@ export class EtcdSource implements Source {
     }
   }
 
-  /** Range the whole prefix at one revision and queue it as one full ChangeSet. */
+  /**
+   * Range the whole prefix at one revision and queue it as one full ChangeSet. Each page is parsed
+   * (and handed to `onPrefetch`, which validates it) while the next page is on its way.
+   */
   private async relist(endpoint: string): Promise<void> {
-    const { revision, kvs } = await this.client.rangePrefix(this.keyPrefix, {
-      from: this.rangeStart,
-      pageSize: this.opts.pageSize ?? 500,
-      endpoint,
-      signal: this.abort.signal,
-    });
     const changes: Change[] = [];
-    for (const kv of kvs) {
-      const change = this.toChange(kv, false);
-      if (change) changes.push(change);
-    }
+    const { revision } = await this.client.rangePages(
+      this.keyPrefix,
+      { from: this.rangeStart, pageSize: this.opts.pageSize ?? 2000, endpoint, signal: this.abort.signal },
+      (kvs) => {
+        const start = changes.length;
+        for (const kv of kvs) {
+          const change = this.toChange(kv, false);
+          if (change) changes.push(change);
+        }
+        this.events?.onPrefetch?.(changes.slice(start));
+      },
+    );
     const first = this.lastRevision === 0;
     log.info(
       { endpoint, revision, objects: changes.length, previousRevision: first ? undefined : this.lastRevision },
@@ -264,7 +269,8 @@ export class EtcdSource implements Source {
     const over = checkTextLimits(kv.value);
     if (over) return { kind, id, modRevision: kv.modRevision, parseError: over, parseErrorCode: ErrorCode.LIMIT };
     try {
-      return { kind, id, modRevision: kv.modRevision, value: JSON.parse(kv.value) as unknown };
+      // the text is kept: the store compares and persists it instead of serializing the value again
+      return { kind, id, modRevision: kv.modRevision, value: JSON.parse(kv.value) as unknown, raw: kv.value };
     } catch (err) {
       return {
         kind,
