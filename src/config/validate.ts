@@ -31,14 +31,22 @@ const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: false, verbos
 ajv.addFormat('header-value', { type: 'string', validate: isHeaderValue });
 const isHost = new RegExp(Host.pattern!);
 
-const validators: Record<Kind, ValidateFunction> = {
-  routes: ajv.compile(RouteSchema),
-  services: ajv.compile(ServiceSchema),
-  upstreams: ajv.compile(UpstreamSchema),
-  consumers: ajv.compile(ConsumerSchema),
-  plugin_configs: ajv.compile(PluginConfigSchema),
-  global_rules: ajv.compile(GlobalRuleSchema),
-};
+const schemas = {
+  routes: RouteSchema,
+  services: ServiceSchema,
+  upstreams: UpstreamSchema,
+  consumers: ConsumerSchema,
+  plugin_configs: PluginConfigSchema,
+  global_rules: GlobalRuleSchema,
+} as const;
+
+/** Each kind's validator, compiled when the first object of that kind arrives (not at every start). */
+const compiledValidators = new Map<Kind, ValidateFunction>();
+function validatorOf(kind: Kind): ValidateFunction {
+  let validate = compiledValidators.get(kind);
+  if (validate === undefined) compiledValidators.set(kind, (validate = ajv.compile(schemas[kind])));
+  return validate;
+}
 
 /**
  * Picks the one ajv error a user can act on. Unions (nodes as map or array) make ajv report every
@@ -164,7 +172,7 @@ export function validateBounded(kind: Kind, id: string, value: unknown, mode?: R
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     return reject(ErrorCode.SCHEMA, '/: must be an object');
   }
-  const validate = validators[kind];
+  const validate = validatorOf(kind);
   if (!validate(value)) return reject(ErrorCode.SCHEMA, describe(pickError(validate.errors ?? [])));
   // a consumer's id is its username (the etcd key ends with it)
   const declared = kind === 'consumers' ? (value as { username?: unknown }).username : (value as { id?: unknown }).id;
