@@ -96,6 +96,8 @@ export function compileUriPattern(uri: string, mode: RouterMode): UriPattern {
     return { uri, exact: true, key: uri, regex: undefined, paramNames: NO_PARAMS };
   }
   const key = uri.slice(0, cut);
+  // a bare trailing `*`: the prefix key decides alone (see below), nothing to build
+  if (!needsPattern) return { uri, exact: false, key, regex: undefined, paramNames: NO_PARAMS };
 
   const paramNames: (string | undefined)[] = [];
   let wildcardGroup = false;
@@ -123,8 +125,8 @@ export function compileUriPattern(uri: string, mode: RouterMode): UriPattern {
   // the compiler's analysis, which proved the same for every such pattern (a fifth of the
   // validation of 50,000 routes; see segmentPatternRegex).
   const source = `^${parts.join('/')}$`;
-  const regex = !needsPattern ? undefined : wildcardGroup || uri.includes('?') ? compileConfigRegex(source) : segmentPatternRegex(source);
-  return { uri, exact: false, key, regex, paramNames: regex === undefined ? NO_PARAMS : paramNames.slice() };
+  const regex = wildcardGroup || uri.includes('?') ? compileConfigRegex(source) : segmentPatternRegex(source);
+  return { uri, exact: false, key, regex, paramNames: paramNames.slice() };
 }
 
 /**
