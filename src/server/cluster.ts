@@ -73,6 +73,11 @@ export class ClusterGateway extends GatewayInstance {
   private readonly retiredFailures = new Map<string, number>();
   /** times of recent worker deaths, each within the backoff window of the one before */
   private readonly deaths: number[] = [];
+  private listening: Promise<AddressInfo[]> | undefined;
+  /** the pipeline has its config (synced, or from the snapshot file): workers may get it */
+  private pipelineStarted = false;
+  /** workers that said hello before that */
+  private readonly waiting: Worker[] = [];
 
   constructor(
     config: GatewayConfig,
@@ -93,10 +98,28 @@ export class ClusterGateway extends GatewayInstance {
     this.pipeline.discovery.subscribe((discovered) => this.broadcast({ type: 'nodes', discovered }));
   }
 
-  protected startProxy(): Promise<AddressInfo[]> {
-    const listening = new Promise<AddressInfo[]>((resolve) => (this.firstListening = resolve));
+  /**
+   * The workers are forked first, so that each loads its code while the pipeline lists the config
+   * (at 50,000 routes this took a third of a second off the start); they get their first snapshot,
+   * and listen, only once the pipeline has started.
+   */
+  protected override prepare(): void {
+    this.listening = new Promise<AddressInfo[]>((resolve) => (this.firstListening = resolve));
     for (let i = 0; i < this.count; i++) this.fork();
-    return listening;
+  }
+
+  protected startProxy(): Promise<AddressInfo[]> {
+    this.pipelineStarted = true;
+    for (const worker of this.waiting.splice(0)) this.greet(worker);
+    return this.listening!;
+  }
+
+  /** The whole snapshot first: the worker listens only once it can route. */
+  private greet(worker: Worker): void {
+    this.send(worker, { type: 'snapshot', update: updateOf(this.pipeline.store.snapshot, undefined) });
+    // then the nodes DNS found, and those that are down now: a new worker must not send them traffic
+    for (const discovered of this.pipeline.discovery.current()) this.send(worker, { type: 'nodes', discovered });
+    for (const verdict of this.pipeline.health.verdicts()) this.send(worker, { type: 'health', verdict });
   }
 
   private fork(): void {
@@ -105,13 +128,11 @@ export class ClusterGateway extends GatewayInstance {
     this.workers.set(worker.id, state);
     worker.on('message', (m: ToPrimary) => {
       if (m.type === 'hello') {
-        // the whole snapshot first: the worker listens only once it can route. (Sent on the
-        // worker's request, not on 'online': messages that arrive before the worker has loaded
-        // its code and attached a listener are lost.)
-        this.send(worker, { type: 'snapshot', update: updateOf(this.pipeline.store.snapshot, undefined) });
-        // then the nodes DNS found, and those that are down now: a new worker must not send them traffic
-        for (const discovered of this.pipeline.discovery.current()) this.send(worker, { type: 'nodes', discovered });
-        for (const verdict of this.pipeline.health.verdicts()) this.send(worker, { type: 'health', verdict });
+        // (Sent on the worker's request, not on 'online': messages that arrive before the worker
+        // has loaded its code and attached a listener are lost.) Before the pipeline has started,
+        // the snapshot waits for it.
+        if (this.pipelineStarted) this.greet(worker);
+        else this.waiting.push(worker);
       } else if (m.type === 'applied') {
         state.revision = m.revision;
         this.pipeline.register();

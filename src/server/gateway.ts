@@ -46,8 +46,12 @@ export abstract class GatewayInstance {
     return this.pipeline.instanceId;
   }
 
+  /** Work that can start before the config is in (forking workers: they load while etcd is listed). */
+  protected prepare(): void {}
+
   /** Starts syncing config and listening. Resolves when the listeners are bound. */
   async start(): Promise<GatewayAddresses> {
+    this.prepare();
     await this.pipeline.start();
     const proxy = await this.startProxy();
     this.statusServer = await listenStatus(this.config, () => this.status());
