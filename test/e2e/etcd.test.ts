@@ -211,7 +211,7 @@ describe('fleet', () => {
         );
         return r;
       };
-      // the revision is asked live from each instance's /status (records publish it only every 10 s)
+      // the revision is asked live from each instance's /status (records publish it only every 15 s)
       const r = await waitUntil(async () => {
         const out = await fleet();
         return out.code === 0 ? out : undefined;
