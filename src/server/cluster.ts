@@ -51,6 +51,11 @@ export function workerCount(setting: number | 'auto'): number {
 
 interface WorkerState {
   worker: Worker;
+  /**
+   * sent its full snapshot: only then does it get the published changes (before, a change would
+   * reach it first, and it would listen with that change alone as its table)
+   */
+  greeted: boolean;
   /** revision of the last snapshot update the worker applied */
   revision: number | undefined;
   listening: boolean;
@@ -116,6 +121,9 @@ export class ClusterGateway extends GatewayInstance {
 
   /** The whole snapshot first: the worker listens only once it can route. */
   private greet(worker: Worker): void {
+    const state = this.workers.get(worker.id);
+    if (state === undefined) return; // exited meanwhile
+    state.greeted = true;
     this.send(worker, { type: 'snapshot', update: updateOf(this.pipeline.store.snapshot, undefined) });
     // then the nodes DNS found, and those that are down now: a new worker must not send them traffic
     for (const discovered of this.pipeline.discovery.current()) this.send(worker, { type: 'nodes', discovered });
@@ -124,7 +132,7 @@ export class ClusterGateway extends GatewayInstance {
 
   private fork(): void {
     const worker = cluster.fork({ PORTICO_WORKER: '1' });
-    const state: WorkerState = { worker, revision: undefined, listening: false, pluginFailures: {} };
+    const state: WorkerState = { worker, greeted: false, revision: undefined, listening: false, pluginFailures: {} };
     this.workers.set(worker.id, state);
     worker.on('message', (m: ToPrimary) => {
       if (m.type === 'hello') {
@@ -170,8 +178,9 @@ export class ClusterGateway extends GatewayInstance {
     if (worker.isConnected()) worker.send(message, () => undefined);
   }
 
+  /** Published changes, verdicts, nodes: to the workers that have their snapshot (see greeted). */
   private broadcast(message: ToWorker): void {
-    for (const { worker } of this.workers.values()) this.send(worker, message);
+    for (const { worker, greeted } of this.workers.values()) if (greeted) this.send(worker, message);
   }
 
   /** Drains every worker: each finishes its in-flight requests and exits. */
@@ -186,7 +195,8 @@ export class ClusterGateway extends GatewayInstance {
           setTimeout(() => worker.process.kill('SIGKILL'), this.config.proxy.drain_timeout * 1000 + 5000).unref();
         }),
     );
-    this.broadcast({ type: 'drain' });
+    // every worker, greeted or not
+    for (const { worker } of this.workers.values()) this.send(worker, { type: 'drain' });
     await Promise.all(exited);
   }
 }
