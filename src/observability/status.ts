@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Kind } from '../config/changeset.ts';
 import type { RejectionRecord } from '../config/store.ts';
-import { createMetrics } from './metrics.ts';
+import type { Registry } from 'prom-client';
 import type { UpstreamHealthReport } from '../upstream/health/supervisor.ts';
 import type { DiscoveryReport } from '../upstream/discovery/upstream-nodes.ts';
 
@@ -47,7 +47,9 @@ export interface StatusReport {
  * GET /metrics (Prometheus).
  */
 export function createStatusServer(report: () => StatusReport): Server {
-  const metrics = createMetrics(report);
+  // prom-client is loaded at the first scrape, not by every gateway at start
+  let metrics: Promise<Registry> | undefined;
+  const registry = () => (metrics ??= import('./metrics.ts').then((m) => m.createMetrics(report)));
   return createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -57,10 +59,12 @@ export function createStatusServer(report: () => StatusReport): Server {
     if (path === '/status') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(report()));
     } else if (path === '/metrics') {
-      metrics.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text),
-        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(err.message),
-      );
+      registry()
+        .then(async (r) => ({ text: await r.metrics(), type: r.contentType }))
+        .then(
+          ({ text, type }) => res.writeHead(200, { 'content-type': type }).end(text),
+          (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(err.message),
+        );
     } else if (path === '/status/ready') {
       const r = report();
       const body = JSON.stringify({ ready: r.ready, stale: r.stale, revision: r.revision });

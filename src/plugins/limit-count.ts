@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis } from 'ioredis';
 import { StringEnum } from '../config/schema/common.ts';
 import { log } from '../observability/log.ts';
 import { compileLimitKey, compileTemplate, rejectedAnswer, scopePrefix, sweepExpired } from './limit-key.ts';
@@ -280,12 +281,18 @@ function redisCounter(conf: Conf): RedisCounter {
   };
 }
 
+/** ioredis, loaded when the first `policy: redis` config compiles (not by every gateway at start). */
+let RedisClass: typeof Redis | undefined;
+function redisClass(): typeof Redis {
+  return (RedisClass ??= (createRequire(import.meta.url)('ioredis') as { Redis: typeof Redis }).Redis);
+}
+
 function sharedClient(t: RedisTarget): SharedClient {
   // the password is part of the identity (two configs with different credentials must not share)
   const id = JSON.stringify([t.host, t.port, t.db, t.username ?? null, t.password ?? null, t.ssl, t.sslVerify, t.timeoutMs]);
   let shared = clients.get(id);
   if (shared) return shared;
-  const client = new Redis({
+  const client = new (redisClass())({
     host: t.host,
     port: t.port,
     db: t.db,
