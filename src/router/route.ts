@@ -3,9 +3,9 @@
  * ranges, vars expression, uri patterns), so matching a request does no parsing of config.
  */
 import { IpMatcher, unmapIpv4 } from './ip.ts';
-import type { MatchRequest, RouteMatchSpec, RouterMode } from './types.ts';
+import type { MatchRequest, PostArgs, RouteMatchSpec, RouterMode } from './types.ts';
 import { compileUriPattern, type UriPattern } from './uri-pattern.ts';
-import { compileVars, evaluateVars, type CompiledVars, type VarLookup, type VarSource } from './vars.ts';
+import { compileVars, evaluateVars, postArgValue, type CompiledVars, type ValueLookup, type VarSource } from './vars.ts';
 
 /**
  * Host filter of lua-resty-radixtree: an exact name, or `*suffix` which matches any host ending in
@@ -60,21 +60,44 @@ export interface CompiledRoute<T> {
  * The immutable parts many routes share (method sets, host lists and host matchers) are interned:
  * at 50,000 routes, one Set per route was a fifth of the router's memory.
  */
-export function compileRoute<T>(spec: RouteMatchSpec, target: T, mode: RouterMode, sequence: number): CompiledRoute<T> {
-  const hosts = spec.hosts && spec.hosts.length > 0 ? internHosts(spec.hosts) : undefined;
+export function compileRoute<T>(spec: RouteMatchSpec, target: T, mode: RouterMode, sequence: number, match?: RouteMatcher): CompiledRoute<T> {
+  const m = match ?? compileMatcher(spec, mode);
   return {
     id: spec.id,
     target,
-    priority: spec.priority ?? 0,
+    priority: m.priority,
     sequence,
+    uris: m.uris,
+    hosts: m.hosts,
+    methods: m.methods,
+    hostFilter: m.hostFilter,
+    remoteAddrs: m.remoteAddrs,
+    vars: m.vars,
+  };
+}
+
+/** What matching needs of a route, without its id, target and order: compileRoute's costly part. */
+export type RouteMatcher = Omit<CompiledRoute<unknown>, 'id' | 'target' | 'sequence'>;
+
+/**
+ * compileRoute's compiling, on its own: the data plane can do it ahead (while the rest of a large
+ * config is still arriving) and hand the result to Router.upsert. Throws like compileRoute.
+ */
+export function compileMatcher(spec: RouteMatchSpec, mode: RouterMode): RouteMatcher {
+  const hosts = spec.hosts && spec.hosts.length > 0 ? internHosts(spec.hosts) : undefined;
+  return {
+    priority: spec.priority ?? 0,
     uris: compileUris(spec.uris, mode),
     hosts,
     methods: spec.methods && spec.methods.length > 0 ? internMethods(spec.methods) : undefined,
     hostFilter: hosts && mode !== 'radixtree_host_uri' ? internHostMatcher(hosts) : undefined,
     remoteAddrs: spec.remoteAddrs && spec.remoteAddrs.length > 0 ? IpMatcher.compile(spec.remoteAddrs) : undefined,
-    vars: spec.vars !== undefined ? compileVars(spec.vars) : undefined,
+    vars: spec.vars !== undefined ? compileVars(spec.vars, ROUTE_VARS) : undefined,
   };
 }
+
+/** Route vars may read the request body (the router asks the transport for it: RequestView). */
+const ROUTE_VARS = { postArgs: true } as const;
 
 /** The distinct uris, each compiled; a failure names the uri's index in the spec. */
 function compileUris(uris: readonly string[], mode: RouterMode): UriPattern[] {
@@ -130,12 +153,21 @@ function internHostMatcher(hosts: readonly string[]): HostMatcher {
 /**
  * The request as route filters see it. Query args and cookies are parsed on first use only, and
  * once per request however many routes ask.
+ *
+ * The body is never waited for here: a `post_arg` variable read before the transport has read the
+ * body (`request.postArgs` undefined) marks the request `bodyWanted` and sets `bodyPending`, which
+ * fails that route and every later candidate (routeFiltersPass), so the match ends without a route
+ * and the transport matches again once it has the body. A route tried before that one is decided
+ * without the body, exactly as it will be on the second match; a request whose matching never
+ * reaches a `post_arg` variable is never buffered.
  */
-export class RequestView implements VarLookup {
+export class RequestView implements ValueLookup {
   readonly request: MatchRequest;
   private args: Map<string, string> | undefined;
   private cookies: Map<string, string> | undefined;
   private remoteAddr: string | undefined;
+  /** a route's vars needed the body, which is not read yet: this match can decide nothing more */
+  bodyPending = false;
 
   constructor(request: MatchRequest) {
     this.request = request;
@@ -146,7 +178,7 @@ export class RequestView implements VarLookup {
     return (this.remoteAddr ??= unmapIpv4(this.request.remoteAddr));
   }
 
-  get(source: VarSource): string | undefined {
+  get(source: VarSource): unknown {
     switch (source.kind) {
       case 'uri':
         return this.request.path;
@@ -169,8 +201,30 @@ export class RequestView implements VarLookup {
       }
       case 'cookie':
         return (this.cookies ??= parseCookies(this.request.headers['cookie'])).get(source.name);
+      case 'post_arg':
+      case 'post_arg_form': {
+        const postArgs = this.request.postArgs;
+        if (postArgs === undefined) {
+          this.request.bodyWanted = true;
+          this.bodyPending = true;
+          return undefined;
+        }
+        return source.kind === 'post_arg' ? postArgValue(postArgs.body, source.path) : formArg(postArgs, source.name);
+      }
     }
   }
+}
+
+/**
+ * `post_arg_<name>`: APISIX reads it only from a body whose Content-Type starts with
+ * application/x-www-form-urlencoded, and takes the first value of a repeated name.
+ */
+function formArg(postArgs: PostArgs, name: string): unknown {
+  if (!postArgs.urlencoded) return undefined;
+  const form = postArgs.body as Record<string, unknown> | undefined;
+  if (form === undefined || !Object.hasOwn(form, name)) return undefined;
+  const value = form[name];
+  return Array.isArray(value) ? value[0] : value;
 }
 
 /**
@@ -220,10 +274,13 @@ function parseCookies(header: string | string[] | undefined): Map<string, string
  * failing one rejects the route for this request (the router then tries the next candidate).
  */
 export function routeFiltersPass<T>(route: CompiledRoute<T>, view: RequestView): boolean {
+  // the body is needed before anything further can be decided (RequestView): no route this time
+  if (view.bodyPending) return false;
   const request = view.request;
   if (route.methods !== undefined && !route.methods.has(request.method)) return false;
   if (route.remoteAddrs !== undefined && !route.remoteAddrs.matches(view.clientAddress)) return false;
   if (route.hostFilter !== undefined && !route.hostFilter.matches(request.host)) return false;
-  if (route.vars !== undefined && !evaluateVars(route.vars, view)) return false;
+  // a negated post_arg test holds on the not-yet-read (absent) value: bodyPending overrides it
+  if (route.vars !== undefined && (!evaluateVars(route.vars, view) || view.bodyPending)) return false;
   return true;
 }

@@ -14,7 +14,7 @@
  */
 import { ErrorCode, PorticoError } from '../errors.ts';
 import { IpMatcher } from './ip.ts';
-import { compileRoute, RequestView, type CompiledRoute } from './route.ts';
+import { compileRoute, RequestView, type CompiledRoute, type RouteMatcher } from './route.ts';
 import { RadixTree } from './trie.ts';
 import type { MatchRequest, RouteMatch, RouteMatchSpec, RouterMode } from './types.ts';
 import { UriTable, type UriEntry } from './uri-table.ts';
@@ -77,14 +77,15 @@ export class Router<T> {
    * route's position). Throws PorticoError (PORTICO_ERR_SEMANTIC) for an invalid spec, leaving
    * any previous version in place.
    */
-  upsert(spec: RouteMatchSpec, target: T): void {
+  upsert(spec: RouteMatchSpec, target: T, matcher?: RouteMatcher): void {
     const reason = checkRouteShape(spec, this.mode);
     if (reason !== undefined) throw new PorticoError(ErrorCode.SEMANTIC, `route ${spec.id}: ${reason}`);
     const previous = this.routes.get(spec.id);
     const sequence = previous?.route.sequence ?? this.nextSequence;
     let route: CompiledRoute<T>;
     try {
-      route = compileRoute(spec, target, this.mode, sequence);
+      // `matcher`: compileMatcher(spec, this.mode) done ahead by the caller
+      route = compileRoute(spec, target, this.mode, sequence, matcher);
     } catch (err) {
       throw new PorticoError(ErrorCode.SEMANTIC, `route ${spec.id}: ${(err as Error).message}`);
     }

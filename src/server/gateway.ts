@@ -88,6 +88,8 @@ export class Gateway extends GatewayInstance {
     // passive verdicts go to the supervisor, which records them and hands them back with the probes'
     this.dataPlane = new DataPlane(config, (verdict) => this.pipeline.health.passive(verdict));
     this.pipeline.store.subscribe((snapshot, diff) => this.dataPlane.apply(snapshot, diff));
+    // routes of a large initial list are compiled while the rest of it arrives
+    this.pipeline.prefetchListeners.push((changes) => this.dataPlane.runtime.precompile(changes));
     this.pipeline.health.subscribe((verdict) => this.dataPlane.runtime.health.apply(verdict));
     this.pipeline.discovery.subscribe((nodes) => this.dataPlane.discovered(nodes));
   }
