@@ -73,7 +73,7 @@ export class ConfigPipeline {
     });
     if (this.source instanceof EtcdSource) {
       const prefix = config.config.etcd!.prefix.replace(/\/+$/, '');
-      this.registration = new InstanceRegistration(this.source.client, `${prefix}/${INSTANCES_DIR}/${this.instanceId}`);
+      this.registration = new InstanceRegistration(this.source.client, `${prefix}/${INSTANCES_DIR}/${this.instanceId}`, { fleetInterval: config.fleet_interval });
     }
     this.writer = snapshotWriter(config.config.snapshot, (err) =>
       log.error({ err, path: config.config.snapshot }, 'cannot write snapshot; the gateway keeps serving'),
