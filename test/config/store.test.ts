@@ -149,4 +149,24 @@ describe('semantic checks', () => {
     assert.equal(reasons.ok, undefined);
     assert.ok(store.snapshot.routes.has('ok'));
   });
+
+  test('a new version of an upstream leaves its dependents alone; its removal and return re-resolve them', () => {
+    const store = new ConfigStore();
+    const routes = Array.from({ length: 1000 }, (_, i) => ({ kind: 'routes' as const, id: `r${i}`, value: { uri: `/r/${i}`, upstream_id: 'u' } }));
+    store.apply(cs([{ kind: 'upstreams', id: 'u', value: up() }, ...routes]));
+    assert.equal(store.snapshot.routes.size, 1000);
+    // references resolve by existence: a replaced upstream changes nothing for the 1,000 routes
+    const replaced = store.apply(cs([{ kind: 'upstreams', id: 'u', value: up(1981) }]));
+    assert.deepEqual([replaced.diff.upstreams.size, replaced.diff.routes.size], [1, 0]);
+    // a route whose own version changes is still re-resolved
+    const one = store.apply(cs([{ kind: 'routes', id: 'r1', value: { uri: '/moved', upstream_id: 'u' } }]));
+    assert.deepEqual([...one.diff.routes], ['r1']);
+    // gone: every dependent keeps its last good version (reference rejection), back: resolved again
+    const gone = store.apply(cs([{ kind: 'upstreams', id: 'u', deleted: true }]));
+    assert.equal(gone.snapshot.upstreams.size, 0);
+    assert.equal(store.rejections().filter((r) => r.code === 'PORTICO_ERR_REFERENCE').length, 1000);
+    store.apply(cs([{ kind: 'upstreams', id: 'u', value: up(1982) }]));
+    assert.deepEqual(store.rejections(), []);
+    assert.equal(store.snapshot.routes.size, 1000);
+  });
 });
