@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { ProxyError } from '../errors.ts';
 import type { RouteTable } from '../runtime/types.ts';
@@ -9,6 +9,7 @@ import type { Balancer, PickRequest, UpstreamNode, UpstreamTarget } from '../ups
 import { classifyFailure, Failure, failureOutcome, failureResponse, nodeBusy } from './failures.ts';
 import { clientHeaders, upstreamHeaders, upstreamHost } from './headers.ts';
 import { describeRequest, type ProxyRequest } from './request.ts';
+import { BodyForMatching, declaredTooLarge, withoutBody } from './post-args.ts';
 import { NodeRetries } from './retries.ts';
 import { sendError, writeLocalResponse, writeRawError } from './responses.ts';
 import { lingeringClose } from './lingering-close.ts';
@@ -56,7 +57,7 @@ export interface HttpProxy {
 export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
   const { routes } = options;
   const pools = options.pools ?? sharedPools;
-  const proxyTo = (req: IncomingMessage, res: ServerResponse, request: ProxyRequest, route: CompiledRoute, run: PluginRun | undefined): void => {
+  const proxyTo = (req: IncomingMessage, res: ServerResponse, request: ProxyRequest, route: CompiledRoute, run: PluginRun | undefined, body: Readable | undefined): void => {
     if (res.destroyed) return;
     const upstream = route.upstream;
     // APISIX: "missing upstream configuration in Route or Service" → 503
@@ -64,7 +65,26 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
     const pickRequest = upstream.balancer.needsRequest === true ? pickRequestOf(run, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http', req.httpVersion) : undefined;
     const node = upstream.balancer.pick(undefined, pickRequest);
     if (node === undefined) return sendError(res, ProxyError.NO_HEALTHY_NODE);
-    new HttpExchange(req, res, request, upstream, pools, node, undefined, run, pickRequest).start();
+    new HttpExchange(req, res, request, upstream, pools, node, body, run, pickRequest).start();
+  };
+  /** After the match: the route's plugins, then the upstream. `body`: the request body when read for matching. */
+  const routed = (req: IncomingMessage, res: ServerResponse, request: ProxyRequest, table: RouteTable, matched: ReturnType<RouteTable['matchRoute']>, body: Readable | undefined): void => {
+    if (res.destroyed) return;
+    if (matched === undefined) return sendError(res, ProxyError.ROUTE_NOT_FOUND);
+    const route = matched.target;
+    if (route.chain === undefined && table.globalChain === undefined) return proxyTo(req, res, request, route, undefined, body);
+    const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http', req.httpVersion);
+    res.once('close', () => run.runLog());
+    const verdict = run.runRequestPhases();
+    if (verdict instanceof Promise) {
+      verdict.then(
+        (answer) => (answer === undefined ? proxyTo(req, res, request, route, run, body) : sendPluginAnswer(res, run, answer)),
+        () => sendError(res, ProxyError.UPSTREAM_UNAVAILABLE),
+      );
+      return;
+    }
+    if (verdict !== undefined) return sendPluginAnswer(res, run, verdict);
+    proxyTo(req, res, request, route, run, body);
   };
   return {
     handleRequest(req, res) {
@@ -74,21 +94,11 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
       if (request === undefined) return sendError(res, ProxyError.BAD_REQUEST);
       const table = routes();
       const matched = table.matchRoute(request);
-      if (matched === undefined) return sendError(res, ProxyError.ROUTE_NOT_FOUND);
-      const route = matched.target;
-      if (route.chain === undefined && table.globalChain === undefined) return proxyTo(req, res, request, route, undefined);
-      const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http', req.httpVersion);
-      res.once('close', () => run.runLog());
-      const verdict = run.runRequestPhases();
-      if (verdict instanceof Promise) {
-        verdict.then(
-          (answer) => (answer === undefined ? proxyTo(req, res, request, route, run) : sendPluginAnswer(res, run, answer)),
-          () => sendError(res, ProxyError.UPSTREAM_UNAVAILABLE),
-        );
-        return;
+      // a route's vars read post_arg.*: match again on the same table once the body is read
+      if (matched === undefined && request.bodyWanted === true) {
+        return readBodyForMatching(req, res, request, (body) => routed(req, res, request, table, table.matchRoute(request), body));
       }
-      if (verdict !== undefined) return sendPluginAnswer(res, run, verdict);
-      proxyTo(req, res, request, route, run);
+      routed(req, res, request, table, matched, undefined);
     },
     handleUpgrade(req, socket, head) {
       socket.on('error', destroyOnError);
@@ -96,7 +106,12 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
       const request = describeRequest(req);
       if (request === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
       const table = routes();
-      const matched = table.matchRoute(request);
+      let matched = table.matchRoute(request);
+      if (matched === undefined && request.bodyWanted === true) {
+        // an upgrade request's bytes after its head are not a body to match on: no post args
+        withoutBody(request);
+        matched = table.matchRoute(request);
+      }
       if (matched === undefined) return writeRawError(socket, ProxyError.ROUTE_NOT_FOUND);
       const route = matched.target;
       const proceed = (run: PluginRun | undefined): void => {
@@ -132,6 +147,62 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
 }
 
 const clientClosed = new Error('client closed the connection');
+
+/**
+ * Reads the request body for `post_arg.*` matching (src/proxy/post-args.ts), then calls `then`
+ * with the body to forward in place of `req`: the bytes read, unchanged, followed (when the body
+ * was over the limit) by the rest of `req`, streamed. Framing is left to undici as for any body:
+ * a client Content-Length is kept, a chunked body goes chunked.
+ */
+function readBodyForMatching(req: IncomingMessage, res: ServerResponse, request: ProxyRequest, then: (body: Readable | undefined) => void): void {
+  const headers = req.headers;
+  const contentLength = headers['content-length'];
+  const hasBody = headers['transfer-encoding'] !== undefined || (contentLength !== undefined && contentLength !== '0');
+  if (!hasBody || declaredTooLarge(contentLength)) {
+    withoutBody(request);
+    return then(undefined);
+  }
+  const read = new BodyForMatching();
+  let settled = false;
+  const finish = (complete: boolean): void => {
+    settled = true;
+    req.off('data', onData);
+    req.off('end', onEnd);
+    req.off('close', onClose);
+    if (complete) read.decodeInto(request, headers['content-type']);
+    else {
+      req.pause();
+      withoutBody(request);
+      // what of the body nobody forwards (a 404, a plugin's answer) is read and dropped after the
+      // response, as node:http does with an unread body, so keep-alive goes on
+      res.once('finish', () => req.resume());
+    }
+    then(replayBody(read.chunks, complete ? undefined : req));
+  };
+  const onData = (chunk: Buffer): void => {
+    if (!read.add(chunk)) finish(false);
+  };
+  const onEnd = (): void => finish(true);
+  const onClose = (): void => {
+    // the client left before its body ended: nothing to route
+    if (!settled) res.destroy();
+  };
+  req.on('data', onData);
+  req.on('end', onEnd);
+  req.on('close', onClose);
+}
+
+/** The body read for matching, then the rest of `rest` (if any), as one stream of the same bytes. */
+function replayBody(chunks: readonly Buffer[], rest: Readable | undefined): Readable {
+  if (rest === undefined) return Readable.from(chunks, { objectMode: false });
+  return Readable.from(
+    (async function* () {
+      yield* chunks;
+      for await (const chunk of rest) yield chunk as Buffer;
+    })(),
+    { objectMode: false },
+  );
+}
 
 function onSlotTimeout(exchange: HttpExchange): void {
   exchange.slotTimedOut();

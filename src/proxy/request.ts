@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { ProxyError } from '../errors.ts';
 import { normalizePath } from '../router/path.ts';
-import type { MatchRequest } from '../router/types.ts';
+import type { MatchRequest, PostArgs } from '../router/types.ts';
 import type { ProxyErrorKind } from './responses.ts';
 
 /*
@@ -143,6 +143,11 @@ export function describeRequest(req: IncomingMessage, host: string | undefined =
  * `vars` need it, and a transport that keeps the raw header list builds it on first use.
  */
 class DescribedRequest implements ProxyRequest {
+  // declared (not added on first use) so every request object keeps one shape; set only for
+  // requests that meet a post_arg route (src/proxy/post-args.ts)
+  postArgs: PostArgs | undefined = undefined;
+  bodyWanted = false;
+
   constructor(
     private readonly source: { readonly headers: IncomingMessage['headers'] },
     readonly method: string,

@@ -36,6 +36,28 @@ export interface MatchRequest {
   headers: Record<string, string | string[] | undefined>;
   /** raw query string without '?' ('' when none) */
   query: string;
+  /**
+   * The request body as `post_arg.*` variables see it, once the transport has read it; undefined
+   * before. Matching never waits for a body: a route whose `vars` reach a `post_arg` variable while
+   * this is undefined sets `bodyWanted` and the match stops without a route (src/router/route.ts);
+   * the transport then reads the body (bounded), sets this and matches again.
+   */
+  postArgs?: PostArgs | undefined;
+  /** set by the router: a route's `vars` needed `postArgs` before the body was read */
+  bodyWanted?: boolean;
+}
+
+/** A request body decoded for `post_arg.*` (src/proxy/post-args.ts decodes it). */
+export interface PostArgs {
+  /**
+   * The body by its Content-Type: a JSON value; for an urlencoded or multipart form an object
+   * without prototype, name → value (an urlencoded name given twice → array of values, a bare name
+   * → true). undefined when there is nothing to read: no body, a body over the size limit, another
+   * Content-Type, or a body that does not parse. Then every `post_arg` variable is absent.
+   */
+  readonly body: unknown;
+  /** the Content-Type starts with application/x-www-form-urlencoded: what `post_arg_<name>` reads */
+  readonly urlencoded: boolean;
 }
 
 export interface RouteMatch<T> {

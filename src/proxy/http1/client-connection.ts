@@ -10,6 +10,7 @@ import { Failure, failureOutcome, failureResponse } from '../failures.ts';
 import { clientHeaderList, upstreamHeaders, upstreamHost } from '../headers.ts';
 import { describeRequest, rejectRequestHead, type ProxyRequest, type RequestPolicy } from '../request.ts';
 import { lingeringClose } from '../lingering-close.ts';
+import { BodyForMatching, POST_ARGS_MAX_BYTES, withoutBody } from '../post-args.ts';
 import { errorForStatus, writeLocalResponse, writeRawError, writeSocketError, type ProxyErrorKind } from '../responses.ts';
 import { NodeRetries } from '../retries.ts';
 import { destroyOnError, proxyUpgrade, sniName, upgradeRequestBody } from '../websocket.ts';
@@ -137,6 +138,24 @@ const Phase = {
 } as const;
 type Phase = (typeof Phase)[keyof typeof Phase];
 
+/**
+ * A request body read before its route is known (a route's vars read `post_arg.*`): the request's
+ * parts until the second match, and the bytes read, forwarded first and unchanged.
+ */
+interface BodyMatch {
+  readonly read: BodyForMatching;
+  readonly head: RequestHead;
+  readonly ctx: RequestContext;
+  readonly request: ProxyRequest;
+  readonly table: RouteTable;
+}
+
+/** Body bytes read for matching, handed to the exchange: `complete` when they are the whole body. */
+interface ReadBody {
+  readonly chunks: readonly Buffer[];
+  readonly complete: boolean;
+}
+
 /** body bytes up to this size are copied behind the response head, for a single write */
 const HEAD_COPY_MAX = 16 * 1024;
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
@@ -172,6 +191,8 @@ export class ClientConnection implements RequestHandler {
   private upgrade: { ctx: RequestContext; request: ProxyRequest; upstream: UpstreamTarget; node: UpstreamNode } | null = null;
   /** the current request's plugin run (undefined: no plugins on its route nor global rules) */
   private pluginRun: PluginRun | undefined = undefined;
+  /** the current request's body is being read to match it (post_arg.*); null: not reading one */
+  private bodyMatch: BodyMatch | null = null;
   private closed = false;
   /** the socket's idle timeout in force (keepalive or request_body; 0 = off) */
   private socketTimer = 0;
@@ -264,6 +285,7 @@ export class ClientConnection implements RequestHandler {
     clearTimeout(this.headTimer);
     this.busy = true;
     this.pluginRun = undefined;
+    this.bodyMatch = null;
     this.requestEnded = false;
     this.responseDone = false;
     this.bodyOpen = false;
@@ -301,21 +323,38 @@ export class ClientConnection implements RequestHandler {
       return false;
     }
     const table = routes();
-    const matched = table.matchRoute(request);
+    let matched = table.matchRoute(request);
+    if (matched === undefined && request.bodyWanted === true) {
+      // a route's vars read post_arg.*: read the body (bounded), then match again on the same table.
+      // An upgrade's bytes are not a body to match on; a declared length over the limit is not read.
+      if (head.hasBody && !head.upgrade && !(head.framing === 'length' && head.contentLength > POST_ARGS_MAX_BYTES)) {
+        return this.readBodyForMatching(head, ctx, request, table);
+      }
+      withoutBody(request);
+      matched = table.matchRoute(request);
+    }
+    return this.routed(head, ctx, request, table, matched, null);
+  }
+
+  /**
+   * After the match: the route's plugins, then the upstream. Returns the parser callback's verdict.
+   * `read`: body bytes already read for matching (they go upstream first).
+   */
+  private routed(head: RequestHead, ctx: RequestContext, request: ProxyRequest, table: RouteTable, matched: RouteMatch<CompiledRoute> | undefined, read: ReadBody | null): boolean {
     if (matched === undefined) {
       this.answer(ProxyError.ROUTE_NOT_FOUND);
       return false;
     }
     const route = matched.target;
     if (route.chain !== undefined || table.globalChain !== undefined) {
-      const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, head.method, request, head.rawHeaders, isTls(socket) ? 'https' : 'http', head.httpVersion);
+      const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, head.method, request, head.rawHeaders, isTls(this.socket) ? 'https' : 'http', head.httpVersion);
       this.pluginRun = run;
       const verdict = run.runRequestPhases();
       if (verdict instanceof Promise) {
         // the parser waits (and the body with it) until the plugins have decided
         verdict.then(
-          (answer) => this.pluginsDecided(run, answer, head, ctx, request, matched),
-          () => this.pluginsDecided(run, { status: 500, body: { error_msg: '500 Internal Server Error' } }, head, ctx, request, matched),
+          (answer) => this.pluginsDecided(run, answer, head, ctx, request, matched, read),
+          () => this.pluginsDecided(run, { status: 500, body: { error_msg: '500 Internal Server Error' } }, head, ctx, request, matched, read),
         );
         return true;
       }
@@ -324,26 +363,43 @@ export class ClientConnection implements RequestHandler {
         return false;
       }
     }
-    return this.proxy(head, ctx, request, matched);
+    return this.proxy(head, ctx, request, matched, read);
+  }
+
+  /**
+   * Starts reading the body to match the request on it (post_arg.*): the body flows into a buffer
+   * (onBody) until it ends (onEnd: second match with the decoded body) or passes the limit (second
+   * match without post args; what was read is forwarded, the rest streams).
+   */
+  private readBodyForMatching(head: RequestHead, ctx: RequestContext, request: ProxyRequest, table: RouteTable): boolean {
+    this.bodyMatch = { read: new BodyForMatching(), head, ctx, request, table };
+    // the gateway reads the body now: request_body times a client that stops sending
+    this.bodyOpen = true;
+    if (this.awaitingContinue) {
+      this.awaitingContinue = false;
+      this.socket.write(CONTINUE, 'latin1');
+    }
+    return false;
   }
 
   /** An asynchronous plugin (a Redis counter, a key lookup) decided: answer, or go on to the upstream. */
-  private pluginsDecided(run: PluginRun, answer: PluginAnswer | undefined, head: RequestHead, ctx: RequestContext, request: ProxyRequest, matched: RouteMatch<CompiledRoute>): void {
+  private pluginsDecided(run: PluginRun, answer: PluginAnswer | undefined, head: RequestHead, ctx: RequestContext, request: ProxyRequest, matched: RouteMatch<CompiledRoute>, read: ReadBody | null): void {
     if (this.closed || this.pluginRun !== run) return;
     if (answer !== undefined) this.answerPlugin(run, answer);
-    else if (this.proxy(head, ctx, request, matched)) {
+    else if (this.proxy(head, ctx, request, matched, read)) {
       // a WebSocket request: the socket becomes a tunnel now (the parser is paused, its bytes kept)
       if (this.upgrade !== null) this.handOver();
       return;
     }
-    this.resume();
+    // a body read whole for matching: the parser is paused past its end until the response is done
+    if (!this.requestEnded) this.resume();
   }
 
   /**
    * Sends the request to the route's upstream. Returns the parser callback's verdict: true while
    * the body must wait for an upstream connection (or the socket became a tunnel).
    */
-  private proxy(head: RequestHead, ctx: RequestContext, request: ProxyRequest, matched: RouteMatch<CompiledRoute>): boolean {
+  private proxy(head: RequestHead, ctx: RequestContext, request: ProxyRequest, matched: RouteMatch<CompiledRoute>, read: ReadBody | null): boolean {
     const upstream = matched.target.upstream;
     const balancer = upstream?.balancer;
     const pickRequest = balancer?.needsRequest === true ? pickRequestOf(this.pluginRun, head.method, request, head.rawHeaders, isTls(this.socket) ? 'https' : 'http', head.httpVersion) : undefined;
@@ -364,7 +420,7 @@ export class ClientConnection implements RequestHandler {
       // forwarded; the connection closes after it (what follows may be the other protocol's bytes)
       this.closeAfter = true;
     }
-    const exchange = new SocketExchange(this, ctx, head, request, upstream, node, this.pluginRun, pickRequest);
+    const exchange = new SocketExchange(this, ctx, head, request, upstream, node, this.pluginRun, pickRequest, read);
     this.exchange = exchange;
     exchange.start();
     // the body waits in the socket until the exchange has an upstream connection to send it on
@@ -372,12 +428,32 @@ export class ClientConnection implements RequestHandler {
   }
 
   onBody(chunk: Buffer): boolean {
+    const bodyMatch = this.bodyMatch;
+    if (bodyMatch !== null) {
+      if (bodyMatch.read.add(chunk)) return false;
+      // over the limit (APISIX: post_arg.* resolves nothing): match without post args; the bytes
+      // read go first, the rest of the body streams once the exchange has its connection
+      this.bodyMatch = null;
+      const { read, head, ctx, request, table } = bodyMatch;
+      withoutBody(request);
+      this.bodyOpen = false;
+      return this.routed(head, ctx, request, table, table.matchRoute(request), { chunks: read.chunks, complete: false });
+    }
     const exchange = this.exchange;
     if (exchange === null) return false; // answered locally: the body is dropped
     return exchange.clientBody(chunk);
   }
 
   onEnd(): boolean {
+    const bodyMatch = this.bodyMatch;
+    if (bodyMatch !== null) {
+      // the whole body is read: match again with its post args. Routed before requestEnded is set,
+      // as when routing at the head: an answer here drops nothing more, an exchange gets the body.
+      this.bodyMatch = null;
+      const { read, head, ctx, request, table } = bodyMatch;
+      read.decodeInto(request, ctx.headers['content-type']);
+      this.routed(head, ctx, request, table, table.matchRoute(request), { chunks: read.chunks, complete: true });
+    }
     this.requestEnded = true;
     if (this.phase === Phase.Body) {
       this.phase = Phase.Response;
@@ -393,14 +469,16 @@ export class ClientConnection implements RequestHandler {
   openBody(expectContinue: boolean): void {
     if (this.bodyOpen) return;
     this.bodyOpen = true;
-    if (expectContinue) this.socket.write(CONTINUE, 'latin1');
+    // (not when the body was read for matching: its 100 went out then)
+    if (expectContinue && this.awaitingContinue) this.socket.write(CONTINUE, 'latin1');
     this.awaitingContinue = false;
     this.resume();
   }
 
   /** The upstream took the body bytes it had refused: read on. */
   bodyDrained(): void {
-    this.resume();
+    // a body read whole for matching: the parser is paused past its end until the response is done
+    if (!this.requestEnded) this.resume();
   }
 
   // --- answers ----------------------------------------------------------------------------------
@@ -545,6 +623,7 @@ export class ClientConnection implements RequestHandler {
 
   private clientClosed(): void {
     this.closed = true;
+    this.bodyMatch = null;
     if (this.pluginRun !== undefined) {
       this.pluginRun.runLog();
       this.pluginRun = undefined;
@@ -629,6 +708,8 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
   private readonly method: string;
   /** the Host a plugin set (it stays whatever pass_host says for another node) */
   private readonly pluginHost: string | undefined;
+  /** body bytes read for matching (post_arg.*), written after the head on every attempt */
+  private readonly read: ReadBody | null;
 
   constructor(
     conn: ClientConnection,
@@ -639,8 +720,10 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     node: UpstreamNode,
     run: PluginRun | undefined,
     pickRequest: PickRequest | undefined,
+    read: ReadBody | null,
   ) {
     this.conn = conn;
+    this.read = read;
     this.pickRequest = pickRequest;
     this.balancer = upstream.balancer;
     this.socket = conn.socket;
@@ -738,8 +821,33 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
       'latin1',
     );
     this.written = true;
+    const read = this.read;
+    if (read !== null) {
+      // the bytes read for matching, as received (re-chunked when the body came chunked)
+      let ok = true;
+      for (const chunk of read.chunks) ok = this.writeRequestBody(uc.socket, chunk);
+      if (read.complete) {
+        if (head.framing === 'chunked') uc.socket.write(LAST_CHUNK, 'latin1');
+        this.bodySent = true;
+        if (!ok) uc.writeBlocked(this.upstream.timeout.send);
+        return;
+      }
+      if (!ok) uc.writeBlocked(this.upstream.timeout.send);
+    }
     if (head.hasBody) this.conn.openBody(head.expectContinue);
     else this.bodySent = true;
+  }
+
+  /** One piece of the request body, in the request's framing; false when the socket's buffer is full. */
+  private writeRequestBody(socket: Socket, chunk: Buffer): boolean {
+    if (this.head.framing !== 'chunked') return socket.write(chunk);
+    if (chunk.length === 0) return true;
+    socket.cork();
+    socket.write(chunkHeader(chunk.length), 'latin1');
+    socket.write(chunk);
+    const ok = socket.write(CRLF, 'latin1');
+    socket.uncork();
+    return ok;
   }
 
   upstreamDrained(): void {
@@ -774,7 +882,8 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
 
   clientBodyEnd(): void {
     const uc = this.upstreamConn;
-    if (uc === null || this.done) return;
+    // (bodySent: a body read whole for matching was written with the head)
+    if (uc === null || this.done || this.bodySent) return;
     if (this.head.framing === 'chunked') uc.socket.write(LAST_CHUNK, 'latin1');
     this.bodySent = true;
   }
