@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
@@ -259,6 +260,40 @@ for (const transport of ['socket', 'node'] as const) {
       const { status, bytes } = await result;
       assert.equal(status, 200);
       assert.equal(bytes, 64 * 1024 + 27);
+    });
+
+    test('pipelined requests after a body read for matching are answered in order', async () => {
+      const body = '{"model":"deepseek"}';
+      const raw =
+        `POST /hello HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
+        `POST /hello HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmodel\r\n7\r\n=openai\r\n0\r\n\r\n` +
+        'GET /either HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n';
+      const text = await new Promise<string>((resolve, reject) => {
+        // write, not end: a FIN would close the connection after the first response
+        const socket = net.connect(gw.port, '127.0.0.1', () => socket.write(raw));
+        let out = '';
+        socket.on('data', (d: Buffer) => (out += d.toString('latin1')));
+        socket.on('close', () => resolve(out));
+        socket.on('error', reject);
+        socket.setTimeout(10_000, () => socket.destroy(new Error('no answer')));
+      });
+      const upstreams = [...text.matchAll(/"upstream":"(\w+)"/g)].map((m) => m[1]);
+      assert.deepEqual(upstreams, ['deepseek', 'openai', 'plain']);
+    });
+
+    test('a client that leaves mid-body while it is read for matching: nothing sent upstream, the gateway serves on', async () => {
+      const before = ups.openai!.requests.length + ups.deepseek!.requests.length;
+      await new Promise<void>((resolve) => {
+        const socket = net.connect(gw.port, '127.0.0.1', () => {
+          socket.write('POST /hello HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"model":"openai"');
+          setTimeout(() => socket.destroy(), 100);
+        });
+        socket.on('close', () => resolve());
+        socket.on('error', () => {});
+      });
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(ups.openai!.requests.length + ups.deepseek!.requests.length, before);
+      assert.equal((await send(gw, '/hello', { headers: { 'content-type': 'application/json' }, body: '{"model":"openai"}' })).upstream, 'openai');
     });
 
     test('a post_arg route buffers: its upstream sees nothing until the body has ended', async () => {
