@@ -104,7 +104,8 @@ export class ConfigStore {
 
     // 1. Which changes are real: a full change set is diffed against what the source sent before.
     //    Bounds first: the diff serializes values, and JSON.stringify recurses.
-    const admitted = cs.changes.map(admit);
+    // (prevalidate() admitted those it validated: their limits are not walked again)
+    const admitted = cs.changes.map((c) => (c.value !== null && typeof c.value === 'object' && this.prevalidated.has(c.value) ? c : admit(c)));
     const changes: Change[] = cs.full ? this.diffFull(admitted, cs.revision) : admitted;
 
     // 2. Schema-validate into `desired`; remember which ids need their references re-resolved.

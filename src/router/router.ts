@@ -25,28 +25,26 @@ const MODES: ReadonlySet<string> = new Set<RouterMode>([
   'radixtree_uri_with_parameter',
 ]);
 
-/** Where one uri of an installed route sits, so it can be taken out again without searching. */
-interface Placement<T> {
-  readonly table: UriTable<T>;
-  readonly entry: UriEntry<T>;
-  /** the host group the table belongs to (radixtree_host_uri mode only) */
-  readonly hostGroup: HostGroupKey | undefined;
-}
-
 interface HostGroupKey {
   readonly wildcard: boolean;
   /** the exact host, or the reversed suffix after `*` for a wildcard */
   readonly key: string;
 }
 
-interface InstalledRoute<T> {
-  readonly route: CompiledRoute<T>;
-  readonly placements: readonly Placement<T>[];
+/**
+ * One uri of an installed route where it sits (its table, and the host group the table belongs
+ * to in radixtree_host_uri mode), so it can be taken out again without searching. A route's
+ * entries are all the router keeps of it: one object per (uri, host group), nothing more.
+ */
+interface Placed<T> extends UriEntry<T> {
+  readonly table: UriTable<T>;
+  readonly hostGroup: HostGroupKey | undefined;
 }
 
 export class Router<T> {
   readonly mode: RouterMode;
-  private readonly routes = new Map<string, InstalledRoute<T>>();
+  /** route id -> its entries (never empty: a route has a uri, and a host group or none) */
+  private readonly routes = new Map<string, readonly Placed<T>[]>();
   private nextSequence = 0;
   /** all routes, or in radixtree_host_uri mode the routes without hosts */
   private readonly uriRoutes = new UriTable<T>();
@@ -81,7 +79,7 @@ export class Router<T> {
     const reason = checkRouteShape(spec, this.mode);
     if (reason !== undefined) throw new PorticoError(ErrorCode.SEMANTIC, `route ${spec.id}: ${reason}`);
     const previous = this.routes.get(spec.id);
-    const sequence = previous?.route.sequence ?? this.nextSequence;
+    const sequence = previous?.[0]!.route.sequence ?? this.nextSequence;
     let route: CompiledRoute<T>;
     try {
       // `matcher`: compileMatcher(spec, this.mode) done ahead by the caller
@@ -125,27 +123,28 @@ export class Router<T> {
     return found;
   }
 
-  private install(route: CompiledRoute<T>): InstalledRoute<T> {
+  private install(route: CompiledRoute<T>): readonly Placed<T>[] {
     const groups: readonly (HostGroupKey | undefined)[] =
       this.mode === 'radixtree_host_uri' && route.hosts !== undefined
         ? (route.hosts.length === 1 ? route.hosts : [...new Set(route.hosts)]).map(hostGroupKey)
         : NO_HOST_GROUP;
     // exact-size: an array grown by push() keeps room for 16 more (a tenth of a route's memory)
-    const placements = new Array<Placement<T>>(groups.length * route.uris.length);
+    const entries = new Array<Placed<T>>(groups.length * route.uris.length);
     let i = 0;
     for (const hostGroup of groups) {
       const table = hostGroup === undefined ? this.uriRoutes : this.hostGroupTable(hostGroup, true)!;
       for (const pattern of route.uris) {
-        const entry: UriEntry<T> = { route, pattern };
+        const entry: Placed<T> = { route, pattern, table, hostGroup };
         table.add(entry);
-        placements[i++] = { table, entry, hostGroup };
+        entries[i++] = entry;
       }
     }
-    return { route, placements };
+    return entries;
   }
 
-  private uninstall(installed: InstalledRoute<T>): void {
-    for (const { table, entry, hostGroup } of installed.placements) {
+  private uninstall(entries: readonly Placed<T>[]): void {
+    for (const entry of entries) {
+      const { table, hostGroup } = entry;
       table.remove(entry);
       if (hostGroup !== undefined && table.size === 0) this.dropHostGroup(hostGroup);
     }
