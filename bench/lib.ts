@@ -1,4 +1,5 @@
 /** Shared pieces of the benchmarks: processes started by PID and stopped by PID, wrk runs, nginx. */
+import type { Pool } from 'undici';
 import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -323,4 +324,18 @@ export async function startFastGateway(port: number, upstreamPort: number): Prom
   );
   await waitPort(port);
   return { child };
+}
+
+/**
+ * Polls `path` on `pool` (one keep-alive connection) until it answers `want`; returns when it did
+ * (performance.now()). Propagation benches time a config change with it. Bounded: 10 s.
+ */
+export async function servedAt(pool: Pool, path: string, want: number): Promise<number> {
+  const deadline = performance.now() + 10_000;
+  for (;;) {
+    const res = await pool.request({ path, method: 'GET' });
+    await res.body.dump();
+    if (res.statusCode === want) return performance.now();
+    if (performance.now() > deadline) throw new Error(`${path} not ${want} after 10 s`);
+  }
 }

@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { EtcdClient } from '../src/sources/etcd/client.ts';
 import { startEtcd } from '../test/helpers/etcd.ts';
-import { freePort, ROOT, run, stop, waitPort } from './lib.ts';
+import { freePort, ROOT, run, stop, waitPort, servedAt } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
@@ -67,15 +67,7 @@ async function scenario(routes: number) {
   const coldStart = performance.now() - t0;
 
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 1 });
-  const served = async (p: string, want: number) => {
-    const deadline = performance.now() + 10_000;
-    for (;;) {
-      const res = await pool.request({ path: p, method: 'GET' });
-      await res.body.dump();
-      if (res.statusCode === want) return performance.now();
-      if (performance.now() > deadline) throw new Error(`${p} not ${want} after 10 s`);
-    }
-  };
+  const served = (p: string, want: number) => servedAt(pool, p, want);
   const samples: number[] = [];
   let firstChange: number | undefined;
   const warmup = 20;

@@ -24,7 +24,7 @@ import type { MatchRequest } from '../src/router/types.ts';
 import { routeSpec } from '../src/config/route-spec.ts';
 import type { RouteConfig } from '../src/config/schema/route.ts';
 import { startEtcd } from '../test/helpers/etcd.ts';
-import { buildGateway, freePort, ROOT, rssMiB, run, sleep, startUpstream, stop, which, wrk } from './lib.ts';
+import { buildGateway, freePort, ROOT, rssMiB, run, sleep, startUpstream, stop, which, wrk, servedAt } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
@@ -140,15 +140,7 @@ async function scenario(n: number): Promise<Result> {
   const rssReady = rssMiB(gw.child.pid!);
 
   const pool = new Pool(`http://127.0.0.1:${gw.port}`, { connections: 1 });
-  const served = async (p: string, want: number) => {
-    const deadline = performance.now() + 10_000;
-    for (;;) {
-      const res = await pool.request({ path: p, method: 'GET' });
-      await res.body.dump();
-      if (res.statusCode === want) return performance.now();
-      if (performance.now() > deadline) throw new Error(`${p} not ${want} after 10 s`);
-    }
-  };
+  const served = (p: string, want: number) => servedAt(pool, p, want);
   const samples: number[] = [];
   const warmup = 20;
   for (let i = 0; i < changes + warmup; i++) {
