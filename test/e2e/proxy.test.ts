@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { REFUSED_PORT } from '../proxy/helpers.ts';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -39,7 +40,8 @@ describe('proxy through the gateway process (YAML config)', () => {
     ups.slow = await startUpstream('slow', () => {
       /* never answers */
     });
-    closedPort = await freePort();
+    // nothing listens on port 1 (a port freed here could be taken by a test running alongside)
+    closedPort = REFUSED_PORT;
     wsPort = await freePort();
     wss = new WebSocketServer({ port: wsPort, host: '127.0.0.1' });
     wss.on('connection', (ws) => ws.on('message', (m, isBinary) => ws.send(m, { binary: isBinary })));

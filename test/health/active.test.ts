@@ -12,7 +12,8 @@ import type { NodeHealthReport } from '../../src/upstream/health/supervisor.ts';
  * an error the client sees: the health check alone keeps them away.
  */
 
-const nodes = [new Node('a'), new Node('b'), new Node('c')];
+// addresses of their own: while a node is killed, no test running alongside can take its port
+const nodes = [new Node('a', '127.0.0.11'), new Node('b', '127.0.0.12'), new Node('c', '127.0.0.13')];
 const checks = (successes = 2) => ({
   active: {
     http_path: '/health',
@@ -22,7 +23,7 @@ const checks = (successes = 2) => ({
   },
 });
 const routes = (extra: Array<Record<string, unknown>> = [], successes = 2) => ({
-  upstreams: [{ id: 'three', type: 'roundrobin', retries: 0, nodes: nodes.map((n) => ({ host: '127.0.0.1', port: n.port, weight: 1 })), checks: checks(successes) }],
+  upstreams: [{ id: 'three', type: 'roundrobin', retries: 0, nodes: nodes.map((n) => ({ host: n.host, port: n.port, weight: 1 })), checks: checks(successes) }],
   routes: [{ id: 'r', uri: '/*', upstream_id: 'three' }, ...extra],
 });
 
@@ -130,7 +131,7 @@ describe('active health checks', () => {
   test('a node removed from the upstream is no longer probed', async () => {
     const b = nodes[1]!;
     writeRoutes(gw.routesPath, {
-      upstreams: [{ id: 'three', retries: 0, nodes: [nodes[0]!, nodes[2]!].map((n) => ({ host: '127.0.0.1', port: n.port, weight: 1 })), checks: checks(3) }],
+      upstreams: [{ id: 'three', retries: 0, nodes: [nodes[0]!, nodes[2]!].map((n) => ({ host: n.host, port: n.port, weight: 1 })), checks: checks(3) }],
       routes: [{ id: 'r', uri: '/*', upstream_id: 'three' }],
     });
     await waitUntil(async () => (await nodeHealth(gw, b)) === undefined, 3000, 'b to leave /status');

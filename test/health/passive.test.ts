@@ -13,10 +13,12 @@ import { hit, hitFresh, Node } from './nodes.ts';
 
 for (const transport of ['socket', 'node'] as const) {
   describe(`passive health checks (${transport} transport)`, () => {
-    const a = new Node('a');
-    const b = new Node('b');
+    // addresses of their own: while b is killed, no test running alongside can take its port
+    const base = transport === 'socket' ? 21 : 23;
+    const a = new Node('a', `127.0.0.${base}`);
+    const b = new Node('b', `127.0.0.${base + 1}`);
     let gw: GatewayProcess;
-    const upstream = (id: string, checks: Record<string, unknown>) => ({ id, type: 'roundrobin', retries: 0, nodes: [a, b].map((n) => ({ host: '127.0.0.1', port: n.port, weight: 1 })), checks });
+    const upstream = (id: string, checks: Record<string, unknown>) => ({ id, type: 'roundrobin', retries: 0, nodes: [a, b].map((n) => ({ host: n.host, port: n.port, weight: 1 })), checks });
 
     before(async () => {
       await a.start();
@@ -75,14 +77,14 @@ for (const transport of ['socket', 'node'] as const) {
 }
 
 describe('health checks with proxy.workers: 2', () => {
-  const a = new Node('a');
-  const b = new Node('b');
+  const a = new Node('a', '127.0.0.25');
+  const b = new Node('b', '127.0.0.26');
   let gw: GatewayProcess;
 
   before(async () => {
     await a.start();
     await b.start();
-    const nodes = [a, b].map((n) => ({ host: '127.0.0.1', port: n.port, weight: 1 }));
+    const nodes = [a, b].map((n) => ({ host: n.host, port: n.port, weight: 1 }));
     gw = await startGateway({
       workers: 2,
       routes: {

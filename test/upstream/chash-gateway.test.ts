@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createChash } from '../../src/upstream/balancer/chash.ts';
 import type { PickRequest } from '../../src/upstream/types.ts';
+import { REFUSED_PORT } from '../proxy/helpers.ts';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 
@@ -17,13 +18,9 @@ import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 const NAMES = ['a', 'b', 'c'] as const;
 const USERS = Array.from({ length: 10 }, (_, i) => `user-${i}`);
 
-/** a loopback port nobody listens on: connections to it are refused */
+/** a loopback port nobody listens on: connections to it are refused (see test/proxy/helpers.ts) */
 async function closedPort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
+  return REFUSED_PORT;
 }
 
 for (const transport of ['socket', 'node'] as const) {
