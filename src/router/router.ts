@@ -14,7 +14,7 @@
  */
 import { ErrorCode, PorticoError } from '../errors.ts';
 import { IpMatcher } from './ip.ts';
-import { compileRoute, RequestView, type CompiledRoute, type RouteMatcher } from './route.ts';
+import { compileMatcher, compileRoute, RequestView, type CompiledRoute, type RouteMatcher } from './route.ts';
 import { RadixTree } from './trie.ts';
 import type { MatchRequest, RouteMatch, RouteMatchSpec, RouterMode } from './types.ts';
 import { UriTable, type UriEntry } from './uri-table.ts';
@@ -189,15 +189,18 @@ function reverse(text: string): string {
  * a reason naming the field before it reaches the router. `:param` in a non-parameter mode is not
  * an error: the segment is matched literally, as APISIX does.
  */
-export function checkRouteSpec(spec: RouteMatchSpec, mode: RouterMode): string | undefined {
+export function checkRouteSpec(spec: RouteMatchSpec, mode: RouterMode, keep?: (matcher: RouteMatcher) => void): string | undefined {
   const reason = checkRouteShape(spec, mode);
   if (reason !== undefined) return reason;
+  let matcher: RouteMatcher;
   try {
     // the uri patterns (config regexes, with the compiler's limits) and the vars
-    compileRoute(spec, undefined, mode, 0);
+    matcher = compileMatcher(spec, mode);
   } catch (err) {
     return (err as Error).message;
   }
+  // `keep`: the caller installs what was compiled here rather than compiling it again
+  keep?.(matcher);
   return undefined;
 }
 

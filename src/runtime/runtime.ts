@@ -11,8 +11,7 @@ import { compileTimeout, compileUpstream } from './upstream.ts';
 import type { UpstreamTarget } from '../upstream/types.ts';
 import { HealthBook } from '../upstream/health/book.ts';
 import type { DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
-import { compileMatcher, type RouteMatcher } from '../router/route.ts';
-import type { Change } from '../config/changeset.ts';
+import { takeValidatedMatcher } from './compile.ts';
 import type { CompileFailure, CompiledRoute, RouteTable } from './types.ts';
 import { PluginChain } from '../plugins/chain.ts';
 import { Consumers, NO_CONSUMERS } from '../plugins/consumers.ts';
@@ -61,8 +60,6 @@ export class Runtime implements RouteTable {
   /** plugin_config id -> ids of routes that use it */
   private readonly routesByPluginConfig = new Map<string, Set<string>>();
   private readonly pluginConfigOfRoute = new Map<string, string>();
-  /** route matchers compiled ahead by precompile(), by route value */
-  private readonly precompiled = new WeakMap<object, RouteMatcher>();
   /** the nodes DNS found, by upstream key (the instance's discovery sends them) */
   private readonly discovered = new Map<string, DiscoveredNodes>();
   globalChain: PluginChain | undefined;
@@ -78,22 +75,6 @@ export class Runtime implements RouteTable {
 
   matchRoute(req: MatchRequest): RouteMatch<CompiledRoute> | undefined {
     return this.router.match(req);
-  }
-
-  /**
-   * Compiles routes a coming snapshot will carry (the pages of a large initial list, while the next
-   * one is fetched): apply() then installs them without compiling (a third of installing 50,000
-   * routes). Kept by value object until used; a value that is never used goes with it.
-   */
-  precompile(changes: readonly Change[]): void {
-    for (const c of changes) {
-      if (c.kind !== 'routes' || c.value === null || typeof c.value !== 'object') continue;
-      try {
-        this.precompiled.set(c.value, compileMatcher(routeSpec(c.id, c.value as RouteConfig), this.mode));
-      } catch {
-        // not a valid route: the store rejects it, nothing to install
-      }
-    }
   }
 
   /**
@@ -242,9 +223,8 @@ export class Runtime implements RouteTable {
     }
     const service = serviceId === undefined ? undefined : snapshot.services.get(serviceId)?.value;
     const pluginConfig = pluginConfigId === undefined ? undefined : snapshot.plugin_configs.get(pluginConfigId)?.value;
-    // compiled ahead from the same value (precompile), unless the service's hosts take part
-    const ahead = this.precompiled.get(r);
-    if (ahead !== undefined) this.precompiled.delete(r);
+    // compiled by the validator from the same value (one process), unless the service's hosts take part
+    const ahead = takeValidatedMatcher(r, this.mode);
     const matcher = ahead !== undefined && (r.hosts !== undefined || r.host !== undefined || service?.hosts === undefined) ? ahead : undefined;
     this.router.upsert(routeSpec(id, r, service), this.compileRoute(id, r, serviceId, service, pluginConfigId, pluginConfig), matcher);
   }

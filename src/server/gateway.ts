@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { parseListen, type GatewayConfig } from '../config/gateway.ts';
 import { createStatusServer, type StatusReport } from '../observability/status.ts';
 import { DataPlane } from './data-plane.ts';
+import { keepValidatedMatchers } from '../runtime/compile.ts';
 import { ConfigPipeline } from './pipeline.ts';
 
 export interface GatewayAddresses {
@@ -88,8 +89,8 @@ export class Gateway extends GatewayInstance {
     // passive verdicts go to the supervisor, which records them and hands them back with the probes'
     this.dataPlane = new DataPlane(config, (verdict) => this.pipeline.health.passive(verdict));
     this.pipeline.store.subscribe((snapshot, diff) => this.dataPlane.apply(snapshot, diff));
-    // routes of a large initial list are compiled while the rest of it arrives
-    this.pipeline.prefetchListeners.push((changes) => this.dataPlane.runtime.precompile(changes));
+    // validator and data plane in one process: routes are compiled once, by the validator
+    keepValidatedMatchers(true);
     this.pipeline.health.subscribe((verdict) => this.dataPlane.runtime.health.apply(verdict));
     this.pipeline.discovery.subscribe((nodes) => this.dataPlane.discovered(nodes));
   }

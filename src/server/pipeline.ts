@@ -35,8 +35,6 @@ function createSource(cfg: GatewayConfig): Source {
 export class ConfigPipeline {
   readonly instanceId: string;
   readonly store: ConfigStore;
-  /** told of the changes a coming full ChangeSet carries, as they arrive (see SourceEvents.onPrefetch) */
-  readonly prefetchListeners: Array<(changes: readonly Change[]) => void> = [];
   /** upstream host names and service names resolved by DNS, once per instance */
   readonly discovery: NodeDiscovery;
   /** active probes and the node health of every checked upstream, once per instance */
@@ -87,10 +85,7 @@ export class ConfigPipeline {
   async start(): Promise<void> {
     const events = {
       onChangeSet: (cs: ChangeSet) => this.applyChangeSet(cs),
-      onPrefetch: (changes: readonly Change[]) => {
-        this.store.prevalidate(changes);
-        for (const l of this.prefetchListeners) l(changes);
-      },
+      onPrefetch: (changes: readonly Change[]) => this.store.prevalidate(changes),
       onState: (s: SourceState) => {
         if (s.connected) this.sourceError = undefined;
         this.sourceState = s;
