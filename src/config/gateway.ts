@@ -82,6 +82,12 @@ export const GatewayConfigSchema = Type.Object(
          * src/upstream/http1-pool.ts); `node` = node:http for clients and undici for upstreams
          */
         transport: StringEnum(['socket', 'node'], { default: 'socket' }),
+        /**
+         * bytes of a request body read to match routes whose vars use `post_arg.*` (APISIX's
+         * max_post_args_readable_size; the body is held in memory): a larger body is not matched by
+         * those routes and still reaches any other, streamed
+         */
+        max_post_args_readable_size: Type.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, default: 1024 * 1024 }),
       },
       { additionalProperties: false, default: {} },
     ),

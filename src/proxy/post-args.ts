@@ -14,7 +14,7 @@
  *
  * The limit: APISIX reads at most `apisix.max_post_args_readable_size` (64 MiB by default) and a
  * larger body resolves no `post_arg.*` variable, so the routes that test them do not match it; the
- * request is not refused. Portico does the same with POST_ARGS_MAX_BYTES, 1 MiB, because the body is
+ * request is not refused. Portico does the same with `proxy.max_post_args_readable_size` [1 MiB], because the body is
  * held in memory (nginx spools large bodies to disk): a larger body is not matched by post_arg
  * routes, it still reaches whichever other route matches it, streamed.
  *
@@ -23,8 +23,19 @@
  */
 import type { MatchRequest, PostArgs } from '../router/types.ts';
 
-/** The most body bytes read for `post_arg.*` matching (APISIX: max_post_args_readable_size). */
-export const POST_ARGS_MAX_BYTES = 1024 * 1024;
+/**
+ * The most body bytes read for `post_arg.*` matching (APISIX: max_post_args_readable_size):
+ * `proxy.max_post_args_readable_size` of portico.yaml, set once per process by the data plane.
+ */
+let maxBytes = 1024 * 1024;
+
+export function configurePostArgs(options: { maxBytes: number }): void {
+  maxBytes = options.maxBytes;
+}
+
+export function postArgsMaxBytes(): number {
+  return maxBytes;
+}
 
 /** No body to read (a body-less request, an upgrade, a body over the limit): every post_arg is absent. */
 export const NO_POST_ARGS: PostArgs = Object.freeze({ body: undefined, urlencoded: false });
@@ -40,10 +51,10 @@ const MULTIPART_TYPE = 'multipart/form-data';
 export function declaredTooLarge(contentLength: string | undefined): boolean {
   if (contentLength === undefined) return false;
   const n = Number(contentLength);
-  return Number.isFinite(n) && n > POST_ARGS_MAX_BYTES;
+  return Number.isFinite(n) && n > maxBytes;
 }
 
-/** Decodes a whole body (at most POST_ARGS_MAX_BYTES) by its Content-Type. */
+/** Decodes a whole body (at most postArgsMaxBytes()) by its Content-Type. */
 export function decodePostArgs(body: Buffer, contentType: string | undefined): PostArgs {
   const type = contentType ?? '';
   // APISIX: post_arg_<name> wants the type to start with the form type (a plain prefix test)
@@ -74,7 +85,7 @@ export function withoutBody(request: MatchRequest): void {
 
 /**
  * The body bytes read for matching, kept as received so they are forwarded unchanged. Stops
- * (returns false) once they are over POST_ARGS_MAX_BYTES: the rest of the body is then streamed.
+ * (returns false) once they are over postArgsMaxBytes(): the rest of the body is then streamed.
  */
 export class BodyForMatching {
   readonly chunks: Buffer[] = [];
@@ -83,7 +94,7 @@ export class BodyForMatching {
   add(chunk: Buffer): boolean {
     this.chunks.push(chunk);
     this.size += chunk.length;
-    return this.size <= POST_ARGS_MAX_BYTES;
+    return this.size <= maxBytes;
   }
 
   /** The whole body was read: decode it for the request's second match. */

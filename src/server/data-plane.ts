@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { isEmptyDiff, type Snapshot, type SnapshotDiff } from '../config/snapshot.ts';
 import { Runtime } from '../runtime/runtime.ts';
+import { configurePostArgs } from '../proxy/post-args.ts';
 import { HealthBook, type HealthVerdict } from '../upstream/health/book.ts';
 import type { DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
 import type { CompileFailure } from '../runtime/types.ts';
@@ -26,6 +27,7 @@ export class DataPlane {
     reportHealth: (verdict: HealthVerdict) => void,
   ) {
     configurePools({ maxConnectionsPerNode: config.proxy.upstream_max_connections_per_node });
+    configurePostArgs({ maxBytes: config.proxy.max_post_args_readable_size });
     this.runtime = new Runtime(config.proxy.router, new HealthBook(reportHealth));
     // PORTICO_PROXY_TRANSPORT overrides portico.yaml (runs the test suite on either transport)
     const transport = process.env.PORTICO_PROXY_TRANSPORT ?? config.proxy.transport;

@@ -10,7 +10,7 @@ import { Failure, failureOutcome, failureResponse } from '../failures.ts';
 import { clientHeaderList, upstreamHeaders, upstreamHost } from '../headers.ts';
 import { describeRequest, rejectRequestHead, type ProxyRequest, type RequestPolicy } from '../request.ts';
 import { lingeringClose } from '../lingering-close.ts';
-import { BodyForMatching, POST_ARGS_MAX_BYTES, withoutBody } from '../post-args.ts';
+import { BodyForMatching, postArgsMaxBytes, withoutBody } from '../post-args.ts';
 import { errorForStatus, writeLocalResponse, writeRawError, writeSocketError, type ProxyErrorKind } from '../responses.ts';
 import { NodeRetries } from '../retries.ts';
 import { destroyOnError, proxyUpgrade, sniName, upgradeRequestBody } from '../websocket.ts';
@@ -327,7 +327,7 @@ export class ClientConnection implements RequestHandler {
     if (matched === undefined && request.bodyWanted === true) {
       // a route's vars read post_arg.*: read the body (bounded), then match again on the same table.
       // An upgrade's bytes are not a body to match on; a declared length over the limit is not read.
-      if (head.hasBody && !head.upgrade && !(head.framing === 'length' && head.contentLength > POST_ARGS_MAX_BYTES)) {
+      if (head.hasBody && !head.upgrade && !(head.framing === 'length' && head.contentLength > postArgsMaxBytes())) {
         return this.readBodyForMatching(head, ctx, request, table);
       }
       withoutBody(request);
