@@ -29,10 +29,14 @@ for (const transport of ['socket', 'node'] as const) {
           upstreams: [
             upstream('tcp', { passive: { unhealthy: { tcp_failures: 2 }, readmit_after: 2 } }),
             upstream('http', { passive: { unhealthy: { http_failures: 3 }, readmit_after: 30 } }),
+            // one node: it still gets the requests while unhealthy (no healthy node left), so its
+            // successes can bring it back
+            { id: 'lone', retries: 0, nodes: [{ host: b.host, port: b.port, weight: 1 }], checks: { passive: { healthy: { successes: 3 }, unhealthy: { http_failures: 2 }, readmit_after: 60 } } },
           ],
           routes: [
             { id: 'tcp', uri: '/tcp/*', upstream_id: 'tcp' },
             { id: 'http', uri: '/http/*', upstream_id: 'http' },
+            { id: 'lone', uri: '/lone/*', upstream_id: 'lone' },
           ],
         },
       });
@@ -57,6 +61,24 @@ for (const transport of ['socket', 'node'] as const) {
       assert.deepEqual(report.checks, ['passive']);
       assert.deepEqual(report.nodes.find((n) => n.node === b.address)?.healthy, false);
       assert.equal(report.nodes.find((n) => n.node === b.address)?.by, 'passive');
+    });
+
+    test('healthy again by passive successes: the counter of successes brings a node back', async () => {
+      const lone = async () => (await gw.status()).upstream_health!.find((u) => u.upstream === 'upstreams/lone')!.nodes[0]!;
+      b.status = 500;
+      for (let i = 0; i < 2; i++) assert.equal(await hit(`${gw.url}/lone/${i}`), 'status 500');
+      await waitUntil(async () => (await lone()).healthy === false, 3000, 'lone node unhealthy');
+      b.status = 200;
+      // no healthy node left: requests still go to it (APISIX), and each success counts
+      for (let i = 0; i < 2; i++) assert.equal(await hit(`${gw.url}/lone/ok${i}`), 'b');
+      await sleep(300);
+      assert.equal((await lone()).healthy, false, 'two successes are not three');
+      assert.equal(await hit(`${gw.url}/lone/ok2`), 'b');
+      const back = await waitUntil(async () => {
+        const n = await lone();
+        return n.healthy ? n : undefined;
+      }, 3000, 'healthy again');
+      assert.equal(back.by, 'passive');
     });
 
     test('a killed node: tcp_failures errors, then none; readmit_after brings it back', async () => {
