@@ -64,6 +64,8 @@ export class InstanceRegistration {
   private latest: InstanceRecord | undefined;
   /** the last record etcd acknowledged (undefined: none since start or since the lease was lost) */
   private written: InstanceRecord | undefined;
+  /** the newest record handed to the writer (in flight, or written): what a new record is compared with */
+  private scheduled: InstanceRecord | undefined;
   private readonly writer: LatestWriter<InstanceRecord>;
   private readonly ttl: number;
   private readonly intervalMs: number;
@@ -99,15 +101,23 @@ export class InstanceRegistration {
         this.publish();
       }, Math.random() * this.intervalMs).unref();
     }
-    if (!this.written || stateChanged(this.written, this.latest)) this.writer.schedule(this.latest);
+    const basis = this.scheduled ?? this.written;
+    if (!basis || stateChanged(basis, this.latest)) this.schedule(this.latest);
+  }
+
+  /** Hands a record to the writer, remembering it: a write in flight is not asked for twice. */
+  private schedule(record: InstanceRecord): void {
+    this.scheduled = record;
+    this.writer.schedule(record);
   }
 
   /** The periodic publication: whatever differs from what etcd holds (also retries a failed write). */
   private publish(): void {
     if (this.stopped || !this.latest) return;
-    const w = this.written;
+    // compared with what is being written, if anything: a put still in flight already carries it
+    const w = this.scheduled ?? this.written;
     if (w && !stateChanged(w, this.latest) && w.revision === this.latest.revision && w.rejected === this.latest.rejected) return;
-    this.writer.schedule({ ...this.latest, updated_at: new Date().toISOString() });
+    this.schedule({ ...this.latest, updated_at: new Date().toISOString() });
   }
 
   private async put(record: InstanceRecord): Promise<void> {
@@ -127,13 +137,15 @@ export class InstanceRegistration {
       // lease gone (expired while we were cut off, or etcd was wiped): register again
       this.leaseId = undefined;
       this.written = undefined;
-      this.writer.schedule({ ...this.latest, updated_at: new Date().toISOString() });
+      this.schedule({ ...this.latest, updated_at: new Date().toISOString() });
     } catch (err) {
       this.failed(err as Error);
     }
   }
 
   private failed(err: Error): void {
+    // the scheduled record did not land: the next publication compares with what etcd holds
+    this.scheduled = undefined;
     if (!this.failing) log.warn({ key: this.key, err: err.message }, 'instance registration failed; retrying');
     this.failing = true;
   }
