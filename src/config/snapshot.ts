@@ -56,3 +56,17 @@ export function emptySnapshot(source: string): Snapshot {
     ...(perKind(() => FrozenMap.empty()) as unknown as SnapshotObjects),
   };
 }
+
+/**
+ * The upstreams whose config a snapshot change touched, by upstream key ("upstreams/<id>", and the
+ * inline ones "services/<id>", "routes/<id>"), with their config (undefined: gone or none). The
+ * instance's upstream followers (DNS discovery, health checks) walk this once per change.
+ */
+export function changedUpstreams(snapshot: Snapshot, diff: SnapshotDiff | undefined): Map<string, UpstreamConfig | undefined> {
+  const out = new Map<string, UpstreamConfig | undefined>();
+  const ids = (kind: 'upstreams' | 'services' | 'routes') => diff?.[kind] ?? snapshot[kind].keys();
+  for (const id of ids('upstreams')) out.set(`upstreams/${id}`, snapshot.upstreams.get(id)?.value);
+  for (const id of ids('services')) out.set(`services/${id}`, snapshot.services.get(id)?.value.upstream);
+  for (const id of ids('routes')) out.set(`routes/${id}`, snapshot.routes.get(id)?.value.upstream);
+  return out;
+}

@@ -87,7 +87,7 @@ export class Runtime implements RouteTable {
     const slot = this.slots.get(d.upstream);
     if (slot?.config === undefined) return false;
     try {
-      slot.target = compileUpstream(d.upstream, slot.config, slot.target, this.health, this.discovered.get(d.upstream));
+      this.compileSlot(d.upstream, slot, slot.config);
     } catch (err) {
       // the config compiled before; only the nodes differ, and they are addresses
       log.error({ upstream: d.upstream, err: (err as Error).message }, 'discovered nodes not applied');
@@ -173,6 +173,11 @@ export class Runtime implements RouteTable {
       return;
     }
     slot ??= this.slot(key);
+    this.compileSlot(key, slot, config);
+  }
+
+  /** Compiles `config` into the slot, with the nodes DNS found for it and its health state. */
+  private compileSlot(key: string, slot: UpstreamSlot, config: UpstreamConfig): void {
     // compiled before the assignment: a throw leaves the previous target serving
     slot.target = compileUpstream(key, config, slot.target, this.health, this.discovered.get(key));
     slot.config = config;

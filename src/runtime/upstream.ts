@@ -41,8 +41,8 @@ export function compileTimeout(t: UpstreamConfig['timeout'], at = '/timeout'): U
 
 /**
  * Compiles an upstream object for the data plane (`discovered`: the nodes DNS found for it). When
- * the nodes are unchanged from `previous`,
- * the balancer (and with it its rotation state) is carried over; with `checks`, the upstream's
+ * the nodes are unchanged from `previous`, the balancer (and with it its rotation state) is
+ * carried over; with `checks`, the upstream's
  * health comes from `health` (kept there while the checks block is unchanged). Throws
  * PorticoError(SEMANTIC) whose message starts with the field's path in the upstream; the validator
  * runs this same function (see compile.ts), so a throw here is a rejection at validation, not in

@@ -6,7 +6,7 @@ import { perKind, type Change, type ChangeSet } from '../config/changeset.ts';
 import { pluginFailures } from '../plugins/run.ts';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { readSnapshotFile, snapshotWriter } from '../config/persist.ts';
-import type { Snapshot } from '../config/snapshot.ts';
+import { changedUpstreams, type Snapshot } from '../config/snapshot.ts';
 import { ConfigStore, type RejectionRecord } from '../config/store.ts';
 import { log } from '../observability/log.ts';
 import type { StatusReport } from '../observability/status.ts';
@@ -63,8 +63,9 @@ export class ConfigPipeline {
     this.health = new HealthSupervisor((key, upstream) => this.discovery.nodesOf(key, upstream));
     // discovery first: the health supervisor checks the nodes it found
     this.store.subscribe((snapshot, diff) => {
-      this.discovery.update(snapshot, diff);
-      this.health.update(snapshot, diff);
+      const changed = changedUpstreams(snapshot, diff);
+      this.discovery.update(changed);
+      this.health.update(changed);
     });
     this.discovery.subscribe((d) => {
       if (d.nodes !== undefined) this.health.nodesChanged(d.upstream, d.nodes);

@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { UpstreamConfig } from '../../config/schema/upstream.ts';
-import type { Snapshot, SnapshotDiff } from '../../config/snapshot.ts';
 import { log } from '../../observability/log.ts';
 import { defaultPort, nodeKey, normalizeNodes } from '../nodes.ts';
 import type { UpstreamNode } from '../types.ts';
@@ -31,16 +30,6 @@ export function discoverySource(u: UpstreamConfig): string | undefined {
   const nodes = normalizeNodes(u.nodes, scheme);
   if (nodes.every((n) => isIP(n.host) !== 0)) return undefined;
   return `hosts ${JSON.stringify(nodes.map((n) => [n.host, n.port, n.weight, n.priority]))}`;
-}
-
-/** The upstreams of a snapshot that changed, by upstream key, with their config (undefined: gone). */
-export function changedUpstreams(snapshot: Snapshot, diff: SnapshotDiff | undefined): Map<string, UpstreamConfig | undefined> {
-  const out = new Map<string, UpstreamConfig | undefined>();
-  const ids = (kind: 'upstreams' | 'services' | 'routes') => diff?.[kind] ?? snapshot[kind].keys();
-  for (const id of ids('upstreams')) out.set(`upstreams/${id}`, snapshot.upstreams.get(id)?.value);
-  for (const id of ids('services')) out.set(`services/${id}`, snapshot.services.get(id)?.value.upstream);
-  for (const id of ids('routes')) out.set(`routes/${id}`, snapshot.routes.get(id)?.value.upstream);
-  return out;
 }
 
 /** One upstream whose nodes come from DNS. */
@@ -95,8 +84,9 @@ export class NodeDiscovery {
     for (const l of this.listeners) l(d);
   }
 
-  update(snapshot: Snapshot, diff: SnapshotDiff | undefined): void {
-    for (const [key, config] of changedUpstreams(snapshot, diff)) {
+  /** Follows a new snapshot: `changed` is changedUpstreams() of it. */
+  update(changed: ReadonlyMap<string, UpstreamConfig | undefined>): void {
+    for (const [key, config] of changed) {
       let source: string | undefined;
       try {
         source = config && discoverySource(config);

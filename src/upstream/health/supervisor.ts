@@ -1,6 +1,4 @@
 import type { UpstreamConfig } from '../../config/schema/upstream.ts';
-import type { Snapshot, SnapshotDiff } from '../../config/snapshot.ts';
-import { changedUpstreams } from '../discovery/upstream-nodes.ts';
 import { log } from '../../observability/log.ts';
 import { normalizeNodes } from '../nodes.ts';
 import type { UpstreamNode } from '../types.ts';
@@ -194,10 +192,11 @@ export class HealthSupervisor {
 
   /**
    * Follows a new snapshot: checkers of upstreams whose `checks` block is unchanged keep their state
-   * (and only learn the node set); a changed block starts that upstream's checks over.
+   * (and only learn the node set); a changed block starts that upstream's checks over. `changed` is
+   * changedUpstreams() of the snapshot.
    */
-  update(snapshot: Snapshot, diff: SnapshotDiff | undefined): void {
-    for (const [key, config] of changedUpstreams(snapshot, diff)) {
+  update(changed: ReadonlyMap<string, UpstreamConfig | undefined>): void {
+    for (const [key, config] of changed) {
       const current = this.upstreams.get(key);
       let checks: HealthChecks | undefined;
       let nodes: UpstreamNode[] | undefined;
