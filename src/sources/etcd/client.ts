@@ -337,12 +337,15 @@ export class EtcdClient {
 
   /**
    * rangePrefix page by page: `onPage` gets each page while the next one is already being fetched,
-   * so a caller that works on a page (parsing, validating) overlaps its work with etcd's.
+   * so a caller that works on a page (parsing, validating) overlaps its work with etcd's. A caller
+   * that returns a promise is awaited before the next page is taken; one that yields to the event
+   * loop while it works lets the next page's bytes be read meanwhile (etcd stops writing a page
+   * the client does not read).
    */
   async rangePages(
     prefix: string,
     opts: { pageSize?: number; endpoint?: string; signal?: AbortSignal; from?: string },
-    onPage: (kvs: KeyValue[]) => void,
+    onPage: (kvs: KeyValue[]) => void | Promise<void>,
   ): Promise<{ header: ResponseHeader; revision: number }> {
     const pageSize = opts.pageSize ?? 500;
     const rangeEnd = prefixRangeEnd(prefix);
@@ -368,7 +371,7 @@ export class EtcdClient {
       }
       const kvs = new Array<KeyValue>(page.length);
       for (let i = 0; i < page.length; i++) kvs[i] = parseKeyValue(page[i]!);
-      onPage(kvs);
+      await onPage(kvs);
       if (next === undefined) break;
       res = await next;
     }

@@ -10,6 +10,7 @@
  *     delivers a full ChangeSet when etcd answers, until stop() is called.
  * A source is started once; after stop() create a new one.
  */
+import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import type { Change, ChangeSet, Kind } from '../../config/changeset.ts';
 import { isKind, KINDS } from '../../config/changeset.ts';
 import { ErrorCode, PorticoError } from '../../errors.ts';
@@ -18,6 +19,9 @@ import { checkTextLimits } from '../../security/limits.ts';
 import type { Source, SourceEvents, SourceState } from '../source.ts';
 import { EtcdClient, toPorticoError, type EtcdTlsOptions, type KeyValue } from './client.ts';
 import { watchPrefix, type WatchEvent } from './watch.ts';
+
+/** objects validated between two turns of the event loop while a list is read */
+const PREFETCH_SLICE = 250;
 
 export interface EtcdSourceOptions {
   endpoints: string[];
@@ -202,13 +206,19 @@ export class EtcdSource implements Source {
     const { revision } = await this.client.rangePages(
       this.keyPrefix,
       { from: this.rangeStart, pageSize: this.opts.pageSize ?? 2000, endpoint, signal: this.abort.signal },
-      (kvs) => {
-        const start = changes.length;
-        for (const kv of kvs) {
-          const change = this.toChange(kv, false);
-          if (change) changes.push(change);
+      async (kvs) => {
+        // in slices, yielding between them: the next page arrives while this one is validated
+        // (without the yields it waited in the socket buffer until the whole page was done, and
+        // etcd with it: a 50k-route list took 1.2 s instead of the 0.6 s etcd needs)
+        for (let i = 0; i < kvs.length; i += PREFETCH_SLICE) {
+          if (i > 0) await setImmediatePromise();
+          const start = changes.length;
+          for (const kv of kvs.slice(i, i + PREFETCH_SLICE)) {
+            const change = this.toChange(kv, false);
+            if (change) changes.push(change);
+          }
+          this.events?.onPrefetch?.(changes.slice(start));
         }
-        this.events?.onPrefetch?.(changes.slice(start));
       },
     );
     const first = this.lastRevision === 0;
