@@ -338,6 +338,78 @@ describe('handshakes through TlsTerminator (ClientHello read first)', () => {
     assert.equal((await exchange(port, { servername: 'other.test', maxVersion: 'TLSv1.2' })).protocol, 'TLSv1.2');
   });
 
+  it('mutual TLS: no session resumption, so a session verified for one CA cannot enter an SNI of another', async () => {
+    const caB = pki.otherCa('ca-b');
+    const mtlsB = pki.server('mtls-b.test', ['mtls-b.test']);
+    const table = SniTable.fromSsls([
+      ['a', ssl(mtls, { sni: 'mtls.test', client: { ca: pki.ca.cert } })],
+      ['b', ssl(mtlsB, { sni: 'mtls-b.test', client: { ca: caB.cert } })],
+      ['plain', ssl(exactA, { sni: 'a.test' })],
+    ]);
+    const reused: boolean[] = [];
+    const terminator = new TlsTerminator({
+      table: () => table,
+      onSecure: (socket) => {
+        reused.push(socket.isSessionReused());
+        socket.end('ok');
+      },
+    });
+    const server = net.createServer((raw) => terminator.accept(raw)).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    closers.push(() => server.close());
+    const port = (server.address() as AddressInfo).port;
+    const connect = (servername: string, session?: Buffer, maxVersion: tls.SecureVersion = 'TLSv1.3') =>
+      new Promise<{ data: string; session?: Buffer }>((resolve) => {
+        let data = '';
+        let ticket: Buffer | undefined;
+        const s = tls.connect({ port, host: '127.0.0.1', servername, rejectUnauthorized: false, cert: alice.cert, key: alice.key, maxVersion, ...(session && { session }) });
+        s.on('session', (t: Buffer) => (ticket = t));
+        s.setEncoding('utf8');
+        s.on('data', (d: string) => (data += d));
+        s.on('error', () => {});
+        s.on('close', () => resolve({ data, session: ticket ?? s.getSession() }));
+      });
+    for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const first = await connect('mtls.test', undefined, version);
+      assert.equal(first.data, 'ok');
+      assert.ok(first.session, 'the client has a session to offer');
+      assert.equal((await connect('mtls.test', first.session, version)).data, 'ok');
+      assert.equal((await connect('mtls-b.test', first.session, version)).data, '', `${version}: alice's CA is not mtls-b's`);
+    }
+    assert.deepEqual(reused, [false, false, false, false], 'every mTLS handshake is a full one');
+    // plain SNIs keep resumption
+    const plain = await connect('a.test');
+    await connect('a.test', plain.session);
+    assert.deepEqual(reused.slice(-2), [false, true]);
+  });
+
+  it('TLSv1.1 when an ssl object lists it (OpenSSL security level 0 for that object only)', async () => {
+    const table = SniTable.fromSsls([
+      ['old', ssl(exactA, { sni: 'a.test', ssl_protocols: ['TLSv1.1', 'TLSv1.2'] })],
+      ['new', ssl(wildW, { sni: '*.w.test' })],
+    ]);
+    const { port } = await terminatorServer(() => table);
+    const legacy = { minVersion: 'TLSv1.1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT:@SECLEVEL=0' } as const;
+    const o = await exchange(port, { servername: 'a.test', ...legacy });
+    assert.equal(o.data, 'ok', o.error);
+    assert.equal(o.protocol, 'TLSv1.1');
+    assert.equal((await exchange(port, { servername: 'b.w.test', ...legacy })).data, '');
+  });
+
+  it('(the Node behaviour the terminator works around) an SNI context with two pairs serves only one', async () => {
+    const both = tls.createSecureContext({ cert: [pairRsa.cert, pairEc.cert], key: [pairRsa.key, pairEc.key] });
+    const server = tls.createServer({ SNICallback: (_n, cb) => cb(null, both) }, (s) => s.end('ok'));
+    server.on('tlsClientError', () => {});
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    closers.push(() => server.close());
+    const port = (server.address() as AddressInfo).port;
+    const ecClient = await exchange(port, { servername: 'pair.test', sigalgs: 'ECDSA+SHA256' });
+    const rsaClient = await exchange(port, { servername: 'pair.test', sigalgs: 'RSA-PSS+SHA256' });
+    // if Node ever serves both, this fails: then one context per entry would do
+    assert.ok(ecClient.data !== 'ok' || rsaClient.data !== 'ok', 'Node now serves several pairs of an SNI context');
+  });
+
   it('no SNI: the fallback entry, or a refused connection', async () => {
     const withFallback = SniTable.fromSsls(
       [

@@ -13,6 +13,7 @@
  * decides on requesting a client certificate per server, and serves one certificate per SNI
  * context).
  */
+import { constants } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
 import type { SslProtocol } from '../../config/schema/ssl.ts';
@@ -87,6 +88,15 @@ export class TlsTerminator {
       requestCert: profile.requestCert,
       rejectUnauthorized: profile.rejectUnauthorized,
       handshakeTimeout: options.handshakeTimeoutMs ?? 10_000,
+      // No session resumption where client certificates count: OpenSSL resumes a TLS 1.3 session
+      // under another SNI and Node then reports the first handshake's verification, so a client
+      // verified for one mTLS host (CA A) would get into another (CA B) with its ticket (tested).
+      // APISIX guards the same hole (verify_tls_session_resumption). Node keeps no server-side
+      // session cache, so without tickets every mTLS handshake is a full one.
+      ...(profile.requestCert && { secureOptions: constants.SSL_OP_NO_TICKET }),
+      // OpenSSL 3 at its default security level 1 has no signature algorithm TLS 1.1 can use
+      // (SHA-1): an ssl object that lists TLSv1.1 gets level 0 for its handshakes, only it (tested)
+      ...(profile.minVersion === 'TLSv1.1' && { ciphers: 'DEFAULT:@SECLEVEL=0' }),
       ...(options.alpnProtocols !== undefined && { ALPNProtocols: options.alpnProtocols }),
     });
     server.on('secureConnection', (socket: TLSSocket) => {
