@@ -6,7 +6,7 @@ import type { ErrorCode } from '../errors.ts';
  */
 
 /** Object kinds the store knows; the etcd key is `<prefix>/<kind>/<id>`. */
-export const KINDS = ['routes', 'services', 'upstreams', 'consumers', 'plugin_configs', 'global_rules'] as const;
+export const KINDS = ['routes', 'services', 'upstreams', 'consumers', 'plugin_configs', 'global_rules', 'ssls', 'stream_routes'] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** One value per kind (a fresh one from `make` for each). */

@@ -5,10 +5,21 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { ErrorCode, PorticoError } from '../errors.ts';
 import { StringEnum } from './schema/common.ts';
+import { keyringProblem } from '../server/tls/encryption.ts';
 
 /** `host:port`, `[v6]:port` or a bare port */
 const LISTEN = /^(?:(\[[0-9a-fA-F:.]+\]|[^:\s]+):)?([0-9]{1,5})$/;
 const ListenAddress = Type.String({ pattern: LISTEN.source });
+/** a listener: its address alone, or with what it speaks (`http2`: h2c with prior knowledge on a plain listener, ALPN h2 on TLS) */
+const Listener = Type.Union([
+  ListenAddress,
+  Type.Object({ addr: ListenAddress, http2: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
+]);
+/** an L4 listener for stream routes: TCP by default, `udp`, or TLS-terminating TCP (`tls`, the certificate chosen by SNI) */
+const StreamListener = Type.Object(
+  { addr: ListenAddress, udp: Type.Optional(Type.Boolean()), tls: Type.Optional(Type.Boolean()) },
+  { additionalProperties: false },
+);
 
 const EtcdConfigSchema = Type.Object(
   {
@@ -64,7 +75,13 @@ export const GatewayConfigSchema = Type.Object(
     plugin_dirs: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
     proxy: Type.Object(
       {
-        listen: Type.Array(ListenAddress, { minItems: 1, default: ['0.0.0.0:9080'] }),
+        listen: Type.Array(Listener, { minItems: 1, default: ['0.0.0.0:9080'] }),
+        /** HTTPS listeners: the certificate of each handshake comes from the `ssls` objects in force, by SNI */
+        tls_listen: Type.Array(Listener, { default: [] }),
+        /** the SNI whose certificate a client that sends none gets (APISIX's apisix.ssl.fallback_sni); none: such handshakes fail */
+        fallback_sni: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
+        /** TCP/UDP listeners for stream routes */
+        stream_listen: Type.Array(StreamListener, { default: [] }),
         router: StringEnum(['radixtree_host_uri', 'radixtree_uri', 'radixtree_uri_with_parameter'], { default: 'radixtree_host_uri' }),
         drain_timeout: Type.Number({ minimum: 0, default: 30 }),
         workers: Type.Union([Type.Integer({ minimum: 1, maximum: 256 }), Type.Literal('auto')], { default: 1 }),
@@ -106,6 +123,13 @@ export const GatewayConfigSchema = Type.Object(
         tries: Type.Integer({ minimum: 1, maximum: 10, default: 2 }),
       },
       { additionalProperties: false, default: {} },
+    ),
+    /**
+     * APISIX's data_encryption: ssl private keys stored encrypted (AES-CBC, base64) decrypt with the
+     * first keyring entry that fits; default: APISIX's default keyring
+     */
+    data_encryption: Type.Optional(
+      Type.Object({ keyring: Type.Array(Type.String({ minLength: 16, maxLength: 32 }), { minItems: 1, maxItems: 16 }) }, { additionalProperties: false }),
     ),
     status: Type.Object({ listen: ListenAddress }, { additionalProperties: false, default: { listen: '127.0.0.1:9090' } }),
     config: Type.Object(
@@ -160,6 +184,9 @@ export function parseGatewayConfig(raw: unknown, baseDir: string, name = 'config
   cfg.config.file.path = abs(cfg.config.file.path);
   cfg.config.snapshot = abs(cfg.config.snapshot);
   cfg.plugin_dirs = cfg.plugin_dirs.map(abs);
+  const keyring = cfg.data_encryption?.keyring;
+  const ringProblem = keyring && keyringProblem(keyring);
+  if (ringProblem) throw new PorticoError(ErrorCode.CONFIG_INVALID, `${name}: ${ringProblem.replace('/apisix/data_encryption', '/data_encryption')}`);
   const tls = cfg.config.etcd?.tls;
   if (tls) for (const k of ['ca', 'cert', 'key'] as const) if (tls[k]) tls[k] = abs(tls[k]!);
   return cfg;
@@ -178,6 +205,21 @@ export function clientTimeouts(proxy: GatewayConfig['proxy']): ClientTimeouts {
   const ms = (seconds: number) => Math.max(1, Math.round(seconds * 1000));
   const t = proxy.timeouts;
   return { header: ms(t.header), keepalive: ms(t.keepalive), requestBody: ms(t.request_body), send: ms(t.send) };
+}
+
+export interface ListenerSpec {
+  host: string;
+  port: number;
+  /** the listener's own spelling, for messages */
+  addr: string;
+  http2: boolean;
+}
+
+/** A `proxy.listen` / `proxy.tls_listen` entry; `http2` defaults to on for TLS (ALPN offers h2 and http/1.1) and off for plain. */
+export function listenerSpec(entry: GatewayConfig['proxy']['listen'][number], tls: boolean): ListenerSpec {
+  const addr = typeof entry === 'string' ? entry : entry.addr;
+  const http2 = typeof entry === 'string' ? tls : (entry.http2 ?? tls);
+  return { ...parseListen(addr), addr, http2 };
 }
 
 /** "0.0.0.0:9080" | "[::1]:9080" | "9080" -> host and port for net.listen */

@@ -5,6 +5,8 @@ import type { ServiceConfig } from './schema/service.ts';
 import type { UpstreamConfig } from './schema/upstream.ts';
 import type { ConsumerConfig } from './schema/consumer.ts';
 import type { GlobalRuleConfig, PluginConfigConfig } from './schema/plugin-config.ts';
+import type { SslConfig } from './schema/ssl.ts';
+import type { StreamRouteConfig } from './schema/stream-route.ts';
 import { KINDS, perKind } from './changeset.ts';
 
 export interface StoredObject<V> {
@@ -21,6 +23,8 @@ export interface SnapshotObjects {
   readonly consumers: ReadonlyMap<string, StoredObject<ConsumerConfig>>;
   readonly plugin_configs: ReadonlyMap<string, StoredObject<PluginConfigConfig>>;
   readonly global_rules: ReadonlyMap<string, StoredObject<GlobalRuleConfig>>;
+  readonly ssls: ReadonlyMap<string, StoredObject<SslConfig>>;
+  readonly stream_routes: ReadonlyMap<string, StoredObject<StreamRouteConfig>>;
 }
 
 /**

@@ -340,8 +340,19 @@ export class ConfigStore {
 
   /** Why an object's references do not resolve against the objects in force, or undefined. */
   private unresolved(kind: Kind, value: ObjectValue, inForce: Record<Kind, ReadonlyMap<string, Entry>>): string | undefined {
-    if (kind !== 'routes' && kind !== 'services') return undefined;
+    if (kind !== 'routes' && kind !== 'services' && kind !== 'stream_routes') return undefined;
     const v = value as RouteConfig & ServiceConfig;
+    if (kind === 'stream_routes') {
+      if (v.upstream_id !== undefined && !inForce.upstreams.has(String(v.upstream_id))) return `/upstream_id: upstream '${v.upstream_id}' not found`;
+      if (v.service_id === undefined) return undefined;
+      const service = inForce.services.get(String(v.service_id));
+      if (!service) return `/service_id: service '${v.service_id}' not found`;
+      const s = service.value as ServiceConfig;
+      if (!v.upstream && v.upstream_id === undefined && !s.upstream && s.upstream_id === undefined) {
+        return `/service_id: neither the stream route nor service '${v.service_id}' has an upstream`;
+      }
+      return undefined;
+    }
     if (kind === 'routes' && v.plugin_config_id !== undefined && !inForce.plugin_configs.has(String(v.plugin_config_id))) {
       return `/plugin_config_id: plugin_config '${v.plugin_config_id}' not found`;
     }
@@ -406,7 +417,7 @@ function contentOf(c: Change): string {
   return json;
 }
 
-const KINDS_IN_ORDER: readonly Kind[] = ['upstreams', 'consumers', 'plugin_configs', 'global_rules', 'services', 'routes'];
+const KINDS_IN_ORDER: readonly Kind[] = ['upstreams', 'consumers', 'plugin_configs', 'global_rules', 'ssls', 'services', 'routes', 'stream_routes'];
 /** which kinds an object of a kind can reference */
 const DEPENDS_ON: Record<Kind, readonly Kind[]> = {
   upstreams: [],
@@ -415,14 +426,16 @@ const DEPENDS_ON: Record<Kind, readonly Kind[]> = {
   global_rules: [],
   services: ['upstreams'],
   routes: ['upstreams', 'services', 'plugin_configs'],
+  ssls: [],
+  stream_routes: ['upstreams', 'services'],
 };
 
 function references(kind: Kind, value: ObjectValue): string[] {
-  if (kind !== 'routes' && kind !== 'services') return [];
+  if (kind !== 'routes' && kind !== 'services' && kind !== 'stream_routes') return [];
   const v = value as RouteConfig;
   const refs: string[] = [];
   if (v.upstream_id !== undefined) refs.push(key('upstreams', String(v.upstream_id)));
-  if (kind === 'routes' && v.service_id !== undefined) refs.push(key('services', String(v.service_id)));
+  if (kind !== 'services' && v.service_id !== undefined) refs.push(key('services', String(v.service_id)));
   if (kind === 'routes' && v.plugin_config_id !== undefined) refs.push(key('plugin_configs', String(v.plugin_config_id)));
   return refs;
 }

@@ -5,6 +5,11 @@ import { GlobalRuleSchema, PluginConfigSchema, type GlobalRuleConfig, type Plugi
 import { RouteSchema, type RouteConfig } from './schema/route.ts';
 import { ServiceSchema, type ServiceConfig } from './schema/service.ts';
 import { UpstreamSchema, type UpstreamConfig } from './schema/upstream.ts';
+import { SslSchema, type SslConfig } from './schema/ssl.ts';
+import { StreamRouteSchema, streamRouteProblem, streamUpstreamForCompile, type StreamRouteConfig } from './schema/stream-route.ts';
+import { checkSsl } from '../server/tls/certificate.ts';
+import { storedKeyPem } from './data-encryption.ts';
+import { log } from '../observability/log.ts';
 import { balancerTypes } from '../upstream/balancer/index.ts';
 import { ErrorCode } from '../errors.ts';
 import type { RouterMode } from '../router/types.ts';
@@ -15,7 +20,7 @@ import { checkValueLimits } from '../security/limits.ts';
 import { Host } from './schema/common.ts';
 import { pluginsProblem } from '../plugins/validate.ts';
 
-export type ObjectValue = RouteConfig | ServiceConfig | UpstreamConfig | ConsumerConfig | PluginConfigConfig | GlobalRuleConfig;
+export type ObjectValue = RouteConfig | ServiceConfig | UpstreamConfig | ConsumerConfig | PluginConfigConfig | GlobalRuleConfig | SslConfig | StreamRouteConfig;
 
 /** Why an object was not accepted. `reason` names the object, the field path and the rule. */
 export interface Rejection {
@@ -38,6 +43,8 @@ const schemas = {
   consumers: ConsumerSchema,
   plugin_configs: PluginConfigSchema,
   global_rules: GlobalRuleSchema,
+  ssls: SslSchema,
+  stream_routes: StreamRouteSchema,
 } as const;
 
 /** Each kind's validator, compiled when the first object of that kind arrives (not at every start). */
@@ -142,6 +149,15 @@ const semanticChecks: Record<Kind, (v: never, mode: RouterMode | undefined) => s
   consumers: () => undefined,
   plugin_configs: () => undefined,
   global_rules: () => undefined,
+  ssls: (s: SslConfig) => {
+    const check = checkSsl(s, storedKeyPem);
+    // APISIX warns (and serves) when an SNI is not among the certificate's names, or it expired
+    if (check.problem === undefined && check.warnings.length > 0) {
+      log.warn({ kind: 'ssls', id: s.id, warnings: check.warnings }, 'ssl object accepted with warnings');
+    }
+    return check.problem;
+  },
+  stream_routes: (r: StreamRouteConfig) => streamRouteProblem(r) ?? (r.upstream ? checkUpstream(streamUpstreamForCompile(r.upstream), '/upstream') : undefined),
 };
 
 /**
@@ -179,9 +195,10 @@ export function validateBounded(kind: Kind, id: string, value: unknown, mode?: R
   if (declared !== undefined && String(declared) !== id) {
     return reject(ErrorCode.SCHEMA, `/${kind === 'consumers' ? 'username' : 'id'}: '${String(declared)}' does not match the object's key id '${id}'`);
   }
-  // every kind but upstreams may carry plugins: known, enabled, schema-valid, compiling
+  // routes, services, consumers and rule sets may carry plugins: known, enabled, schema-valid, compiling
+  // (a stream route's plugins: streamRouteProblem)
   const pluginMap = (value as { plugins?: Record<string, unknown> }).plugins;
-  const plugins = kind === 'upstreams' ? undefined : pluginsProblem(pluginMap, { kind, id }, kind === 'consumers');
+  const plugins = kind === 'upstreams' || kind === 'ssls' || kind === 'stream_routes' ? undefined : pluginsProblem(pluginMap, { kind, id }, kind === 'consumers');
   if (plugins?.schema) return reject(ErrorCode.SCHEMA, plugins.reason);
   const problem = semanticChecks[kind](value as never, mode) ?? plugins?.reason ?? compileProblem(kind, id, value, mode);
   if (problem) return reject(ErrorCode.SEMANTIC, problem);

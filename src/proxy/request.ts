@@ -135,6 +135,7 @@ export function describeRequest(req: IncomingMessage, host: string | undefined =
     query,
     query === '' ? path.forward : path.forward + '?' + query,
     hostHeader,
+    (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http',
   );
 }
 
@@ -157,6 +158,7 @@ class DescribedRequest implements ProxyRequest {
     readonly query: string,
     readonly forwardPath: string,
     readonly hostHeader: string | undefined,
+    readonly scheme: string,
   ) {}
 
   get headers(): IncomingMessage['headers'] {

@@ -188,6 +188,8 @@ export class RequestView implements ValueLookup {
         return this.request.method;
       case 'remote_addr':
         return this.clientAddress;
+      case 'scheme':
+        return this.request.scheme ?? 'http';
       case 'query_string':
         return this.request.query;
       case 'arg':

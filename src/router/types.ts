@@ -36,6 +36,8 @@ export interface MatchRequest {
   headers: Record<string, string | string[] | undefined>;
   /** raw query string without '?' ('' when none) */
   query: string;
+  /** 'https' when the client connection is TLS, else 'http' (nginx's $scheme); absent means 'http' */
+  scheme?: string;
   /**
    * The request body as `post_arg.*` variables see it, once the transport has read it; undefined
    * before. Matching never waits for a body: a route whose `vars` reach a `post_arg` variable while

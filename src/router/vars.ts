@@ -19,6 +19,7 @@ export type VarSource =
   | { kind: 'host' }
   | { kind: 'request_method' }
   | { kind: 'remote_addr' }
+  | { kind: 'scheme' }
   | { kind: 'query_string' }
   | { kind: 'arg'; name: string }
   | { kind: 'http'; header: string }
@@ -206,6 +207,8 @@ export function resolveVarSource(name: string, where = 'vars', options: VarsOpti
       return { kind: 'request_method' };
     case 'remote_addr':
       return { kind: 'remote_addr' };
+    case 'scheme':
+      return { kind: 'scheme' };
     case 'args':
     case 'query_string':
       return { kind: 'query_string' };
@@ -225,7 +228,7 @@ export function resolveVarSource(name: string, where = 'vars', options: VarsOpti
     return { kind: 'http', header: name.slice(5).toLowerCase().replaceAll('_', '-') };
   }
   throw new Error(
-    `${where}: unsupported variable '${name}'; supported: uri, host, request_method, remote_addr, ` +
+    `${where}: unsupported variable '${name}'; supported: uri, host, request_method, remote_addr, scheme, ` +
       'args, query_string, arg_<name>, http_<name>, cookie_<name>' +
       (options.postArgs === true ? ', post_arg.<path>, post_arg_<name>' : ''),
   );

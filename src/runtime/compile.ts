@@ -3,6 +3,7 @@ import { routeSpec } from '../config/route-spec.ts';
 import type { RouteConfig } from '../config/schema/route.ts';
 import type { ServiceConfig } from '../config/schema/service.ts';
 import type { UpstreamConfig } from '../config/schema/upstream.ts';
+import { streamUpstreamForCompile, type StreamRouteConfig } from '../config/schema/stream-route.ts';
 import { checkRouteSpec } from '../router/router.ts';
 import type { RouteMatchSpec, RouterMode } from '../router/types.ts';
 import type { RouteMatcher } from '../router/route.ts';
@@ -42,6 +43,12 @@ export function compileProblem(kind: Kind, id: string, value: unknown, mode?: Ro
       }
       return routerProblem(routeSpec(id, r), modes, r);
     }
+    case 'stream_routes': {
+      const r = value as StreamRouteConfig;
+      return r.upstream && upstreamProblem(`stream_routes/${id}`, streamUpstreamForCompile(r.upstream), '/upstream');
+    }
+    default:
+      return undefined;
   }
 }
 

@@ -16,6 +16,8 @@ import type { CompileFailure, CompiledRoute, RouteTable } from './types.ts';
 import { PluginChain } from '../plugins/chain.ts';
 import { Consumers, NO_CONSUMERS } from '../plugins/consumers.ts';
 import type { PluginConfigConfig } from '../config/schema/plugin-config.ts';
+import { SniTable, SslEntry } from '../server/tls/sni-table.ts';
+import { storedKeyPem } from '../config/data-encryption.ts';
 
 /** Holds the upstream in force for one upstream object; routes keep the slot, not the target. */
 interface UpstreamSlot {
@@ -64,13 +66,20 @@ export class Runtime implements RouteTable {
   private readonly discovered = new Map<string, DiscoveredNodes>();
   globalChain: PluginChain | undefined;
   consumers: Consumers = NO_CONSUMERS;
+  /** the certificates TLS handshakes choose from, by SNI (ssls objects in force) */
+  sniTable: SniTable;
+  private readonly fallbackSni: string | undefined;
 
   constructor(
     readonly mode: RouterMode,
     /** the health of checked upstreams in this process (verdicts arrive from the health supervisor) */
     readonly health: HealthBook = new HealthBook(),
+    /** the SNI a TLS client that sends none is served (APISIX's apisix.ssl.fallback_sni) */
+    fallbackSni?: string,
   ) {
     this.router = new Router<CompiledRoute>(mode);
+    this.fallbackSni = fallbackSni;
+    this.sniTable = new SniTable([], { fallbackSni });
   }
 
   matchRoute(req: MatchRequest): RouteMatch<CompiledRoute> | undefined {
@@ -127,6 +136,17 @@ export class Runtime implements RouteTable {
       }
     };
     for (const id of diff.upstreams) guarded('upstreams', id, () => this.updateSlot('upstreams', id, snapshot.upstreams.get(id)?.value));
+    if (diff.ssls.size > 0) {
+      // entries of unchanged objects (and their secure contexts) are kept; a changed one is new
+      const put: SslEntry[] = [];
+      const deleted: string[] = [];
+      for (const id of diff.ssls) {
+        const stored = snapshot.ssls.get(id);
+        if (stored === undefined) deleted.push(id);
+        else put.push(new SslEntry(id, stored.value, { decryptKey: storedKeyPem }));
+      }
+      this.sniTable = this.sniTable.withChanges(put, deleted, { fallbackSni: this.fallbackSni });
+    }
     if (diff.consumers.size > 0) {
       this.consumers = new Consumers([...snapshot.consumers.values()].map((c) => ({ username: c.value.username, plugins: c.value.plugins ?? {}, labels: c.value.labels, desc: c.value.desc, groupId: c.value.group_id })));
     }

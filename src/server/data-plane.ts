@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { isEmptyDiff, type Snapshot, type SnapshotDiff } from '../config/snapshot.ts';
 import { Runtime } from '../runtime/runtime.ts';
+import { configureDataEncryption } from '../config/data-encryption.ts';
 import { configurePostArgs } from '../proxy/post-args.ts';
 import { HealthBook, type HealthVerdict } from '../upstream/health/book.ts';
 import type { DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
@@ -26,13 +27,15 @@ export class DataPlane {
     /** where this process's passive health verdicts go (the instance's health supervisor) */
     reportHealth: (verdict: HealthVerdict) => void,
   ) {
+    configureDataEncryption(config.data_encryption?.keyring);
     configurePools({ maxConnectionsPerNode: config.proxy.upstream_max_connections_per_node });
     configurePostArgs({ maxBytes: config.proxy.max_post_args_readable_size });
-    this.runtime = new Runtime(config.proxy.router, new HealthBook(reportHealth));
+    this.runtime = new Runtime(config.proxy.router, new HealthBook(reportHealth), config.proxy.fallback_sni);
     // PORTICO_PROXY_TRANSPORT overrides portico.yaml (runs the test suite on either transport)
     const transport = process.env.PORTICO_PROXY_TRANSPORT ?? config.proxy.transport;
     const routes = () => this.runtime;
-    this.listeners = transport === 'socket' ? new SocketListeners(config.proxy, routes) : new ProxyListeners(config.proxy, routes);
+    const sniTable = () => this.runtime.sniTable;
+    this.listeners = transport === 'socket' ? new SocketListeners(config.proxy, routes, sniTable) : new ProxyListeners(config.proxy, routes, sniTable);
   }
 
   /** Returns the objects the runtime could not compile (the store rejects them). */

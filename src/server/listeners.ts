@@ -1,7 +1,9 @@
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { clientTimeouts, parseListen, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
+import { createServer as createNetServer, type Server as NetServer } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { clientTimeouts, listenerSpec, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
 import { ProxyError } from '../errors.ts';
 import { createHttpProxy } from '../proxy/http.ts';
 import { rejectRequestHead, requestPolicy, type RequestPolicy } from '../proxy/request.ts';
@@ -9,6 +11,9 @@ import { isLingering, lingeringClose } from '../proxy/lingering-close.ts';
 import { sendError, writeRawError, type ProxyErrorKind } from '../proxy/responses.ts';
 import type { RouteTable } from '../runtime/types.ts';
 import { SendTimeoutWatch } from './send-timeout.ts';
+import { Http2Front } from './http2-front.ts';
+import { tlsListener } from './tls-front.ts';
+import type { SniTable } from './tls/sni-table.ts';
 
 /**
  * The proxy's HTTP listeners and their graceful drain. Knows nothing of where config comes from:
@@ -29,10 +34,15 @@ export class ProxyListeners {
   private readonly timeouts: ClientTimeouts;
   private readonly policy: RequestPolicy;
   private sendWatch: SendTimeoutWatch | undefined;
+  private http2: Http2Front | undefined;
+  /** listeners whose connections go elsewhere: TLS (then to a node:http server) and h2c */
+  private readonly fronts: NetServer[] = [];
 
   constructor(
     private readonly config: GatewayConfig['proxy'],
     private readonly routes: () => RouteTable,
+    /** the certificates of the TLS listeners (the ssls objects in force) */
+    private readonly sniTable: () => SniTable,
   ) {
     this.timeouts = clientTimeouts(config);
     this.policy = requestPolicy(config);
@@ -48,8 +58,21 @@ export class ProxyListeners {
       listeners.requestDone(this.req.socket);
     }
     const addresses: AddressInfo[] = [];
-    for (const listen of this.config.listen) {
-      const { host, port } = parseListen(listen);
+    const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, policy, timeouts)).accept(socket);
+    const specs = [
+      ...this.config.listen.map((entry) => ({ ...listenerSpec(entry, false), tls: false })),
+      ...this.config.tls_listen.map((entry) => ({ ...listenerSpec(entry, true), tls: true })),
+    ];
+    for (const { host, port, http2: h2, tls } of specs) {
+      if (h2 && !tls) {
+        // h2c with prior knowledge: every connection speaks HTTP/2 from its first byte
+        const front = createNetServer({ allowHalfOpen: true, noDelay: true }, http2);
+        front.listen(port, host);
+        await once(front, 'listening');
+        this.fronts.push(front);
+        addresses.push(front.address() as AddressInfo);
+        continue;
+      }
       const onRequest = (req: IncomingMessage, res: ServerResponse) => {
         // the connection closes after a refusal: a request pipelined behind it is not served (left
         // unanswered, it goes when node:http closes the socket after the refusal is sent)
@@ -127,9 +150,18 @@ export class ProxyListeners {
         answering.add(socket);
         answerClientError(socket, error);
       });
+      this.servers.push(server);
+      if (tls) {
+        // secured sockets are served by this (not listening) node:http server, or by HTTP/2 (ALPN h2)
+        const front = tlsListener(this.sniTable, { http1: (socket: TLSSocket) => server.emit('connection', socket), http2: h2 ? http2 : undefined });
+        front.listen(port, host);
+        await once(front, 'listening');
+        this.fronts.push(front);
+        addresses.push(front.address() as AddressInfo);
+        continue;
+      }
       server.listen(port, host);
       await once(server, 'listening');
-      this.servers.push(server);
       addresses.push(server.address() as AddressInfo);
     }
     return addresses;
@@ -148,8 +180,9 @@ export class ProxyListeners {
   async drain(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
-    const closed = this.servers.map((s) => new Promise<void>((r) => s.close(() => r())));
+    const closed = [...this.servers, ...this.fronts].map((s) => new Promise<void>((r) => s.close(() => r())));
     for (const s of this.servers) s.closeIdleConnections();
+    const http2Drained = this.http2?.drain(this.config.drain_timeout * 1000);
     if (this.inFlight > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, this.config.drain_timeout * 1000);
@@ -162,6 +195,7 @@ export class ProxyListeners {
     for (const s of this.servers) s.closeAllConnections();
     for (const socket of this.upgraded) socket.destroy();
     this.sendWatch?.stop();
+    await http2Drained;
     await Promise.all(closed);
   }
 }

@@ -1,3 +1,4 @@
+import { configureDataEncryption } from '../config/data-encryption.ts';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
@@ -56,6 +57,7 @@ export class ConfigPipeline {
     private readonly extra: { ready(): boolean; report?(): Partial<StatusReport> } = { ready: () => true },
   ) {
     this.instanceId = config.instance_id ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
+    configureDataEncryption(config.data_encryption?.keyring);
     this.store = new ConfigStore(config.config.source, { routerMode: config.proxy.router });
     this.source = createSource(config);
     const dns = config.dns;

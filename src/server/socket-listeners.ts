@@ -1,10 +1,14 @@
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { clientTimeouts, parseListen, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
+import type { TLSSocket } from 'node:tls';
+import { clientTimeouts, listenerSpec, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
 import { ClientConnection, type ConnectionOwner, type ConnectionSettings } from '../proxy/http1/client-connection.ts';
 import { requestPolicy, type RequestPolicy } from '../proxy/request.ts';
 import type { RouteTable } from '../runtime/types.ts';
 import { SendTimeoutWatch } from './send-timeout.ts';
+import { Http2Front } from './http2-front.ts';
+import { tlsListener } from './tls-front.ts';
+import type { SniTable } from './tls/sni-table.ts';
 
 /**
  * The proxy's listeners on the socket transport (proxy.transport: socket): net.Server sockets read
@@ -21,10 +25,13 @@ export class SocketListeners implements ConnectionOwner {
   private readonly timeouts: ClientTimeouts;
   private readonly policy: RequestPolicy;
   private sendWatch: SendTimeoutWatch | undefined;
+  private http2: Http2Front | undefined;
 
   constructor(
     private readonly config: GatewayConfig['proxy'],
     private readonly routes: () => RouteTable,
+    /** the certificates of the TLS listeners (the ssls objects in force) */
+    private readonly sniTable: () => SniTable,
   ) {
     this.timeouts = clientTimeouts(config);
     this.policy = requestPolicy(config);
@@ -35,15 +42,22 @@ export class SocketListeners implements ConnectionOwner {
     const settings: ConnectionSettings = { routes: this.routes, policy: this.policy, timeouts: this.timeouts, owner: this };
     const connections = this.connections;
     const addresses: AddressInfo[] = [];
-    for (const listen of this.config.listen) {
-      const { host, port } = parseListen(listen);
+    const http1 = (socket: Socket) => {
+      // read the peer address now: a client that resets right after its request no longer has one
+      void socket.remoteAddress;
+      sendWatch.watch(socket);
+      connections.add(new ClientConnection(socket, settings));
+    };
+    const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, this.policy, this.timeouts)).accept(socket);
+    const specs = [
+      ...this.config.listen.map((entry) => ({ ...listenerSpec(entry, false), tls: false })),
+      ...this.config.tls_listen.map((entry) => ({ ...listenerSpec(entry, true), tls: true })),
+    ];
+    for (const { host, port, http2: h2, tls } of specs) {
       // allowHalfOpen: a client's FIN after its request still gets the answer
-      const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => {
-        // read the peer address now: a client that resets right after its request no longer has one
-        void socket.remoteAddress;
-        sendWatch.watch(socket);
-        connections.add(new ClientConnection(socket, settings));
-      });
+      const server = tls
+        ? tlsListener(this.sniTable, { http1: http1 as (s: TLSSocket) => void, http2: h2 ? http2 : undefined })
+        : createServer({ allowHalfOpen: true, noDelay: true }, h2 ? http2 : http1);
       server.listen(port, host);
       await once(server, 'listening');
       this.servers.push(server);
@@ -72,6 +86,7 @@ export class SocketListeners implements ConnectionOwner {
     this.draining = true;
     const closed = this.servers.map((s) => new Promise<void>((r) => s.close(() => r())));
     for (const conn of this.connections) conn.close();
+    const http2Drained = this.http2?.drain(this.config.drain_timeout * 1000);
     if (this.connections.size > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, this.config.drain_timeout * 1000);
@@ -84,6 +99,7 @@ export class SocketListeners implements ConnectionOwner {
     for (const conn of this.connections) conn.socket.destroy();
     for (const socket of this.upgradedSockets) socket.destroy();
     this.sendWatch?.stop();
+    await http2Drained;
     await Promise.all(closed);
   }
 }

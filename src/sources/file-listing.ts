@@ -24,7 +24,7 @@ export type FileReadResult =
     };
 
 /** Top-level keys of an APISIX standalone file (apisix.yaml) for kinds Portico does not serve. */
-const APISIX_ONLY_KINDS = ['ssls', 'stream_routes', 'protos', 'plugin_metadata', 'consumer_groups', 'secrets', 'credentials', 'plugins'];
+const APISIX_ONLY_KINDS = ['protos', 'plugin_metadata', 'consumer_groups', 'secrets', 'credentials', 'plugins'];
 
 /** The reason for a top-level key that is not a kind: the likely typo, or the APISIX kind. */
 function unknownKeyProblem(key: string): string {

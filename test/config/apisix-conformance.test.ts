@@ -207,10 +207,10 @@ describe('a "?" in a route uri', () => {
 describe('routes file: an unknown top-level key refuses the file (its last good version stays)', () => {
   const good = 'upstreams:\n  - id: u\n    nodes: {"127.0.0.1:1980": 1}\nroutes:\n  - id: r\n    uri: /r\n    upstream_id: u\n';
   const rows: Array<[string, string]> = [
-    [good.replace('routes:', 'rotues:'), `f: unknown top-level key 'rotues' (did you mean 'routes'?) (known: routes, services, upstreams, consumers, plugin_configs, global_rules)`],
-    [`${good}upstream:\n  - id: v\n`, `f: unknown top-level key 'upstream' (did you mean 'upstreams'?) (known: routes, services, upstreams, consumers, plugin_configs, global_rules)`],
-    [`${good}extra: {a: 1}\n`, `f: unknown top-level key 'extra' (known: routes, services, upstreams, consumers, plugin_configs, global_rules)`],
-    [`${good}ssls: []\n`, `f: top-level key 'ssls': an APISIX kind Portico does not serve (it reads routes, services, upstreams, consumers, plugin_configs, global_rules)`],
+    [good.replace('routes:', 'rotues:'), `f: unknown top-level key 'rotues' (did you mean 'routes'?) (known: routes, services, upstreams, consumers, plugin_configs, global_rules, ssls, stream_routes)`],
+    [`${good}upstream:\n  - id: v\n`, `f: unknown top-level key 'upstream' (did you mean 'upstreams'?) (known: routes, services, upstreams, consumers, plugin_configs, global_rules, ssls, stream_routes)`],
+    [`${good}extra: {a: 1}\n`, `f: unknown top-level key 'extra' (known: routes, services, upstreams, consumers, plugin_configs, global_rules, ssls, stream_routes)`],
+    [`${good}protos: []\n`, `f: top-level key 'protos': an APISIX kind Portico does not serve (it reads routes, services, upstreams, consumers, plugin_configs, global_rules, ssls, stream_routes)`],
   ];
   test('read after a good read: failed, naming the key; the good version is still the base', () => {
     for (const [text, message] of rows) {

@@ -1,3 +1,4 @@
+import { SniTable } from '../../src/server/tls/sni-table.ts';
 import http, { type IncomingHttpHeaders, type IncomingMessage, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHttpProxy } from '../../src/proxy/http.ts';
@@ -70,8 +71,8 @@ export async function startGateway(routes: RouteTable, pools: ConnectionPools): 
   if ((process.env.PORTICO_PROXY_TRANSPORT ?? 'socket') === 'socket') {
     const { SocketListeners } = await import('../../src/server/socket-listeners.ts');
     const timeouts = { header: 60, keepalive: 75, request_body: 60, send: 60 };
-    const config = { listen: ['127.0.0.1:0'], drain_timeout: 0, timeouts, max_header_count: 100, allow_trace: false };
-    const listeners = new SocketListeners(config as never, () => routes);
+    const config = { listen: ['127.0.0.1:0'], tls_listen: [], drain_timeout: 0, timeouts, max_header_count: 100, allow_trace: false };
+    const listeners = new SocketListeners(config as never, () => routes, () => new SniTable([]));
     const [address] = await listeners.start();
     return { server: undefined as never, port: address!.port, close: () => listeners.drain() };
   }
