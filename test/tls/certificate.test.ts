@@ -113,6 +113,11 @@ describe('checkSsl', () => {
     }
   });
 
+  it('refuses a skip_mtls_uri_regex that does not compile (the one config-regex compiler decides)', () => {
+    const r = checkSsl({ cert: rsa.cert, key: rsa.key, sni: 'a.test', client: { ca: pki.ca.cert, skip_mtls_uri_regex: ['^/ok$', '(a)\\1'] } });
+    assert.match(r.problem!, /^\/client\/skip_mtls_uri_regex\/1: invalid regular expression .*backreferences/);
+  });
+
   it('refuses a passphrase-protected key with a reason', () => {
     const encrypted = createPrivateKey(rsa.key).export({ type: 'pkcs8', format: 'pem', cipher: 'aes-128-cbc', passphrase: 'secret' }) as string;
     const r = checkSsl({ cert: rsa.cert, key: encrypted, sni: 'a.test' });

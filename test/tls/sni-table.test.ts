@@ -6,7 +6,7 @@ import { after, describe, it } from 'node:test';
 import tls, { type TLSSocket } from 'node:tls';
 import type { SslConfig } from '../../src/config/schema/ssl.ts';
 import { decryptKey, encryptKey } from '../../src/server/tls/encryption.ts';
-import { clientCertProblem, SniTable, sniCallback, SslEntry } from '../../src/server/tls/sni-table.ts';
+import { clientCertProblem, requestClientCertProblem, SniTable, sniCallback, SslEntry } from '../../src/server/tls/sni-table.ts';
 import { TlsTerminator } from '../../src/server/tls/terminator.ts';
 import { makeTestPki, type Pem } from '../helpers/certs.ts';
 
@@ -302,10 +302,12 @@ describe('handshakes through TlsTerminator (ClientHello read first)', () => {
     // skip_mtls_uri_regex: the handshake goes through without a certificate; requests are checked
     const lax = SniTable.fromSsls([['lax', ssl(mtls, { sni: 'mtls.test', client: { ca: pki.ca.cert, skip_mtls_uri_regex: ['^/health$'] } })]]);
     const problems: (string | undefined)[] = [];
+    const requests: (string | undefined)[][] = [];
     const terminator = new TlsTerminator({
       table: () => lax,
       onSecure: (socket, entry) => {
         problems.push(clientCertProblem(socket, entry));
+        requests.push(['/health', '/api/health', '/healthz'].map((uri) => requestClientCertProblem(socket, lax, entry, 'mtls.test', uri)));
         socket.end('ok');
       },
     });
@@ -319,6 +321,36 @@ describe('handshakes through TlsTerminator (ClientHello read first)', () => {
     assert.equal(problems[0], 'client certificate was not present');
     assert.match(problems[1]!, /^client certificate verification is not passed: /);
     assert.equal(problems[2], undefined);
+    // per request: /health is exempt, other paths need the verified certificate (APISIX: 400)
+    assert.deepEqual(requests[0], [undefined, 'client certificate was not present', 'client certificate was not present']);
+    assert.equal(requests[1]![0], undefined);
+    assert.match(requests[1]![1]!, /^client certificate verification is not passed: /);
+    assert.deepEqual(requests[2], [undefined, undefined, undefined]);
+  });
+
+  it('a request whose Host needs a client certificate is refused on a connection made for another SNI', async () => {
+    const table = SniTable.fromSsls([
+      ['mtls', ssl(mtls, { sni: 'mtls.test', client: { ca: pki.ca.cert } })],
+      ['wild', ssl(wildW, { sni: '*.w.test' })],
+    ]);
+    const answers: (string | undefined)[][] = [];
+    const terminator = new TlsTerminator({
+      table: () => table,
+      onSecure: (socket, entry) => {
+        answers.push(['MTLS.test:8443', 'b.w.test', undefined].map((host) => requestClientCertProblem(socket, table, entry, host, '/')));
+        socket.end('ok');
+      },
+    });
+    const server = net.createServer((raw) => terminator.accept(raw)).listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    closers.push(() => server.close());
+    const port = (server.address() as AddressInfo).port;
+    assert.equal((await exchange(port, { servername: 'b.w.test' })).data, 'ok');
+    assert.equal((await exchange(port, { servername: 'mtls.test', cert: alice.cert, key: alice.key })).data, 'ok');
+    assert.deepEqual(answers, [
+      ['client certificate verified with SNI b.w.test, but the host is mtls.test', undefined, undefined],
+      [undefined, undefined, undefined],
+    ]);
   });
 
   it('ssl_protocols per SNI: negotiated within the entry\'s versions, refused outside them', async () => {

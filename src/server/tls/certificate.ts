@@ -18,6 +18,7 @@
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { PorticoError } from '../../errors.ts';
 import { sslSnis, type SslConfig } from '../../config/schema/ssl.ts';
+import { checkConfigRegex } from '../../security/regex.ts';
 
 /** What one cert/key pair holds, for status pages and expiry metrics. */
 export interface PairInfo {
@@ -172,7 +173,7 @@ function checkPair(
 
 /**
  * Checks an ssl object that passed SslSchema: every cert/key pair parses and belongs together,
- * `certs`/`keys` pair up, `client.ca` parses. `decryptKey` turns a stored `key`/`keys` value into
+ * `certs`/`keys` pair up, `client.ca` parses, `client.skip_mtls_uri_regex` compiles. `decryptKey` turns a stored `key`/`keys` value into
  * PEM (encryption.ts's decryptKey with the keyring); without it keys must be plain PEM.
  * `now` is for tests.
  */
@@ -203,6 +204,11 @@ export function checkSsl(
     if (ssl.client !== undefined) {
       const ca = parseCertificates(ssl.client.ca, '/client/ca');
       if (typeof ca === 'string') return { problem: ca, warnings };
+      const skips = ssl.client.skip_mtls_uri_regex ?? [];
+      for (let i = 0; i < skips.length; i++) {
+        const reason = checkConfigRegex(skips[i]!);
+        if (reason !== undefined) return { problem: `/client/skip_mtls_uri_regex/${i}: ${reason}`, warnings };
+      }
       for (const c of ca) {
         if (Date.parse(c.validTo) < now) warnings.push(`/client/ca: CA certificate ${c.subject.replace(/\n/g, ', ')} expired on ${new Date(Date.parse(c.validTo)).toISOString()}`);
       }

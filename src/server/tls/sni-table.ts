@@ -29,6 +29,7 @@ import { createSecureContext, type SecureContext, type SecureContextOptions, typ
 import { sslSnis, type SslConfig, type SslProtocol } from '../../config/schema/ssl.ts';
 import { normalizeHost } from './certificate.ts';
 import { acceptedKeyTypes, type ClientHello } from './client-hello.ts';
+import { compileConfigRegex, type ConfigRegex } from '../../security/regex.ts';
 
 export interface SslEntryOptions {
   /** turns a stored `key`/`keys` value into PEM (encryption.ts decryptKey with the keyring) */
@@ -66,6 +67,20 @@ export class SslEntry {
     for (let i = 0; i < certs.length; i++) this.pairs.push({ cert: certs[i]!, key: ssl.keys?.[i] ?? '' });
     this.decryptKey = options.decryptKey;
   }
+
+  /**
+   * Whether a request path is exempt from the client certificate (`client.skip_mtls_uri_regex`,
+   * searched anywhere in the path as ngx.re.match does). Compiled on first use, through the one
+   * config-regex compiler (linear-time matching); checkSsl has refused patterns that do not compile.
+   */
+  skipsClientCert(uri: string): boolean {
+    const patterns = this.ssl.client?.skip_mtls_uri_regex;
+    if (patterns === undefined) return false;
+    this.skipRegexes ??= patterns.map((p) => compileConfigRegex(p));
+    return this.skipRegexes.some((r) => r.test(uri));
+  }
+
+  private skipRegexes: ConfigRegex[] | undefined;
 
   get pairCount(): number {
     return this.pairs.length;
@@ -332,5 +347,35 @@ export function protocolProblem(socket: TLSSocket, entry: SslEntry, defaultProto
   const protocol = socket.getProtocol();
   const allowed = entry.protocols ?? defaultProtocols;
   if (protocol && !(allowed as readonly string[]).includes(protocol)) return `protocol ${protocol} is not in ssl_protocols (${allowed.join(', ')})`;
+  return undefined;
+}
+
+/**
+ * Why a request on a secured connection must be refused, or undefined (APISIX verify_https_client
+ * in apisix/init.lua, answered with 400):
+ * - the connection's entry has `client.skip_mtls_uri_regex` (so the handshake let clients without
+ *   a valid certificate through) and the path matches none of them: the certificate must be valid;
+ * - the entry for the Host header requires client certificates but the handshake was for another
+ *   SNI: refused, as APISIX does ("client certificate verified with SNI a, but the host is b"),
+ *   so a certificate checked for one host (or none, under a wildcard) cannot reach another.
+ * `uri` is the request path without the query; `host` the Host header (a port is ignored).
+ */
+export function requestClientCertProblem(
+  socket: TLSSocket,
+  table: SniTable,
+  connectionEntry: SslEntry,
+  host: string | undefined,
+  uri: string,
+): string | undefined {
+  if (connectionEntry.ssl.client?.skip_mtls_uri_regex !== undefined && !connectionEntry.skipsClientCert(uri)) {
+    const problem = clientCertProblem(socket, connectionEntry);
+    if (problem !== undefined) return problem;
+  }
+  if (host === undefined) return undefined;
+  const hostname = normalizeHost(host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d*$/, ''));
+  const hostEntry = table.lookup(hostname);
+  if (hostEntry === undefined || !hostEntry.requiresClientCert) return undefined;
+  const sni = typeof socket.servername === 'string' ? normalizeHost(socket.servername) : '';
+  if (sni !== hostname) return `client certificate verified with SNI ${sni || '(none)'}, but the host is ${hostname}`;
   return undefined;
 }
