@@ -121,7 +121,7 @@ describe('portico validate', () => {
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.equal(
       r.stdout,
-      `${file}: unknown top-level key 'rotues' (did you mean 'routes'?) (known: routes, services, upstreams, consumers, plugin_configs, global_rules) [PORTICO_ERR_PARSE]\n`,
+      `${file}: unknown top-level key 'rotues' (did you mean 'routes'?) (known: routes, services, upstreams, consumers, plugin_configs, global_rules, ssls, stream_routes) [PORTICO_ERR_PARSE]\n`,
     );
   });
 
