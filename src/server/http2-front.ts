@@ -6,6 +6,9 @@ import { createHttpProxy, type HttpProxy } from '../proxy/http.ts';
 import { rejectRequestHead, type RequestPolicy } from '../proxy/request.ts';
 import { sendError } from '../proxy/responses.ts';
 import type { RouteTable } from '../runtime/types.ts';
+import { ProxyError } from '../errors.ts';
+import { routedPath, tlsRequestProblem } from './tls-front.ts';
+import type { SniTable } from './tls/sni-table.ts';
 
 /**
  * HTTP/2 to clients (ALPN `h2` on a TLS listener, or h2c with prior knowledge on a plain listener
@@ -25,7 +28,7 @@ export class Http2Front {
   private draining = false;
   private drained: (() => void) | undefined;
 
-  constructor(routes: () => RouteTable, policy: RequestPolicy, timeouts: ClientTimeouts) {
+  constructor(routes: () => RouteTable, policy: RequestPolicy, timeouts: ClientTimeouts, private readonly sniTable: () => SniTable) {
     const proxy: HttpProxy = createHttpProxy({ routes });
     this.server = createServer(
       {
@@ -73,6 +76,11 @@ export class Http2Front {
     const r = req as unknown as IncomingMessage;
     const s = res as unknown as ServerResponse;
     if (rejection !== undefined) return sendError(s, rejection.error, false);
+    const socket = req.stream.session?.socket;
+    if (socket !== undefined && (socket as { encrypted?: boolean }).encrypted === true) {
+      const path = routedPath(req.url);
+      if (path === undefined || tlsRequestProblem(socket, this.sniTable(), req.headers.host, path) !== undefined) return sendError(s, ProxyError.BAD_REQUEST, false);
+    }
     // a client's RST_STREAM (or a session going away) ends the stream: the response closes and the
     // proxy aborts the upstream request, as for a client that disconnects
     req.stream.once('aborted', () => res.destroy());

@@ -12,7 +12,7 @@ import { sendError, writeRawError, type ProxyErrorKind } from '../proxy/response
 import type { RouteTable } from '../runtime/types.ts';
 import { SendTimeoutWatch } from './send-timeout.ts';
 import { Http2Front } from './http2-front.ts';
-import { tlsListener } from './tls-front.ts';
+import { routedPath, tlsListener, tlsRequestProblem } from './tls-front.ts';
 import type { SniTable } from './tls/sni-table.ts';
 
 /**
@@ -58,7 +58,7 @@ export class ProxyListeners {
       listeners.requestDone(this.req.socket);
     }
     const addresses: AddressInfo[] = [];
-    const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, policy, timeouts)).accept(socket);
+    const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, policy, timeouts, this.sniTable)).accept(socket);
     const specs = [
       ...this.config.listen.map((entry) => ({ ...listenerSpec(entry, false), tls: false })),
       ...this.config.tls_listen.map((entry) => ({ ...listenerSpec(entry, true), tls: true })),
@@ -86,6 +86,10 @@ export class ProxyListeners {
           // be answered after the refusal, the connection closes once it is sent
           if (rejection.closeConnection) answering.add(req.socket);
           return sendError(res, rejection.error, rejection.closeConnection);
+        }
+        if ((req.socket as { encrypted?: boolean }).encrypted === true) {
+          const path = routedPath(req.url!);
+          if (path === undefined || tlsRequestProblem(req.socket, this.sniTable(), req.headers.host, path) !== undefined) return sendError(res, ProxyError.BAD_REQUEST);
         }
         if (hasBody(req)) watchRequestBody(req, res, timeouts.requestBody);
         proxy.handleRequest(req, res);

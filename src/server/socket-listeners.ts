@@ -7,7 +7,7 @@ import { requestPolicy, type RequestPolicy } from '../proxy/request.ts';
 import type { RouteTable } from '../runtime/types.ts';
 import { SendTimeoutWatch } from './send-timeout.ts';
 import { Http2Front } from './http2-front.ts';
-import { tlsListener } from './tls-front.ts';
+import { tlsListener, tlsRequestProblem } from './tls-front.ts';
 import type { SniTable } from './tls/sni-table.ts';
 
 /**
@@ -39,7 +39,14 @@ export class SocketListeners implements ConnectionOwner {
 
   async start(): Promise<AddressInfo[]> {
     const sendWatch = (this.sendWatch = new SendTimeoutWatch(this.timeouts.send));
-    const settings: ConnectionSettings = { routes: this.routes, policy: this.policy, timeouts: this.timeouts, owner: this };
+    const sniTable = this.sniTable;
+    const settings: ConnectionSettings = {
+      routes: this.routes,
+      policy: this.policy,
+      timeouts: this.timeouts,
+      owner: this,
+      tlsRequestProblem: (socket, host, path) => tlsRequestProblem(socket, sniTable(), host, path),
+    };
     const connections = this.connections;
     const addresses: AddressInfo[] = [];
     const http1 = (socket: Socket) => {
@@ -48,7 +55,7 @@ export class SocketListeners implements ConnectionOwner {
       sendWatch.watch(socket);
       connections.add(new ClientConnection(socket, settings));
     };
-    const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, this.policy, this.timeouts)).accept(socket);
+    const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, this.policy, this.timeouts, sniTable)).accept(socket);
     const specs = [
       ...this.config.listen.map((entry) => ({ ...listenerSpec(entry, false), tls: false })),
       ...this.config.tls_listen.map((entry) => ({ ...listenerSpec(entry, true), tls: true })),

@@ -214,6 +214,26 @@ describe('TLS certificates change live in etcd; mutual TLS; encrypted keys', () 
     }, 3000, 'a request with a client certificate');
     await assert.rejects(httpsGet(tlsPort, 'mtls.test', '/m'));
     await assert.rejects(httpsGet(tlsPort, 'mtls.test', '/m', { cert: stranger.cert, key: stranger.key }));
+    // around the check: a connection secured for another SNI (no client certificate needed there)
+    // asking for the mTLS host is refused, as APISIX does
+    const other = pki.server('plain', ['plain.test']);
+    await client.put('/portico/ssls/plain', JSON.stringify({ cert: other.cert, key: other.key, snis: ['plain.test'] }));
+    await waitUntil(async () => (await httpsGet(tlsPort, 'plain.test', '/p').catch(() => undefined))?.status === 200, 3000, 'the plain certificate');
+    const fronted = await httpsGet(tlsPort, 'mtls.test', '/m', { servername: 'plain.test' });
+    assert.equal(fronted.status, 400);
+  });
+
+  test('mutual TLS with skip_mtls_uri_regex: exempted paths without a certificate, the rest refused', async () => {
+    const server = pki.server('skip', ['skip.test']);
+    await client.put('/portico/ssls/skip', JSON.stringify({
+      cert: server.cert, key: server.key, snis: ['skip.test'], client: { ca: pki.ca.cert, skip_mtls_uri_regex: ['^/public/.*'] },
+    }));
+    await waitUntil(async () => (await httpsGet(tlsPort, 'skip.test', '/public/a').catch(() => undefined))?.status === 200, 3000, 'an exempted path');
+    assert.equal((await httpsGet(tlsPort, 'skip.test', '/private')).status, 400);
+    // the path is normalized before the regex sees it
+    assert.equal((await httpsGet(tlsPort, 'skip.test', '/public/../private')).status, 400);
+    const good = pki.client('skip-client');
+    assert.equal((await httpsGet(tlsPort, 'skip.test', '/private', { cert: good.cert, key: good.key })).status, 200);
   });
 });
 

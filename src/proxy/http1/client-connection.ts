@@ -65,6 +65,8 @@ export interface ConnectionSettings {
   policy: RequestPolicy;
   timeouts: ClientTimeouts;
   owner: ConnectionOwner;
+  /** for requests on TLS connections: why one must be refused (400; mutual TLS rules), or undefined */
+  tlsRequestProblem?: (socket: Socket, host: string | undefined, path: string) => string | undefined;
 }
 
 /** The listener a connection belongs to (drain, WebSocket tunnels). */
@@ -318,7 +320,7 @@ export class ClientConnection implements RequestHandler {
     }
     const ctx = new RequestContext(head, socket);
     const request = describeRequest(ctx as never, head.host);
-    if (request === undefined) {
+    if (request === undefined || (isTls(socket) && this.settings.tlsRequestProblem?.(socket, request.hostHeader, request.path) !== undefined)) {
       this.answer(ProxyError.BAD_REQUEST);
       return false;
     }
