@@ -81,6 +81,34 @@ export function createMetrics(report: () => StatusReport): Registry {
     },
   });
 
+  new Gauge({
+    name: 'portico_ssl_certificate_expiry_days',
+    help: 'Whole days until the earliest certificate of an ssl object expires (negative: expired)',
+    labelNames: ['ssl'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const c of current().certificates ?? []) this.set({ ssl: c.id }, c.days_left);
+    },
+  });
+
+  const countedRefusals = new Map<string, number>();
+  new Counter({
+    name: 'portico_tls_refused_total',
+    help: 'TLS connections refused: no_certificate (no ssl object for the SNI) or refused (handshake or client certificate)',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      const r = current().tls_refusals;
+      if (r === undefined) return;
+      for (const [reason, n] of Object.entries(r)) {
+        const delta = n - (countedRefusals.get(reason) ?? 0);
+        if (delta > 0) this.inc({ reason }, delta);
+        countedRefusals.set(reason, n);
+      }
+    },
+  });
+
   const countedFailures = new Map<string, number>();
   new Counter({
     name: 'portico_plugin_failures_total',

@@ -4,6 +4,7 @@ import type { RejectionRecord } from '../config/store.ts';
 import type { Registry } from 'prom-client';
 import type { UpstreamHealthReport } from '../upstream/health/supervisor.ts';
 import type { DiscoveryReport } from '../upstream/discovery/upstream-nodes.ts';
+import type { CertificateReport } from './certificates.ts';
 
 /** What every instance reports about itself at GET /status. */
 export interface StatusReport {
@@ -37,6 +38,13 @@ export interface StatusReport {
   upstream_health?: UpstreamHealthReport[];
   /** every name upstreams resolve by DNS: what it found, when, and the last failure (the last good answer stays in force) */
   upstream_dns?: DiscoveryReport[];
+  /** every ssl object in force: SNIs and when its certificates expire (never key material) */
+  certificates?: CertificateReport[];
+  /**
+   * TLS connections refused since start: no ssl object for the SNI, or refused during or after the
+   * handshake (protocol, client certificate); with workers, the sum over them (within a second)
+   */
+  tls_refusals?: { no_certificate: number; refused: number };
   /** with proxy.workers > 1: each worker process and the revision it serves */
   workers?: Array<{ pid: number; revision: number | null; listening: boolean }>;
 }

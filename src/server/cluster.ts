@@ -5,6 +5,7 @@ import type { GatewayConfig } from '../config/gateway.ts';
 import { SnapshotReplica, updateOf, type SnapshotUpdate } from '../config/replica.ts';
 import { pluginFailures } from '../plugins/run.ts';
 import { log } from '../observability/log.ts';
+import { tlsRefusals } from './tls-front.ts';
 import { DataPlane } from './data-plane.ts';
 import { GatewayInstance } from './gateway.ts';
 import { ConfigPipeline } from './pipeline.ts';
@@ -43,7 +44,7 @@ type ToPrimary =
   /** a passive health verdict the worker reached (the primary records it and tells every worker) */
   | { type: 'health'; verdict: HealthVerdict }
   /** the worker's plugin failure counts since it started (sent at most once a second, when they changed) */
-  | { type: 'plugin-failures'; counts: Record<string, number> };
+  | { type: 'plugin-failures'; counts: Record<string, number>; tls: { noCertificate: number; refused: number } };
 
 export function workerCount(setting: number | 'auto'): number {
   return setting === 'auto' ? availableParallelism() : setting;
@@ -60,6 +61,7 @@ interface WorkerState {
   revision: number | undefined;
   listening: boolean;
   pluginFailures: Record<string, number>;
+  tlsRefusals: { noCertificate: number; refused: number };
 }
 
 /**
@@ -76,6 +78,7 @@ export class ClusterGateway extends GatewayInstance {
   private firstListening: ((a: AddressInfo[]) => void) | undefined;
   /** plugin failures of workers that have exited */
   private readonly retiredFailures = new Map<string, number>();
+  private readonly retiredTls = { noCertificate: 0, refused: 0 };
   /** times of recent worker deaths, each within the backoff window of the one before */
   private readonly deaths: number[] = [];
   private listening: Promise<AddressInfo[]> | undefined;
@@ -96,6 +99,7 @@ export class ClusterGateway extends GatewayInstance {
       report: () => ({
         workers: [...this.workers.values()].map((w) => ({ pid: w.worker.process.pid ?? 0, revision: w.revision ?? null, listening: w.listening })),
         plugin_failures: this.pluginFailures(),
+        tls_refusals: this.tlsRefusals(),
       }),
     });
     this.pipeline.store.subscribe((snapshot, diff) => this.broadcast({ type: 'snapshot', update: updateOf(snapshot, diff) }));
@@ -131,7 +135,7 @@ export class ClusterGateway extends GatewayInstance {
 
   private fork(): void {
     const worker = cluster.fork({ PORTICO_WORKER: '1' });
-    const state: WorkerState = { worker, greeted: false, revision: undefined, listening: false, pluginFailures: {} };
+    const state: WorkerState = { worker, greeted: false, revision: undefined, listening: false, pluginFailures: {}, tlsRefusals: { noCertificate: 0, refused: 0 } };
     this.workers.set(worker.id, state);
     worker.on('message', (m: ToPrimary) => {
       if (m.type === 'hello') {
@@ -149,6 +153,7 @@ export class ClusterGateway extends GatewayInstance {
         this.pipeline.rejectCompileFailures(m.failures);
       } else if (m.type === 'plugin-failures') {
         state.pluginFailures = m.counts;
+        state.tlsRefusals = m.tls;
       } else if (m.type === 'listening') {
         state.listening = true;
         this.firstListening?.(m.addresses);
@@ -159,11 +164,23 @@ export class ClusterGateway extends GatewayInstance {
       this.workers.delete(worker.id);
       // a dead worker's failures still happened: the instance's totals keep them
       for (const [plugin, n] of Object.entries(state.pluginFailures)) this.retiredFailures.set(plugin, (this.retiredFailures.get(plugin) ?? 0) + n);
+      this.retiredTls.noCertificate += state.tlsRefusals.noCertificate;
+      this.retiredTls.refused += state.tlsRefusals.refused;
       if (this.draining) return;
       const delay = restartDelay(this.deaths, Date.now());
       log.error({ pid: worker.process.pid, code, signal, restartInMs: delay }, `worker died; starting another in ${delay} ms`);
       setTimeout(() => !this.draining && this.fork(), delay).unref();
     });
+  }
+
+  /** The instance's refused TLS connections: every worker's, living or gone. */
+  private tlsRefusals(): { no_certificate: number; refused: number } {
+    const total = { ...this.retiredTls };
+    for (const w of this.workers.values()) {
+      total.noCertificate += w.tlsRefusals.noCertificate;
+      total.refused += w.tlsRefusals.refused;
+    }
+    return { no_certificate: total.noCertificate, refused: total.refused };
   }
 
   /** The instance's plugin failures: every worker's, living or gone. */
@@ -236,11 +253,11 @@ export async function runWorker(config: GatewayConfig): Promise<void> {
   // plugin failures reach the primary's /status within a second (only when they changed)
   let reported = 0;
   setInterval(() => {
-    let total = 0;
+    let total = tlsRefusals.noCertificate + tlsRefusals.refused;
     for (const n of pluginFailures.values()) total += n;
     if (total === reported) return;
     reported = total;
-    send({ type: 'plugin-failures', counts: Object.fromEntries(pluginFailures) });
+    send({ type: 'plugin-failures', counts: Object.fromEntries(pluginFailures), tls: { ...tlsRefusals } });
   }, 1000).unref();
   send({ type: 'hello' });
   await synced;

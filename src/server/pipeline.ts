@@ -1,3 +1,5 @@
+import { certificateReport } from '../observability/certificates.ts';
+import { tlsRefusals } from './tls-front.ts';
 import { configureDataEncryption } from '../config/data-encryption.ts';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -201,6 +203,8 @@ export class ConfigPipeline {
       plugin_failures: Object.fromEntries(pluginFailures),
       upstream_health: this.health.report(),
       upstream_dns: this.discovery.report(),
+      certificates: certificateReport(s),
+      tls_refusals: { no_certificate: tlsRefusals.noCertificate, refused: tlsRefusals.refused },
       ...this.extra.report?.(),
     };
   }

@@ -105,6 +105,22 @@ describe('TLS from ssls objects (file source)', () => {
     // the wildcard covers one label only
     assert.ok((await handshake(tlsPort, 'a.b.wild.test')) instanceof Error);
     await waitUntil(() => gw.output().includes('no ssl object for this SNI'), 2000, 'the refusal logged');
+    const status = await gw.status();
+    assert.ok(status.tls_refusals!.no_certificate >= 2, JSON.stringify(status.tls_refusals));
+    const metrics = await (await fetch(`${gw.statusUrl}/metrics`)).text();
+    assert.match(metrics, /portico_tls_refused_total\{reason="no_certificate"\} [2-9]/);
+  });
+
+  test("/status and /metrics show each certificate's expiry", async () => {
+    const status = await gw.status();
+    const byId = new Map(status.certificates!.map((c) => [c.id, c]));
+    assert.deepEqual([...byId.keys()], ['a', 'f', 'w']);
+    assert.deepEqual(byId.get('w')!.snis, ['*.wild.test']);
+    // the test certificates are valid for 2 days
+    assert.equal(byId.get('a')!.days_left, 1);
+    assert.equal(Date.parse(byId.get('a')!.not_after), Date.parse(new X509Certificate(a.cert).validTo));
+    const metrics = await (await fetch(`${gw.statusUrl}/metrics`)).text();
+    assert.match(metrics, /portico_ssl_certificate_expiry_days\{ssl="a"\} 1/);
   });
 
   test('an HTTPS request is proxied with X-Forwarded-Proto https, and $scheme is https in vars', async () => {
@@ -373,6 +389,34 @@ describe('HTTP/2 to clients', () => {
       assert.ok(typeof r.json.error_msg === 'string');
     } finally {
       session.close();
+    }
+  });
+});
+
+describe('TLS with proxy.workers: 2', () => {
+  test('every worker serves the certificates; refusals are counted for the instance', async () => {
+    const pki = makeTestPki();
+    const cert = pki.server('w2', ['w2.test']);
+    const upstream = await startUpstream('u');
+    const tlsPort = await freePort();
+    const gw = await startGateway({
+      workers: 2,
+      proxy: { tls_listen: [`127.0.0.1:${tlsPort}`] },
+      routes: {
+        upstreams: [{ id: 'u', nodes: { [upstream.address]: 1 } }],
+        ssls: [{ id: 'w2', cert: cert.cert, key: cert.key, snis: ['w2.test'] }],
+        routes: [{ id: 'r', uri: '/*', upstream_id: 'u' }],
+      },
+    });
+    try {
+      // new connections spread over both workers: each must know the certificate
+      for (let i = 0; i < 10; i++) assert.equal((await httpsGet(tlsPort, 'w2.test', `/n${i}`)).status, 200);
+      for (let i = 0; i < 4; i++) assert.ok((await handshake(tlsPort, 'nope.test')) instanceof Error);
+      await waitUntil(async () => (await gw.status()).tls_refusals?.no_certificate === 4, 3000, 'the 4 refusals in /status');
+    } finally {
+      await gw.stop();
+      await gw.cleanup();
+      await upstream.close();
     }
   });
 });
