@@ -5,6 +5,7 @@ import { HealthAwareBalancer, type HealthBook } from '../upstream/health/book.ts
 import { compileChecks } from '../upstream/health/checks.ts';
 import { discoverySource, type DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
 import { normalizeNodes } from '../upstream/nodes.ts';
+import { compileUpstreamTls } from '../upstream/tls.ts';
 import type { UpstreamNode, UpstreamTarget } from '../upstream/types.ts';
 
 /** APISIX's defaults, so an upstream copied from APISIX behaves the same. */
@@ -78,6 +79,7 @@ export function compileUpstream(key: string, u: UpstreamConfig, previous?: Upstr
     baseBalancer,
     balancerKey,
     health,
+    tls: compileUpstreamTls(u.tls),
     keepalive: {
       size: u.keepalive_pool?.size ?? DEFAULT_KEEPALIVE.size,
       idleTimeout: u.keepalive_pool?.idle_timeout !== undefined ? u.keepalive_pool.idle_timeout * 1000 : DEFAULT_KEEPALIVE.idleTimeout,

@@ -1,3 +1,4 @@
+import { upstreamTlsOptions } from './tls.ts';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { ResponseParser, type ResponseHandler } from '../proxy/http1/response-parser.ts';
@@ -76,7 +77,7 @@ export class UpstreamConnection {
             host: node.host,
             port: node.port,
             // nginx's proxy_ssl_verify is off by default and APISIX keeps it so (as the node transport)
-            rejectUnauthorized: false,
+            ...upstreamTlsOptions(target.tls),
             ...(pool.servername === undefined ? {} : { servername: pool.servername }),
           })
         : netConnect({ host: node.host, port: node.port });

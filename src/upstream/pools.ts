@@ -1,3 +1,4 @@
+import { upstreamTlsOptions } from './tls.ts';
 import { buildConnector, Pool, type Dispatcher } from 'undici';
 import type { Socket } from 'node:net';
 import { skipContinueResponses } from './continue-filter.ts';
@@ -195,7 +196,8 @@ export class ConnectionPools {
  */
 export function poolKey(target: UpstreamTarget, node: UpstreamNode): string {
   const { keepalive } = target;
-  return `${nodeAddress(target, node)}|c${target.timeout.connect}|k${keepalive.size},${keepalive.idleTimeout},${keepalive.requests}`;
+  const base = `${nodeAddress(target, node)}|c${target.timeout.connect}|k${keepalive.size},${keepalive.idleTimeout},${keepalive.requests}`;
+  return target.tls === undefined ? base : `${base}|t${target.tls.id}`;
 }
 
 function nodeAddress(target: UpstreamTarget, node: UpstreamNode): string {
@@ -207,9 +209,8 @@ function createPool(target: UpstreamTarget, node: UpstreamNode, settings: PoolSe
   const { keepalive } = target;
   const connector = buildConnector({
     timeout: target.timeout.connect,
-    // nginx's proxy_ssl_verify is off by default and APISIX keeps it so; upstream `tls.verify`
-    // support will turn this on per upstream.
-    ...(target.scheme === 'https' ? { rejectUnauthorized: false } : {}),
+    // nginx's proxy_ssl_verify is off by default and APISIX keeps it so; upstream `tls` turns it on
+    ...(target.scheme === 'https' ? upstreamTlsOptions(target.tls) : {}),
   });
   // idle_timeout 0 means no keep-alive (nginx, APISIX): every request is then sent with
   // `Connection: close` (proxy/http.ts), and undici only needs a valid timer value here

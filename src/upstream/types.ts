@@ -1,4 +1,5 @@
 import type { UpstreamHealth } from './health/book.ts';
+import type { UpstreamTls } from './tls.ts';
 
 /**
  * What the data plane needs of an upstream, precompiled from config once per change:
@@ -100,4 +101,6 @@ export interface UpstreamTarget {
   /** health of the nodes, when the upstream has `checks`: passive checks report to it */
   health?: UpstreamHealth;
   keepalive: { size: number; idleTimeout: number /* ms */; requests: number };
+  /** https upstreams: client certificate and verification (upstream `tls`) */
+  tls?: UpstreamTls;
 }

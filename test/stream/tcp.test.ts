@@ -50,15 +50,18 @@ async function closedPort(): Promise<number> {
 
 interface Gateway {
   port: number;
+  /** the gateway's side of each client connection */
+  clients: net.Socket[];
   sessions: TcpSession[];
   ends: TcpSessionEnd[];
 }
 
 /** What the lead's stream listener does: every connection goes through proxyTcp. */
 async function gateway(upstream: StreamUpstream, idleTimeout = 10_000): Promise<Gateway> {
-  const g: Gateway = { port: 0, sessions: [], ends: [] };
+  const g: Gateway = { port: 0, clients: [], sessions: [], ends: [] };
   g.port = await listen(
     net.createServer({ allowHalfOpen: true }, (client) => {
+      g.clients.push(client);
       const session = proxyTcp(client, upstream, { idleTimeout });
       g.sessions.push(session);
       void session.closed.then((end) => g.ends.push(end));
@@ -163,6 +166,39 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.equal(end.bytesFromClient, 50 * 1024 * 1024);
     assert.equal(end.bytesToClient, 50 * 1024 * 1024);
     assert.equal(end.tries, 1);
+  });
+
+  it('holds no more than a socket buffer for a client that does not read (backpressure)', async () => {
+    // a node that sends 64 MB as fast as it may
+    const node = await listen(
+      net.createServer((s) => {
+        s.on('error', () => undefined);
+        const block = Buffer.alloc(1024 * 1024, 7);
+        let sent = 0;
+        const pump = () => {
+          while (sent < 64) {
+            sent++;
+            if (!s.write(block)) return void s.once('drain', pump);
+          }
+          s.end();
+        };
+        pump();
+      }),
+    );
+    const g = await gateway(target({ nodes: { [`127.0.0.1:${node}`]: 1 } }));
+    const c = await connect(g.port);
+    c.pause();
+    await sleep(500);
+    // without backpressure the gateway would have read (and queued for the client) everything the
+    // kernel let it: tens of MB
+    const queued = g.clients[0]!.writableLength;
+    const read = g.sessions[0]!.stats.bytesToClient;
+    assert.ok(queued <= 1024 * 1024, `queued for the client: ${queued} bytes`);
+    assert.ok(read < 48 * 1024 * 1024, `read from the node while the client read nothing: ${read} bytes`);
+    let got = 0;
+    c.on('data', (chunk: Buffer) => (got += chunk.length));
+    await new Promise((r) => c.once('end', r));
+    assert.equal(got, 64 * 1024 * 1024);
   });
 
   it('keeps the upstream→client direction open after the client FIN (node answers only then)', async () => {

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Host, Labels, Meta, StringEnum } from './common.ts';
+import { Host, Id, Labels, Meta, StringEnum } from './common.ts';
 
 export const NodeObject = Type.Object(
   {
@@ -129,6 +129,23 @@ export const UpstreamSchema = Type.Object(
     /** with discovery_type dns: "name" (SRV records) or "name:port" (A/AAAA records) */
     service_name: Type.Optional(Type.String({ minLength: 1, maxLength: 259, pattern: '^[0-9A-Za-z_.-]+(:[0-9]{1,5})?$' })),
     scheme: Type.Optional(StringEnum(['http', 'https'])),
+    /**
+     * APISIX's upstream tls: a client certificate for upstreams that require one, and `verify` of the
+     * upstream's certificate (off by default, as nginx's proxy_ssl_verify); `ca` (Portico) is what
+     * verification trusts, else Node's bundled roots
+     */
+    tls: Type.Optional(
+      Type.Object(
+        {
+          client_cert: Type.Optional(Type.String({ minLength: 128, maxLength: 65536 })),
+          client_key: Type.Optional(Type.String({ minLength: 64, maxLength: 65536 })),
+          client_cert_id: Type.Optional(Id),
+          verify: Type.Optional(Type.Boolean({ default: false })),
+          ca: Type.Optional(Type.String({ minLength: 128, maxLength: 262144 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     pass_host: Type.Optional(StringEnum(['pass', 'node', 'rewrite'])),
     // becomes the Host header: the header-value check first (its reason names the bad character),
     // then the host syntax (semantic check, as APISIX's host_def)

@@ -309,8 +309,8 @@ export class TcpSession {
     }
     if (this.state !== State.Piping) return;
     if (socket !== this.client && socket !== this.upstreamSocket) return;
-    // a side closed without an error: once both have, the session is over; until then, a side
-    // that was destroyed while the other still has bytes to send is passed on as its end
+    // a socket closes without an error once both its directions are done (FIN received, our FIN
+    // sent); the other one's are then done or draining: the session is over when both closed
     if (--this.open === 0) this.finish('done', undefined);
   }
 
@@ -321,10 +321,14 @@ export class TcpSession {
     clearTimeout(this.connectTimer);
     const client = this.client;
     const up = this.upstreamSocket;
-    const reset = (err as NodeJS.ErrnoException | undefined)?.code === 'ECONNRESET';
     // a reset from one side is passed on as a reset, so the other peer sees the same failure
-    if (up !== undefined && !up.destroyed) reset ? up.resetAndDestroy() : up.destroy();
-    if (!client.destroyed) reset ? client.resetAndDestroy() : client.destroy();
+    // (only between connected sockets: resetAndDestroy on a connecting one would connect first)
+    const reset = wasPiping && (err as NodeJS.ErrnoException | undefined)?.code === 'ECONNRESET';
+    for (const socket of up === undefined ? [client] : [client, up]) {
+      if (socket.destroyed) continue;
+      if (reset) socket.resetAndDestroy();
+      else socket.destroy();
+    }
     const node = this.node;
     if (node !== undefined && (wasPiping || reason === 'client_closed' || reason === 'closed')) {
       // the session's node is released (least_conn); an attempt the client gave up is no failure of the node
