@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
+import tls from 'node:tls';
 import { after, describe, it } from 'node:test';
 
 import type { UpstreamConfig } from '../../src/config/schema/upstream.ts';
@@ -9,6 +10,7 @@ import { proxyTcp, streamIdleTimeout, DEFAULT_PROXY_TIMEOUT_MS, type StreamUpstr
 import { HealthBook, type HealthVerdict } from '../../src/upstream/health/book.ts';
 import { compileUpstream } from '../../src/runtime/upstream.ts';
 import type { UpstreamNode } from '../../src/upstream/types.ts';
+import { makeTestPki } from '../helpers/certs.ts';
 import { sleep, waitUntil } from '../helpers/wait.ts';
 
 // --- harness: real servers on loopback, every one closed at the end --------------------------------
@@ -135,10 +137,13 @@ async function blackholePort(): Promise<number> {
   throw new Error('could not fill the accept queue of the blackhole node');
 }
 
+/** a hang fails its own test, not the whole file */
+const T = { timeout: 20_000 };
+
 // --- tests ------------------------------------------------------------------------------------------
 
 describe('proxyTcp', { timeout: 120_000 }, () => {
-  it('relays 50 MB both ways intact, and the answer after the client ended its side', async () => {
+  it('relays 50 MB both ways intact, and the answer after the client ended its side', T, async () => {
     const g = await gateway(target({ nodes: { [`127.0.0.1:${await echoServer()}`]: 1 } }));
     const s = await connect(g.port);
     const block = randomBytes(1024 * 1024);
@@ -168,7 +173,7 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.equal(end.tries, 1);
   });
 
-  it('holds no more than a socket buffer for a client that does not read (backpressure)', async () => {
+  it('holds no more than a socket buffer for a client that does not read (backpressure)', T, async () => {
     // a node that sends 64 MB as fast as it may
     const node = await listen(
       net.createServer((s) => {
@@ -197,11 +202,12 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.ok(read < 48 * 1024 * 1024, `read from the node while the client read nothing: ${read} bytes`);
     let got = 0;
     c.on('data', (chunk: Buffer) => (got += chunk.length));
+    c.resume();
     await new Promise((r) => c.once('end', r));
     assert.equal(got, 64 * 1024 * 1024);
   });
 
-  it('keeps the upstream→client direction open after the client FIN (node answers only then)', async () => {
+  it('keeps the upstream→client direction open after the client FIN (node answers only then)', T, async () => {
     // a node that reads the whole request and answers with its digest only after the client's FIN
     const node = await listen(
       net.createServer({ allowHalfOpen: true }, (s) => {
@@ -216,7 +222,7 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.equal(answer, `sha256:${createHash('sha256').update(body).digest('hex')}`);
   });
 
-  it('the node ending first: the client still sends, the node still reads', async () => {
+  it('the node ending first: the client still sends, the node still reads', T, async () => {
     // the node says hello, ends its side at once, and then counts what the client sends
     let nodeGot = '';
     const nodeDone = new Promise<void>((resolve) => {
@@ -239,7 +245,7 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.equal(nodeGot, 'late words');
   });
 
-  it('retries the next node when a connect is refused, and reports it to passive health', async () => {
+  it('retries the next node when a connect is refused, and reports it to passive health', T, async () => {
     const verdicts: HealthVerdict[] = [];
     const book = new HealthBook((v) => verdicts.push(v));
     const dead = await closedPort();
@@ -259,7 +265,7 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.ok(up.health!.down.has(`127.0.0.1:${dead}`));
   });
 
-  it('retries: 0 closes the client when the only try fails', async () => {
+  it('retries: 0 closes the client when the only try fails', T, async () => {
     const dead = await closedPort();
     const live = await echoServer();
     const nodes = { [`127.0.0.1:${dead}`]: 1, [`127.0.0.1:${live}`]: 1 };
@@ -273,7 +279,7 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.match(failed.error ?? '', /ECONNREFUSED/);
   });
 
-  it('gives up a node after timeout.connect and tries the next one', async () => {
+  it('gives up a node after timeout.connect and tries the next one', T, async () => {
     const hole = await blackholePort();
     const live = await echoServer();
     const verdicts: HealthVerdict[] = [];
@@ -300,7 +306,7 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.deepEqual(verdicts.map((v) => [v.node, v.healthy]), [[`127.0.0.1:${hole}`, false]]);
   });
 
-  it('chash on remote_addr keeps each client address on one node', async () => {
+  it('chash on remote_addr keeps each client address on one node', T, async () => {
     const nodes: Record<string, number> = {};
     for (const name of ['A', 'B', 'C']) nodes[`127.0.0.1:${await echoServer(name)}`] = 1;
     const g = await gateway(target({ type: 'chash', hash_on: 'vars', key: 'remote_addr', nodes }));
@@ -318,7 +324,7 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.ok(used.size >= 2, `12 client addresses spread over ${used.size} node(s)`);
   });
 
-  it('closes a session after idleTimeout without a byte either way, not before', async () => {
+  it('closes a session after idleTimeout without a byte either way, not before', T, async () => {
     const g = await gateway(target({ nodes: { [`127.0.0.1:${await echoServer()}`]: 1 } }), 300);
     const s = await connect(g.port);
     // the gateway's FIN (the client is half-open capable: 'end', not 'close')
@@ -345,7 +351,7 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.equal(g.ends[0]!.bytesToClient, 7);
   });
 
-  it('close() cuts a live session (a deleted route)', async () => {
+  it('close() cuts a live session (a deleted route)', T, async () => {
     const g = await gateway(target({ nodes: { [`127.0.0.1:${await echoServer()}`]: 1 } }));
     const s = await connect(g.port);
     const got = readAll(s);
@@ -357,7 +363,7 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.equal(end.reason, 'closed');
   });
 
-  it('passes a reset by the node on to the client as a reset', async () => {
+  it('passes a reset by the node on to the client as a reset', T, async () => {
     const node = await listen(net.createServer((s) => s.once('data', () => s.resetAndDestroy())));
     const g = await gateway(target({ nodes: { [`127.0.0.1:${node}`]: 1 } }));
     const s = await connect(g.port);
@@ -368,7 +374,43 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.equal(g.ends[0]!.reason, 'upstream_error');
   });
 
-  it('tells the balancer of every session it started (least_conn counts open sessions)', async () => {
+  it('proxies a TLS-terminated client (a TLSSocket): echo, half-close, and a node reset', T, async () => {
+    const pki = makeTestPki();
+    const pem = pki.server('stream.test', ['stream.test']);
+    const echo = await echoServer();
+    const resetting = await listen(net.createServer((s) => s.once('data', () => s.resetAndDestroy())));
+    const ends: TcpSessionEnd[] = [];
+    const port = await listen(
+      tls.createServer({ ...pem, allowHalfOpen: true }, (client) => {
+        const node = client.servername === 'reset.test' ? resetting : echo;
+        void proxyTcp(client, target({ nodes: { [`127.0.0.1:${node}`]: 1 } }), { idleTimeout: 10_000, sni: client.servername || undefined }).closed.then((e) => ends.push(e));
+      }),
+    );
+    const open = (servername: string) =>
+      new Promise<tls.TLSSocket>((resolve, reject) => {
+        const s = tls.connect({ port, host: '127.0.0.1', servername, ca: pki.ca.cert, allowHalfOpen: true, checkServerIdentity: () => undefined });
+        s.once('secureConnect', () => resolve(s));
+        s.once('error', reject);
+      });
+    const a = await open('stream.test');
+    const answer = readAll(a);
+    a.end('over tls');
+    assert.equal((await answer).toString(), 'over tls');
+    const b = await open('reset.test');
+    // a TLSSocket has no TCP handle of its own to reset: the client sees the connection end
+    const closed = new Promise<void>((r) => {
+      b.once('end', () => r());
+      b.once('close', () => r());
+    });
+    b.on('error', () => undefined);
+    b.resume();
+    b.write('boom');
+    await closed;
+    await waitUntil(() => ends.length === 2, 5000, 'session ends');
+    assert.deepEqual(ends.map((e) => e.reason).sort(), ['done', 'upstream_error']);
+  });
+
+  it('tells the balancer of every session it started (least_conn counts open sessions)', T, async () => {
     const up = target({ type: 'least_conn', nodes: { [`127.0.0.1:${await echoServer()}`]: 1, [`127.0.0.1:${await closedPort()}`]: 1 } });
     const open = new Map<UpstreamNode, number>();
     const counting: StreamUpstream = {
@@ -388,14 +430,14 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.deepEqual([...open.values()].filter((n) => n !== 0), []);
   });
 
-  it('ends at once with no_node for an upstream without nodes', async () => {
+  it('ends at once with no_node for an upstream without nodes', T, async () => {
     const g = await gateway(target({ nodes: {} }));
     assert.equal(await exchange(g.port, 'x'), '');
     await waitUntil(() => g.ends.length === 1, 5000, 'session end');
     assert.equal(g.ends[0]!.reason, 'no_node');
   });
 
-  it('keeps what the client sent (and its FIN) while the first node times out, for the next node', async () => {
+  it('keeps what the client sent (and its FIN) while the first node times out, for the next node', T, async () => {
     const hole = await blackholePort();
     const live = await echoServer();
     const up = target({
@@ -413,7 +455,7 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.equal(g.ends[0]!.reason, 'done');
   });
 
-  it('close() while connecting does not count against the node', async () => {
+  it('close() while connecting does not count against the node', T, async () => {
     const hole = await blackholePort();
     const verdicts: HealthVerdict[] = [];
     const opened = new Map<string, number>();
@@ -441,7 +483,7 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     assert.deepEqual([...opened.values()], [0], 'started once, done once, not failed');
   });
 
-  it('idle timeout: the upstream timeout.send/read (max), else nginx proxy_timeout 10 min', () => {
+  it('idle timeout: the upstream timeout.send/read (max), else nginx proxy_timeout 10 min', T, () => {
     assert.equal(streamIdleTimeout(undefined), DEFAULT_PROXY_TIMEOUT_MS);
     assert.equal(streamIdleTimeout({}), 600_000);
     assert.equal(streamIdleTimeout({ read: 30 }), 30_000);

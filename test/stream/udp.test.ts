@@ -80,10 +80,13 @@ async function client(address = '127.0.0.1'): Promise<{ socket: dgram.Socket; go
   return { socket, got, send: (text, port) => socket.send(text, port, '127.0.0.1') };
 }
 
+/** a hang fails its own test, not the whole file */
+const T = { timeout: 20_000 };
+
 // --- tests ------------------------------------------------------------------------------------------
 
 describe('UdpRelay', { timeout: 60_000 }, () => {
-  it('relays datagrams both ways, each client getting only its own replies', async () => {
+  it('relays datagrams both ways, each client getting only its own replies', T, async () => {
     const node = await echoNode('n');
     const h = await relayTo(target({ nodes: { [`127.0.0.1:${portOf(node)}`]: 1 } }));
     const port = portOf(h.listener);
@@ -100,7 +103,7 @@ describe('UdpRelay', { timeout: 60_000 }, () => {
     assert.equal(h.relay.stats.created, 2);
   });
 
-  it('ends a session after idleTimeout without a datagram; the next datagram opens a new one', async () => {
+  it('ends a session after idleTimeout without a datagram; the next datagram opens a new one', T, async () => {
     const node = await echoNode('n');
     const h = await relayTo(target({ nodes: { [`127.0.0.1:${portOf(node)}`]: 1 } }), { idleTimeout: 200 });
     const port = portOf(h.listener);
@@ -125,7 +128,7 @@ describe('UdpRelay', { timeout: 60_000 }, () => {
     assert.equal(h.relay.stats.created, 2);
   });
 
-  it('keeps a client on one node and spreads clients (chash on remote_addr)', async () => {
+  it('keeps a client on one node and spreads clients (chash on remote_addr)', T, async () => {
     const nodes: Record<string, number> = {};
     for (const name of ['A', 'B', 'C']) nodes[`127.0.0.1:${portOf(await echoNode(name))}`] = 1;
     const h = await relayTo(target({ type: 'chash', key: 'remote_addr', nodes }), { idleTimeout: 50 });
@@ -147,7 +150,7 @@ describe('UdpRelay', { timeout: 60_000 }, () => {
     assert.ok(new Set([...byAddress.values()].map((s) => [...s][0])).size >= 2, 'clients spread over nodes');
   });
 
-  it('drops datagrams of new clients past maxSessions, and counts them', async () => {
+  it('drops datagrams of new clients past maxSessions, and counts them', T, async () => {
     const node = await echoNode('n');
     const warnings: string[] = [];
     const h = await relayTo(target({ nodes: { [`127.0.0.1:${portOf(node)}`]: 1 } }), {
@@ -170,7 +173,7 @@ describe('UdpRelay', { timeout: 60_000 }, () => {
     assert.match(warnings[0]!, /session cap/);
   });
 
-  it('routes a first datagram through match(): unrouted clients get nothing', async () => {
+  it('routes a first datagram through match(): unrouted clients get nothing', T, async () => {
     const node = await echoNode('n');
     const upstream = target({ nodes: { [`127.0.0.1:${portOf(node)}`]: 1 } });
     const router = new StreamRouter([{ id: 'only-127.0.0.3', remote_addr: '127.0.0.3' }]);
@@ -193,7 +196,7 @@ describe('UdpRelay', { timeout: 60_000 }, () => {
     assert.equal(relay.stats.unrouted, 1);
   });
 
-  it('ends the session when the node is unreachable, reporting it to passive health', async () => {
+  it('ends the session when the node is unreachable, reporting it to passive health', T, async () => {
     const dead = await closedPort();
     const verdicts: HealthVerdict[] = [];
     const book = new HealthBook((v) => verdicts.push(v));
@@ -206,7 +209,7 @@ describe('UdpRelay', { timeout: 60_000 }, () => {
     assert.deepEqual(verdicts.map((v) => [v.node, v.healthy]), [[`127.0.0.1:${dead}`, false]]);
   });
 
-  it('closeSessions() ends the sessions of one route; close() all', async () => {
+  it('closeSessions() ends the sessions of one route; close() all', T, async () => {
     const node = await echoNode('n');
     const upstream = target({ nodes: { [`127.0.0.1:${portOf(node)}`]: 1 } });
     const listener = await bind();
@@ -232,7 +235,7 @@ describe('UdpRelay', { timeout: 60_000 }, () => {
     assert.equal(six.got.length, 1, 'a closed relay relays nothing');
   });
 
-  it('idle time: the upstream timeout.send/read (max), else 60 s', () => {
+  it('idle time: the upstream timeout.send/read (max), else 60 s', T, () => {
     assert.equal(udpIdleTimeout(undefined), DEFAULT_UDP_IDLE_MS);
     assert.equal(DEFAULT_UDP_IDLE_MS, 60_000);
     assert.equal(udpIdleTimeout({ read: 2, send: 7 }), 7000);

@@ -126,6 +126,18 @@ function endWrites(socket: net.Socket): void {
   if (!socket.destroyed && !socket.writableEnded) socket.end();
 }
 
+/**
+ * Sends a reset; a TLS client socket (a listener terminating TLS) has no TCP handle of its own to
+ * reset (resetAndDestroy throws ERR_INVALID_HANDLE_TYPE): it is just destroyed.
+ */
+function resetOrDestroy(socket: net.Socket): void {
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    socket.destroy();
+  }
+}
+
 const connectTimeout = (ms: number) =>
   Object.assign(new Error(`connect timed out after ${ms} ms`), { code: 'ETIMEDOUT' });
 
@@ -326,7 +338,7 @@ export class TcpSession {
     const reset = wasPiping && (err as NodeJS.ErrnoException | undefined)?.code === 'ECONNRESET';
     for (const socket of up === undefined ? [client] : [client, up]) {
       if (socket.destroyed) continue;
-      if (reset) socket.resetAndDestroy();
+      if (reset) resetOrDestroy(socket);
       else socket.destroy();
     }
     const node = this.node;
