@@ -59,7 +59,7 @@ interface Gateway {
 }
 
 /** What the lead's stream listener does: every connection goes through proxyTcp. */
-async function gateway(upstream: StreamUpstream, idleTimeout = 10_000): Promise<Gateway> {
+async function gateway(upstream: StreamUpstream, idleTimeout = 10_000, host = '127.0.0.1'): Promise<Gateway> {
   const g: Gateway = { port: 0, clients: [], sessions: [], ends: [] };
   g.port = await listen(
     net.createServer({ allowHalfOpen: true }, (client) => {
@@ -68,6 +68,7 @@ async function gateway(upstream: StreamUpstream, idleTimeout = 10_000): Promise<
       g.sessions.push(session);
       void session.closed.then((end) => g.ends.push(end));
     }),
+    host,
   );
   return g;
 }
@@ -76,9 +77,9 @@ function target(u: UpstreamConfig, book?: HealthBook): StreamUpstream {
   return compileUpstream('stream_routes/t', u, undefined, book);
 }
 
-function connect(port: number, localAddress?: string): Promise<net.Socket> {
+function connect(port: number, localAddress?: string, host = '127.0.0.1'): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const s = net.connect({ port, host: '127.0.0.1', localAddress, allowHalfOpen: true });
+    const s = net.connect({ port, host, localAddress, allowHalfOpen: true });
     s.once('connect', () => resolve(s));
     s.once('error', reject);
   });
@@ -96,8 +97,8 @@ function readAll(s: net.Socket): Promise<Buffer> {
 }
 
 /** One round trip: write `text`, end, read the whole answer. */
-async function exchange(port: number, text: string | Buffer, localAddress?: string): Promise<string> {
-  const s = await connect(port, localAddress);
+async function exchange(port: number, text: string | Buffer, localAddress?: string, host?: string): Promise<string> {
+  const s = await connect(port, localAddress, host);
   const answer = readAll(s);
   s.end(text);
   return (await answer).toString();
@@ -322,6 +323,28 @@ describe('proxyTcp', { timeout: 120_000 }, () => {
     for (const [address, names] of seen) assert.equal(names.size, 1, `${address} went to ${[...names].join(', ')}`);
     const used = new Set([...seen.values()].map((s) => [...s][0]));
     assert.ok(used.size >= 2, `12 client addresses spread over ${used.size} node(s)`);
+  });
+
+  it('chash hashes an IPv4 client the same on a dual-stack listener (::ffff: unmapped)', T, async (t) => {
+    const nodes: Record<string, number> = {};
+    for (const name of ['A', 'B', 'C', 'D']) nodes[`127.0.0.1:${await echoServer(name)}`] = 1;
+    const config: UpstreamConfig = { type: 'chash', key: 'remote_addr', nodes };
+    const v4 = await gateway(target(config));
+    let dual: Gateway;
+    try {
+      dual = await gateway(target(config), 10_000, '::');
+    } catch {
+      return t.skip('no IPv6 on this host');
+    }
+    for (let i = 2; i <= 9; i++) {
+      const address = `127.0.0.${i}`;
+      const viaV4 = await exchange(v4.port, '', address);
+      // Node reports this client as ::ffff:127.0.0.x on the dual-stack socket
+      const viaDual = await exchange(dual.port, '', address, '127.0.0.1');
+      assert.equal(viaDual, viaV4, `${address}: ${viaV4} via the IPv4 listener, ${viaDual} via the dual-stack one`);
+    }
+    await waitUntil(() => dual.ends.length === 8, 5000, 'session ends');
+    assert.ok(dual.clients.every((c) => c.remoteAddress?.startsWith('::ffff:')), 'the dual-stack listener saw mapped addresses');
   });
 
   it('closes a session after idleTimeout without a byte either way, not before', T, async () => {
