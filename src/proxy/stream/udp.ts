@@ -30,6 +30,7 @@ import type { StreamUpstream } from './tcp.ts';
  *    session, picked again (the health check by then may skip the node).
  *  - Datagrams that arrive while a session's socket is still being connected (name resolution) are
  *    queued, at most QUEUE_LIMIT; more are dropped, as a full socket buffer would drop them.
+ *  - A node given by host name gets a udp4 socket (resolved as IPv4); IPv6 nodes need an address.
  *  - `server_addr` for routing is the listener's bound address (Node cannot tell which local
  *    address a datagram to a wildcard-bound socket was sent to).
  */
