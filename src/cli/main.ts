@@ -27,10 +27,14 @@ program
     const workers = workerCount(config.proxy.workers);
     const gateway = workers > 1 ? new ClusterGateway(config, workers) : new Gateway(config);
     const addresses = await gateway.start();
-    const fmt = (a: { address: string; port: number; family: string }) =>
-      a.family === 'IPv6' ? `http://[${a.address}]:${a.port}` : `http://${a.address}:${a.port}`;
+    const fmt = (a: { address: string; port: number; family: string }, scheme = 'http') =>
+      a.family === 'IPv6' ? `${scheme}://[${a.address}]:${a.port}` : `${scheme}://${a.address}:${a.port}`;
+    // addresses come in config order: listen, tls_listen, then stream_listen
+    const plain = config.proxy.listen.length;
+    const https = plain + config.proxy.tls_listen.length;
+    const listening = addresses.proxy.map((a, i) => fmt(a, i < plain ? 'http' : i < https ? 'https' : 'stream'));
     process.stdout.write(
-      `portico ${VERSION} (${gateway.instanceId}${workers > 1 ? `, ${workers} workers` : ''}) listening on ${addresses.proxy.map(fmt).join(', ')}; ` +
+      `portico ${VERSION} (${gateway.instanceId}${workers > 1 ? `, ${workers} workers` : ''}) listening on ${listening.join(', ')}; ` +
         `status on ${fmt(addresses.status)}/status; config from ${config.config.source}` +
         (config.config.source === 'file' ? ` (${config.config.file.path})` : ` (${config.config.etcd!.endpoints.join(',')}${config.config.etcd!.prefix})`) +
         '\n',

@@ -6,7 +6,7 @@ import type { UpstreamConfig } from './schema/upstream.ts';
 import type { ConsumerConfig } from './schema/consumer.ts';
 import type { GlobalRuleConfig, PluginConfigConfig } from './schema/plugin-config.ts';
 import type { SslConfig } from './schema/ssl.ts';
-import type { StreamRouteConfig } from './schema/stream-route.ts';
+import { streamUpstreamForCompile, type StreamRouteConfig } from './schema/stream-route.ts';
 import { KINDS, perKind } from './changeset.ts';
 
 export interface StoredObject<V> {
@@ -63,14 +63,18 @@ export function emptySnapshot(source: string): Snapshot {
 
 /**
  * The upstreams whose config a snapshot change touched, by upstream key ("upstreams/<id>", and the
- * inline ones "services/<id>", "routes/<id>"), with their config (undefined: gone or none). The
+ * inline ones "services/<id>", "routes/<id>", "stream_routes/<id>"), with their config (undefined: gone or none). The
  * instance's upstream followers (DNS discovery, health checks) walk this once per change.
  */
 export function changedUpstreams(snapshot: Snapshot, diff: SnapshotDiff | undefined): Map<string, UpstreamConfig | undefined> {
   const out = new Map<string, UpstreamConfig | undefined>();
-  const ids = (kind: 'upstreams' | 'services' | 'routes') => diff?.[kind] ?? snapshot[kind].keys();
+  const ids = (kind: 'upstreams' | 'services' | 'routes' | 'stream_routes') => diff?.[kind] ?? snapshot[kind].keys();
   for (const id of ids('upstreams')) out.set(`upstreams/${id}`, snapshot.upstreams.get(id)?.value);
   for (const id of ids('services')) out.set(`services/${id}`, snapshot.services.get(id)?.value.upstream);
   for (const id of ids('routes')) out.set(`routes/${id}`, snapshot.routes.get(id)?.value.upstream);
+  for (const id of ids('stream_routes')) {
+    const inline = snapshot.stream_routes.get(id)?.value.upstream;
+    out.set(`stream_routes/${id}`, inline && streamUpstreamForCompile(inline));
+  }
   return out;
 }

@@ -18,6 +18,10 @@ import { Consumers, NO_CONSUMERS } from '../plugins/consumers.ts';
 import type { PluginConfigConfig } from '../config/schema/plugin-config.ts';
 import { SniTable, SslEntry } from '../server/tls/sni-table.ts';
 import { storedKeyPem } from '../config/data-encryption.ts';
+import { StreamRouter, type StreamRouteRules } from '../router/stream.ts';
+import { streamUpstreamForCompile, type StreamRouteConfig } from '../config/schema/stream-route.ts';
+import { streamIdleTimeout } from '../proxy/stream/tcp.ts';
+import { udpIdleTimeout } from '../proxy/stream/udp.ts';
 
 /** Holds the upstream in force for one upstream object; routes keep the slot, not the target. */
 interface UpstreamSlot {
@@ -47,6 +51,41 @@ class Route implements CompiledRoute {
 }
 
 /**
+ * A stream route as the L4 listeners use it: the router's rules, and the upstream (a slot: an
+ * upstream object's, its service's, or its own inline one) with the session idle times.
+ */
+export class StreamRoute implements StreamRouteRules {
+  readonly remote_addr?: string;
+  readonly server_addr?: string;
+  readonly server_port?: number;
+  readonly sni?: string;
+  constructor(
+    readonly id: string,
+    config: StreamRouteConfig,
+    private readonly slot: UpstreamSlot | undefined,
+  ) {
+    if (config.remote_addr !== undefined) this.remote_addr = config.remote_addr;
+    if (config.server_addr !== undefined) this.server_addr = config.server_addr;
+    if (config.server_port !== undefined) this.server_port = config.server_port;
+    if (config.sni !== undefined) this.sni = config.sni;
+  }
+
+  get upstream(): UpstreamTarget | undefined {
+    return this.slot?.target;
+  }
+
+  /** ms without a byte either way before a TCP session closes (nginx proxy_timeout, from the upstream in force) */
+  get idleTimeout(): number {
+    return streamIdleTimeout(this.slot?.config?.timeout);
+  }
+
+  /** ms of silence before a UDP session ends */
+  get udpIdleTimeout(): number {
+    return udpIdleTimeout(this.slot?.config?.timeout);
+  }
+}
+
+/**
  * The data plane's view of a snapshot, updated incrementally: only routes whose version (or whose
  * service) changed touch the router, and an upstream whose nodes did not change keeps its balancer.
  * An upstream change swaps the target inside its slot, so the routes using it are not recompiled.
@@ -66,6 +105,10 @@ export class Runtime implements RouteTable {
   private readonly discovered = new Map<string, DiscoveredNodes>();
   globalChain: PluginChain | undefined;
   consumers: Consumers = NO_CONSUMERS;
+  /** the stream routes in force, for the TCP/UDP listeners (rebuilt when one of them changes) */
+  streamRouter = new StreamRouter<StreamRoute>([]);
+  /** the stream routes in force, by id */
+  readonly streamRoutes = new Map<string, StreamRoute>();
   /** the certificates TLS handshakes choose from, by SNI (ssls objects in force) */
   sniTable: SniTable;
   private readonly fallbackSni: string | undefined;
@@ -169,6 +212,15 @@ export class Runtime implements RouteTable {
       guarded('services', id, () => this.updateSlot('services', id, snapshot.services.get(id)?.value.upstream));
       for (const r of this.routesByService.get(id) ?? []) routes.add(r);
     }
+    if (diff.stream_routes.size > 0 || (diff.services.size > 0 && this.streamRoutes.size > 0)) {
+      const changed = new Set(diff.stream_routes);
+      // a service's upstream_id decides which slot its stream routes use
+      if (diff.services.size > 0) for (const [id, s] of snapshot.stream_routes) if (s.value.service_id !== undefined && diff.services.has(String(s.value.service_id))) changed.add(id);
+      for (const id of changed) guarded('stream_routes', id, () => this.updateStreamRoute(snapshot, id));
+      // (a service's inline upstream is its slot: stream routes using it follow without a rebuild)
+      const ordered = [...this.streamRoutes.values()].sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
+      this.streamRouter = new StreamRouter(ordered);
+    }
     for (const id of routes) {
       guarded('routes', id, () => {
         try {
@@ -207,6 +259,25 @@ export class Runtime implements RouteTable {
     let slot = this.slots.get(key);
     if (!slot) this.slots.set(key, (slot = { target: undefined, config: undefined }));
     return slot;
+  }
+
+  private updateStreamRoute(snapshot: Snapshot, id: string): void {
+    const stored = snapshot.stream_routes.get(id);
+    const inline = stored?.value.upstream;
+    this.updateSlot('stream_routes', id, inline && streamUpstreamForCompile(inline));
+    if (stored === undefined) {
+      this.streamRoutes.delete(id);
+      return;
+    }
+    const r = stored.value;
+    let slot: UpstreamSlot | undefined;
+    if (inline) slot = this.slots.get(`stream_routes/${id}`);
+    else if (r.upstream_id !== undefined) slot = this.slot(`upstreams/${r.upstream_id}`);
+    else if (r.service_id !== undefined) {
+      const service = snapshot.services.get(String(r.service_id))?.value;
+      slot = this.slot(service?.upstream_id !== undefined ? `upstreams/${service.upstream_id}` : `services/${r.service_id}`);
+    }
+    this.streamRoutes.set(id, new StreamRoute(id, r, slot));
   }
 
   private updateRoute(snapshot: Snapshot, id: string): void {

@@ -50,7 +50,8 @@ export function compileTimeout(t: UpstreamConfig['timeout'], at = '/timeout'): U
  * the data plane.
  */
 export function compileUpstream(key: string, u: UpstreamConfig, previous?: UpstreamTarget, book?: HealthBook, discovered?: DiscoveredNodes): UpstreamTarget {
-  const scheme = u.scheme ?? 'http';
+  // tcp/udp (stream routes' upstreams) carry no HTTP or TLS: compiled like http (a node without a port gets 80)
+  const scheme = u.scheme === 'https' ? 'https' : 'http';
   // nodes found by DNS for this very config, else the configured ones (host names then resolve per
   // connection until the answers arrive; discovery_type dns has none until then)
   let nodes = discovered?.nodes !== undefined && discovered.source === discoverySource(u) ? discovered.nodes : u.nodes === undefined ? [] : normalizeNodes(u.nodes, scheme);

@@ -113,7 +113,7 @@ export class ClusterGateway extends GatewayInstance {
    */
   protected override prepare(): void {
     this.listening = new Promise<AddressInfo[]>((resolve) => (this.firstListening = resolve));
-    for (let i = 0; i < this.count; i++) this.fork();
+    for (let i = 0; i < this.count; i++) this.fork(i);
   }
 
   protected startProxy(): Promise<AddressInfo[]> {
@@ -133,8 +133,9 @@ export class ClusterGateway extends GatewayInstance {
     for (const verdict of this.pipeline.health.verdicts()) this.send(worker, { type: 'health', verdict });
   }
 
-  private fork(): void {
-    const worker = cluster.fork({ PORTICO_WORKER: '1' });
+  /** `index`: the worker's place (0..count-1), kept by its replacement (worker 0 serves the UDP listeners) */
+  private fork(index: number): void {
+    const worker = cluster.fork({ PORTICO_WORKER: '1', PORTICO_WORKER_INDEX: String(index) });
     const state: WorkerState = { worker, greeted: false, revision: undefined, listening: false, pluginFailures: {}, tlsRefusals: { noCertificate: 0, refused: 0 } };
     this.workers.set(worker.id, state);
     worker.on('message', (m: ToPrimary) => {
@@ -169,7 +170,7 @@ export class ClusterGateway extends GatewayInstance {
       if (this.draining) return;
       const delay = restartDelay(this.deaths, Date.now());
       log.error({ pid: worker.process.pid, code, signal, restartInMs: delay }, `worker died; starting another in ${delay} ms`);
-      setTimeout(() => !this.draining && this.fork(), delay).unref();
+      setTimeout(() => !this.draining && this.fork(index), delay).unref();
     });
   }
 

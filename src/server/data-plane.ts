@@ -11,6 +11,7 @@ import { http1Pools } from '../upstream/http1-pool.ts';
 import { closePools, configurePools, poolKey, retainPools } from '../upstream/pools.ts';
 import { ProxyListeners } from './listeners.ts';
 import { SocketListeners } from './socket-listeners.ts';
+import { StreamListeners } from './stream-listeners.ts';
 
 /**
  * What serves traffic: the runtime compiled from snapshots, the listeners, and the upstream pools.
@@ -19,6 +20,7 @@ import { SocketListeners } from './socket-listeners.ts';
 export class DataPlane {
   readonly runtime: Runtime;
   private readonly listeners: ProxyListeners | SocketListeners;
+  private readonly streams: StreamListeners | undefined;
   private poolCleanup: NodeJS.Timeout | undefined;
   private stopping = false;
 
@@ -36,11 +38,15 @@ export class DataPlane {
     const routes = () => this.runtime;
     const sniTable = () => this.runtime.sniTable;
     this.listeners = transport === 'socket' ? new SocketListeners(config.proxy, routes, sniTable) : new ProxyListeners(config.proxy, routes, sniTable);
+    // UDP sessions need one owner: with workers, the first worker serves the UDP listeners
+    const udp = process.env.PORTICO_WORKER_INDEX === undefined || process.env.PORTICO_WORKER_INDEX === '0';
+    this.streams = config.proxy.stream_listen.length > 0 ? new StreamListeners(config.proxy, () => this.runtime, sniTable, udp) : undefined;
   }
 
   /** Returns the objects the runtime could not compile (the store rejects them). */
   apply(snapshot: Snapshot, diff: SnapshotDiff): CompileFailure[] {
     const failures = this.runtime.apply(snapshot, diff);
+    if (diff.stream_routes.size > 0) this.streams?.routesChanged();
     if (!isEmptyDiff(diff)) this.schedulePoolCleanup();
     return failures;
   }
@@ -50,15 +56,16 @@ export class DataPlane {
     if (this.runtime.setDiscovered(d)) this.schedulePoolCleanup();
   }
 
-  start(): Promise<AddressInfo[]> {
-    return this.listeners.start();
+  async start(): Promise<AddressInfo[]> {
+    const http = await this.listeners.start();
+    return this.streams === undefined ? http : [...http, ...(await this.streams.start())];
   }
 
   /** Drains the listeners, then closes every upstream connection. */
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.poolCleanup);
-    await this.listeners.drain();
+    await Promise.all([this.listeners.drain(), this.streams?.drain()]);
     http1Pools.close();
     await closePools();
   }

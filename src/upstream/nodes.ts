@@ -8,7 +8,7 @@ export type NodesConfig =
   | Record<string, number>
   | ReadonlyArray<{ host: string; port?: number; weight: number; priority?: number }>;
 
-export function defaultPort(scheme: 'http' | 'https'): number {
+export function defaultPort(scheme: string | undefined): number {
   return scheme === 'https' ? 443 : 80;
 }
 
@@ -26,7 +26,7 @@ export function nodeKey(host: string, port: number): string {
  * port must be 1-65535`). The validator calls this same function, so what it throws is a
  * rejection, never a failure of the data plane.
  */
-export function normalizeNodes(nodes: NodesConfig, scheme: 'http' | 'https'): UpstreamNode[] {
+export function normalizeNodes(nodes: NodesConfig, scheme: string | undefined): UpstreamNode[] {
   const result: UpstreamNode[] = [];
   if (Array.isArray(nodes)) {
     (nodes as Extract<NodesConfig, ReadonlyArray<unknown>>).forEach((node, i) => {

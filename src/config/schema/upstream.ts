@@ -128,7 +128,8 @@ export const UpstreamSchema = Type.Object(
     discovery_type: Type.Optional(StringEnum(['dns'])),
     /** with discovery_type dns: "name" (SRV records) or "name:port" (A/AAAA records) */
     service_name: Type.Optional(Type.String({ minLength: 1, maxLength: 259, pattern: '^[0-9A-Za-z_.-]+(:[0-9]{1,5})?$' })),
-    scheme: Type.Optional(StringEnum(['http', 'https'])),
+    /** http/https for routes; tcp/udp for upstreams of stream routes (APISIX), proxied as raw bytes */
+    scheme: Type.Optional(StringEnum(['http', 'https', 'tcp', 'udp'])),
     /**
      * APISIX's upstream tls: a client certificate for upstreams that require one, and `verify` of the
      * upstream's certificate (off by default, as nginx's proxy_ssl_verify); `ca` (Portico) is what
