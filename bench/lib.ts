@@ -231,6 +231,8 @@ export interface PorticoOptions {
   workers?: number | 'auto';
   /** proxy.transport (node | socket); unset: the gateway's default (PORTICO_PROXY_TRANSPORT overrides both) */
   transport?: string;
+  /** more `proxy:` fields, as YAML flow text (`tls_listen: ["127.0.0.1:9443"]`) */
+  proxyExtra?: string;
 }
 
 export interface PorticoRun {
@@ -260,7 +262,7 @@ export async function startPortico(opts: PorticoOptions): Promise<PorticoRun> {
     : 'source: file, file: { path: routes.yaml }';
   writeFileSync(
     path.join(dir, 'portico.yaml'),
-    `proxy: { listen: ["127.0.0.1:${port}"], workers: ${opts.workers ?? 1}${opts.transport ? `, transport: ${opts.transport}` : ''} }\nstatus: { listen: "127.0.0.1:${statusPort}" }\nconfig: { ${source}, snapshot: snapshot.json }\n`,
+    `proxy: { listen: ["127.0.0.1:${port}"], workers: ${opts.workers ?? 1}${opts.transport ? `, transport: ${opts.transport}` : ''}${opts.proxyExtra ? `, ${opts.proxyExtra}` : ''} }\nstatus: { listen: "127.0.0.1:${statusPort}" }\nconfig: { ${source}, snapshot: snapshot.json }\n`,
   );
   const child = run('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, opts.main, 'start', '--config', path.join(dir, 'portico.yaml')], {
     env: { PORTICO_LOG_LEVEL: 'warn', NODE_ENV: 'production' },
