@@ -47,7 +47,8 @@ export async function writeSnapshotFile(path: string, snapshot: Snapshot): Promi
   };
   await mkdir(dirname(path), { recursive: true });
   const tmp = `${path}.${process.pid}.tmp`;
-  const file = await open(tmp, 'w');
+  // owner-only: the snapshot holds ssl private keys (as the source stores them) and consumer secrets
+  const file = await open(tmp, 'w', 0o600);
   try {
     // Serialized and written in slices of 200 objects, so a large snapshot never stalls the proxy
     // (safe because a published snapshot never changes). Joined into one string, 100,000 routes

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import http2 from 'node:http2';
 import { request as httpsRequest } from 'node:https';
 import { connect as tlsConnect, type PeerCertificate } from 'node:tls';
@@ -139,6 +140,11 @@ describe('TLS from ssls objects (file source)', () => {
     const status = JSON.stringify(await gw.status());
     assert.ok(!status.includes('PRIVATE KEY'));
     assert.ok(!gw.output().includes('PRIVATE KEY'));
+    // the snapshot on disk holds the keys (to serve after a restart while the source is down): owner-only
+    await waitUntil(() => existsSync(gw.snapshotPath), 3000, 'the snapshot file');
+    assert.equal(statSync(gw.snapshotPath).mode & 0o777, 0o600);
+    const snap = JSON.parse(readFileSync(gw.snapshotPath, 'utf8')) as { objects: { ssls: Array<{ id: string }> } };
+    assert.deepEqual(snap.objects.ssls.map((o) => o.id).sort(), ['a', 'f', 'w']);
   });
 });
 
