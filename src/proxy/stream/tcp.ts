@@ -141,8 +141,8 @@ function resetOrDestroy(socket: net.Socket): void {
 const connectTimeout = (ms: number) =>
   Object.assign(new Error(`connect timed out after ${ms} ms`), { code: 'ETIMEDOUT' });
 
-/** The L4 view of a connection for balancers that hash: only the client address and SNI exist. */
-class StreamPickRequest implements PickRequest {
+/** The L4 view of a connection (or UDP session) for balancers that hash: only the client address and SNI exist. */
+export class StreamPickRequest implements PickRequest {
   readonly method = '';
   readonly path = '';
   readonly query = '';

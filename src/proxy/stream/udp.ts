@@ -4,7 +4,7 @@ import type { Logger } from '../../observability/log.ts';
 import { unmapIpv4 } from '../../router/ip.ts';
 import type { PickRequest, UpstreamNode } from '../../upstream/types.ts';
 import { classifyFailure, failureOutcome } from '../failures.ts';
-import type { StreamUpstream } from './tcp.ts';
+import { StreamPickRequest, type StreamUpstream } from './tcp.ts';
 
 /**
  * The UDP side of stream routes: one relay per UDP listener socket (nginx `listen ... udp`).
@@ -104,23 +104,6 @@ export interface UdpRelayStats {
   noNode: number;
   /** datagrams dropped from a full queue of a connecting session */
   droppedQueued: number;
-}
-
-class UdpPickRequest implements PickRequest {
-  readonly method = '';
-  readonly path = '';
-  readonly query = '';
-  readonly host = '';
-  constructor(readonly clientAddress: string) {}
-  header(): undefined {
-    return undefined;
-  }
-  cookie(): undefined {
-    return undefined;
-  }
-  arg(): undefined {
-    return undefined;
-  }
 }
 
 class UdpSession<R> {
@@ -223,7 +206,7 @@ export class UdpRelay<R = unknown> {
       return undefined;
     }
     const upstream = target.upstream;
-    const node = upstream.balancer.pick(undefined, upstream.balancer.needsRequest === true ? new UdpPickRequest(unmapIpv4(rinfo.address)) : undefined);
+    const node = upstream.balancer.pick(undefined, upstream.balancer.needsRequest === true ? new StreamPickRequest(unmapIpv4(rinfo.address), '') : undefined);
     if (node === undefined) {
       this.stats.noNode++;
       this.warnEvery('noNode', { upstream: upstream.key, noNode: this.stats.noNode }, 'stream udp: no upstream node, dropping datagrams of new clients');
