@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import type { Logger } from '../../observability/log.ts';
 import { unmapIpv4 } from '../../router/ip.ts';
-import type { PickRequest, UpstreamNode } from '../../upstream/types.ts';
+import type { UpstreamNode } from '../../upstream/types.ts';
 import { classifyFailure, failureOutcome } from '../failures.ts';
 import { StreamPickRequest, type StreamUpstream } from './tcp.ts';
 
