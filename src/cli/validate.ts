@@ -60,6 +60,7 @@ export async function validateFile(file: string, out: NodeJS.WritableStream): Pr
     `${routesFile}: ${rejected.length ? `${rejected.length} error(s); ` : 'OK: '}` +
       `${s.routes.size} routes, ${s.upstreams.size} upstreams, ${s.services.size} services` +
       (s.consumers.size + s.plugin_configs.size + s.global_rules.size > 0 ? `, ${s.consumers.size} consumers, ${s.plugin_configs.size} plugin_configs, ${s.global_rules.size} global_rules` : '') +
+      (s.ssls.size + s.stream_routes.size > 0 ? `, ${s.ssls.size} ssls, ${s.stream_routes.size} stream_routes` : '') +
       ' valid\n',
   );
   return rejected.length ? 1 : 0;
