@@ -58,20 +58,27 @@ function plainSchema(schema: TSchema): Record<string, unknown> {
   return JSON.parse(JSON.stringify(schema)) as Record<string, unknown>;
 }
 
-const ref = (section: 'schemas' | 'parameters' | 'responses', name: string) => ({ $ref: `#/components/${section}/${name}` });
+const ref = (section: 'schemas' | 'parameters' | 'responses' | 'headers', name: string) => ({ $ref: `#/components/${section}/${name}` });
 const json = (schema: unknown) => ({ 'application/json': { schema } });
 
 /** The error statuses every Admin API write can answer with, and what each means here. */
 const ERROR_RESPONSES = {
-  '400': ['BadRequest', 'The request or the object is invalid (the reason names the field and the rule).'],
+  '400': ['BadRequest', 'The request or the object is invalid (the reason names the field and the rule), a referenced object does not exist, or a DELETE without force=true of an object others still use.'],
   '401': ['Unauthorized', 'No key (X-API-KEY header or api_key query parameter), or a key that is not configured.'],
   '403': ['Forbidden', 'The client address is not allowed to use the Admin API, or a viewer key tried to write.'],
   '404': ['NotFound', 'No object with this id.'],
-  '409': ['Conflict', 'The object is in use by other objects (a delete without force=true), or conflicts with one.'],
-  '412': ['PreconditionFailed', 'If-Match names a revision other than the object\'s current modifiedIndex.'],
-  '413': ['PayloadTooLarge', 'The request body is over the size or nesting limits.'],
+  '409': ['Conflict', 'The object changed: its modifiedIndex is not the If-Match one (or a PATCH kept losing to concurrent writes); or POST hit an existing id. Read it again and retry.'],
+  '405': ['MethodNotAllowed', 'Writes are refused while config.source is file (the routes file is the source of truth), or the method does not apply to this path.'],
+  '413': ['PayloadTooLarge', 'The request body is over the size limit (1 MiB by default).'],
+  '415': ['UnsupportedMediaType', 'The body is not sent as JSON (application/json; curl -d\'s form type is also taken).'],
+  '503': ['Unavailable', 'etcd could not be reached; nothing was written.'],
 } as const;
 type ErrorStatus = keyof typeof ERROR_RESPONSES;
+
+const WRITE_HEADERS = {
+  'X-Etcd-Index': ref('headers', 'X-Etcd-Index'),
+  'X-Portico-Served': ref('headers', 'X-Portico-Served'),
+};
 
 function errors(...statuses: ErrorStatus[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -106,7 +113,11 @@ function kindPaths(kind: Kind): Record<string, unknown> {
   const tags = [kind];
   const writeParams = [ref('parameters', 'wait')];
   const itemOk = (description: string) => ({ description, content: json(ref('schemas', `${name}Item`)) });
-  const created = { '201': itemOk(`The ${kind} object was created.`) };
+  // a write answers with the revision it produced, and with ?wait=served whether it is served
+  const writeOk = (description: string) => ({ ...itemOk(description), headers: WRITE_HEADERS });
+  const created = { '201': writeOk(`The ${kind} object was created.`) };
+  const writeErrors = ['400', '401', '403', '405', '409', '413', '415', '503'] as const;
+  const idField = kind === 'consumers' ? 'username' : 'id';
 
   const collection: Record<string, unknown> = {
     get: {
@@ -114,29 +125,30 @@ function kindPaths(kind: Kind): Record<string, unknown> {
       summary: `List ${kind}`,
       tags,
       parameters: listParameters(kind),
-      responses: { '200': { description: `One page of ${kind}.`, content: json(ref('schemas', `${name}List`)) }, ...errors('400', '401', '403') },
+      responses: { '200': { description: `One page of ${kind}.`, content: json(ref('schemas', `${name}List`)) }, ...errors('400', '401', '403', '503') },
     },
   };
-  const createBody = { required: true, content: json(ref('schemas', name)) };
-  if (kind === 'consumers') {
-    // APISIX: a consumer is created or replaced by PUT on the collection; its id is `username`
-    collection.put = {
-      operationId: `put${name}ByUsername`,
-      summary: 'Create or replace a consumer named by its username',
+  // APISIX's way to write a consumer (its id is `username`); for other kinds the id comes from `id`
+  collection.put = {
+    operationId: `put${name}FromBody`,
+    summary: `Create or replace a ${kind} object named by its \`${idField}\``,
+    tags,
+    parameters: [...writeParams, ref('parameters', 'If-Match')],
+    requestBody: { required: true, content: json(ref('schemas', name)) },
+    responses: { '200': writeOk(`The ${kind} object was replaced.`), ...created, ...errors(...writeErrors) },
+  };
+  // APISIX has no POST for consumers (a consumer is named by its username, never by a generated id)
+  if (kind !== 'consumers') {
+    collection.post = {
+      operationId: `create${name}`,
+      summary: `Create a ${kind} object with a generated id`,
+      description: 'The id is generated (20 digits); a body with `id` is refused.',
       tags,
       parameters: writeParams,
-      requestBody: createBody,
-      responses: { '200': itemOk('The consumer was replaced.'), ...created, ...errors('400', '401', '403', '413') },
+      requestBody: { required: true, content: json(ref('schemas', name)) },
+      responses: { ...created, ...errors(...writeErrors) },
     };
   }
-  collection.post = {
-    operationId: `create${name}`,
-    summary: `Create a ${kind} object with a generated id`,
-    tags,
-    parameters: writeParams,
-    requestBody: createBody,
-    responses: { ...created, ...errors('400', '401', '403', '413') },
-  };
 
   const ifMatch = ref('parameters', 'If-Match');
   const item = {
@@ -145,7 +157,7 @@ function kindPaths(kind: Kind): Record<string, unknown> {
       operationId: `get${name}`,
       summary: `Get one ${kind} object`,
       tags,
-      responses: { '200': itemOk(`The ${kind} object.`), ...errors('401', '403', '404') },
+      responses: { '200': itemOk(`The ${kind} object.`), ...errors('401', '403', '404', '503') },
     },
     put: {
       operationId: `put${name}`,
@@ -153,7 +165,7 @@ function kindPaths(kind: Kind): Record<string, unknown> {
       tags,
       parameters: [...writeParams, ifMatch],
       requestBody: { required: true, content: json(ref('schemas', name)) },
-      responses: { '200': itemOk(`The ${kind} object was replaced.`), ...created, ...errors('400', '401', '403', '409', '412', '413') },
+      responses: { '200': writeOk(`The ${kind} object was replaced.`), ...created, ...errors(...writeErrors) },
     },
     patch: {
       operationId: `patch${name}`,
@@ -165,19 +177,32 @@ function kindPaths(kind: Kind): Record<string, unknown> {
         description: `A JSON merge patch (RFC 7396): fields set to null are removed, objects merge, anything else replaces. The merged object must be a valid ${name}.`,
         content: json({ type: 'object' }),
       },
-      responses: { '200': itemOk(`The ${kind} object after the patch.`), ...errors('400', '401', '403', '404', '409', '412', '413') },
+      responses: { '200': writeOk(`The ${kind} object after the patch.`), ...errors('404', ...writeErrors) },
     },
     delete: {
       operationId: `delete${name}`,
       summary: `Delete a ${kind} object`,
       tags,
       parameters: [ref('parameters', 'force'), ...writeParams, ifMatch],
-      responses: { '200': { description: 'The object was deleted.', content: json(ref('schemas', 'Deleted')) }, ...errors('400', '401', '403', '404', '409', '412') },
+      responses: {
+        '200': { description: 'The object was deleted.', content: json(ref('schemas', 'Deleted')), headers: WRITE_HEADERS },
+        ...errors('400', '401', '403', '404', '405', '409', '503'),
+      },
     },
   };
 
   const field = {
-    parameters: [idParameter(kind), { name: 'field', in: 'path', required: true, description: `A top-level field of ${name} (e.g. plugins).`, schema: { type: 'string', minLength: 1 } }],
+    parameters: [
+      idParameter(kind),
+      {
+        name: 'field',
+        in: 'path',
+        required: true,
+        // OpenAPI path parameters are one segment; the server also takes deeper paths
+        description: `A field of ${name} (e.g. \`plugins\`). A nested field is named by its path, e.g. \`.../{id}/upstream/nodes\`; every object on the way must exist.`,
+        schema: { type: 'string', minLength: 1 },
+      },
+    ],
     patch: {
       operationId: `patch${name}Field`,
       summary: `Replace one field of a ${kind} object`,
@@ -188,7 +213,7 @@ function kindPaths(kind: Kind): Record<string, unknown> {
         description: `The field's new value, replacing the old one (APISIX sub-path PATCH). The resulting object must be a valid ${name}.`,
         content: json({}),
       },
-      responses: { '200': itemOk(`The ${kind} object after the change.`), ...errors('400', '401', '403', '404', '409', '412', '413') },
+      responses: { '200': writeOk(`The ${kind} object after the change.`), ...errors('404', ...writeErrors) },
     },
   };
 
@@ -207,10 +232,11 @@ function kindComponents(kind: Kind): Record<string, unknown> {
       properties: {
         key: { type: 'string', examples: [`/apisix/${kind}/1`] },
         value: ref('schemas', name),
-        createdIndex: { type: 'integer', minimum: 0 },
-        modifiedIndex: { type: 'integer', minimum: 0 },
+        createdIndex: { type: 'integer', minimum: 0, description: 'The revision the object was created at.' },
+        modifiedIndex: { type: 'integer', minimum: 0, description: 'The revision of this version: what If-Match takes.' },
       },
-      required: ['key', 'value', 'createdIndex', 'modifiedIndex'],
+      // createdIndex is left out of some write answers (a PATCH's): not required
+      required: ['key', 'value', 'modifiedIndex'],
     },
     [`${name}List`]: {
       type: 'object',
@@ -283,7 +309,11 @@ function buildDocument(): Record<string, unknown> {
   const schemas: Record<string, unknown> = {
     Error: {
       type: 'object',
-      properties: { error_msg: { type: 'string' }, description: { type: 'string', description: 'More detail, on some errors (APISIX: "missing apikey").' } },
+      properties: {
+        error_msg: { type: 'string' },
+        description: { type: 'string', description: 'More detail, on some errors (APISIX: "missing apikey").' },
+        message: { type: 'string', description: 'On 404, as APISIX: "Key not found".' },
+      },
       required: ['error_msg'],
     },
     Deleted: {
@@ -320,23 +350,35 @@ function buildDocument(): Record<string, unknown> {
       schemas,
       responses,
       parameters: {
-        page: { name: 'page', in: 'query', description: 'Page number, from 1.', schema: { type: 'integer', minimum: 1, default: 1 } },
-        page_size: { name: 'page_size', in: 'query', description: 'Objects per page.', schema: { type: 'integer', minimum: 1 } },
-        name: { name: 'name', in: 'query', description: 'Only objects whose name contains this.', schema: { type: 'string' } },
-        uri: { name: 'uri', in: 'query', description: 'Only objects whose uri (or one of uris) contains this.', schema: { type: 'string' } },
-        label: { name: 'label', in: 'query', description: 'Only objects with this label: `key` or `key:value`.', schema: { type: 'string' } },
-        force: { name: 'force', in: 'query', description: 'Delete even when other objects refer to this one.', schema: { type: 'boolean', default: false } },
+        page: {
+          name: 'page',
+          in: 'query',
+          description: 'Page number, from 1. Without page and page_size every match is listed; with either, one page in creation order.',
+          schema: { type: 'integer', minimum: 1, default: 1 },
+        },
+        page_size: { name: 'page_size', in: 'query', description: 'Objects per page.', schema: { type: 'integer', minimum: 10, maximum: 500, default: 10 } },
+        name: { name: 'name', in: 'query', description: 'Only objects whose name matches this regular expression (APISIX).', schema: { type: 'string' } },
+        uri: { name: 'uri', in: 'query', description: 'Only objects whose uri, or one of whose uris, matches this regular expression (APISIX).', schema: { type: 'string' } },
+        label: { name: 'label', in: 'query', description: 'Only objects that have a label with this key.', schema: { type: 'string' } },
+        force: { name: 'force', in: 'query', description: 'Delete even when other objects still use this one (else 400).', schema: { type: 'boolean', default: false } },
         wait: {
           name: 'wait',
           in: 'query',
-          description: '`served`: answer only once the gateway serves the change (or refused it).',
+          description: '`served`: hold the answer (at most 5 s) until this instance serves the write\'s revision; the write is done either way, and the X-Portico-Served header says `true` or `timeout`.',
           schema: { type: 'string', enum: ['served'] },
         },
         'If-Match': {
           name: 'If-Match',
           in: 'header',
-          description: 'Write only if the object\'s modifiedIndex is this one (optimistic concurrency).',
-          schema: { type: 'string' },
+          description: 'Write only if the object\'s modifiedIndex is this one (optimistic concurrency); else 409. ETag-style quotes are taken: `"42"`.',
+          schema: { type: 'string', pattern: '^(W/)?"?[0-9]{1,15}"?$' },
+        },
+      },
+      headers: {
+        'X-Etcd-Index': { description: 'The etcd revision the write produced.', schema: { type: 'integer', minimum: 1 } },
+        'X-Portico-Served': {
+          description: 'With ?wait=served: `true` once this instance serves the write, `timeout` when it did not within 5 s.',
+          schema: { type: 'string', enum: ['true', 'timeout'] },
         },
       },
       securitySchemes: {
