@@ -15,7 +15,9 @@
  */
 import type { Kind } from '../config/changeset.ts';
 import type { Snapshot } from '../config/snapshot.ts';
+import { currentKeyring } from '../config/data-encryption.ts';
 import { validateObject } from '../config/validate.ts';
+import { encryptKey } from '../server/tls/encryption.ts';
 import type { RouterMode } from '../router/types.ts';
 import { compileConfigRegex, type ConfigRegex } from '../security/regex.ts';
 import type { EtcdClient, KeyValue, Compare, TxnOp } from '../sources/etcd/client.ts';
@@ -121,6 +123,19 @@ export function replaceAtPath(value: Record<string, unknown>, path: string[], re
     node = next;
   }
   return root;
+}
+
+/**
+ * An ssl object as stored: private keys given as PEM are encrypted with the keyring, as APISIX's
+ * Admin API does (ssl.lua aes_encrypt_pkey), so neither etcd nor a GET shows them in the clear.
+ * Keys already encrypted pass unchanged.
+ */
+function withEncryptedKeys(value: Record<string, unknown>): Record<string, unknown> {
+  const ring = currentKeyring();
+  const out = { ...value };
+  if (typeof out.key === 'string') out.key = encryptKey(out.key, ring);
+  if (Array.isArray(out.keys)) out.keys = out.keys.map((k) => (typeof k === 'string' ? encryptKey(k, ring) : k));
+  return out;
 }
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
@@ -336,7 +351,7 @@ export class EtcdResources {
         if ((body as Record<string, unknown>).update_time === undefined) next.update_time = nowSeconds();
       }
       if (next.create_time === undefined) next.create_time = nowSeconds();
-      const result = await this.write(kind, id, next, ctx, { expectRevision: kv.modRevision, timestampsSet: true });
+      const result = await this.write(kind, id, next, ctx, { expectRevision: kv.modRevision, createdIndex: kv.createRevision, timestampsSet: true });
       if (result !== RETRY) return result;
       // someone wrote between our read and our swap: merge onto their version
       if (ctx.ifMatch !== undefined || attempt >= PATCH_ATTEMPTS) {
@@ -355,7 +370,7 @@ export class EtcdResources {
     id: string,
     value: Record<string, unknown>,
     ctx: WriteContext,
-    opts: { expectRevision?: number; mustCreate?: boolean; timestampsSet?: boolean },
+    opts: { expectRevision?: number; createdIndex?: number; mustCreate?: boolean; timestampsSet?: boolean },
   ): Promise<AdminResult | typeof RETRY> {
     const key = this.keyOf(kind, id);
     const previous = opts.expectRevision === undefined ? await this.read(kind, id) : undefined;
@@ -380,7 +395,7 @@ export class EtcdResources {
     const compare: Compare[] = refs.map(([, refKind, refId]) => ({ key: this.keyOf(refKind, refId), target: 'VERSION', result: 'GREATER', version: 0 }));
     const expected = opts.expectRevision ?? ctx.ifMatch ?? (opts.mustCreate ? 0 : undefined);
     if (expected !== undefined) compare.push({ key, target: 'MOD', result: 'EQUAL', modRevision: expected });
-    const text = JSON.stringify(value);
+    const text = JSON.stringify(kind === 'ssls' ? withEncryptedKeys(value) : value);
     const res = await this.etcd.txn({ compare, success: [{ put: { key, value: text } }, this.audit(kind, id, 'put', ctx.actor)] });
     if (!res.succeeded) {
       // which compare failed: a reference deleted meanwhile, or the object changed
@@ -396,7 +411,7 @@ export class EtcdResources {
     return {
       status: existed ? 200 : 201,
       // APISIX v3 answers {key, value}; the indexes let a client send If-Match next
-      body: { key, value, createdIndex: previous?.createRevision ?? (existed ? undefined : revision), modifiedIndex: revision },
+      body: { key, value: kind === 'ssls' ? JSON.parse(text) : value, createdIndex: previous?.createRevision ?? opts.createdIndex ?? revision, modifiedIndex: revision },
       revision,
     };
   }

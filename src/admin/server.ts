@@ -249,7 +249,7 @@ export function createAdminServer(options: AdminServerOptions): AdminServer {
       if (err instanceof AdminError) result = { status: err.status, body: { error_msg: err.message } };
       else result = { status: 503, body: { error_msg: `etcd: ${(err as Error).message}` } };
     }
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { 'x-api-version': 'v3' };
     if (result.revision !== undefined) {
       headers['x-etcd-index'] = String(result.revision);
       if (url.searchParams.get('wait') === 'served') {

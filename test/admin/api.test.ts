@@ -13,6 +13,8 @@ import { ConfigStore } from '../../src/config/store.ts';
 import { emptySnapshot } from '../../src/config/snapshot.ts';
 import { EtcdClient } from '../../src/sources/etcd/client.ts';
 import { startEtcd, type EtcdProcess } from '../helpers/etcd.ts';
+import { makeTestPki } from '../helpers/certs.ts';
+import { decryptKey, APISIX_DEFAULT_KEYRING } from '../../src/server/tls/encryption.ts';
 
 const ADMIN_KEY = 'test-admin-key-0123456789';
 const VIEWER_KEY = 'test-viewer-key-0123456789';
@@ -157,6 +159,17 @@ describe('APISIX doc examples', () => {
     assert.equal(wrong.body.error_msg, 'wrong username');
   });
 
+  test('ssls: a PEM private key is stored encrypted with the keyring, as APISIX', async () => {
+    const pem = makeTestPki().server('admin', ['admin.test']);
+    const put = await call('PUT', '/ssls/1', { cert: pem.cert, key: pem.key, snis: ['admin.test'] });
+    assert.equal(put.status, 201, JSON.stringify(put.body));
+    assert.ok(!put.body.value.key.startsWith('---'), 'the answer shows the key in the clear');
+    const stored = JSON.parse((await client.range('/apisix/ssls/1')).kvs[0]!.value);
+    assert.ok(!stored.key.startsWith('---'), 'etcd holds the key in the clear');
+    assert.equal(decryptKey(stored.key, APISIX_DEFAULT_KEYRING), pem.key);
+    assert.equal(put.headers.get('x-api-version'), 'v3');
+  });
+
   test('PATCH a sub-path replaces that field; PATCH the object is a JSON merge patch', async () => {
     await call('PUT', '/routes/p', routeBody({ methods: ['GET', 'POST'], labels: { team: 'a', env: 'dev' } }));
     const sub = await call('PATCH', '/routes/p/methods', ['GET']);
@@ -200,7 +213,7 @@ describe('APISIX doc examples', () => {
     assert.equal(labelled.body.total, 6);
     const byUri = await call('GET', '/routes?uri=^/by-');
     assert.deepEqual(byUri.body.list.map((i: any) => i.value.id), ['by-upstream']);
-    const empty = await call('GET', '/ssls');
+    const empty = await call('GET', '/global_rules');
     assert.deepEqual(empty.body, { total: 0, list: [] });
   });
 });
