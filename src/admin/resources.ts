@@ -20,7 +20,7 @@ import { validateObject } from '../config/validate.ts';
 import { encryptKey } from '../server/tls/encryption.ts';
 import type { RouterMode } from '../router/types.ts';
 import { compileConfigRegex, type ConfigRegex } from '../security/regex.ts';
-import type { EtcdClient, KeyValue, Compare, TxnOp } from '../sources/etcd/client.ts';
+import { encodeKey, parseHeader, prefixRangeEnd, type EtcdClient, type KeyValue, type Compare, type RawHeader, type TxnOp } from '../sources/etcd/client.ts';
 import type { AdminActor } from './auth.ts';
 
 /** An answer: HTTP status and APISIX-shaped JSON body; `revision`: the etcd revision a write produced. */
@@ -231,7 +231,7 @@ function notFound(key: string): AdminResult {
   return { status: 404, body: { error_msg: `${key} not found`, message: 'Key not found' } };
 }
 
-/** Attempts of a PATCH whose compare-and-swap lost to a concurrent write. */
+/** Attempts of a PATCH (or an unforced DELETE) whose compare lost to a concurrent write. */
 const PATCH_ATTEMPTS = 5;
 
 export interface EtcdResourcesOptions {
@@ -424,44 +424,77 @@ export class EtcdResources {
     return undefined;
   }
 
+  /**
+   * DELETE. Unless forced, the referrer scan and the delete are made atomic: the txn also compares
+   * that no key of a referrer kind changed since its scan (a range compare: every mod_revision in
+   * `<prefix>/routes/` below scan revision + 1), so a route written meanwhile with this upstream_id
+   * sends us back to scan again rather than being left dangling. (Its own write compares the
+   * upstream's existence, so whichever commits second sees the other.)
+   */
   async remove(kind: Kind, id: string, ctx: WriteContext): Promise<AdminResult> {
     const key = this.keyOf(kind, id);
-    const kv = await this.read(kind, id);
-    if (!kv) return notFound(key);
-    if (ctx.ifMatch !== undefined && ctx.ifMatch !== kv.modRevision) return conflict(kind, id, ctx.ifMatch, kv.modRevision);
-    if (!ctx.force) {
-      const users = await this.referrers(kind, id);
-      if (users.length > 0) {
-        throw new AdminError(400, `can not delete this ${SINGULAR[kind]}, ${users.join(', ')} ${users.length === 1 ? 'is' : 'are'} still using it now (use ?force=true to delete anyway)`);
+    for (let attempt = 1; ; attempt++) {
+      const kv = await this.read(kind, id);
+      if (!kv) return notFound(key);
+      if (ctx.ifMatch !== undefined && ctx.ifMatch !== kv.modRevision) return conflict(kind, id, ctx.ifMatch, kv.modRevision);
+      const unchanged: RawCompare[] = [];
+      if (!ctx.force) {
+        const { users, scanned } = await this.referrers(kind, id);
+        if (users.length > 0) {
+          throw new AdminError(400, `can not delete this ${SINGULAR[kind]}, ${users.join(', ')} ${users.length === 1 ? 'is' : 'are'} still using it now (use ?force=true to delete anyway)`);
+        }
+        for (const [dir, revision] of scanned) {
+          unchanged.push({ key: encodeKey(dir), range_end: prefixRangeEnd(dir), target: 'MOD', result: 'LESS', mod_revision: String(revision + 1) });
+        }
       }
-    }
-    const res = await this.etcd.txn({
-      compare: [{ key, target: 'MOD', result: 'EQUAL', modRevision: ctx.ifMatch ?? kv.modRevision }],
-      success: [{ deleteRange: { key } }, this.audit(kind, id, 'delete', ctx.actor)],
-    });
-    if (!res.succeeded) {
+      const audit = this.audit(kind, id, 'delete', ctx.actor) as { put: { key: string; value: string } };
+      const res = await this.etcd.call<{ header?: RawHeader; succeeded?: boolean }>(
+        '/v3/kv/txn',
+        {
+          compare: [{ key: encodeKey(key), target: 'MOD', result: 'EQUAL', mod_revision: String(kv.modRevision) }, ...unchanged],
+          success: [
+            { request_delete_range: { key: encodeKey(key) } },
+            { request_put: { key: encodeKey(audit.put.key), value: encodeKey(audit.put.value) } },
+          ],
+          failure: [],
+        },
+        { idempotent: false },
+      );
+      if (res.succeeded === true) return { status: 200, body: { deleted: '1', key }, revision: parseHeader(res.header).revision };
       const now = await this.read(kind, id);
       if (!now) return notFound(key);
-      return conflict(kind, id, ctx.ifMatch ?? kv.modRevision, now.modRevision);
+      // the object changed: with If-Match that is a conflict; else, or when referrers changed, look again
+      if (now.modRevision !== kv.modRevision && ctx.ifMatch !== undefined) return conflict(kind, id, ctx.ifMatch, now.modRevision);
+      if (attempt >= PATCH_ATTEMPTS) return conflict(kind, id, kv.modRevision, now.modRevision, attempt);
     }
-    return { status: 200, body: { deleted: '1', key }, revision: res.header.revision };
   }
 
-  /** `route [1]`-style names of the objects in etcd that reference kind/id. */
-  private async referrers(kind: Kind, id: string): Promise<string[]> {
-    const out: string[] = [];
+  /** `route [1]`-style names of the objects in etcd that reference kind/id, and the revision of each scan. */
+  private async referrers(kind: Kind, id: string): Promise<{ users: string[]; scanned: Array<[string, number]> }> {
+    const users: string[] = [];
+    const scanned: Array<[string, number]> = [];
     for (const [refKind, field] of REFERRERS[kind] ?? []) {
       const dir = `${this.prefix}/${refKind}/`;
-      const { kvs } = await this.etcd.rangePrefix(dir);
+      const { kvs, revision } = await this.etcd.rangePrefix(dir);
+      scanned.push([dir, revision]);
       for (const kv of kvs) {
         const value = this.parseStored(kv);
         if (isPlainObject(value) && value[field] !== undefined && String(value[field]) === id) {
-          out.push(`${SINGULAR[refKind]} [${kv.key.slice(dir.length)}]`);
+          users.push(`${SINGULAR[refKind]} [${kv.key.slice(dir.length)}]`);
         }
       }
     }
-    return out;
+    return { users, scanned };
   }
+}
+
+/** A compare as etcd's JSON gateway takes it; `range_end` is what client.ts's Compare cannot express. */
+interface RawCompare {
+  key: string;
+  range_end?: string;
+  target: 'MOD';
+  result: 'EQUAL' | 'LESS';
+  mod_revision: string;
 }
 
 const RETRY = Symbol('retry');

@@ -382,6 +382,27 @@ describe('transactions', () => {
     assert.equal((await call('DELETE', '/upstreams/shared')).status, 404);
   });
 
+  test('a route written while its upstream is deleted: never both (no dangling reference)', async () => {
+    let deleted = 0;
+    let written = 0;
+    for (let i = 0; i < 30; i++) {
+      assert.equal((await call('PUT', `/upstreams/race${i}`, { nodes: { '127.0.0.1:1980': 1 } })).status, 201);
+      const [route, del] = await Promise.all([
+        // a varying head start for the delete, so both orders and the close calls in between occur
+        new Promise((r) => setTimeout(r, i % 8)).then(() => call('PUT', `/routes/race${i}`, { uri: `/race${i}`, upstream_id: `race${i}` })),
+        call('DELETE', `/upstreams/race${i}`),
+      ]);
+      const routeThere = (await call('GET', `/routes/race${i}`)).status === 200;
+      const upstreamThere = (await call('GET', `/upstreams/race${i}`)).status === 200;
+      assert.ok(!(routeThere && !upstreamThere), `round ${i}: route ${route.status} ${JSON.stringify(route.body)}, delete ${del.status} ${JSON.stringify(del.body)}`);
+      if (del.status === 200) deleted++;
+      if (route.status === 201) written++;
+      assert.ok([200, 400].includes(del.status) && [201, 400].includes(route.status), `round ${i}: ${route.status} ${del.status}`);
+    }
+    // both orders happen; an unreferenced upstream is deleted without force
+    assert.ok(deleted > 0 && written > 0, `deleted ${deleted}, written ${written}`);
+  });
+
   test('?wait=served answers once this instance serves the write', async () => {
     const pending = call('PUT', '/routes/waited?wait=served', routeBody());
     const started = Date.now();
