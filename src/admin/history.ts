@@ -56,9 +56,11 @@ export interface HistoryOptions {
   /** newest entries returned (default 100) */
   limit?: number;
   /**
-   * Only the last `maxRevisions` revisions are replayed (default 100,000): the bound on the work.
-   * etcd reads every event of those revisions (all keys) to serve the watch; Portico receives only
-   * those in the watched ranges. `truncated` says when older, still available revisions were skipped.
+   * At most the last `maxRevisions` revisions are replayed (default 100,000): the bound on the work.
+   * They are replayed newest first in windows of max(1000, 4 x limit) revisions, each four times the
+   * previous, until `limit` changes are found. etcd reads every event of a window (all keys) to
+   * serve the watch and sends those in the watched ranges at about 1,000 revisions per 100 ms.
+   * `truncated`: fewer than `limit` changes found and older revisions were left out by this bound.
    */
   maxRevisions?: number;
   /** give up after this many ms (default 60,000) */
@@ -335,20 +337,27 @@ async function replayRange(
   const events: WatchEvent[] = [];
   if (opts.startRevision > opts.endRevision) return { events };
   // the newest surviving change in the range as of endRevision: it must arrive before we may stop
-  const newest = await client.call<{ kvs?: { mod_revision?: string }[] }>(
-    '/v3/kv/range',
-    {
-      key: encodeKey(opts.start),
-      range_end: encodeKey(end),
-      revision: opts.endRevision,
-      sort_order: 'DESCEND',
-      sort_target: 'MOD',
-      limit: 1,
-      keys_only: true,
-    },
-    { idempotent: true, signal: opts.signal },
-  );
-  const mustSee = Number(newest.kvs?.[0]?.mod_revision ?? 0);
+  let mustSee: number;
+  try {
+    const newest = await client.call<{ kvs?: { mod_revision?: string }[] }>(
+      '/v3/kv/range',
+      {
+        key: encodeKey(opts.start),
+        range_end: encodeKey(end),
+        revision: opts.endRevision,
+        sort_order: 'DESCEND',
+        sort_target: 'MOD',
+        limit: 1,
+        keys_only: true,
+      },
+      { idempotent: true, signal: opts.signal },
+    );
+    mustSee = Number(newest.kvs?.[0]?.mod_revision ?? 0);
+  } catch (err) {
+    if (!/required revision has been compacted/.test((err as Error)?.message ?? '')) throw err;
+    // the watch below is cancelled at once and says where the history now starts
+    mustSee = Number.MAX_SAFE_INTEGER;
+  }
   const stop = new AbortController();
   const onOuter = () => stop.abort();
   opts.signal.addEventListener('abort', onOuter, { once: true });
@@ -432,19 +441,27 @@ export async function history(client: EtcdClient, prefix: string, opts: HistoryO
   const configPrefix = narrow ? (opts.id === undefined ? `${keyPrefix}${opts.kind}/` : `${keyPrefix}${narrow}`) : keyPrefix;
   const auditPrefix = `${keyPrefix}_audit/${narrow}`;
   const toRevision = await currentRevision(client, keyPrefix);
-  let fromRevision = Math.max(1, toRevision - maxRevisions + 1);
   const timeout = AbortSignal.timeout(opts.timeoutMs ?? 60_000);
   const settleMs = opts.settleMs ?? 300;
-  let truncated = fromRevision > 1;
-
-  let config: WatchEvent[] = [];
-  let audit: WatchEvent[] = [];
   const timedOut = () => new HistoryError('timeout', ErrorCode.ETCD_UNAVAILABLE, 'history: gave up replaying etcd events (timeout)');
-  for (let attempt = 0; ; attempt++) {
+
+  // Replayed newest window first, each four times the previous, until `limit` changes are found: a
+  // catching-up watch gets about 1,000 revisions per 100 ms from etcd, so the usual question
+  // (the last 100 changes) costs one small window instead of the whole retained history.
+  let oldest = Math.max(1, toRevision - maxRevisions + 1);
+  let hi = toRevision;
+  let window = Math.max(1000, 4 * limit);
+  let compactions = 0;
+  let matches: WatchEvent[] = [];
+  const audit: WatchEvent[] = [];
+  let eventsScanned = 0;
+  let fromRevision = toRevision + 1;
+  while (hi >= oldest && matches.length < limit) {
+    const lo = Math.max(oldest, hi - window + 1);
     const restart = new AbortController();
     const signal = AbortSignal.any([timeout, restart.signal]);
     const run = async (start: string, rangePrefix: string) => {
-      const r = await replayRange(client, { start, keyPrefix: rangePrefix, startRevision: fromRevision, endRevision: toRevision, settleMs, signal });
+      const r = await replayRange(client, { start, keyPrefix: rangePrefix, startRevision: lo, endRevision: hi, settleMs, signal });
       // one range compacted: the other's replay is useless, both restart from the compaction point
       if ('compactRevision' in r) restart.abort();
       return r;
@@ -454,16 +471,30 @@ export async function history(client: EtcdClient, prefix: string, opts: HistoryO
     const compacted = [c, a].flatMap((r) => (r.status === 'fulfilled' && 'compactRevision' in r.value ? [r.value.compactRevision] : []));
     if (compacted.length > 0) {
       // the compaction revision itself can have lost its delete events: start after it
-      if (attempt >= 3) throw compactedError(fromRevision, undefined);
-      fromRevision = Math.max(fromRevision, ...compacted.map((cr) => cr + 1));
-      truncated = false;
+      if (++compactions > 3) throw compactedError(lo, undefined);
+      oldest = Math.max(oldest, ...compacted.map((cr) => cr + 1));
       continue;
     }
     for (const r of [c, a]) if (r.status === 'rejected') throw r.reason;
-    config = (c as PromiseFulfilledResult<RangeReplay>).value.events;
-    audit = (a as PromiseFulfilledResult<RangeReplay>).value.events;
-    break;
+    const configEvents = (c as PromiseFulfilledResult<RangeReplay>).value.events;
+    const auditEvents = (a as PromiseFulfilledResult<RangeReplay>).value.events;
+    eventsScanned += configEvents.length + auditEvents.length;
+    const found: WatchEvent[] = [];
+    for (const ev of configEvents) {
+      const key = configKey(keyPrefix, ev.kv.key);
+      if (!key) continue;
+      if (opts.id !== undefined && key.id !== opts.id) continue;
+      found.push(ev);
+    }
+    matches = found.concat(matches);
+    for (const ev of auditEvents) audit.push(ev);
+    fromRevision = lo;
+    hi = lo - 1;
+    window *= 4;
   }
+  // fewer than asked for, and the maxRevisions bound (not a compaction) ended the scan: older
+  // revisions may still hold changes
+  const truncated = matches.length < limit && compactions === 0 && oldest > 1;
 
   // audit records by revision and object
   const auditAt = new Map<string, { time?: unknown; key_name?: unknown; role?: unknown }>();
@@ -472,13 +503,6 @@ export async function history(client: EtcdClient, prefix: string, opts: HistoryO
     const rest = ev.kv.key.slice(`${keyPrefix}_audit/`.length);
     const v = parseValue(ev.kv.value);
     if (isPlainObject(v)) auditAt.set(`${ev.kv.modRevision} ${rest}`, v);
-  }
-  const matches: WatchEvent[] = [];
-  for (const ev of config) {
-    const key = configKey(keyPrefix, ev.kv.key);
-    if (!key) continue;
-    if (opts.id !== undefined && key.id !== opts.id) continue;
-    matches.push(ev);
   }
   const newest = matches.slice(-limit).reverse();
   const entries = newest.map((ev): HistoryEntry => {
@@ -495,7 +519,7 @@ export async function history(client: EtcdClient, prefix: string, opts: HistoryO
     if (rec && typeof rec.key_name === 'string' && typeof rec.role === 'string') entry.by = { key_name: rec.key_name, role: rec.role };
     return entry;
   });
-  return { entries, fromRevision, toRevision, truncated, eventsScanned: config.length + audit.length };
+  return { entries, fromRevision: Math.min(fromRevision, toRevision), toRevision, truncated, eventsScanned };
 }
 
 // ---------------------------------------------------------------------------------------------

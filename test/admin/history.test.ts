@@ -169,6 +169,23 @@ describe('history, configAt, diff, rollback against etcd', () => {
     assert.equal(recent.truncated, true);
   });
 
+  test('history reaches changes older than its first window (1,000 revisions)', async () => {
+    const P = '/h7';
+    const r1 = await adminPut(client, P, 'routes', 'old', route('old', '/old'));
+    // 1,500 revisions that are not config changes (registrations), written 20 at a time
+    for (let i = 0; i < 1500; i += 20) {
+      await Promise.all(Array.from({ length: 20 }, (_, j) => client.put(`${P}/_instances/gw${(i + j) % 7}`, `{"n":${i + j}}`)));
+    }
+    const r2 = await adminPut(client, P, 'routes', 'new', route('new', '/new'));
+    const h = await history(client, P);
+    assert.deepEqual(h.entries.map((e) => [e.revision, e.id, e.by?.key_name]), [[r2, 'new', 'ops-key'], [r1, 'old', 'ops-key']]);
+    assert.ok(h.fromRevision <= r1);
+    // the newest window alone had enough
+    const last = await history(client, P, { limit: 1 });
+    assert.deepEqual(last.entries.map((e) => e.revision), [r2]);
+    assert.ok(last.fromRevision > r1, `one window of 1,000 revisions replayed (from ${last.fromRevision})`);
+  });
+
   test('configAt an old revision and diff between two revisions with JSON patches', async () => {
     const P = '/h2';
     await adminPut(client, P, 'routes', '1', route('1', '/a', { methods: ['GET'] }));
