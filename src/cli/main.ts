@@ -35,7 +35,9 @@ program
     const listening = addresses.proxy.map((a, i) => fmt(a, i < plain ? 'http' : i < https ? 'https' : 'stream'));
     process.stdout.write(
       `portico ${VERSION} (${gateway.instanceId}${workers > 1 ? `, ${workers} workers` : ''}) listening on ${listening.join(', ')}; ` +
-        `status on ${fmt(addresses.status)}/status; config from ${config.config.source}` +
+        `status on ${fmt(addresses.status)}/status; ` +
+        (addresses.admin !== undefined ? `admin on port ${addresses.admin} (/apisix/admin/); ` : '') +
+        `config from ${config.config.source}` +
         (config.config.source === 'file' ? ` (${config.config.file.path})` : ` (${config.config.etcd!.endpoints.join(',')}${config.config.etcd!.prefix})`) +
         '\n',
     );

@@ -6,6 +6,8 @@ import { parseDocument } from 'yaml';
 import { ErrorCode, PorticoError } from '../errors.ts';
 import { StringEnum } from './schema/common.ts';
 import { keyringProblem } from '../server/tls/encryption.ts';
+import { adminConfigProblem } from '../admin/auth.ts';
+import { IpMatcher } from '../router/ip.ts';
 
 /** `host:port`, `[v6]:port` or a bare port */
 const LISTEN = /^(?:(\[[0-9a-fA-F:.]+\]|[^:\s]+):)?([0-9]{1,5})$/;
@@ -131,6 +133,28 @@ export const GatewayConfigSchema = Type.Object(
     data_encryption: Type.Optional(
       Type.Object({ keyring: Type.Array(Type.String({ minLength: 16, maxLength: 32 }), { minItems: 1, maxItems: 16 }) }, { additionalProperties: false }),
     ),
+    /**
+     * The Admin API (APISIX v3 paths under /apisix/admin/, Portico's under /portico/admin/), served by
+     * the process that runs the config pipeline; no section → no admin listener
+     */
+    admin: Type.Optional(
+      Type.Object(
+        {
+          listen: ListenAddress,
+          keys: Type.Array(
+            Type.Object(
+              { key: Type.String({ minLength: 1, maxLength: 256 }), role: StringEnum(['admin', 'viewer']), name: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })) },
+              { additionalProperties: false },
+            ),
+            { minItems: 1 },
+          ),
+          /** client addresses or CIDRs allowed to call it (default: loopback only) */
+          allow: Type.Array(Type.String({ minLength: 1 }), { default: ['127.0.0.0/8', '::1'] }),
+          max_body_bytes: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 1024 * 1024 }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     status: Type.Object({ listen: ListenAddress }, { additionalProperties: false, default: { listen: '127.0.0.1:9090' } }),
     config: Type.Object(
       {
@@ -184,6 +208,14 @@ export function parseGatewayConfig(raw: unknown, baseDir: string, name = 'config
   cfg.config.file.path = abs(cfg.config.file.path);
   cfg.config.snapshot = abs(cfg.config.snapshot);
   cfg.plugin_dirs = cfg.plugin_dirs.map(abs);
+  if (cfg.admin) {
+    const adminProblem = adminConfigProblem({ host: parseListen(cfg.admin.listen).host, keys: cfg.admin.keys });
+    if (adminProblem) throw new PorticoError(ErrorCode.CONFIG_INVALID, `${name}: ${adminProblem}`);
+    for (const [i, entry] of cfg.admin.allow.entries()) {
+      const problem = IpMatcher.check(entry);
+      if (problem) throw new PorticoError(ErrorCode.CONFIG_INVALID, `${name}: admin: allow[${i}]: ${problem}`);
+    }
+  }
   const keyring = cfg.data_encryption?.keyring;
   const ringProblem = keyring && keyringProblem(keyring);
   if (ringProblem) throw new PorticoError(ErrorCode.CONFIG_INVALID, `${name}: ${ringProblem.replace('/apisix/data_encryption', '/data_encryption')}`);

@@ -174,6 +174,13 @@ export class ClusterGateway extends GatewayInstance {
     });
   }
 
+  /** The revision every worker serves (the lowest; 0 while one has none). */
+  protected override servedRevision(): number {
+    let served = Infinity;
+    for (const w of this.workers.values()) served = Math.min(served, w.revision ?? 0);
+    return served === Infinity ? 0 : served;
+  }
+
   /** The instance's refused TLS connections: every worker's, living or gone. */
   private tlsRefusals(): { no_certificate: number; refused: number } {
     const total = { ...this.retiredTls };

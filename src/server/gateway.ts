@@ -6,10 +6,14 @@ import { createStatusServer, type StatusReport } from '../observability/status.t
 import { DataPlane } from './data-plane.ts';
 import { keepValidatedMatchers } from '../runtime/compile.ts';
 import { ConfigPipeline } from './pipeline.ts';
+import { createAdminServer, type AdminServer } from '../admin/server.ts';
+import { EtcdSource } from '../sources/etcd/source.ts';
 
 export interface GatewayAddresses {
   proxy: AddressInfo[];
   status: AddressInfo;
+  /** the Admin API's port, when portico.yaml has an `admin` section */
+  admin?: number;
 }
 
 /** Starts the status listener (/status, /status/ready, /metrics). */
@@ -34,6 +38,7 @@ export async function closeServer(server: Server | undefined): Promise<void> {
 export abstract class GatewayInstance {
   abstract readonly pipeline: ConfigPipeline;
   private statusServer: Server | undefined;
+  private adminServer: AdminServer | undefined;
   private stopping = false;
 
   constructor(readonly config: GatewayConfig) {}
@@ -58,7 +63,32 @@ export abstract class GatewayInstance {
     this.statusServer = await listenStatus(this.config, () => this.status());
     const status = this.statusServer.address() as AddressInfo;
     this.pipeline.setAddresses(proxy, status);
-    return { proxy, status };
+    const admin = await this.startAdmin();
+    return { proxy, status, ...(admin !== undefined && { admin }) };
+  }
+
+  /** The revision every data plane of this instance serves (what `?wait=served` waits for). */
+  protected servedRevision(): number {
+    return this.pipeline.store.snapshot.revision;
+  }
+
+  private async startAdmin(): Promise<number | undefined> {
+    const admin = this.config.admin;
+    if (admin === undefined) return undefined;
+    const source = this.pipeline.source;
+    this.adminServer = createAdminServer({
+      keys: admin.keys,
+      allow: admin.allow,
+      source: source instanceof EtcdSource ? 'etcd' : 'file',
+      ...(source instanceof EtcdSource && { etcd: source.client }),
+      prefix: this.config.config.etcd?.prefix ?? '/portico',
+      routerMode: this.config.proxy.router,
+      snapshot: () => this.pipeline.store.snapshot,
+      servedRevision: () => this.servedRevision(),
+      maxBodyBytes: admin.max_body_bytes,
+    });
+    const { host, port } = parseListen(admin.listen);
+    return this.adminServer.listen(host, port);
   }
 
   status(): StatusReport {
@@ -70,6 +100,7 @@ export abstract class GatewayInstance {
     if (this.stopping) return;
     this.stopping = true;
     await this.stopProxy();
+    await this.adminServer?.close();
     await this.pipeline.stop();
     await closeServer(this.statusServer);
   }

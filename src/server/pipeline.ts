@@ -42,7 +42,7 @@ export class ConfigPipeline {
   readonly discovery: NodeDiscovery;
   /** active probes and the node health of every checked upstream, once per instance */
   readonly health: HealthSupervisor;
-  private readonly source: Source;
+  readonly source: Source;
   private readonly writer: LatestWriter<Snapshot>;
   private readonly registration: InstanceRegistration | undefined;
   private sourceState: SourceState = { connected: false, since: new Date().toISOString() };

@@ -1,0 +1,142 @@
+/**
+ * The Admin API in a real gateway process (etcd source): APISIX's getting-started calls, unchanged,
+ * make routes the gateway then serves; `?wait=served` returns once this instance serves the write;
+ * roles; a file-sourced gateway refuses writes; an unsafe admin config refuses to start.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { freePort, startEtcd, type EtcdProcess } from '../helpers/etcd.ts';
+import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { get } from '../helpers/http.ts';
+
+const ADMIN_KEY = 'admin-key-for-the-e2e-test';
+const VIEWER_KEY = 'viewer-key-for-the-e2e-test';
+
+async function call(port: number, method: string, p: string, body?: unknown, key = ADMIN_KEY): Promise<{ status: number; json: Record<string, unknown> }> {
+  const res = await fetch(`http://127.0.0.1:${port}${p}`, {
+    method,
+    headers: { 'X-API-KEY': key, ...(body !== undefined && { 'content-type': 'application/json' }) },
+    ...(body !== undefined && { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+describe('Admin API in the gateway (etcd source)', () => {
+  let etcd: EtcdProcess;
+  let upstream: TestUpstream;
+  let gw: GatewayProcess;
+  let adminPort: number;
+
+  before(async () => {
+    etcd = await startEtcd();
+    upstream = await startUpstream('u');
+    adminPort = await freePort();
+    gw = await startGateway({
+      etcd: { endpoints: [etcd.clientUrl] },
+      workers: 2,
+      extra: {
+        admin: {
+          listen: `127.0.0.1:${adminPort}`,
+          keys: [
+            { key: ADMIN_KEY, role: 'admin', name: 'ops' },
+            { key: VIEWER_KEY, role: 'viewer' },
+          ],
+        },
+      },
+    });
+  });
+  after(async () => {
+    await gw?.stop();
+    await gw?.cleanup();
+    await etcd?.stop();
+    await upstream?.close();
+  });
+
+  test("APISIX's getting-started route (inline upstream): written, then served by every worker on return with ?wait=served", async () => {
+    const put = await call(adminPort, 'PUT', '/apisix/admin/routes/1?wait=served', {
+      methods: ['GET'],
+      host: 'example.com',
+      uri: '/anything/*',
+      upstream: { type: 'roundrobin', nodes: { [upstream.address]: 1 } },
+    });
+    assert.equal(put.status, 201, JSON.stringify(put.json));
+    assert.equal(put.json.key, '/portico/routes/1');
+    // served at once: no polling (two workers, new connections spread over both)
+    for (let i = 0; i < 6; i++) {
+      const res = await get(`${gw.url}/anything/x${i}`, { host: 'example.com' });
+      assert.equal(res.status, 200, `request ${i}`);
+    }
+  });
+
+  test('upstream by id, PATCH of a sub-path, list paging, GET one', async () => {
+    assert.equal((await call(adminPort, 'PUT', '/apisix/admin/upstreams/1', { type: 'roundrobin', nodes: { [upstream.address]: 1 } })).status, 201);
+    assert.equal((await call(adminPort, 'PUT', '/apisix/admin/routes/2?wait=served', { uri: '/get', upstream_id: '1' })).status, 201);
+    const patched = await call(adminPort, 'PATCH', '/apisix/admin/routes/2/methods?wait=served', ['POST']);
+    assert.equal(patched.status, 200, JSON.stringify(patched.json));
+    const get = await fetch(`${gw.url}/get`);
+    assert.equal(get.status, 404); // only POST now
+    await get.text();
+    const post = await fetch(`${gw.url}/get`, { method: 'POST' });
+    assert.equal(post.status, 200);
+    await post.text();
+    const one = await call(adminPort, 'GET', '/apisix/admin/routes/2', undefined, VIEWER_KEY);
+    assert.equal(one.status, 200);
+    assert.deepEqual((one.json.value as { methods: string[] }).methods, ['POST']);
+    for (let i = 0; i < 12; i++) await call(adminPort, 'PUT', `/apisix/admin/routes/p${i}`, { uri: `/p${i}`, upstream_id: '1' });
+    const page = await call(adminPort, 'GET', '/apisix/admin/routes?page=2&page_size=10', undefined, VIEWER_KEY);
+    assert.equal(page.status, 200);
+    assert.equal(page.json.total, 14);
+    assert.equal((page.json.list as unknown[]).length, 4);
+  });
+
+  test('a viewer cannot write; a wrong key is 401; an invalid body is 400 naming the field; nothing written', async () => {
+    const viewer = await call(adminPort, 'PUT', '/apisix/admin/routes/v', { uri: '/v', upstream_id: '1' }, VIEWER_KEY);
+    assert.equal(viewer.status, 403);
+    assert.equal((await call(adminPort, 'GET', '/apisix/admin/routes', undefined, 'wrong')).status, 401);
+    const bad = await call(adminPort, 'PUT', '/apisix/admin/routes/bad', { uri: 7, upstream_id: '1' });
+    assert.equal(bad.status, 400);
+    assert.match(String(bad.json.error_msg), /routes\/bad: \/uri: /);
+    const dangling = await call(adminPort, 'PUT', '/apisix/admin/routes/dangling', { uri: '/d', upstream_id: 'nope' });
+    assert.equal(dangling.status, 400);
+    assert.equal((await call(adminPort, 'GET', '/apisix/admin/routes/bad')).status, 404);
+    assert.equal((await call(adminPort, 'GET', '/apisix/admin/routes/dangling')).status, 404);
+  });
+});
+
+describe('Admin API with the file source; unsafe admin config', () => {
+  test('reads are served, writes answer 405 naming the file as the source of truth', async () => {
+    const adminPort = await freePort();
+    const gw = await startGateway({
+      routes: { routes: [{ id: 'r', uri: '/r', upstream: { nodes: { '127.0.0.1:1980': 1 } } }] },
+      extra: { admin: { listen: `127.0.0.1:${adminPort}`, keys: [{ key: ADMIN_KEY, role: 'admin' }] } },
+    });
+    try {
+      const list = await call(adminPort, 'GET', '/apisix/admin/routes');
+      assert.equal(list.status, 200);
+      assert.equal(list.json.total, 1);
+      const put = await call(adminPort, 'PUT', '/apisix/admin/routes/x', { uri: '/x', upstream: { nodes: { '127.0.0.1:1980': 1 } } });
+      assert.equal(put.status, 405);
+      assert.match(String(put.json.error_msg), /source of truth/);
+    } finally {
+      await gw.stop();
+      await gw.cleanup();
+    }
+  });
+
+  test('a non-loopback admin listener with a short key (or the docs example key) refuses to start', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-admin-'));
+    for (const key of ['short', 'edd1c9f034335f136f87ad84b625c8f1']) {
+      const config = path.join(dir, 'portico.yaml');
+      writeFileSync(config, `admin: { listen: "0.0.0.0:0", keys: [{ key: "${key}", role: admin }] }\nproxy: { listen: ["127.0.0.1:0"] }\nstatus: { listen: "127.0.0.1:0" }\n`);
+      const r = spawnSync(process.execPath, [path.resolve('bin/portico.js'), 'start', '--config', config], { encoding: 'utf8', timeout: 20_000 });
+      assert.equal(r.status, 1, r.stdout + r.stderr);
+      assert.match(r.stderr + r.stdout, /admin: keys\[0\]\.key/);
+    }
+  });
+});
