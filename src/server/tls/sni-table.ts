@@ -24,7 +24,7 @@
  * The same name in two objects: the first entry in the list wins (the caller orders them, e.g. by
  * id); `duplicates` lists the others so they can be reported.
  */
-import { createPrivateKey } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions, type TLSSocket } from 'node:tls';
 import { sslSnis, type SslConfig, type SslProtocol } from '../../config/schema/ssl.ts';
 import { normalizeHost } from './certificate.ts';
@@ -334,12 +334,31 @@ export function clientCertProblem(socket: TLSSocket, entry: SslEntry): string | 
     chain.push(cert);
   }
   const rootIncluded = chain.length > 1 && cert.issuerCertificate?.fingerprint256 === cert.fingerprint256;
-  const intermediates = chain.length - 1 - (rootIncluded ? 1 : 0);
+  // Node 24 gives a server only the leaf (no issuerCertificate): then the leaf issued directly by
+  // a certificate of client.ca is 0 intermediates, anything else at least 1 (a lower bound: a
+  // depth above 1 cannot be enforced exactly there)
+  const intermediates = chain.length === 1 && peer.issuerCertificate === undefined ? (issuedByCa(socket, entry) ? 0 : 1) : chain.length - 1 - (rootIncluded ? 1 : 0);
   const depth = client.depth ?? 1;
   if (intermediates > depth) {
     return `client certificate verification is not passed: certificate chain too long (${intermediates} intermediate certificates, depth ${depth})`;
   }
   return undefined;
+}
+
+/** CA certificates of each `client.ca` (parsed once per ssl object version) */
+const caCertificates = new WeakMap<object, X509Certificate[]>();
+
+/** Whether the client's leaf certificate was issued by a certificate of the entry's `client.ca`. */
+function issuedByCa(socket: TLSSocket, entry: SslEntry): boolean {
+  const leaf = socket.getPeerX509Certificate();
+  const client = entry.ssl.client;
+  if (leaf === undefined || client === undefined) return false;
+  let cas = caCertificates.get(client);
+  if (cas === undefined) {
+    cas = (client.ca.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []).map((pem) => new X509Certificate(pem));
+    caCertificates.set(client, cas);
+  }
+  return cas.some((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey));
 }
 
 /** Why a connection's negotiated protocol is not one of the entry's ssl_protocols, or undefined. */
