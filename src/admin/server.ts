@@ -13,6 +13,8 @@
  * most WAIT_SERVED_MS); the write itself is done either way, so a timeout is reported in a header,
  * not as an error.
  */
+import { configAt, diff, history, HistoryError, rollback, type HistoryRefusal } from './history.ts';
+import { openApiDocument } from './openapi.ts';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { isKind, type Kind } from '../config/changeset.ts';
@@ -48,6 +50,10 @@ export interface AdminServer {
 }
 
 export const ADMIN_PATH = '/apisix/admin/';
+/** Portico's own admin endpoints (history, config at a revision, diff, rollback) */
+export const PORTICO_ADMIN_PATH = '/portico/admin/';
+/** how a refused history operation answers */
+const HISTORY_STATUS: Record<HistoryRefusal, number> = { compacted: 410, future: 400, conflict: 409, invalid: 400, too_large: 413, timeout: 504 };
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 /** bound of `?wait=served` */
 export const WAIT_SERVED_MS = 5000;
@@ -223,12 +229,71 @@ export function createAdminServer(options: AdminServerOptions): AdminServer {
     }
   };
 
+  /** Portico's own endpoints: config history, the config at a revision, diff, rollback (etcd source only). */
+  const porticoEndpoint = async (req: IncomingMessage, url: URL, actor: AdminActor): Promise<AdminResult> => {
+    const name = url.pathname.slice(PORTICO_ADMIN_PATH.length);
+    const method = req.method ?? 'GET';
+    const client = options.etcd;
+    if (client === undefined || options.source !== 'etcd') {
+      req.resume();
+      return { status: 405, body: { error_msg: 'config history needs config.source etcd (a routes file has no revisions to go back to)' } };
+    }
+    const revisionParam = (key: string): number => {
+      const text = url.searchParams.get(key);
+      if (text === null || !/^\d{1,15}$/.test(text)) throw new AdminError(400, `?${key}=: a revision (a positive integer) is required`);
+      return Number(text);
+    };
+    if (method === 'GET' && name === 'history') {
+      const kind = url.searchParams.get('kind') ?? undefined;
+      if (kind !== undefined && !isKind(kind)) throw new AdminError(400, `?kind=: '${kind}' is not a kind`);
+      const limitText = url.searchParams.get('limit');
+      const limit = limitText === null ? undefined : Number(limitText);
+      if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 10_000)) throw new AdminError(400, '?limit=: 1 to 10000');
+      return { status: 200, body: await history(client, options.prefix, { kind, id: url.searchParams.get('id') ?? undefined, limit }) };
+    }
+    if (method === 'GET' && name === 'config') {
+      const revision = revisionParam('revision');
+      return { status: 200, body: { revision, objects: await configAt(client, options.prefix, revision) } };
+    }
+    if (method === 'GET' && name === 'diff') {
+      return { status: 200, body: await diff(client, options.prefix, revisionParam('from'), revisionParam('to')) };
+    }
+    if (method === 'POST' && name === 'rollback') {
+      const body = (await parseBody(req)) as { revision?: unknown };
+      if (typeof body !== 'object' || body === null || !Number.isInteger(body.revision) || (body.revision as number) < 1) {
+        throw new AdminError(400, 'body: {"revision": <the revision to go back to>} is required');
+      }
+      const result = await rollback(client, options.prefix, body.revision as number, { by: { key_name: actor.name, role: actor.role }, routerMode: options.routerMode });
+      return { status: 200, body: result, revision: result.revision };
+    }
+    req.resume();
+    return { status: 404, body: { error_msg: `not found: ${method} ${url.pathname} (GET history, config, diff; POST rollback)` } };
+  };
+
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://admin.invalid');
     const verdict = auth.check(req, url);
     if (!verdict.ok) {
       req.resume();
       send(res, verdict.status, verdict.body);
+      return;
+    }
+    if (url.pathname === `${ADMIN_PATH}openapi.json` && (req.method === 'GET' || req.method === 'HEAD')) {
+      req.resume();
+      send(res, 200, openApiDocument());
+      return;
+    }
+    if (url.pathname.startsWith(PORTICO_ADMIN_PATH)) {
+      let result: AdminResult;
+      try {
+        result = await porticoEndpoint(req, url, verdict.actor);
+      } catch (err) {
+        if (err instanceof BodyTooLarge) return send(res, 413, { error_msg: `request body is larger than ${maxBodyBytes} bytes` }, { connection: 'close' });
+        if (err instanceof AdminError) result = { status: err.status, body: { error_msg: err.message } };
+        else if (err instanceof HistoryError) result = { status: HISTORY_STATUS[err.refusal], body: { error_msg: err.message } };
+        else result = { status: 503, body: { error_msg: `etcd: ${(err as Error).message}` } };
+      }
+      send(res, result.status, result.body, result.revision === undefined ? {} : { 'x-etcd-index': String(result.revision) });
       return;
     }
     const r = route(url);

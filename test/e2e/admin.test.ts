@@ -95,6 +95,45 @@ describe('Admin API in the gateway (etcd source)', () => {
     assert.equal((page.json.list as unknown[]).length, 4);
   });
 
+  test('history, config at a revision, diff, and rollback on two instances', async () => {
+    const second = await startGateway({ etcd: { endpoints: [etcd.clientUrl] } });
+    try {
+      const v1 = await call(adminPort, 'PUT', '/apisix/admin/routes/hist?wait=served', { uri: '/v1', upstream_id: '1' });
+      assert.equal(v1.status, 201);
+      const r1 = Number(v1.json.modifiedIndex);
+      const v2 = await call(adminPort, 'PUT', '/apisix/admin/routes/hist?wait=served', { uri: '/v2', upstream_id: '1' });
+      const r2 = Number(v2.json.modifiedIndex);
+      const h = await call(adminPort, 'GET', '/portico/admin/history?kind=routes&id=hist', undefined, VIEWER_KEY);
+      assert.equal(h.status, 200);
+      const entries = h.json.entries as Array<{ revision: number; op: string; by?: { key_name: string } }>;
+      assert.deepEqual(entries.map((e) => e.revision), [r2, r1]);
+      assert.equal(entries[0]!.by?.key_name, 'ops');
+      const at = await call(adminPort, 'GET', `/portico/admin/config?revision=${r1}`, undefined, VIEWER_KEY);
+      const old = (at.json.objects as Array<{ kind: string; id: string; value: { uri: string } }>).find((o) => o.kind === 'routes' && o.id === 'hist');
+      assert.equal(old?.value.uri, '/v1');
+      const d = await call(adminPort, 'GET', `/portico/admin/diff?from=${r1}&to=${r2}`, undefined, VIEWER_KEY);
+      assert.match(JSON.stringify(d.json), /"\/v2"/);
+      assert.equal((await call(adminPort, 'POST', '/portico/admin/rollback', { revision: r1 }, VIEWER_KEY)).status, 403);
+      const rb = await call(adminPort, 'POST', '/portico/admin/rollback', { revision: r1 });
+      assert.equal(rb.status, 200, JSON.stringify(rb.json));
+      // both instances serve the old version again
+      for (const g of [gw, second]) {
+        const deadline = Date.now() + 5000;
+        for (;;) {
+          if ((await get(`${g.url}/v1`)).status === 200 && (await get(`${g.url}/v2`)).status === 404) break;
+          assert.ok(Date.now() < deadline, 'the rolled-back route served');
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      const doc = await call(adminPort, 'GET', '/apisix/admin/openapi.json', undefined, VIEWER_KEY);
+      assert.equal(doc.status, 200);
+      assert.equal(doc.json.openapi, '3.1.0');
+    } finally {
+      await second.stop();
+      await second.cleanup();
+    }
+  });
+
   test('a viewer cannot write; a wrong key is 401; an invalid body is 400 naming the field; nothing written', async () => {
     const viewer = await call(adminPort, 'PUT', '/apisix/admin/routes/v', { uri: '/v', upstream_id: '1' }, VIEWER_KEY);
     assert.equal(viewer.status, 403);
