@@ -2,12 +2,7 @@ import type { TObject, TSchema } from '@sinclair/typebox';
 import { KINDS, type Kind } from '../config/changeset.ts';
 import { Id } from '../config/schema/common.ts';
 import { ConsumerSchema } from '../config/schema/consumer.ts';
-import { GlobalRuleSchema, PluginConfigSchema } from '../config/schema/plugin-config.ts';
-import { RouteSchema } from '../config/schema/route.ts';
-import { ServiceSchema } from '../config/schema/service.ts';
-import { SslSchema } from '../config/schema/ssl.ts';
-import { StreamRouteSchema } from '../config/schema/stream-route.ts';
-import { UpstreamSchema } from '../config/schema/upstream.ts';
+import { KIND_SCHEMAS } from '../config/validate.ts';
 
 /**
  * The Admin API described as an OpenAPI 3.1 document, generated rather than written: each kind's
@@ -20,20 +15,8 @@ import { UpstreamSchema } from '../config/schema/upstream.ts';
  * schema). A body the component schema accepts may still get a 400 with the reason.
  */
 
-/**
- * Each kind's object schema. The same map as `schemas` in src/config/validate.ts, which does not
- * export it; `Record<Kind, ...>` makes a new kind a type error here until it is added.
- */
-const kindSchemas: Record<Kind, TObject> = {
-  routes: RouteSchema,
-  services: ServiceSchema,
-  upstreams: UpstreamSchema,
-  consumers: ConsumerSchema,
-  plugin_configs: PluginConfigSchema,
-  global_rules: GlobalRuleSchema,
-  ssls: SslSchema,
-  stream_routes: StreamRouteSchema,
-};
+/** Each kind's object schema (`satisfies`: a new kind is a type error until it has one). */
+const kindSchemas: Record<Kind, TObject> = KIND_SCHEMAS satisfies Record<Kind, TObject>;
 
 /** The component name of a kind's object schema: `routes` → `Route`, `plugin_configs` → `PluginConfig`. */
 export function componentName(kind: Kind): string {

@@ -36,7 +36,8 @@ const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: false, verbos
 ajv.addFormat('header-value', { type: 'string', validate: isHeaderValue });
 const isHost = new RegExp(Host.pattern!);
 
-const schemas = {
+/** Each kind's schema: the validators below and the Admin API's OpenAPI document (src/admin/openapi.ts) */
+export const KIND_SCHEMAS = {
   routes: RouteSchema,
   services: ServiceSchema,
   upstreams: UpstreamSchema,
@@ -51,7 +52,7 @@ const schemas = {
 const compiledValidators = new Map<Kind, ValidateFunction>();
 function validatorOf(kind: Kind): ValidateFunction {
   let validate = compiledValidators.get(kind);
-  if (validate === undefined) compiledValidators.set(kind, (validate = ajv.compile(schemas[kind])));
+  if (validate === undefined) compiledValidators.set(kind, (validate = ajv.compile(KIND_SCHEMAS[kind])));
   return validate;
 }
 
