@@ -5,6 +5,7 @@ import { ErrorCode } from '../errors.ts';
 import { log } from '../observability/log.ts';
 import { VERSION } from '../version.ts';
 import { validateFile } from './validate.ts';
+import { registerAdminCommands } from './admin.ts';
 
 const program = new Command('portico')
   .description('Portico API gateway: routes, upstreams and services from etcd or a YAML file')
@@ -89,6 +90,8 @@ program
     const report = await res.json();
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   });
+
+registerAdminCommands(program);
 
 program.parseAsync().catch((err: Error & { code?: string }) => {
   process.stderr.write(`portico: ${err.message}${err.code ? ` [${err.code}]` : ` [${ErrorCode.CONFIG_INVALID}]`}\n`);
