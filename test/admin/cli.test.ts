@@ -5,7 +5,7 @@
  * them (`node bin/portico.js ...`) against a real gateway's Admin API, checking output and exit codes.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +22,8 @@ import {
 } from '../../src/admin/apply.ts';
 import { configAt, diff } from '../../src/admin/history.ts';
 import { EtcdClient } from '../../src/sources/etcd/client.ts';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { freePort, startEtcd, type EtcdProcess } from '../helpers/etcd.ts';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
 
@@ -37,6 +39,40 @@ const route = (id: string, uri: string, extra: Record<string, unknown> = {}): Ap
 });
 const inlineRoute = (id: string, uri: string): ApplyObject => ({ kind: 'routes', id, value: { id, uri, upstream: { nodes: { '127.0.0.1:1980': 1 } } } });
 const names = (entries: { kind: string; id: string }[]) => entries.map((e) => `${e.kind}/${e.id}`).sort();
+
+/**
+ * POST /portico/admin/apply served by applyRequest (the handler server.ts is to mount) on its own
+ * loopback listener, for the CLI's apply while the gateway does not serve it yet. Same key check
+ * as the Admin API's (one admin key), same body and answers.
+ */
+async function startApplyStandIn(etcdUrl: string, prefix: string, key: string): Promise<{ url: string; close(): Promise<void> }> {
+  const c = new EtcdClient({ endpoints: [etcdUrl], timeout: 30 });
+  const server = http.createServer((req, res) => {
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (text += d));
+    req.on('end', () => {
+      const answer = async () => {
+        if (req.headers['x-api-key'] !== key) return { status: 401, body: { error_msg: 'failed to check token' } };
+        if (req.method !== 'POST' || req.url !== '/portico/admin/apply') return { status: 404, body: { error_msg: 'not found' } };
+        return applyRequest(c, prefix, JSON.parse(text), { key_name: 'ops', role: 'admin' }, { routerMode: 'radixtree_host_uri' });
+      };
+      answer().then(
+        (r) => res.writeHead(r.status, { 'content-type': 'application/json' }).end(JSON.stringify(r.body)),
+        (err: Error) => res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ error_msg: err.message })),
+      );
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await c.close();
+    },
+  };
+}
 
 let etcd: EtcdProcess;
 let client: EtcdClient;
@@ -261,6 +297,21 @@ describe('portico admin commands against a real gateway', () => {
     writeFileSync(p, text);
     return p;
   };
+  /** as `portico` without blocking this process: for a server running in this test process */
+  const porticoAsync = (args: string[], conn: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string; all: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, ...args, ...conn], { cwd: ROOT, env: { ...process.env, PORTICO_LOG_LEVEL: 'warn' } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      child.on('error', reject);
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr, all: `exit ${code}\n${stdout}\n${stderr}` });
+      });
+    });
   /** `portico <args>` as a user runs it; --admin/--key unless `conn` is given */
   const portico = (args: string[], conn: string[] = ['--admin', adminUrl, '--key', ADMIN_KEY]) => {
     const r = spawnSync(process.execPath, [BIN, ...args, ...conn], { cwd: ROOT, encoding: 'utf8', timeout: 60_000, env: { ...process.env, PORTICO_LOG_LEVEL: 'warn' } });
@@ -363,7 +414,7 @@ describe('portico admin commands against a real gateway', () => {
     assert.equal(portico(['diff', 'x', '2']).code, 2);
   });
 
-  test('export gives a file that applies back as a no-op; apply over HTTP when the gateway mounts it', async () => {
+  test('export, then apply of the exported file: a no-op; edited: dry run then apply; --prune; refusals', async () => {
     const exp = portico(['export']);
     assert.equal(exp.code, 0, exp.all);
     assert.match(exp.stdout, /^# exported at etcd revision \d+\n/);
@@ -381,21 +432,52 @@ describe('portico admin commands against a real gateway', () => {
     const exported = file('exported.yaml', exp.stdout);
     const probe = await fetch(`${adminUrl}/portico/admin/apply`, { method: 'POST', headers: { 'x-api-key': ADMIN_KEY, 'content-type': 'application/json' }, body: '{"objects":[],"dry_run":true}' });
     await probe.text();
+    let applyUrl = adminUrl;
+    let standIn: { url: string; close(): Promise<void> } | undefined;
     if (probe.status === 404) {
-      // not mounted in server.ts yet: the CLI says so with exit 2
+      // not mounted in server.ts yet: the CLI says so with exit 2 ...
       const a = portico(['apply', exported, '--dry-run']);
       assert.equal(a.code, 2, a.all);
       assert.match(a.stderr, /no \/portico\/admin\/apply/);
-      return;
+      // ... and the rest runs against the handler the gateway is to mount, on its own listener
+      standIn = await startApplyStandIn(etcd.clientUrl, '/gw', ADMIN_KEY);
+      applyUrl = standIn.url;
     }
-    const same = portico(['apply', exported, '--prune']);
-    assert.equal(same.code, 0, same.all);
-    assert.match(same.stdout, /0 added, 0 changed, 0 removed, \d+ unchanged: nothing to do/);
-    const edited = file('edited.yaml', exp.stdout.replace('uri: /h1', 'uri: /h1-edited') + '');
-    const dry = portico(['apply', edited, '--dry-run']);
-    assert.equal(dry.code, 0, dry.all);
-    assert.match(dry.stdout, /^~ routes\/h\n {4}replace \/uri "\/h1-edited"\n[^]*\(dry run: nothing written\)/m);
-    const bad = portico(['apply', file('bad-apply.yaml', 'routes:\n  - id: x\n    uri: 7\n    upstream_id: u1\n')]);
-    assert.equal(bad.code, 1, bad.all);
+    const conn = ['--admin', applyUrl, '--key', ADMIN_KEY];
+    try {
+      const same = await porticoAsync(['apply', exported, '--prune'], conn);
+      assert.equal(same.code, 0, same.all);
+      assert.match(same.stdout, /^0 added, 0 changed, 0 removed, \d+ unchanged: nothing to do/);
+      const edited = file('edited.yaml', exp.stdout.replace('uri: /h1', 'uri: /h1-edited'));
+      const dry = await porticoAsync(['apply', edited, '--dry-run'], conn);
+      assert.equal(dry.code, 0, dry.all);
+      assert.equal(dry.stdout, '~ routes/h\n    replace /uri "/h1-edited"\n0 added, 1 changed, 0 removed, 0 unchanged (dry run: nothing written)\n'.replace('0 unchanged', `${parsed.objects.length - 1} unchanged`));
+      assert.equal((JSON.parse(portico(['routes', 'get', 'h', '--json']).stdout) as { value: { uri: string } }).value.uri, '/h1', 'dry run wrote nothing');
+      const applied = await porticoAsync(['apply', edited], conn);
+      assert.equal(applied.code, 0, applied.all);
+      assert.match(applied.stdout, /^~ routes\/h\n[^]*: applied at revision \d+\n$/);
+      assert.equal((JSON.parse(portico(['routes', 'get', 'h', '--json']).stdout) as { value: { uri: string } }).value.uri, '/h1-edited');
+
+      // --prune: the file names r1 and its upstream only
+      const small = file('small.yaml', 'upstreams:\n  - id: u1\n    type: roundrobin\n    nodes: { "127.0.0.1:1980": 1 }\nroutes:\n  - id: r1\n    uri: /v2\n    upstream_id: u1\n  - id: fresh\n    uri: /fresh\n    upstream_id: u1\n');
+      const pruned = await porticoAsync(['apply', small, '--prune', '--json'], conn);
+      assert.equal(pruned.code, 0, pruned.all);
+      const result = JSON.parse(pruned.stdout) as { added: { id: string }[]; removed: { kind: string; id: string }[]; revision: number; base: number };
+      assert.deepEqual(result.added.map((a) => a.id), ['fresh']);
+      assert.ok(result.removed.some((r) => r.kind === 'routes' && r.id === 'h') && result.removed.some((r) => r.kind === 'upstreams' && r.id === 'uh'));
+      assert.equal(result.revision, result.base + 1);
+      const listed = JSON.parse(portico(['routes', 'list', '--json']).stdout) as { list: { key: string }[] };
+      assert.deepEqual(listed.list.map((i) => i.key).sort(), ['/gw/routes/fresh', '/gw/routes/r1']);
+
+      // refused: an invalid object (every reason, exit 1), a file that does not read (exit 1, nothing sent)
+      const bad = await porticoAsync(['apply', file('bad-apply.yaml', 'routes:\n  - id: x\n    uri: 7\n    upstream_id: u1\n  - id: y\n    uri: /y\n    upstream_id: gone\n')], conn);
+      assert.equal(bad.code, 1, bad.all);
+      assert.match(bad.stderr, /routes\/x: \/uri: [^]*routes\/y: \/upstream_id: upstream 'gone' not found/);
+      const unreadable = portico(['apply', file('typo.yaml', 'rotues: []\n')], conn);
+      assert.equal(unreadable.code, 1, unreadable.all);
+      assert.match(unreadable.stderr, /did you mean 'routes'/);
+    } finally {
+      await standIn?.close();
+    }
   });
 });
