@@ -278,6 +278,12 @@ function registerKind(program: Command, kind: Kind): void {
 
 /** The current config as {kind, id, value} at one revision (history's newest revision, then config at it). */
 async function currentObjects(conn: Connection): Promise<{ revision?: number; objects: { kind: Kind; id: string; value: unknown }[] }> {
+  // a gateway whose config endpoint defaults to the current revision answers in one call
+  const now = await call(conn, 'GET', '/portico/admin/config');
+  if (now.status === 200 && Array.isArray(now.body.objects)) {
+    return { revision: Number(now.body.revision), objects: now.body.objects as { kind: Kind; id: string; value: unknown }[] };
+  }
+  // else the newest revision from history, then the config at it: one consistent snapshot
   const h = await call(conn, 'GET', '/portico/admin/history?limit=1');
   if (h.status === 200) {
     const revision = Number((h.body as unknown as HistoryResult).toRevision);
@@ -298,6 +304,12 @@ async function currentObjects(conn: Connection): Promise<{ revision?: number; ob
 
 export function registerAdminCommands(program: Command): void {
   for (const kind of KINDS) registerKind(program, kind);
+  program.addHelpText(
+    'after',
+    '\nAdmin commands (routes ... stream_routes, apply, export, history, diff, rollback) talk to a running gateway\'s Admin API\n' +
+      '(--admin URL --key KEY, or --config portico.yaml). Their exit codes: 0 done; 1 refused or invalid (4xx, bad file);\n' +
+      '2 cannot reach the Admin API (connection, timeout, 5xx, endpoint missing) or bad usage.\n',
+  );
 
   withConnection(program.command('apply').description('make the config what a routes file says, in one etcd transaction (prints + added, ~ changed, - removed)').argument('<file>'))
     .option('--dry-run', 'show what would change; write nothing')
