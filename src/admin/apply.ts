@@ -187,6 +187,10 @@ export async function planApply(client: EtcdClient, prefix: string, objects: rea
   const invalid: string[] = [];
   const desired = new Map<string, { kind: Kind; id: string; value: Record<string, unknown> }>();
   for (const [i, o] of objects.entries()) {
+    if (!isPlainObject(o)) {
+      invalid.push(`objects[${i}]: must be {"kind", "id", "value"}`);
+      continue;
+    }
     const kind = (o as { kind?: unknown }).kind;
     const rawId = (o as { id?: unknown }).id;
     if (typeof kind !== 'string' || !isKind(kind)) {

@@ -247,6 +247,9 @@ describe('applyObjects against etcd', () => {
     const P = '/endpoint';
     assert.equal((await applyRequest(client, P, { objects: 'x' }, BY)).status, 400);
     assert.equal((await applyRequest(client, P, { objects: [], prune: 'yes' }, BY)).status, 400);
+    const junk = await applyRequest(client, P, { objects: [null, 3] }, BY);
+    assert.equal(junk.status, 400);
+    assert.equal((junk.body as { reasons: string[] }).reasons.length, 2);
     const bad = await applyRequest(client, P, { objects: [route('a', '/a')] }, BY);
     assert.equal(bad.status, 400);
     assert.match(JSON.stringify(bad.body), /upstream 'u1' not found/);
