@@ -15,6 +15,7 @@
  */
 import { configAt, diff, history, HistoryError, rollback, type HistoryRefusal } from './history.ts';
 import { openApiDocument } from './openapi.ts';
+import { applyRequest } from './apply.ts';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { isKind, type Kind } from '../config/changeset.ts';
@@ -41,6 +42,10 @@ export interface AdminServerOptions {
   servedRevision: () => number;
   /** request body limit in bytes (default 1 MiB); larger bodies get 413 */
   maxBodyBytes?: number;
+  /** the body limit of POST /portico/admin/apply (a whole config; default 32 MiB) */
+  maxApplyBytes?: number;
+  /** etcd's --max-txn-ops: apply and rollback are one txn each and are refused above it (default 128) */
+  maxTxnOps?: number;
 }
 
 export interface AdminServer {
@@ -55,6 +60,7 @@ export const PORTICO_ADMIN_PATH = '/portico/admin/';
 /** how a refused history operation answers */
 const HISTORY_STATUS: Record<HistoryRefusal, number> = { compacted: 410, future: 400, conflict: 409, invalid: 400, too_large: 413, timeout: 504 };
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+const DEFAULT_MAX_APPLY_BYTES = 32 * 1024 * 1024;
 /** bound of `?wait=served` */
 export const WAIT_SERVED_MS = 5000;
 const WAIT_POLL_MS = 20;
@@ -117,8 +123,9 @@ export function createAdminServer(options: AdminServerOptions): AdminServer {
     res.end(text);
   };
 
-  const readBody = (req: IncomingMessage): Promise<string> =>
+  const readBody = (req: IncomingMessage, limit = maxBodyBytes): Promise<string> =>
     new Promise((resolve, reject) => {
+      const maxBodyBytes = limit;
       const declared = Number(req.headers['content-length']);
       if (Number.isFinite(declared) && declared > maxBodyBytes) {
         reject(new BodyTooLarge());
@@ -140,13 +147,13 @@ export function createAdminServer(options: AdminServerOptions): AdminServer {
       req.on('error', reject);
     });
 
-  const parseBody = async (req: IncomingMessage): Promise<unknown> => {
+  const parseBody = async (req: IncomingMessage, limit = maxBodyBytes): Promise<unknown> => {
     const contentType = req.headers['content-type'];
     if (!acceptedContentType(contentType)) {
       req.resume();
       throw new AdminError(415, `unsupported content type '${contentType}': send the body as application/json`);
     }
-    const text = await readBody(req);
+    const text = await readBody(req, limit);
     if (text.trim() === '') throw new AdminError(400, 'missing configurations: the request body is empty');
     if (jsonNestingOver(text, OBJECT_LIMITS.maxDepth)) {
       throw new AdminError(400, `invalid request body: JSON nested deeper than ${OBJECT_LIMITS.maxDepth} levels`);
@@ -252,7 +259,8 @@ export function createAdminServer(options: AdminServerOptions): AdminServer {
       return { status: 200, body: await history(client, options.prefix, { kind, id: url.searchParams.get('id') ?? undefined, limit }) };
     }
     if (method === 'GET' && name === 'config') {
-      const revision = revisionParam('revision');
+      // no ?revision: the config in etcd now
+      const revision = url.searchParams.has('revision') ? revisionParam('revision') : (await client.range(`${options.prefix}/`, { countOnly: true })).header.revision;
       return { status: 200, body: { revision, objects: await configAt(client, options.prefix, revision) } };
     }
     if (method === 'GET' && name === 'diff') {
@@ -263,11 +271,15 @@ export function createAdminServer(options: AdminServerOptions): AdminServer {
       if (typeof body !== 'object' || body === null || !Number.isInteger(body.revision) || (body.revision as number) < 1) {
         throw new AdminError(400, 'body: {"revision": <the revision to go back to>} is required');
       }
-      const result = await rollback(client, options.prefix, body.revision as number, { by: { key_name: actor.name, role: actor.role }, routerMode: options.routerMode });
+      const result = await rollback(client, options.prefix, body.revision as number, { by: { key_name: actor.name, role: actor.role }, routerMode: options.routerMode, maxTxnOps: options.maxTxnOps });
       return { status: 200, body: result, revision: result.revision };
     }
+    if (method === 'POST' && name === 'apply') {
+      const body = await parseBody(req, options.maxApplyBytes ?? DEFAULT_MAX_APPLY_BYTES);
+      return applyRequest(client, options.prefix, body, { key_name: actor.name, role: actor.role }, { routerMode: options.routerMode, maxTxnOps: options.maxTxnOps });
+    }
     req.resume();
-    return { status: 404, body: { error_msg: `not found: ${method} ${url.pathname} (GET history, config, diff; POST rollback)` } };
+    return { status: 404, body: { error_msg: `not found: ${method} ${url.pathname} (GET history, config, diff; POST rollback, apply)` } };
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {

@@ -151,6 +151,10 @@ export const GatewayConfigSchema = Type.Object(
           /** client addresses or CIDRs allowed to call it (default: loopback only) */
           allow: Type.Array(Type.String({ minLength: 1 }), { default: ['127.0.0.0/8', '::1'] }),
           max_body_bytes: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 1024 * 1024 }),
+          /** body limit of POST /portico/admin/apply (a whole config) */
+          max_apply_bytes: Type.Integer({ minimum: 1024, maximum: 1024 * 1024 * 1024, default: 32 * 1024 * 1024 }),
+          /** etcd's --max-txn-ops: an apply or rollback is one txn, refused (never split) above it */
+          max_txn_ops: Type.Integer({ minimum: 8, maximum: 1_000_000, default: 128 }),
         },
         { additionalProperties: false },
       ),

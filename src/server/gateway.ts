@@ -86,6 +86,8 @@ export abstract class GatewayInstance {
       snapshot: () => this.pipeline.store.snapshot,
       servedRevision: () => this.servedRevision(),
       maxBodyBytes: admin.max_body_bytes,
+      maxApplyBytes: admin.max_apply_bytes,
+      maxTxnOps: admin.max_txn_ops,
     });
     const { host, port } = parseListen(admin.listen);
     return this.adminServer.listen(host, port);

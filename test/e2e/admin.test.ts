@@ -179,3 +179,57 @@ describe('Admin API with the file source; unsafe admin config', () => {
     }
   });
 });
+
+describe('portico apply through a gateway: 5,000 routes in one revision', () => {
+  test('apply --prune of a 5,000-route file lands in one etcd revision and the gateway serves every route; export -> apply is a no-op', async () => {
+    const etcd = await startEtcd({ args: ['--max-txn-ops=20000', '--max-request-bytes=33554432'] });
+    const upstream = await startUpstream('u');
+    const adminPort = await freePort();
+    const gw = await startGateway({
+      etcd: { endpoints: [etcd.clientUrl] },
+      extra: { admin: { listen: `127.0.0.1:${adminPort}`, keys: [{ key: ADMIN_KEY, role: 'admin', name: 'ci' }], max_txn_ops: 20000 } },
+    });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-apply-'));
+    const cli = (...args: string[]) =>
+      spawnSync(process.execPath, [path.resolve('bin/portico.js'), ...args, '--admin', `http://127.0.0.1:${adminPort}`, '--key', ADMIN_KEY], { encoding: 'utf8', timeout: 120_000 });
+    try {
+      // something to prune
+      assert.equal((await call(adminPort, 'PUT', '/apisix/admin/routes/old', { uri: '/old', upstream: { nodes: { [upstream.address]: 1 } } })).status, 201);
+      const lines = ['upstreams:', `  - { id: u, nodes: { "${upstream.address}": 1 } }`, 'routes:'];
+      for (let i = 0; i < 5000; i++) lines.push(`  - { id: r${i}, uri: /r${i}, upstream_id: u }`);
+      const file = path.join(dir, 'routes.yaml');
+      writeFileSync(file, `${lines.join('\n')}\n`);
+      const dry = cli('apply', file, '--prune', '--dry-run', '--json');
+      assert.equal(dry.status, 0, dry.stderr + dry.stdout);
+      const planned = JSON.parse(dry.stdout) as { added: unknown[]; removed: unknown[] };
+      assert.equal(planned.added.length, 5001);
+      assert.equal(planned.removed.length, 1);
+      const applied = cli('apply', file, '--prune', '--json');
+      assert.equal(applied.status, 0, applied.stderr + applied.stdout);
+      const result = JSON.parse(applied.stdout) as { base: number; revision: number; added: unknown[]; removed: unknown[] };
+      assert.equal(result.revision, result.base + 1, 'one revision');
+      assert.deepEqual([result.added.length, result.removed.length], [planned.added.length, planned.removed.length]);
+      // every route served (sampled across the table), the pruned one gone
+      const deadline = Date.now() + 10_000;
+      while ((await get(`${gw.url}/r4999`)).status !== 200) {
+        assert.ok(Date.now() < deadline, 'the last route served');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      for (const i of [0, 1, 1234, 2500, 4998, 4999]) assert.equal((await get(`${gw.url}/r${i}`)).status, 200, `/r${i}`);
+      assert.equal((await get(`${gw.url}/old`)).status, 404);
+      // export, then apply it back: nothing to do
+      const exported = cli('export', '-o', path.join(dir, 'export.yaml'));
+      assert.equal(exported.status, 0, exported.stderr);
+      const again = cli('apply', path.join(dir, 'export.yaml'), '--prune', '--json');
+      assert.equal(again.status, 0, again.stderr);
+      const noop = JSON.parse(again.stdout) as { base: number; revision: number; added: unknown[]; changed: unknown[]; removed: unknown[] };
+      assert.equal(noop.revision, noop.base);
+      assert.deepEqual([noop.added.length, noop.changed.length, noop.removed.length], [0, 0, 0]);
+    } finally {
+      await gw.stop();
+      await gw.cleanup();
+      await etcd.stop();
+      await upstream.close();
+    }
+  });
+});
