@@ -311,6 +311,22 @@ export function registerAdminCommands(program: Command): void {
       '2 cannot reach the Admin API (connection, timeout, 5xx, endpoint missing) or bad usage.\n',
   );
 
+  /**
+   * On a terminal, one status line with the time spent while a long operation runs (the apply is
+   * one request and one etcd txn: there is no count of objects done to show); nothing otherwise.
+   */
+  const progress = (what: string): (() => void) => {
+    if (process.stderr.isTTY !== true) return () => {};
+    const t0 = Date.now();
+    const draw = () => process.stderr.write(`\r${what}… ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    draw();
+    const timer = setInterval(draw, 200);
+    return () => {
+      clearInterval(timer);
+      process.stderr.write('\r\x1b[2K');
+    };
+  };
+
   withConnection(program.command('apply').description('make the config what a routes file says, in one etcd transaction (prints + added, ~ changed, - removed)').argument('<file>'))
     .option('--dry-run', 'show what would change; write nothing')
     .option('--prune', 'also delete every object the file does not name')
@@ -318,7 +334,8 @@ export function registerAdminCommands(program: Command): void {
       const conn = connectionOf(opts);
       const parsed = routesFileObjects(readInput(file), file);
       if (!parsed.ok) throw new CliExit(EXIT_REFUSED, `${file}: ${parsed.reasons.length} problem(s), nothing sent:\n${parsed.reasons.map((r) => `  ${r}`).join('\n')}`);
-      const answer = await call(conn, 'POST', '/portico/admin/apply', { objects: parsed.objects, prune: opts.prune === true, dry_run: opts.dryRun === true });
+      const stopProgress = progress(`${opts.dryRun ? 'checking' : 'applying'} ${parsed.objects.length} objects from ${file}`);
+      const answer = await call(conn, 'POST', '/portico/admin/apply', { objects: parsed.objects, prune: opts.prune === true, dry_run: opts.dryRun === true }).finally(stopProgress);
       if (answer.status === 404) throw new CliExit(EXIT_UNREACHABLE, `the Admin API at ${conn.base} has no /portico/admin/apply (a gateway without apply support)`);
       if (answer.status !== 200) {
         const reasons = Array.isArray(answer.body.reasons) ? answer.body.reasons.map((r) => `  ${String(r)}`).join('\n') : '';
