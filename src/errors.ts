@@ -32,6 +32,10 @@ export const ErrorCode = {
   DNS_FAILED: 'PORTICO_ERR_DNS_FAILED',
   /** DNS discovery: no first answer within the bound */
   DNS_NOT_READY: 'PORTICO_ERR_DNS_NOT_READY',
+  /** an Admin API write (apply, rollback) lost to a concurrent change of the config: nothing written, retry */
+  CONFLICT: 'PORTICO_ERR_CONFLICT',
+  /** a revision asked for does not exist (yet): newer than etcd's current one, or not a revision */
+  REVISION: 'PORTICO_ERR_REVISION',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -334,7 +334,7 @@ export async function commitApply(client: EtcdClient, prefix: string, plan: Appl
     throw err;
   }
   if (res.succeeded !== true) {
-    throw new ApplyError('conflict', ErrorCode.ETCD_UNAVAILABLE, `apply: the config changed after revision ${plan.base} (a concurrent write); nothing was written: run it again`);
+    throw new ApplyError('conflict', ErrorCode.CONFLICT, `apply: the config changed after revision ${plan.base} (a concurrent write); nothing was written: run it again`);
   }
   result.revision = parseHeader(res.header).revision;
   return result;

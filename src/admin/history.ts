@@ -130,7 +130,7 @@ function revisionError(err: unknown, revision: number): unknown {
   const msg = (err as Error)?.message ?? '';
   if (/required revision has been compacted/.test(msg)) return compactedError(revision, err);
   if (/required revision is a future revision/.test(msg)) {
-    return new HistoryError('future', ErrorCode.CONFIG_INVALID, `revision ${revision} is newer than etcd's current revision`, { cause: err });
+    return new HistoryError('future', ErrorCode.REVISION, `revision ${revision} is newer than etcd's current revision`, { cause: err });
   }
   return err;
 }
@@ -177,7 +177,7 @@ async function currentRevision(client: EtcdClient, keyPrefix: string): Promise<n
  */
 export async function configAt(client: EtcdClient, prefix: string, revision: number): Promise<ConfigObject[]> {
   if (!Number.isSafeInteger(revision) || revision < 1) {
-    throw new HistoryError('future', ErrorCode.CONFIG_INVALID, `revision must be a positive integer (got ${revision})`);
+    throw new HistoryError('future', ErrorCode.REVISION, `revision must be a positive integer (got ${revision})`);
   }
   const keyPrefix = keyPrefixOf(prefix);
   const { kvs } = await rangeAll(client, configRangeStart(keyPrefix), rangeEndOf(keyPrefix), revision);
@@ -561,7 +561,7 @@ export async function planRollback(client: EtcdClient, prefix: string, revision:
   const keyPrefix = keyPrefixOf(prefix);
   const now = await rangeAll(client, configRangeStart(keyPrefix), rangeEndOf(keyPrefix), 0);
   if (revision > now.revision) {
-    throw new HistoryError('future', ErrorCode.CONFIG_INVALID, `rollback: revision ${revision} is newer than etcd's current revision ${now.revision}`);
+    throw new HistoryError('future', ErrorCode.REVISION, `rollback: revision ${revision} is newer than etcd's current revision ${now.revision}`);
   }
   const old = await configAt(client, prefix, revision);
   const current = new Map(toObjects(keyPrefix, now.kvs).map((o) => [objectKey(o), o]));
@@ -666,7 +666,7 @@ export async function commitRollback(client: EtcdClient, prefix: string, plan: R
   if (res.succeeded !== true) {
     throw new HistoryError(
       'conflict',
-      ErrorCode.ETCD_UNAVAILABLE,
+      ErrorCode.CONFLICT,
       `rollback to revision ${plan.revision}: the config changed after revision ${plan.base} (a concurrent write); nothing was written, retry`,
     );
   }
