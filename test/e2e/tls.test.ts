@@ -272,6 +272,20 @@ describe('HTTP/2 to clients', () => {
     pki = makeTestPki();
     cert = pki.server('h2', ['h2.test']);
     upstream = await startUpstream('u', (req, res) => {
+      if (req.url === '/download') {
+        // 50 MB, chunked (no content-length), written with backpressure
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        let left = 50;
+        const block = Buffer.alloc(1024 * 1024, 0x61);
+        const pump = () => {
+          while (left > 0) {
+            left--;
+            if (!res.write(block)) return void res.once('drain', pump);
+          }
+          res.end();
+        };
+        return pump();
+      }
       if (req.url === '/slow') {
         // never answers: the client's RST_STREAM must abort the request here
         req.socket.once('close', () => upstreamAborts++);
@@ -347,6 +361,28 @@ describe('HTTP/2 to clients', () => {
       assert.equal(post.json.sha256, createHash('sha256').update(body).digest('hex'));
       const many = await Promise.all(Array.from({ length: 20 }, (_, i) => h2request(session, { ':path': `/c${i}`, ':authority': 'h2.test' })));
       assert.deepEqual(many.map((r) => r.json.url), Array.from({ length: 20 }, (_, i) => `/c${i}`));
+    } finally {
+      session.close();
+    }
+  });
+
+  test('a 50 MB chunked response streams to an HTTP/2 client (hop-by-hop headers dropped)', async () => {
+    const session = http2.connect(`https://127.0.0.1:${tlsPort}`, { servername: 'h2.test', rejectUnauthorized: false });
+    try {
+      const stream = session.request({ ':path': '/download', ':authority': 'h2.test' });
+      stream.end();
+      const [headers] = (await once(stream, 'response')) as [http2.IncomingHttpHeaders];
+      assert.equal(headers[':status'], 200);
+      assert.equal(headers['transfer-encoding'], undefined);
+      assert.equal(headers.connection, undefined);
+      let bytes = 0;
+      const hash = createHash('sha256');
+      for await (const chunk of stream) {
+        bytes += (chunk as Buffer).length;
+        hash.update(chunk as Buffer);
+      }
+      assert.equal(bytes, 50 * 1024 * 1024);
+      assert.equal(hash.digest('hex'), createHash('sha256').update(Buffer.alloc(50 * 1024 * 1024, 0x61)).digest('hex'));
     } finally {
       session.close();
     }
