@@ -135,7 +135,6 @@ export function describeRequest(req: IncomingMessage, host: string | undefined =
     query,
     query === '' ? path.forward : path.forward + '?' + query,
     hostHeader,
-    (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http',
   );
 }
 
@@ -150,7 +149,7 @@ class DescribedRequest implements ProxyRequest {
   bodyWanted = false;
 
   constructor(
-    private readonly source: { readonly headers: IncomingMessage['headers'] },
+    private readonly source: { readonly headers: IncomingMessage['headers']; readonly socket: object },
     readonly method: string,
     readonly host: string,
     readonly path: string,
@@ -158,8 +157,12 @@ class DescribedRequest implements ProxyRequest {
     readonly query: string,
     readonly forwardPath: string,
     readonly hostHeader: string | undefined,
-    readonly scheme: string,
   ) {}
+
+  /** read only by routes whose vars use `scheme` */
+  get scheme(): string {
+    return (this.source.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http';
+  }
 
   get headers(): IncomingMessage['headers'] {
     return this.source.headers;

@@ -170,6 +170,8 @@ function onHeadTimeout(conn: ClientConnection): void {
 
 export class ClientConnection implements RequestHandler {
   readonly socket: Socket;
+  /** a TLS connection (read once: requests on it are https) */
+  private readonly tls: boolean;
   private readonly parser: RequestParser;
   private readonly settings: ConnectionSettings;
   private phase: Phase = Phase.Head;
@@ -207,6 +209,7 @@ export class ClientConnection implements RequestHandler {
   constructor(socket: Socket, settings: ConnectionSettings) {
     this.socket = socket;
     this.settings = settings;
+    this.tls = isTls(socket);
     const maxHeaderCount = settings.policy.maxHeaderCount + 1;
     this.parser = new RequestParser(this, { maxHeaderCount });
     // connection-level listeners (one set per connection, none per request)
@@ -320,7 +323,7 @@ export class ClientConnection implements RequestHandler {
     }
     const ctx = new RequestContext(head, socket);
     const request = describeRequest(ctx as never, head.host);
-    if (request === undefined || (isTls(socket) && this.settings.tlsRequestProblem?.(socket, request.hostHeader, request.path) !== undefined)) {
+    if (request === undefined || (this.tls && this.settings.tlsRequestProblem?.(socket, request.hostHeader, request.path) !== undefined)) {
       this.answer(ProxyError.BAD_REQUEST);
       return false;
     }
