@@ -35,9 +35,12 @@ class Client {
   /** ms after connect when the socket closed (FIN both ways, or reset) */
   closedAfter: number | undefined;
   reset = false;
+  /** the connection's two ports, kept: a socket that closed no longer reports them */
+  private ports: { local: number; remote: number } | undefined;
 
   constructor(port: number, options: { read?: boolean; allowHalfOpen?: boolean } = {}) {
     this.socket = connect({ port, host: '127.0.0.1', allowHalfOpen: options.allowHalfOpen ?? true });
+    this.socket.once('connect', () => (this.ports = { local: this.socket.localPort!, remote: this.socket.remotePort! }));
     if (options.read !== false) this.socket.on('data', (d: Buffer) => this.chunks.push(d));
     else this.socket.pause();
     this.socket.on('end', () => (this.endedAfter ??= Date.now() - this.started));
@@ -61,7 +64,8 @@ class Client {
    * half-closed and kept open, waiting for a FIN this client never sends.
    */
   async gatewayReleased(withinMs: number): Promise<boolean> {
-    const gatewaySide = `${tcpAddress(this.socket.remotePort!)} ${tcpAddress(this.socket.localPort!)}`;
+    if (this.ports === undefined) throw new Error('gatewayReleased() before the connection was made');
+    const gatewaySide = `${tcpAddress(this.ports.remote)} ${tcpAddress(this.ports.local)}`;
     const deadline = Date.now() + withinMs;
     for (;;) {
       const row = readFileSync('/proc/net/tcp', 'latin1')
