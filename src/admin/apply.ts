@@ -31,8 +31,8 @@ import { encryptKey } from '../server/tls/encryption.ts';
 import { encodeKey, parseHeader, prefixRangeEnd, type EtcdClient, type KeyValue, type RawHeader } from '../sources/etcd/client.ts';
 import { configKey, configRangeStart } from '../sources/etcd/source.ts';
 import { FileListing } from '../sources/file-listing.ts';
-import { jsonEqual, jsonPatch, type Actor, type JsonPatchOp } from './history.ts';
-import type { AdminResult } from './resources.ts';
+import { guardedConfigTxn, jsonEqual, jsonPatch, type Actor, type JsonPatchOp } from './history.ts';
+import { ID_PATTERN, SINGULAR, USERNAME_PATTERN, type AdminResult } from './resources.ts';
 
 export interface ApplyObject {
   kind: Kind;
@@ -107,19 +107,6 @@ export interface ApplyPlan {
 }
 
 const DEFAULT_MAX_TXN_OPS = 128;
-/** APISIX's id_schema and consumer username (as resources.ts) */
-const ID_PATTERN = /^[a-zA-Z0-9-_.]{1,64}$/;
-const USERNAME_PATTERN = /^[a-zA-Z0-9_-]{1,100}$/;
-const SINGULAR: Record<Kind, string> = {
-  routes: 'route',
-  services: 'service',
-  upstreams: 'upstream',
-  consumers: 'consumer',
-  plugin_configs: 'plugin_config',
-  global_rules: 'global_rule',
-  ssls: 'ssl',
-  stream_routes: 'stream_route',
-};
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 const objectKey = (o: { kind: string; id: string }) => `${o.kind}/${o.id}`;
@@ -301,24 +288,7 @@ export async function commitApply(client: EtcdClient, prefix: string, plan: Appl
   const keyPrefix = keyPrefixOf(prefix);
   const result: ApplyResult = { ...plan.result, dry_run: false };
   if (plan.puts.length + plan.deletes.length === 0) return result;
-  const time = new Date().toISOString();
-  const audit = (kind: Kind, id: string, op: 'put' | 'delete') => ({
-    request_put: { key: encodeKey(`${keyPrefix}_audit/${kind}/${id}`), value: encodeKey(JSON.stringify({ time, op, key_name: by.key_name, role: by.role })) },
-  });
-  const compare: unknown[] = [
-    { key: encodeKey(configRangeStart(keyPrefix)), range_end: prefixRangeEnd(keyPrefix), target: 'MOD', result: 'LESS', mod_revision: String(plan.base + 1) },
-  ];
-  const success: unknown[] = [];
-  for (const p of plan.puts) {
-    const key = encodeKey(`${keyPrefix}${p.kind}/${p.id}`);
-    compare.push({ key, target: 'MOD', result: 'EQUAL', mod_revision: String(p.currentModRevision) });
-    success.push({ request_put: { key, value: encodeKey(p.text) } }, audit(p.kind, p.id, 'put'));
-  }
-  for (const d of plan.deletes) {
-    const key = encodeKey(`${keyPrefix}${d.kind}/${d.id}`);
-    compare.push({ key, target: 'MOD', result: 'EQUAL', mod_revision: String(d.currentModRevision) });
-    success.push({ request_delete_range: { key } }, audit(d.kind, d.id, 'delete'));
-  }
+  const { compare, success } = guardedConfigTxn(keyPrefix, plan.base, plan.puts, plan.deletes, { key_name: by.key_name, role: by.role });
   for (const key of plan.mustExist) compare.push({ key: encodeKey(key), target: 'VERSION', result: 'GREATER', version: '0' });
   let res: { header?: RawHeader; succeeded?: boolean };
   try {

@@ -617,38 +617,50 @@ function isJsonText(raw: string): boolean {
  * A concurrent DELETE of an untouched object is not detected (etcd cannot compare a range's key
  * count): the rollback commits and that object stays deleted, as if the delete came just after.
  */
+/**
+ * The one etcd txn an apply or a rollback writes: each put and delete with its audit record
+ * (`<prefix>/_audit/<kind>/<id>`: time, op and `audit`'s fields), guarded so that any write to the
+ * config range after `base` fails it (a range compare), as does a touched key whose mod_revision
+ * is not the one read (0: absent).
+ */
+export function guardedConfigTxn(
+  keyPrefix: string,
+  base: number,
+  puts: ReadonlyArray<{ kind: Kind; id: string; text: string; currentModRevision: number }>,
+  deletes: ReadonlyArray<{ kind: Kind; id: string; currentModRevision: number }>,
+  audit: Record<string, unknown>,
+): { compare: unknown[]; success: unknown[] } {
+  const time = new Date().toISOString();
+  const auditPut = (kind: Kind, id: string, op: 'put' | 'delete') => ({
+    request_put: { key: encodeKey(`${keyPrefix}_audit/${kind}/${id}`), value: encodeKey(JSON.stringify({ time, op, ...audit })) },
+  });
+  const compare: unknown[] = [
+    { key: encodeKey(configRangeStart(keyPrefix)), range_end: prefixRangeEnd(keyPrefix), target: 'MOD', result: 'LESS', mod_revision: String(base + 1) },
+  ];
+  const success: unknown[] = [];
+  for (const p of puts) {
+    const key = encodeKey(`${keyPrefix}${p.kind}/${p.id}`);
+    compare.push({ key, target: 'MOD', result: 'EQUAL', mod_revision: String(p.currentModRevision) });
+    success.push({ request_put: { key, value: encodeKey(p.text) } }, auditPut(p.kind, p.id, 'put'));
+  }
+  for (const d of deletes) {
+    const key = encodeKey(`${keyPrefix}${d.kind}/${d.id}`);
+    compare.push({ key, target: 'MOD', result: 'EQUAL', mod_revision: String(d.currentModRevision) });
+    success.push({ request_delete_range: { key } }, auditPut(d.kind, d.id, 'delete'));
+  }
+  return { compare, success };
+}
+
 export async function commitRollback(client: EtcdClient, prefix: string, plan: RollbackPlan, by: Actor): Promise<RollbackResult> {
   const keyPrefix = keyPrefixOf(prefix);
   const restored = plan.puts.map(objectKey);
   const deleted = plan.deletes.map(objectKey);
   if (plan.puts.length + plan.deletes.length === 0) return { revision: plan.base, restored, deleted };
-  const time = new Date().toISOString();
-  const auditPut = (kind: Kind, id: string, op: 'put' | 'delete') => ({
-    request_put: {
-      key: encodeKey(`${keyPrefix}_audit/${kind}/${id}`),
-      value: encodeKey(JSON.stringify({ time, op, key_name: by.key_name, role: by.role, rollback_to: plan.revision })),
-    },
+  const { compare, success } = guardedConfigTxn(keyPrefix, plan.base, plan.puts.map((p) => ({ ...p, text: p.raw })), plan.deletes, {
+    key_name: by.key_name,
+    role: by.role,
+    rollback_to: plan.revision,
   });
-  const compare: unknown[] = [
-    {
-      key: encodeKey(configRangeStart(keyPrefix)),
-      range_end: prefixRangeEnd(keyPrefix),
-      target: 'MOD',
-      result: 'LESS',
-      mod_revision: String(plan.base + 1),
-    },
-  ];
-  const success: unknown[] = [];
-  for (const p of plan.puts) {
-    const key = encodeKey(`${keyPrefix}${p.kind}/${p.id}`);
-    compare.push({ key, target: 'MOD', result: 'EQUAL', mod_revision: String(p.currentModRevision) });
-    success.push({ request_put: { key, value: encodeKey(p.raw) } }, auditPut(p.kind, p.id, 'put'));
-  }
-  for (const d of plan.deletes) {
-    const key = encodeKey(`${keyPrefix}${d.kind}/${d.id}`);
-    compare.push({ key, target: 'MOD', result: 'EQUAL', mod_revision: String(d.currentModRevision) });
-    success.push({ request_delete_range: { key } }, auditPut(d.kind, d.id, 'delete'));
-  }
   let res: { header?: RawHeader; succeeded?: boolean };
   try {
     res = await client.call('/v3/kv/txn', { compare, success, failure: [] }, { idempotent: false });

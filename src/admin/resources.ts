@@ -55,7 +55,7 @@ export interface ListQuery {
 }
 
 /** APISIX's singular resource names, as its messages use them ("route [1] is still using it"). */
-const SINGULAR: Record<Kind, string> = {
+export const SINGULAR: Record<Kind, string> = {
   routes: 'route',
   services: 'service',
   upstreams: 'upstream',
@@ -67,8 +67,8 @@ const SINGULAR: Record<Kind, string> = {
 };
 
 /** APISIX's id_schema; also keeps ids safe as one etcd key segment. */
-const ID_PATTERN = /^[a-zA-Z0-9-_.]{1,64}$/;
-const USERNAME_PATTERN = /^[a-zA-Z0-9_-]{1,100}$/;
+export const ID_PATTERN = /^[a-zA-Z0-9-_.]{1,64}$/;
+export const USERNAME_PATTERN = /^[a-zA-Z0-9_-]{1,100}$/;
 
 /** Who references objects of a kind: [referrer kind, field]. */
 const REFERRERS: Partial<Record<Kind, Array<[Kind, string]>>> = {
