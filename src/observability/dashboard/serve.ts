@@ -1,0 +1,104 @@
+import { existsSync, readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import path from 'node:path';
+
+/**
+ * The built-in dashboard's static files, served by the status listener under /dashboard. The page
+ * itself is a bundle built by scripts/build-dashboard.mjs into <package root>/dist/dashboard/; the
+ * data it shows comes from the status listener's JSON endpoints (same origin, nothing else).
+ */
+export type DashboardHandler = (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
+
+interface Asset {
+  type: string;
+  body: Buffer;
+}
+
+const FILES: Record<string, { file: string; type: string }> = {
+  '/dashboard': { file: 'index.html', type: 'text/html; charset=utf-8' },
+  '/dashboard/': { file: 'index.html', type: 'text/html; charset=utf-8' },
+  '/dashboard/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/dashboard/app.css': { file: 'app.css', type: 'text/css; charset=utf-8' },
+};
+
+// The page loads only its own files and talks only to its own origin: a dashboard that shows
+// config and takes an admin key must not be framed or run anything injected.
+const SECURITY_HEADERS = {
+  'content-security-policy': "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-cache',
+};
+
+/**
+ * The folder with package.json above `from`: the same answer from src/observability/dashboard
+ * (run by tsx) and from dist/observability/dashboard (compiled).
+ */
+function packageRoot(from: string): string | undefined {
+  for (let dir = from; ; ) {
+    if (existsSync(path.join(dir, 'package.json'))) return dir;
+    const up = path.dirname(dir);
+    if (up === dir) return undefined;
+    dir = up;
+  }
+}
+
+export interface DashboardOptions {
+  /**
+   * whether /portico/admin/* on this listener reaches an Admin API: the page shows its history
+   * panel without probing (a probe answered 401 or 404 is an error in the browser's console)
+   */
+  admin?: () => boolean;
+  /** the built files (default: <package root>/dist/dashboard) */
+  dir?: string;
+}
+
+/** Returns a handler that answers /dashboard and /dashboard/* (true) and leaves every other path alone (false). */
+export function createDashboard(options: DashboardOptions = {}): DashboardHandler {
+  const root = packageRoot(import.meta.dirname);
+  const assetsDir = options.dir ?? (root ? path.join(root, 'dist', 'dashboard') : undefined);
+  // read once; a missing bundle is looked for again on the next request (it may be built meanwhile)
+  const cache = new Map<string, Asset>();
+  const load = (file: string, type: string): Asset | undefined => {
+    let asset = cache.get(file);
+    if (asset) return asset;
+    if (!assetsDir) return undefined;
+    try {
+      asset = { type, body: readFileSync(path.join(assetsDir, file)) };
+    } catch {
+      return undefined;
+    }
+    cache.set(file, asset);
+    return asset;
+  };
+
+  return (req, res, urlPath) => {
+    if (urlPath !== '/dashboard' && !urlPath.startsWith('/dashboard/')) return false;
+    const send = (status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}) => {
+      res.writeHead(status, { ...SECURITY_HEADERS, 'content-type': type, 'content-length': Buffer.byteLength(body), ...extra });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      send(405, 'application/json', '{"error_msg":"method not allowed"}', { allow: 'GET, HEAD' });
+      return true;
+    }
+    if (urlPath === '/dashboard/features.json') {
+      // admin null: the listener did not say (the page then probes /portico/admin/whoami)
+      send(200, 'application/json', JSON.stringify({ admin: options.admin ? options.admin() : null }));
+      return true;
+    }
+    const known = FILES[urlPath];
+    if (!known) {
+      send(404, 'application/json', '{"error_msg":"404 Not Found"}');
+      return true;
+    }
+    const asset = load(known.file, known.type);
+    if (!asset) {
+      send(503, 'text/plain; charset=utf-8', `dashboard not built: run npm run build:dashboard (looked in ${assetsDir ?? 'no package root found'})\n`);
+      return true;
+    }
+    send(200, asset.type, asset.body);
+    return true;
+  };
+}

@@ -1,0 +1,233 @@
+/**
+ * The built-in dashboard in a real Chromium against a real gateway: the page shows what the status
+ * listener reports and follows it live — a route's request rate once traffic flows, a route added to
+ * the routes file, an object the gateway rejected and why. Needs Chromium (PORTICO_CHROMIUM, default
+ * /usr/bin/chromium) and the built bundle (node scripts/build-dashboard.mjs): without either the
+ * test fails, saying which.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
+import { get } from '../helpers/http.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { waitUntil } from '../helpers/wait.ts';
+import { quantileBound, trafficRates } from '../../src/observability/dashboard/app/traffic.ts';
+import type { TrafficSnapshot } from '../../src/observability/exchange.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const CHROMIUM = process.env.PORTICO_CHROMIUM ?? '/usr/bin/chromium';
+
+async function launchBrowser(): Promise<Browser> {
+  // fail, not skip: CI installs chromium, and a dashboard nobody opened is not tested
+  assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}: install it (apt-get install chromium) or set PORTICO_CHROMIUM`);
+  assert.ok(
+    existsSync(path.join(ROOT, 'dist/dashboard/app.js')),
+    'dashboard not built: run node scripts/build-dashboard.mjs (npm run build:dashboard) first',
+  );
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    // this machine's network is closed: no QUIC probes, no component updates or sync at start
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/** Console errors and uncaught exceptions of a page: the test ends asserting there were none. */
+function watchErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(`console: ${m.text()} (${m.location().url})`);
+  });
+  page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
+  return errors;
+}
+
+async function textOf(page: Page, testid: string): Promise<string> {
+  return ((await page.getByTestId(testid).first().textContent({ timeout: 5000 })) ?? '').trim();
+}
+
+describe('traffic rates (the arithmetic behind the live columns)', () => {
+  test('p99 is the upper bound of the bucket holding the 99th percentile; none without requests', () => {
+    const buckets = [0.005, 0.01, 0.1, 1];
+    assert.equal(quantileBound(buckets, [0, 0, 0, 0, 0], 0.99), null);
+    assert.equal(quantileBound(buckets, [99, 0, 1, 0, 0], 0.99), 0.005);
+    assert.equal(quantileBound(buckets, [98, 0, 2, 0, 0], 0.99), 0.1);
+    assert.equal(quantileBound(buckets, [0, 0, 0, 0, 3], 0.99), Infinity);
+  });
+
+  test('rates, error shares and p99 come from the interval between two snapshots, not since start', () => {
+    const hist = (counts: number[]) => ({ counts, sum: 0, count: counts.reduce((a, b) => a + b, 0) });
+    const snap = (at: number, codes: Record<string, number>, counts: number[]): TrafficSnapshot => ({
+      at,
+      buckets: [0.01, 0.1],
+      routes: [{ route: 'r1', service: '', codes, duration: hist(counts), upstreamDuration: hist(counts), bytesIn: 0, bytesOut: 0 }],
+      upstreams: [{ upstream: 'upstreams/u', node: '127.0.0.1:1', codes }],
+      connections: 0,
+    });
+    // 1,000 slow requests before; in the next 2 s: 180 fast 2xx, 20 5xx
+    const a = snap(10_000, { '2xx': 1000 }, [0, 0, 1000]);
+    const b = snap(12_000, { '2xx': 1180, '5xx': 20 }, [200, 0, 1000]);
+    const r = trafficRates(a, b)!.routes.get('r1')!;
+    assert.equal(r.requests, 200);
+    assert.equal(r.rate, 100);
+    assert.equal(r.errors5xx, 0.1);
+    assert.equal(r.p99, 0.01);
+    assert.equal(trafficRates(a, b)!.nodes.get('upstreams/u 127.0.0.1:1'), 100);
+    // a counter that went down (a worker restarted) is no rate at all, never a negative one
+    assert.equal(trafficRates(b, a), undefined);
+    assert.equal(trafficRates(b, snap(13_000, { '2xx': 5 }, [5, 0, 0]))!.routes.has('r1'), false);
+  });
+});
+
+describe('dashboard in Chromium (file source)', () => {
+  let browser: Browser;
+  let upstream: TestUpstream;
+  /** answers every 4th request 500: the error columns and a node's last error */
+  let flaky: TestUpstream;
+  let gw: GatewayProcess;
+  let page: Page;
+  let errors: string[] = [];
+  const routes = (extra: Array<Record<string, unknown>> = []) => ({
+    upstreams: [
+      { id: 'u1', name: 'backend', nodes: { [upstream.address]: 1 } },
+      { id: 'u2', name: 'orders', nodes: { [flaky.address]: 1 } },
+    ],
+    routes: [
+      { id: 'r1', name: 'hello', uri: '/hello', methods: ['GET'], upstream_id: 'u1' },
+      { id: 'orders', name: 'orders', uri: '/orders/*', hosts: ['api.example.com'], upstream_id: 'u2' },
+      ...extra,
+    ],
+  });
+  /** requests through the gateway for `ms`: some to each route, some that no route matches */
+  const traffic = async (ms: number) => {
+    const until = Date.now() + ms;
+    let sent = 0;
+    while (Date.now() < until) {
+      // get() of the helpers, not fetch: fetch cannot send another Host
+      await Promise.all([get(`${gw.url}/hello`), get(`${gw.url}/orders/${sent}`, { host: 'api.example.com' }), get(`${gw.url}/nope`)]);
+      sent += 3;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return sent;
+  };
+
+  before(async () => {
+    browser = await launchBrowser();
+    upstream = await startUpstream('u1');
+    let n = 0;
+    flaky = await startUpstream('u2', (req, res) => {
+      req.resume();
+      res.writeHead(++n % 4 === 0 ? 500 : 200, { 'content-type': 'text/plain' }).end('orders');
+    });
+    gw = await startGateway({ routes: routes() });
+    page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    page.setDefaultTimeout(10_000);
+    errors = watchErrors(page);
+  });
+  after(async () => {
+    await browser?.close();
+    await gw?.cleanup();
+    await upstream?.close();
+    await flaky?.close();
+  });
+
+  test('served with its security headers; the page shows the revision and the route', async () => {
+    const res = await page.goto(`${gw.statusUrl}/dashboard`, { timeout: 10_000 });
+    assert.equal(res?.status(), 200);
+    const headers = res!.headers();
+    assert.match(headers['content-security-policy'] ?? '', /default-src 'self'/);
+    assert.equal(headers['x-frame-options'], 'DENY');
+    assert.equal(headers['x-content-type-options'], 'nosniff');
+    const status = await gw.status();
+    await waitUntil(async () => (await textOf(page, 'revision')) === String(status.revision), 5000, `revision ${status.revision} shown`, 50);
+    await page.getByTestId('route-row-r1').waitFor({ state: 'visible', timeout: 5000 });
+    assert.match(await textOf(page, 'route-row-r1'), /hello.*\/hello.*GET/);
+    assert.equal(await textOf(page, 'source'), 'file');
+    await waitUntil(async () => /updated \d\d:\d\d:\d\d/.test(await textOf(page, 'updated')), 5000, '"updated hh:mm:ss"', 50);
+  });
+
+  test('requests through the gateway: the route\'s rate goes above 0, its node counts them', async () => {
+    const rate = page.getByTestId('route-row-r1').getByTestId('rate');
+    let sent = 0;
+    await waitUntil(
+      async () => {
+        // keep traffic flowing until a 1 s interval of the page has seen some
+        for (let i = 0; i < 10; i++) {
+          const res = await fetch(`${gw.url}/hello`);
+          assert.equal(res.status, 200);
+          await res.text();
+          sent++;
+        }
+        const shown = Number((await rate.textContent()) ?? '');
+        return shown > 0;
+      },
+      8000,
+      'a request rate > 0 on route r1',
+      100,
+    );
+    assert.ok(sent > 0);
+    assert.notEqual(await textOf(page, 'route-row-r1'), '');
+    const p99 = (await page.getByTestId('route-row-r1').getByTestId('p99').textContent()) ?? '';
+    assert.match(p99, /^(≤|>) [\d.]+ (µs|ms|s)$/, `p99 cell: ${p99}`);
+    const node = page.getByTestId(`node-upstreams/u1-${upstream.address}`);
+    await waitUntil(async () => /\d/.test((await node.textContent()) ?? ''), 5000, 'the node row with counts', 50);
+  });
+
+  test('a route added to the routes file appears within 2 s of the write', async () => {
+    const t0 = performance.now();
+    writeRoutes(gw.routesPath, routes([{ id: 'r2', name: 'added', uri: '/added', upstream_id: 'u1' }]));
+    await page.getByTestId('route-row-r2').waitFor({ state: 'visible', timeout: 5000 });
+    const elapsed = performance.now() - t0;
+    assert.ok(elapsed < 2000, `row shown ${elapsed.toFixed(0)} ms after the write`);
+    const status = await gw.status();
+    await waitUntil(async () => (await textOf(page, 'revision')) === String(status.revision), 3000, 'the new revision', 50);
+  });
+
+  test('invalid objects: each rejected entry is listed with its code and reason', async () => {
+    writeRoutes(
+      gw.routesPath,
+      routes([
+        { id: 'r2', name: 'added', uri: '/added', upstream_id: 'u1' },
+        { id: 'bad-uri', uri: 7, upstream_id: 'u1' },
+        { id: 'dangling', uri: '/dangling', upstream_id: 'nope' },
+      ]),
+    );
+    const badUri = page.getByTestId('rejected-routes-bad-uri');
+    await badUri.waitFor({ state: 'visible', timeout: 5000 });
+    assert.match((await badUri.getByTestId('reason').textContent()) ?? '', /\/uri/);
+    const dangling = page.getByTestId('rejected-routes-dangling');
+    await dangling.waitFor({ state: 'visible', timeout: 5000 });
+    assert.match((await dangling.getByTestId('reason').textContent()) ?? '', /nope/);
+    assert.match(await textOf(page, 'rejected-routes-dangling'), /PORTICO_ERR_/);
+    // the good routes stay listed and served
+    assert.equal(await page.getByTestId('route-row-r2').count(), 1);
+    assert.equal(await page.getByTestId('route-row-dangling').count(), 0);
+  });
+
+  test('5xx answers: the route\'s error share, the node\'s 5xx count and last error', async () => {
+    const row = page.getByTestId('route-row-orders');
+    await Promise.all([
+      traffic(2500),
+      waitUntil(async () => /%/.test((await row.getByTestId('errors').textContent()) ?? ''), 5000, 'an error share on route orders', 50),
+    ]);
+    const node = page.getByTestId(`node-upstreams/u2-${flaky.address}`);
+    await waitUntil(async () => /500 on routes\/orders/.test((await node.getByTestId('last-error').textContent()) ?? ''), 3000, 'the node\'s last error', 50);
+  });
+
+  test('no console errors; a screenshot for the README', async () => {
+    await traffic(1500); // live numbers in the picture
+    mkdirSync(path.join(ROOT, '.tmp'), { recursive: true });
+    await page.screenshot({ path: path.join(ROOT, '.tmp/dashboard.png'), fullPage: true, timeout: 10_000 });
+    assert.deepEqual(errors, []);
+  });
+
+  test('the status listener stops answering: the page says so instead of showing old numbers as live', async () => {
+    await gw.stop('SIGKILL');
+    await page.getByTestId('offline').waitFor({ state: 'visible', timeout: 8000 });
+    assert.match(await textOf(page, 'offline'), /not answering since \d\d:\d\d:\d\d/);
+  });
+});
