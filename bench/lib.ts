@@ -233,6 +233,10 @@ export interface PorticoOptions {
   transport?: string;
   /** more `proxy:` fields, as YAML flow text (`tls_listen: ["127.0.0.1:9443"]`) */
   proxyExtra?: string;
+  /** more `status:` fields, as YAML flow text (`request_metrics: false`) */
+  statusExtra?: string;
+  /** more top-level sections, as YAML lines (`log: { access: { enabled: true, path: access.log } }`) */
+  extraYaml?: string;
 }
 
 export interface PorticoRun {
@@ -262,7 +266,7 @@ export async function startPortico(opts: PorticoOptions): Promise<PorticoRun> {
     : 'source: file, file: { path: routes.yaml }';
   writeFileSync(
     path.join(dir, 'portico.yaml'),
-    `proxy: { listen: ["127.0.0.1:${port}"], workers: ${opts.workers ?? 1}${opts.transport ? `, transport: ${opts.transport}` : ''}${opts.proxyExtra ? `, ${opts.proxyExtra}` : ''} }\nstatus: { listen: "127.0.0.1:${statusPort}" }\nconfig: { ${source}, snapshot: snapshot.json }\n`,
+    `proxy: { listen: ["127.0.0.1:${port}"], workers: ${opts.workers ?? 1}${opts.transport ? `, transport: ${opts.transport}` : ''}${opts.proxyExtra ? `, ${opts.proxyExtra}` : ''} }\nstatus: { listen: "127.0.0.1:${statusPort}"${opts.statusExtra ? `, ${opts.statusExtra}` : ''} }\nconfig: { ${source}, snapshot: snapshot.json }\n${opts.extraYaml ?? ''}\n`,
   );
   const child = run('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, opts.main, 'start', '--config', path.join(dir, 'portico.yaml')], {
     env: { PORTICO_LOG_LEVEL: 'warn', NODE_ENV: 'production' },

@@ -49,6 +49,11 @@ export interface AdminServerOptions {
 }
 
 export interface AdminServer {
+  /**
+   * Answers one request, authenticated like every other: the status listener passes the dashboard's
+   * admin calls here (same origin for the page, same keys and allow list).
+   */
+  handle(req: IncomingMessage, res: ServerResponse): void;
   /** Start one more listener; resolves with the port bound (useful with port 0). */
   listen(host: string, port: number): Promise<number>;
   close(): Promise<void>;
@@ -240,6 +245,8 @@ export function createAdminServer(options: AdminServerOptions): AdminServer {
   const porticoEndpoint = async (req: IncomingMessage, url: URL, actor: AdminActor): Promise<AdminResult> => {
     const name = url.pathname.slice(PORTICO_ADMIN_PATH.length);
     const method = req.method ?? 'GET';
+    // who the key is (the dashboard shows a viewer the history read-only), on either source
+    if (name === 'whoami' && (method === 'GET' || method === 'HEAD')) return { status: 200, body: { name: actor.name, role: actor.role } };
     const client = options.etcd;
     if (client === undefined || options.source !== 'etcd') {
       req.resume();
@@ -340,11 +347,13 @@ export function createAdminServer(options: AdminServerOptions): AdminServer {
     send(res, result.status, result.body, headers);
   };
 
+  const answer = (req: IncomingMessage, res: ServerResponse): void => {
+    handle(req, res).catch((err: unknown) => send(res, 500, { error_msg: `internal error: ${(err as Error).message}` }));
+  };
   return {
+    handle: answer,
     listen(host, port) {
-      const server = createServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
-        handle(req, res).catch((err: unknown) => send(res, 500, { error_msg: `internal error: ${(err as Error).message}` }));
-      });
+      const server = createServer({ requestTimeout: 30_000, headersTimeout: 10_000 }, answer);
       servers.add(server);
       return new Promise((resolve, reject) => {
         server.once('error', (err) => {

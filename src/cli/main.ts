@@ -36,7 +36,7 @@ program
     const listening = addresses.proxy.map((a, i) => fmt(a, i < plain ? 'http' : i < https ? 'https' : 'stream'));
     process.stdout.write(
       `portico ${VERSION} (${gateway.instanceId}${workers > 1 ? `, ${workers} workers` : ''}) listening on ${listening.join(', ')}; ` +
-        `status on ${fmt(addresses.status)}/status; ` +
+        `status on ${fmt(addresses.status)}/status${config.status.dashboard ? `, dashboard on ${fmt(addresses.status)}/dashboard` : ''}; ` +
         (addresses.admin !== undefined ? `admin on port ${addresses.admin} (/apisix/admin/); ` : '') +
         `config from ${config.config.source}` +
         (config.config.source === 'file' ? ` (${config.config.file.path})` : ` (${config.config.etcd!.endpoints.join(',')}${config.config.etcd!.prefix})`) +
@@ -57,6 +57,8 @@ program
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // logrotate: `postrotate kill -USR1 <pid>` (the file was moved: write to a new one at its path)
+    process.on('SIGUSR1', () => gateway.reopenLogs());
   });
 
 program

@@ -159,7 +159,55 @@ export const GatewayConfigSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
-    status: Type.Object({ listen: ListenAddress }, { additionalProperties: false, default: { listen: '127.0.0.1:9090' } }),
+    status: Type.Object(
+      {
+        listen: ListenAddress,
+        /** GET /dashboard on the status listener (loopback by default, like the rest of it) */
+        dashboard: Type.Boolean({ default: true }),
+        /** count every request by route, status class and node (/metrics, /status/traffic, the dashboard) */
+        request_metrics: Type.Boolean({ default: true }),
+      },
+      { additionalProperties: false, default: { listen: '127.0.0.1:9090', dashboard: true, request_metrics: true } },
+    ),
+    /** what the gateway writes about the requests it serves (its own log is JSON lines on stderr) */
+    log: Type.Object(
+      {
+        access: Type.Object(
+          {
+            enabled: Type.Boolean({ default: false }),
+            /** `stdout`, or a file (appended to; reopened on SIGUSR1, for logrotate) */
+            path: Type.String({ minLength: 1, default: 'stdout' }),
+            format: StringEnum(['json', 'combined'], { default: 'json' }),
+          },
+          { additionalProperties: false, default: {} },
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    /** W3C trace context and OpenTelemetry export */
+    tracing: Type.Object(
+      {
+        /** send upstream a `traceparent` continuing the client's trace, or starting one */
+        propagate: Type.Boolean({ default: true }),
+        /** export a span per request over OTLP/HTTP (off unless an endpoint is set) */
+        otlp: Type.Optional(
+          Type.Object(
+            {
+              /** e.g. http://collector:4318/v1/traces */
+              endpoint: Type.String({ pattern: '^https?://' }),
+              headers: Type.Record(Type.String({ minLength: 1 }), Type.String(), { default: {} }),
+              service_name: Type.String({ minLength: 1, default: 'portico' }),
+              /** share of new traces sampled (a client's sampled flag is followed) */
+              sample_ratio: Type.Number({ minimum: 0, maximum: 1, default: 1 }),
+              /** seconds per export request */
+              timeout: Type.Number({ exclusiveMinimum: 0, maximum: 60, default: 10 }),
+            },
+            { additionalProperties: false },
+          ),
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     config: Type.Object(
       {
         source: StringEnum(['file', 'etcd'], { default: 'file' }),
@@ -212,6 +260,7 @@ export function parseGatewayConfig(raw: unknown, baseDir: string, name = 'config
   cfg.config.file.path = abs(cfg.config.file.path);
   cfg.config.snapshot = abs(cfg.config.snapshot);
   cfg.plugin_dirs = cfg.plugin_dirs.map(abs);
+  if (cfg.log.access.path !== 'stdout') cfg.log.access.path = abs(cfg.log.access.path);
   if (cfg.admin) {
     const adminProblem = adminConfigProblem({ host: parseListen(cfg.admin.listen).host, keys: cfg.admin.keys });
     if (adminProblem) throw new PorticoError(ErrorCode.CONFIG_INVALID, `${name}: ${adminProblem}`);

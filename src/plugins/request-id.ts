@@ -3,6 +3,7 @@ import { Type } from '@sinclair/typebox';
 import { StringEnum } from '../config/schema/common.ts';
 import { headerNameProblem } from '../security/header-value.ts';
 import { definePlugin } from './types.ts';
+import { REQUEST_ID_VAR } from '../observability/observers.ts';
 
 /**
  * request-id (APISIX): every request gets an id in the `header_name` request header, sent
@@ -121,6 +122,8 @@ export const requestId = definePlugin({
       ctx.upstream.setHeader(conf.header, id);
     }
     if (conf.includeInResponse) ctx.vars.set(conf.varName, id);
+    // the access log's request_id
+    ctx.vars.set(REQUEST_ID_VAR, id);
     return undefined;
   },
   header_filter(conf, ctx) {

@@ -83,7 +83,7 @@ function connectionListedNames(value: string): Set<string> | undefined {
   return names;
 }
 
-function withoutNames(headers: string[], names: Set<string>): string[] {
+function withoutNames(headers: string[], names: ReadonlySet<string>): string[] {
   const kept: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
     if (!names.has(headers[i]!.toLowerCase())) kept.push(headers[i]!, headers[i + 1]!);
@@ -110,12 +110,17 @@ export interface UpstreamHeaders {
  *   routed on — an absolute-form target's authority wins over the Host header (RFC 9112 §3.2.2), so
  *   a route bound to one host never forwards another.
  */
+/** W3C trace context headers: the gateway sends its own when tracing is on */
+const TRACE_CONTEXT: ReadonlySet<string> = new Set(['traceparent', 'tracestate']);
+
 export function upstreamHeaders(
   req: IncomingMessage,
   request: ProxyRequest,
   target: UpstreamTarget,
   node: UpstreamNode,
   upgrade: boolean,
+  /** the gateway's trace context (tracing on): replaces the client's traceparent and tracestate */
+  trace?: { traceparent: string; tracestate: string | undefined },
 ): UpstreamHeaders {
   const raw = req.rawHeaders;
   let headers: string[] = [];
@@ -178,6 +183,11 @@ export function upstreamHeaders(
     forwardedPort ?? String(socket.localPort ?? ''),
   );
   if (upgrade && upgradeValue !== undefined) headers.push('Upgrade', upgradeValue, 'Connection', 'upgrade');
+  if (trace !== undefined) {
+    headers = withoutNames(headers, TRACE_CONTEXT);
+    headers.push('traceparent', trace.traceparent);
+    if (trace.tracestate !== undefined) headers.push('tracestate', trace.tracestate);
+  }
   const hostIndex = headers.length + 1;
   headers.push('Host', upstreamHost(target, node, request.hostHeader));
   return { headers, hostIndex };

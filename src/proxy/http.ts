@@ -18,6 +18,33 @@ import { NO_CONSUMERS } from '../plugins/consumers.ts';
 import { localAnswer, pickRequestOf, PluginRun } from '../plugins/run.ts';
 import type { PluginAnswer } from '../plugins/types.ts';
 import type { CompiledRoute } from '../runtime/types.ts';
+import { attemptStarted, upstreamEnded, type ObservedRequest, type RequestObservers } from '../observability/observers.ts';
+
+/** The observed request of a response (node transport), kept on the response object. */
+const OBSERVED = Symbol('portico.observed');
+type Observed = ServerResponse & { [OBSERVED]?: ObservedRequest };
+/** A socket's byte counts when its current request began. */
+const MARKS = Symbol('portico.byteMarks');
+type Marked = Socket & { [MARKS]?: { read: number; written: number } };
+
+/** The observers get a node:http request once its response is over (or the client gone). */
+function observeNodeRequest(observers: RequestObservers, req: IncomingMessage, res: ServerResponse): void {
+  const socket = req.socket as Marked;
+  const obs = observers.begin(req.method!, req.url!, req.headers.host, req.httpVersion, socket.remoteAddress ?? '', socket.remotePort ?? 0, req.rawHeaders);
+  (res as Observed)[OBSERVED] = obs;
+  res.once('close', () => {
+    obs.status = res.headersSent ? res.statusCode : 0;
+    const marks = (socket[MARKS] ??= { read: 0, written: 0 });
+    // (an HTTP/2 stream's socket is the session's: its counts are the connection's, not the request's)
+    const read = socket.bytesRead ?? 0;
+    const written = socket.bytesWritten ?? 0;
+    obs.bytesIn = read - marks.read;
+    obs.bytesOut = written - marks.written;
+    marks.read = read;
+    marks.written = written;
+    observers.finish(obs, !res.writableFinished);
+  });
+}
 
 /** A plugin's own answer, after header_filter. */
 function sendPluginAnswer(res: ServerResponse, run: PluginRun, answer: PluginAnswer): void {
@@ -45,6 +72,8 @@ export interface HttpProxyOptions {
   routes: () => RouteTable;
   /** keep-alive pools to use (default: the process-wide ones from upstream/pools.ts) */
   pools?: ConnectionPools;
+  /** who is told of each finished request (metrics, access log, tracing) */
+  observers?: RequestObservers;
 }
 
 export interface HttpProxy {
@@ -55,7 +84,7 @@ export interface HttpProxy {
 }
 
 export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
-  const { routes } = options;
+  const { routes, observers } = options;
   const pools = options.pools ?? sharedPools;
   const proxyTo = (req: IncomingMessage, res: ServerResponse, request: ProxyRequest, route: CompiledRoute, run: PluginRun | undefined, body: Readable | undefined): void => {
     if (res.destroyed) return;
@@ -72,8 +101,14 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
     if (res.destroyed) return;
     if (matched === undefined) return sendError(res, ProxyError.ROUTE_NOT_FOUND);
     const route = matched.target;
+    const obs = (res as Observed)[OBSERVED];
+    if (obs !== undefined) {
+      obs.routeId = matched.id;
+      if (route.serviceId !== undefined) obs.serviceId = route.serviceId;
+    }
     if (route.chain === undefined && table.globalChain === undefined) return proxyTo(req, res, request, route, undefined, body);
     const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, req.method!, request, req.rawHeaders, (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http', req.httpVersion);
+    if (obs !== undefined) obs.run = run;
     res.once('close', () => run.runLog());
     const verdict = run.runRequestPhases();
     if (verdict instanceof Promise) {
@@ -90,6 +125,7 @@ export function createHttpProxy(options: HttpProxyOptions): HttpProxy {
     handleRequest(req, res) {
       // no peer address: the client is gone (reset before we got to it), nothing to forward for it
       if (req.socket.remoteAddress === undefined) return void res.destroy();
+      if (observers !== undefined) observeNodeRequest(observers, req, res);
       const request = describeRequest(req);
       if (request === undefined) return sendError(res, ProxyError.BAD_REQUEST);
       const table = routes();
@@ -262,6 +298,8 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
   private pluginHost: string | undefined;
   /** the response body goes through the plugins' body_filter */
   private filtered = false;
+  /** the request as the observers will get it (undefined: no observers) */
+  private readonly obs: ObservedRequest | undefined;
 
   constructor(
     req: IncomingMessage,
@@ -288,7 +326,8 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     this.hasBody = headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0');
     this.clientHost = headers.host;
     this.node = node;
-    const built = upstreamHeaders(req, request, upstream, node, false);
+    this.obs = (res as Observed)[OBSERVED];
+    const built = upstreamHeaders(req, request, upstream, node, false, this.obs?.upstreamTrace);
     this.headers = built.headers;
     this.hostIndex = built.hostIndex;
     if (run !== undefined) {
@@ -341,6 +380,7 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     // override undici's own closing rules (HEAD, max requests per connection).
     this.dispatchOptions.reset = keepalive.idleTimeout === 0 || nodePool.gate.active > keepalive.size ? true : undefined;
     this.attemptAt = performance.now();
+    if (this.obs !== undefined) attemptStarted(this.obs, this.upstream, this.node);
     this.balancer.started?.(this.node);
     nodePool.pool.dispatch(this.dispatchOptions, this);
   }
@@ -392,6 +432,7 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     if (statusCode < 200) return true; // 1xx informational: not forwarded (node:http has no raw API for it)
     if (this.done) return false;
     this.upstream.health?.observeStatus(this.node, statusCode);
+    if (this.obs !== undefined) this.obs.upstreamStatus = statusCode;
     this.resumeUpstream = resume;
     this.responding = true;
     this.pendingStatus = statusCode;
@@ -442,6 +483,7 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
   onComplete(): void {
     this.releaseSlot();
     if (this.done) return;
+    if (this.obs !== undefined) upstreamEnded(this.obs);
     if (this.pendingHeaders !== null && !this.writeResponseHead()) return;
     this.done = true;
     if (this.filtered) {

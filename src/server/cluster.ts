@@ -12,6 +12,8 @@ import { ConfigPipeline } from './pipeline.ts';
 import type { CompileFailure } from '../runtime/types.ts';
 import type { HealthVerdict } from '../upstream/health/book.ts';
 import type { DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
+import type { TrafficSnapshot } from '../observability/exchange.ts';
+import { mergeTraffic, TrafficStats } from '../observability/traffic.ts';
 
 /**
  * Restart delays of a worker that died: 250 ms after a first death, doubling with each further
@@ -35,6 +37,10 @@ type ToWorker =
   | { type: 'snapshot'; update: SnapshotUpdate }
   | { type: 'nodes'; discovered: DiscoveredNodes }
   | { type: 'health'; verdict: HealthVerdict }
+  /** send your traffic counts (answered with `traffic` and the same id) */
+  | { type: 'traffic?'; id: number }
+  /** reopen the access log (SIGUSR1 reached the primary) */
+  | { type: 'reopen-logs' }
   | { type: 'drain' };
 type ToPrimary =
   | { type: 'hello' }
@@ -44,7 +50,9 @@ type ToPrimary =
   /** a passive health verdict the worker reached (the primary records it and tells every worker) */
   | { type: 'health'; verdict: HealthVerdict }
   /** the worker's plugin failure counts since it started (sent at most once a second, when they changed) */
-  | { type: 'plugin-failures'; counts: Record<string, number>; tls: { noCertificate: number; refused: number } };
+  | { type: 'plugin-failures'; counts: Record<string, number>; tls: { noCertificate: number; refused: number } }
+  /** the worker's request traffic since it started (an answer to `traffic?`) */
+  | { type: 'traffic'; id: number; snapshot: TrafficSnapshot };
 
 export function workerCount(setting: number | 'auto'): number {
   return setting === 'auto' ? availableParallelism() : setting;
@@ -62,7 +70,12 @@ interface WorkerState {
   listening: boolean;
   pluginFailures: Record<string, number>;
   tlsRefusals: { noCertificate: number; refused: number };
+  /** the worker's last traffic answer (what it counted is kept when it dies) */
+  traffic: TrafficSnapshot | undefined;
 }
+
+/** How long /metrics waits for a worker's traffic counts before answering without them. */
+export const TRAFFIC_WAIT_MS = 1000;
 
 /**
  * `proxy.workers` > 1: this process runs the config pipeline once (one etcd watch per instance)
@@ -86,6 +99,11 @@ export class ClusterGateway extends GatewayInstance {
   private pipelineStarted = false;
   /** workers that said hello before that */
   private readonly waiting: Worker[] = [];
+  /** traffic of workers that have exited, as they last reported it */
+  private retiredTraffic: TrafficSnapshot | undefined;
+  private trafficAsked = 0;
+  /** per traffic question: called with each worker's answer */
+  private readonly trafficAnswers = new Map<number, () => void>();
 
   constructor(
     config: GatewayConfig,
@@ -136,7 +154,7 @@ export class ClusterGateway extends GatewayInstance {
   /** `index`: the worker's place (0..count-1), kept by its replacement (worker 0 serves the UDP listeners) */
   private fork(index: number): void {
     const worker = cluster.fork({ PORTICO_WORKER: '1', PORTICO_WORKER_INDEX: String(index) });
-    const state: WorkerState = { worker, greeted: false, revision: undefined, listening: false, pluginFailures: {}, tlsRefusals: { noCertificate: 0, refused: 0 } };
+    const state: WorkerState = { worker, greeted: false, revision: undefined, listening: false, pluginFailures: {}, tlsRefusals: { noCertificate: 0, refused: 0 }, traffic: undefined };
     this.workers.set(worker.id, state);
     worker.on('message', (m: ToPrimary) => {
       if (m.type === 'hello') {
@@ -155,6 +173,9 @@ export class ClusterGateway extends GatewayInstance {
       } else if (m.type === 'plugin-failures') {
         state.pluginFailures = m.counts;
         state.tlsRefusals = m.tls;
+      } else if (m.type === 'traffic') {
+        state.traffic = m.snapshot;
+        this.trafficAnswers.get(m.id)?.();
       } else if (m.type === 'listening') {
         state.listening = true;
         this.firstListening?.(m.addresses);
@@ -167,6 +188,7 @@ export class ClusterGateway extends GatewayInstance {
       for (const [plugin, n] of Object.entries(state.pluginFailures)) this.retiredFailures.set(plugin, (this.retiredFailures.get(plugin) ?? 0) + n);
       this.retiredTls.noCertificate += state.tlsRefusals.noCertificate;
       this.retiredTls.refused += state.tlsRefusals.refused;
+      if (state.traffic !== undefined) this.retiredTraffic = mergeTraffic(this.retiredTraffic === undefined ? [state.traffic] : [this.retiredTraffic, state.traffic]);
       if (this.draining) return;
       const delay = restartDelay(this.deaths, Date.now());
       log.error({ pid: worker.process.pid, code, signal, restartInMs: delay }, `worker died; starting another in ${delay} ms`);
@@ -179,6 +201,37 @@ export class ClusterGateway extends GatewayInstance {
     let served = Infinity;
     for (const w of this.workers.values()) served = Math.min(served, w.revision ?? 0);
     return served === Infinity ? 0 : served;
+  }
+
+  /**
+   * The instance's request traffic: each living worker is asked for its counts (exact at the time
+   * of asking), plus what exited workers last reported. A worker that does not answer within
+   * TRAFFIC_WAIT_MS counts with its previous answer.
+   */
+  async traffic(): Promise<TrafficSnapshot> {
+    const id = ++this.trafficAsked;
+    const asked = [...this.workers.values()].filter((w) => w.greeted && w.worker.isConnected());
+    if (asked.length > 0) {
+      await new Promise<void>((resolve) => {
+        let pending = asked.length;
+        const done = () => {
+          clearTimeout(timer);
+          this.trafficAnswers.delete(id);
+          resolve();
+        };
+        const timer = setTimeout(done, TRAFFIC_WAIT_MS);
+        this.trafficAnswers.set(id, () => --pending === 0 && done());
+        for (const w of asked) this.send(w.worker, { type: 'traffic?', id });
+      });
+    }
+    const parts: TrafficSnapshot[] = [];
+    for (const w of this.workers.values()) if (w.traffic !== undefined) parts.push(w.traffic);
+    if (this.retiredTraffic !== undefined) parts.push(this.retiredTraffic);
+    return parts.length === 0 ? new TrafficStats().snapshot(0) : mergeTraffic(parts);
+  }
+
+  reopenLogs(): void {
+    for (const { worker } of this.workers.values()) this.send(worker, { type: 'reopen-logs' });
   }
 
   /** The instance's refused TLS connections: every worker's, living or gone. */
@@ -251,6 +304,8 @@ export async function runWorker(config: GatewayConfig): Promise<void> {
       first?.();
       first = undefined;
     } else if (m.type === 'health') dataPlane.runtime.health.apply(m.verdict);
+    else if (m.type === 'traffic?') send({ type: 'traffic', id: m.id, snapshot: dataPlane.trafficSnapshot() });
+    else if (m.type === 'reopen-logs') dataPlane.reopenLogs();
     else if (m.type === 'nodes') dataPlane.discovered(m.discovered);
     else if (m.type === 'drain') stop();
   });

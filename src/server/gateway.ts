@@ -2,7 +2,9 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseListen, type GatewayConfig } from '../config/gateway.ts';
-import { createStatusServer, type StatusReport } from '../observability/status.ts';
+import { createStatusServer, type StatusEndpoints, type StatusReport } from '../observability/status.ts';
+import type { TrafficSnapshot } from '../observability/exchange.ts';
+import { configObjectsView } from '../observability/objects-view.ts';
 import { DataPlane } from './data-plane.ts';
 import { keepValidatedMatchers } from '../runtime/compile.ts';
 import { ConfigPipeline } from './pipeline.ts';
@@ -16,10 +18,10 @@ export interface GatewayAddresses {
   admin?: number;
 }
 
-/** Starts the status listener (/status, /status/ready, /metrics). */
-export async function listenStatus(config: GatewayConfig, report: () => StatusReport): Promise<Server> {
+/** Starts the status listener (/status, /status/ready, /metrics, the dashboard and its data). */
+export async function listenStatus(config: GatewayConfig, report: () => StatusReport, endpoints: StatusEndpoints = {}): Promise<Server> {
   const { host, port } = parseListen(config.status.listen);
-  const server = createStatusServer(report);
+  const server = createStatusServer(report, endpoints);
   server.listen(port, host);
   await once(server, 'listening');
   return server;
@@ -47,6 +49,10 @@ export abstract class GatewayInstance {
   protected abstract startProxy(): Promise<AddressInfo[]>;
   /** Drains the proxy: stop accepting, finish in-flight requests (up to proxy.drain_timeout). */
   protected abstract stopProxy(): Promise<void>;
+  /** The instance's request traffic since start (with workers: all of theirs, merged). */
+  abstract traffic(): Promise<TrafficSnapshot>;
+  /** Reopens the access log files (SIGUSR1, after logrotate moved them). */
+  abstract reopenLogs(): void;
 
   get instanceId(): string {
     return this.pipeline.instanceId;
@@ -60,7 +66,14 @@ export abstract class GatewayInstance {
     this.prepare();
     await this.pipeline.start();
     const proxy = await this.startProxy();
-    this.statusServer = await listenStatus(this.config, () => this.status());
+    const etcd = this.config.config.source === 'etcd';
+    this.statusServer = await listenStatus(this.config, () => this.status(), {
+      traffic: () => this.traffic(),
+      objects: () => configObjectsView(this.pipeline.store.snapshot),
+      ...(etcd && { fleet: () => import('../cli/fleet.ts').then((f) => f.readFleet(this.config)) }),
+      dashboard: this.config.status.dashboard,
+      admin: () => this.adminServer,
+    });
     const status = this.statusServer.address() as AddressInfo;
     this.pipeline.setAddresses(proxy, status);
     const admin = await this.startAdmin();
@@ -134,5 +147,13 @@ export class Gateway extends GatewayInstance {
 
   protected stopProxy(): Promise<void> {
     return this.dataPlane.stop();
+  }
+
+  traffic(): Promise<TrafficSnapshot> {
+    return Promise.resolve(this.dataPlane.trafficSnapshot());
+  }
+
+  reopenLogs(): void {
+    this.dataPlane.reopenLogs();
   }
 }

@@ -9,6 +9,7 @@ import type { RouteTable } from '../runtime/types.ts';
 import { ProxyError } from '../errors.ts';
 import { routedPath, tlsRequestProblem } from './tls-front.ts';
 import type { SniTable } from './tls/sni-table.ts';
+import type { RequestObservers } from '../observability/observers.ts';
 
 /**
  * HTTP/2 to clients (ALPN `h2` on a TLS listener, or h2c with prior knowledge on a plain listener
@@ -28,8 +29,8 @@ export class Http2Front {
   private draining = false;
   private drained: (() => void) | undefined;
 
-  constructor(routes: () => RouteTable, policy: RequestPolicy, timeouts: ClientTimeouts, private readonly sniTable: () => SniTable) {
-    const proxy: HttpProxy = createHttpProxy({ routes });
+  constructor(routes: () => RouteTable, policy: RequestPolicy, timeouts: ClientTimeouts, private readonly sniTable: () => SniTable, observers?: RequestObservers) {
+    const proxy: HttpProxy = createHttpProxy({ routes, ...(observers !== undefined && { observers }) });
     this.server = createServer(
       {
         // a client that opens a stream per request gets at most this many at once

@@ -14,6 +14,7 @@ import { SendTimeoutWatch } from './send-timeout.ts';
 import { Http2Front } from './http2-front.ts';
 import { routedPath, tlsListener, tlsRequestProblem } from './tls-front.ts';
 import type { SniTable } from './tls/sni-table.ts';
+import type { RequestObservers } from '../observability/observers.ts';
 
 /**
  * The proxy's HTTP listeners and their graceful drain. Knows nothing of where config comes from:
@@ -37,6 +38,9 @@ export class ProxyListeners {
   private http2: Http2Front | undefined;
   /** listeners whose connections go elsewhere: TLS (then to a node:http server) and h2c */
   private readonly fronts: NetServer[] = [];
+  /** who is told of each finished request (set before start) */
+  observers: RequestObservers | undefined;
+  private connections = 0;
 
   constructor(
     private readonly config: GatewayConfig['proxy'],
@@ -48,9 +52,14 @@ export class ProxyListeners {
     this.policy = requestPolicy(config);
   }
 
+  /** client connections open now (HTTP/1 listeners; HTTP/2 sessions not counted) */
+  openConnections(): number {
+    return this.connections;
+  }
+
   async start(): Promise<AddressInfo[]> {
     const { timeouts, policy } = this;
-    const proxy = createHttpProxy({ routes: this.routes });
+    const proxy = createHttpProxy({ routes: this.routes, ...(this.observers !== undefined && { observers: this.observers }) });
     const sendWatch = (this.sendWatch = new SendTimeoutWatch(timeouts.send));
     // one listener for every response, not a closure per request
     const listeners = this;
@@ -58,7 +67,7 @@ export class ProxyListeners {
       listeners.requestDone(this.req.socket);
     }
     const addresses: AddressInfo[] = [];
-    const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, policy, timeouts, this.sniTable)).accept(socket);
+    const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, policy, timeouts, this.sniTable, this.observers)).accept(socket);
     const specs = [
       ...this.config.listen.map((entry) => ({ ...listenerSpec(entry, false), tls: false })),
       ...this.config.tls_listen.map((entry) => ({ ...listenerSpec(entry, true), tls: true })),
@@ -124,6 +133,8 @@ export class ProxyListeners {
         // request no longer has one to read (it was forwarded with an empty X-Real-IP)
         void socket.remoteAddress;
         sendWatch.watch(socket);
+        this.connections++;
+        socket.once('close', () => this.connections--);
         // node:http closes a connection after its last response with destroySoon(): the bytes the
         // client still sends (a body not read) would be answered with a reset, which can discard
         // that response; a lingering close reads and drops them first (proxy/lingering-close.ts)

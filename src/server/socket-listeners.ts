@@ -9,6 +9,7 @@ import { SendTimeoutWatch } from './send-timeout.ts';
 import { Http2Front } from './http2-front.ts';
 import { tlsListener, tlsRequestProblem } from './tls-front.ts';
 import type { SniTable } from './tls/sni-table.ts';
+import type { RequestObservers } from '../observability/observers.ts';
 
 /**
  * The proxy's listeners on the socket transport (proxy.transport: socket): net.Server sockets read
@@ -26,6 +27,8 @@ export class SocketListeners implements ConnectionOwner {
   private readonly policy: RequestPolicy;
   private sendWatch: SendTimeoutWatch | undefined;
   private http2: Http2Front | undefined;
+  /** who is told of each finished request (set before start) */
+  observers: RequestObservers | undefined;
 
   constructor(
     private readonly config: GatewayConfig['proxy'],
@@ -37,6 +40,11 @@ export class SocketListeners implements ConnectionOwner {
     this.policy = requestPolicy(config);
   }
 
+  /** client connections open now (HTTP/1 and tunnels; HTTP/2 sessions not counted) */
+  openConnections(): number {
+    return this.connections.size + this.upgradedSockets.size;
+  }
+
   async start(): Promise<AddressInfo[]> {
     const sendWatch = (this.sendWatch = new SendTimeoutWatch(this.timeouts.send));
     const sniTable = this.sniTable;
@@ -46,6 +54,7 @@ export class SocketListeners implements ConnectionOwner {
       timeouts: this.timeouts,
       owner: this,
       tlsRequestProblem: (socket, host, path) => tlsRequestProblem(socket, sniTable(), host, path),
+      ...(this.observers !== undefined && { observers: this.observers }),
     };
     const connections = this.connections;
     const addresses: AddressInfo[] = [];
@@ -55,7 +64,7 @@ export class SocketListeners implements ConnectionOwner {
       sendWatch.watch(socket);
       connections.add(new ClientConnection(socket, settings));
     };
-    const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, this.policy, this.timeouts, sniTable)).accept(socket);
+    const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, this.policy, this.timeouts, sniTable, this.observers)).accept(socket);
     const specs = [
       ...this.config.listen.map((entry) => ({ ...listenerSpec(entry, false), tls: false })),
       ...this.config.tls_listen.map((entry) => ({ ...listenerSpec(entry, true), tls: true })),

@@ -23,6 +23,7 @@ import { localAnswer, pickRequestOf, PluginRun } from '../../plugins/run.ts';
 import type { PluginAnswer } from '../../plugins/types.ts';
 import type { RouteMatch } from '../../router/types.ts';
 import type { CompiledRoute } from '../../runtime/types.ts';
+import { attemptStarted, upstreamEnded, type ObservedRequest, type RequestObservers } from '../../observability/observers.ts';
 
 /*
  * The socket transport's client side (proxy.transport: socket): one ClientConnection per accepted
@@ -67,6 +68,8 @@ export interface ConnectionSettings {
   owner: ConnectionOwner;
   /** for requests on TLS connections: why one must be refused (400; mutual TLS rules), or undefined */
   tlsRequestProblem?: (socket: Socket, host: string | undefined, path: string) => string | undefined;
+  /** who is told of each finished request (metrics, access log, tracing) */
+  observers?: RequestObservers;
 }
 
 /** The listener a connection belongs to (drain, WebSocket tunnels). */
@@ -198,6 +201,11 @@ export class ClientConnection implements RequestHandler {
   /** the current request's body is being read to match it (post_arg.*); null: not reading one */
   private bodyMatch: BodyMatch | null = null;
   private closed = false;
+  /** the current request as the observers will get it (null: none, or no observers) */
+  obs: ObservedRequest | null = null;
+  /** the socket's byte counts when the current request began (its bytes in and out are the differences) */
+  private readMark = 0;
+  private writtenMark = 0;
   /** the socket's idle timeout in force (keepalive or request_body; 0 = off) */
   private socketTimer = 0;
   private readonly onData: (chunk: Buffer) => void;
@@ -298,6 +306,8 @@ export class ClientConnection implements RequestHandler {
     this.exchange = null;
     this.headRequest = head.method === 'HEAD';
     this.closeAfter = !head.keepAlive || this.settings.owner.draining;
+    const observers = this.settings.observers;
+    if (observers !== undefined) this.obs = observers.begin(head.method, head.target, head.host, head.httpVersion, this.socket.remoteAddress ?? '', this.socket.remotePort ?? 0, head.rawHeaders);
     this.phase = head.hasBody ? Phase.Body : Phase.Response;
     this.setSocketTimer(head.hasBody ? this.settings.timeouts.requestBody : 0);
     // a forward proxy's tunnel request: not something a gateway serves (nginx answers 405 too)
@@ -351,9 +361,15 @@ export class ClientConnection implements RequestHandler {
       return false;
     }
     const route = matched.target;
+    const obs = this.obs;
+    if (obs !== null) {
+      obs.routeId = matched.id;
+      if (route.serviceId !== undefined) obs.serviceId = route.serviceId;
+    }
     if (route.chain !== undefined || table.globalChain !== undefined) {
       const run = new PluginRun(matched.id, route.serviceId, table.globalChain, route.chain, table.consumers ?? NO_CONSUMERS, head.method, request, head.rawHeaders, isTls(this.socket) ? 'https' : 'http', head.httpVersion);
       this.pluginRun = run;
+      if (obs !== null) obs.run = run;
       const verdict = run.runRequestPhases();
       if (verdict instanceof Promise) {
         // the parser waits (and the body with it) until the plugins have decided
@@ -492,6 +508,7 @@ export class ClientConnection implements RequestHandler {
   answer(kind: ProxyErrorKind): void {
     // the client may send its body or not, having had no 100: what follows cannot be framed (node:http closes too)
     if (this.awaitingContinue) this.closeAfter = true;
+    if (this.obs !== null) this.obs.status = kind.status;
     writeSocketError(this.socket, kind, this.closeAfter, this.headRequest);
     this.responseFinished(!this.closeAfter);
   }
@@ -500,6 +517,7 @@ export class ClientConnection implements RequestHandler {
   private answerPlugin(run: PluginRun, answer: PluginAnswer): void {
     if (this.awaitingContinue) this.closeAfter = true;
     const { status, headers, body } = localAnswer(run, answer);
+    if (this.obs !== null) this.obs.status = status;
     writeLocalResponse(this.socket, status, headers, body, !this.keepAlive, this.headRequest);
     this.responseFinished(!this.closeAfter);
   }
@@ -512,7 +530,25 @@ export class ClientConnection implements RequestHandler {
     clearTimeout(this.headTimer);
     this.stopListening();
     writeRawError(this.socket, kind);
+    if (this.obs !== null) {
+      this.obs.status = kind.status;
+      this.observed(false);
+    }
     return true;
+  }
+
+  /** The observers get the current request (once): its bytes are the socket's counts since it began. */
+  private observed(aborted: boolean): void {
+    const obs = this.obs!;
+    this.obs = null;
+    const socket = this.socket;
+    const read = socket.bytesRead;
+    const written = socket.bytesWritten;
+    obs.bytesIn = read - this.readMark;
+    obs.bytesOut = written - this.writtenMark;
+    this.readMark = read;
+    this.writtenMark = written;
+    this.settings.observers!.finish(obs, aborted);
   }
 
   /** Whether the response being written may leave the connection open. */
@@ -526,6 +562,7 @@ export class ClientConnection implements RequestHandler {
 
   /** The last byte of the response is written. */
   responseFinished(keepAlive: boolean): void {
+    if (this.obs !== null) this.observed(false);
     if (this.pluginRun !== undefined) {
       this.pluginRun.runLog();
       this.pluginRun = undefined;
@@ -629,6 +666,8 @@ export class ClientConnection implements RequestHandler {
   private clientClosed(): void {
     this.closed = true;
     this.bodyMatch = null;
+    // a request in flight: the client left before its response was complete
+    if (this.obs !== null) this.observed(true);
     if (this.pluginRun !== undefined) {
       this.pluginRun.runLog();
       this.pluginRun = undefined;
@@ -652,6 +691,11 @@ export class ClientConnection implements RequestHandler {
     clearTimeout(this.headTimer);
     this.stopListening();
     this.settings.owner.upgraded(socket);
+    if (this.obs !== null) {
+      // a tunnel from here on: the request is reported as switched (the relay answers on its own)
+      this.obs.status = 101;
+      this.observed(false);
+    }
     const body = upgradeRequestBody(ctx as never, socket, rest);
     if (body === undefined) return writeRawError(socket, ProxyError.BAD_REQUEST);
     proxyUpgrade(ctx as never, socket, body, request, upstream, node, this.pluginRun);
@@ -740,7 +784,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     this.path = run === undefined ? request.forwardPath : run.upstream.uri;
     this.method = run === undefined ? head.method : run.upstream.method;
     this.pluginHost = run?.upstream.host;
-    const built = upstreamHeaders(ctx as never, request, upstream, node, false);
+    const built = upstreamHeaders(ctx as never, request, upstream, node, false, conn.obs?.upstreamTrace);
     // the body's framing is the parser's verdict, written by us: a Content-Length the client sent is
     // dropped (and one a Connection header named, dropped by upstreamHeaders, is not missed)
     const headers = withoutContentLength(built.headers);
@@ -787,6 +831,8 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     this.keepUpstream = this.pool!.gate.active <= this.upstream.keepalive.size;
     // counted from here, before a connection is open: a burst is seen at once (least_conn)
     this.attemptAt = performance.now();
+    const obs = this.conn.obs;
+    if (obs !== null) attemptStarted(obs, this.upstream, this.node);
     this.balancer.started?.(this.node);
     this.pool!.acquire(this);
   }
@@ -976,6 +1022,8 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
       return true;
     }
     this.response = head;
+    const obs = this.conn.obs;
+    if (obs !== null) obs.upstreamStatus = head.status;
     this.upstream.health?.observeStatus(this.node, head.status);
     return false;
   }
@@ -1009,6 +1057,8 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
         this.filtered = !noBody;
       }
     }
+    const obs = conn.obs;
+    if (obs !== null) obs.status = status;
     let text = 'HTTP/1.1 ' + status + ' ' + reason + CRLF;
     text += headerLines(headers);
     // RFC 9110 §6.6.1: a recipient with a clock forwarding a response without Date adds one
@@ -1091,6 +1141,8 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     if (this.chunked) this.socket.write(LAST_CHUNK, 'latin1');
     this.done = true;
     this.attemptEnded(false);
+    const obs = this.conn.obs;
+    if (obs !== null) upstreamEnded(obs);
     const uc = this.upstreamConn;
     this.upstreamConn = null;
     const response = this.response!;

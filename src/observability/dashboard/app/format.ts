@@ -53,3 +53,5 @@ export function duration(seconds: number): string {
 }
 
 export const count = (n: number) => n.toLocaleString('en-US');
+
+export const plural = (n: number, noun: string) => `${count(n)} ${noun}${n === 1 ? '' : 's'}`;

@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 import { html } from '../html.ts';
-import { ago, dateTime } from '../format.ts';
+import { ago, dateTime, plural } from '../format.ts';
 import type { FleetView } from '../types.ts';
 
 /** Every instance registered in etcd and whether it serves the newest config change. */
@@ -8,7 +8,7 @@ export function FleetPanel({ fleet, self, error }: { fleet: FleetView; self: str
   const behind = fleet.instances.filter((i) => !i.converged).length;
   return html`
     <section class="panel" data-testid="fleet-panel">
-      <h2>Fleet <span class="muted">${fleet.instances.length} instances, config revision ${fleet.configRevision}${fleet.approximate ? ' (approximate)' : ''}, etcd revision ${fleet.etcdRevision}</span>
+      <h2>Fleet <span class="muted">${plural(fleet.instances.length, 'instance')}, config revision ${fleet.configRevision}${fleet.approximate ? ' (approximate)' : ''}, etcd revision ${fleet.etcdRevision}</span>
         ${behind ? html`<span class="badge warn">${behind} behind</span>` : html`<span class="badge ok">converged</span>`}
         ${error ? html`<span class="badge bad" title=${error}>not refreshed</span>` : ''}</h2>
       <table class="grid">

@@ -27,13 +27,26 @@ function storeKey(key: string): void {
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 const json = (v: unknown) => JSON.stringify(v);
 
+/** the value at an RFC 6901 JSON pointer (undefined when absent) */
+function pointer(doc: unknown, path: string): unknown {
+  let v = doc;
+  for (const raw of path.split('/').slice(1)) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[raw.replace(/~1/g, '/').replace(/~0/g, '~')];
+  }
+  return v;
+}
+
 function DiffView({ diff }: { diff: ConfigDiff }) {
   const lines: Array<[string, string]> = [];
   for (const o of diff.added) lines.push(['add', `+ ${o.kind}/${o.id} ${json(o.value)}`]);
   for (const o of diff.removed) lines.push(['del', `- ${o.kind}/${o.id}`]);
   for (const c of diff.changed) {
     lines.push(['chg', `~ ${c.kind}/${c.id}`]);
-    for (const p of c.patch) lines.push(['chg', `    ${p.op} ${p.path}${'value' in p ? ` ${json(p.value)}` : ''}`]);
+    for (const p of c.patch) {
+      const was = p.op === 'add' ? undefined : pointer(c.from.value, p.path);
+      lines.push(['chg', `    ${p.op} ${p.path}${'value' in p ? ` ${json(p.value)}` : ''}${was === undefined ? '' : ` (was ${json(was)})`}`]);
+    }
   }
   if (lines.length === 0) lines.push(['', '(no change to the config between these revisions)']);
   return html`<pre class="diff">${lines.map(([cls, text]) => html`<div class=${cls}>${text}</div>`)}</pre>`;
@@ -48,7 +61,8 @@ export function HistoryPanel({ revision }: { revision: number | undefined }) {
   const [available, setAvailable] = useState<boolean | undefined>(undefined);
   const [key, setKey] = useState(storedKey);
   const [draft, setDraft] = useState('');
-  const [who, setWho] = useState<WhoAmI | undefined>(undefined);
+  /** the key's owner, with the key it was asked for: a request never goes out with a key not (yet) known */
+  const [auth, setAuth] = useState<{ key: string; me: WhoAmI } | undefined>(undefined);
   const [error, setError] = useState<string | undefined>(undefined);
   const [history, setHistory] = useState<HistoryResult | undefined>(undefined);
   const [open, setOpen] = useState<Record<number, ConfigDiff | string | undefined>>({});
@@ -83,20 +97,17 @@ export function HistoryPanel({ revision }: { revision: number | undefined }) {
 
   // who is this key?
   useEffect(() => {
-    if (!available || !key) {
-      setWho(undefined);
-      return;
-    }
+    setAuth(undefined);
+    if (!available || !key) return;
     let stop = false;
     adminJson<WhoAmI>('whoami', key).then(
-      (w) => {
+      (me) => {
         if (stop) return;
-        setWho(w);
+        setAuth({ key, me });
         setError(undefined);
       },
       (err) => {
         if (stop) return;
-        setWho(undefined);
         setError(err instanceof HttpError && err.status === 401 ? 'this key is not accepted' : message(err));
       },
     );
@@ -107,12 +118,12 @@ export function HistoryPanel({ revision }: { revision: number | undefined }) {
 
   // the history, again whenever the served revision moves
   useEffect(() => {
-    if (!who) {
+    if (!auth) {
       setHistory(undefined);
       return;
     }
     let stop = false;
-    adminJson<HistoryResult>('history?limit=50', key).then(
+    adminJson<HistoryResult>('history?limit=50', auth.key).then(
       (h) => {
         if (stop) return;
         setHistory(h);
@@ -123,9 +134,10 @@ export function HistoryPanel({ revision }: { revision: number | undefined }) {
     return () => {
       stop = true;
     };
-  }, [who, key, revision]);
+  }, [auth, revision]);
 
   if (available !== true) return null;
+  const who = auth?.key === key ? auth.me : undefined;
 
   const useKey = (e: Event) => {
     e.preventDefault();
@@ -149,14 +161,16 @@ export function HistoryPanel({ revision }: { revision: number | undefined }) {
       return;
     }
     setOpen({ ...open, [rev]: 'loading…' });
-    adminJson<ConfigDiff>(`diff?from=${rev - 1}&to=${rev}`, key).then(
+    if (!auth) return;
+    adminJson<ConfigDiff>(`diff?from=${rev - 1}&to=${rev}`, auth.key).then(
       (d) => setOpen((o) => (rev in o ? { ...o, [rev]: d } : o)),
       (err) => setOpen((o) => (rev in o ? { ...o, [rev]: message(err) } : o)),
     );
   };
   const rollback = (rev: number) => {
+    if (!auth) return;
     setBusy(true);
-    adminJson<RollbackResult>('rollback', key, { method: 'POST', body: JSON.stringify({ revision: rev }) })
+    adminJson<RollbackResult>('rollback', auth.key, { method: 'POST', body: JSON.stringify({ revision: rev }) })
       .then(
         (r) =>
           setResult(

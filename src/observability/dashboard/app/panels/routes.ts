@@ -1,7 +1,7 @@
 /// <reference lib="dom" />
 import { useState } from 'preact/hooks';
 import { html } from '../html.ts';
-import { bound, count, percent, rate } from '../format.ts';
+import { bound, count, percent, plural, rate } from '../format.ts';
 import { NO_RATES, type IntervalRates, type TrafficRates } from '../traffic.ts';
 import type { RoutesView } from '../types.ts';
 
@@ -55,7 +55,7 @@ export function RoutesPanel({ view, rates, lastBucket }: { view: RoutesView | un
   return html`
     <section class="panel" data-testid="routes-panel">
       <div class="panel-head">
-        <h2>Routes & services <span class="muted">${count(view.totals?.routes ?? view.routes.length)} routes, ${count(view.totals?.services ?? view.services.length)} services${view.totals && view.totals.routes > view.routes.length ? ` (the first ${count(view.routes.length)} listed)` : ''}</span></h2>
+        <h2>Routes & services <span class="muted">${plural(view.totals?.routes ?? view.routes.length, 'route')}, ${plural(view.totals?.services ?? view.services.length, 'service')}${view.totals && view.totals.routes > view.routes.length ? ` (the first ${count(view.routes.length)} listed)` : ''}</span></h2>
         <input type="search" placeholder="filter: id, name, uri, host" value=${filter} onInput=${(e: Event) => setFilter((e.target as HTMLInputElement).value)} data-testid="route-filter" />
       </div>
       <table class="grid">
