@@ -10,6 +10,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { freePort, startEtcd, type EtcdProcess } from '../helpers/etcd.ts';
 import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
 import { get } from '../helpers/http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
@@ -229,5 +230,108 @@ describe('dashboard in Chromium (file source)', () => {
     await gw.stop('SIGKILL');
     await page.getByTestId('offline').waitFor({ state: 'visible', timeout: 8000 });
     assert.match(await textOf(page, 'offline'), /not answering since \d\d:\d\d:\d\d/);
+  });
+});
+
+describe('dashboard in Chromium (etcd source, Admin API): fleet, history, diff, rollback', () => {
+  const ADMIN_KEY = 'dashboard-e2e-admin-key';
+  const VIEWER_KEY = 'dashboard-e2e-viewer-key';
+  let browser: Browser;
+  let etcd: EtcdProcess;
+  let upstream: TestUpstream;
+  let gw: GatewayProcess;
+  let adminPort: number;
+  let page: Page;
+  let errors: string[] = [];
+  let r1: number;
+  let r2: number;
+
+  async function put(p: string, body: unknown): Promise<number> {
+    const res = await fetch(`http://127.0.0.1:${adminPort}/apisix/admin/${p}?wait=served`, {
+      method: 'PUT',
+      headers: { 'X-API-KEY': ADMIN_KEY, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const json = (await res.json()) as { modifiedIndex?: number; error_msg?: string };
+    assert.ok(res.status === 200 || res.status === 201, `PUT ${p}: ${res.status} ${json.error_msg ?? ''}`);
+    return Number(json.modifiedIndex);
+  }
+
+  async function useKey(key: string): Promise<void> {
+    if ((await page.getByTestId('admin-forget').count()) > 0) await page.getByTestId('admin-forget').click();
+    await page.getByTestId('admin-key').fill(key);
+    await page.getByTestId('admin-key-use').click();
+  }
+
+  before(async () => {
+    browser = await launchBrowser();
+    etcd = await startEtcd();
+    upstream = await startUpstream('u1');
+    adminPort = await freePort();
+    gw = await startGateway({
+      etcd: { endpoints: [etcd.clientUrl] },
+      instanceId: 'dash-a',
+      extra: {
+        admin: {
+          listen: `127.0.0.1:${adminPort}`,
+          keys: [
+            { key: ADMIN_KEY, role: 'admin', name: 'ops' },
+            { key: VIEWER_KEY, role: 'viewer', name: 'looker' },
+          ],
+        },
+      },
+    });
+    await put('upstreams/u1', { type: 'roundrobin', nodes: { [upstream.address]: 1 } });
+    r1 = await put('routes/hist', { uri: '/v1', upstream_id: 'u1' });
+    r2 = await put('routes/hist', { uri: '/v2', upstream_id: 'u1' });
+    page = await browser.newPage({ viewport: { width: 1440, height: 1100 } });
+    page.setDefaultTimeout(10_000);
+    errors = watchErrors(page);
+    await page.goto(`${gw.statusUrl}/dashboard`, { timeout: 10_000 });
+  });
+  after(async () => {
+    await browser?.close();
+    await gw?.cleanup();
+    await etcd?.stop();
+    await upstream?.close();
+  });
+
+  test('the fleet panel lists this instance, converged', async () => {
+    const row = page.getByTestId('fleet-dash-a');
+    await row.waitFor({ state: 'visible', timeout: 10_000 });
+    await waitUntil(async () => /converged/.test((await row.textContent()) ?? ''), 10_000, 'dash-a converged', 100);
+  });
+
+  test('a viewer key: the history with who made each change and its diff; rollback disabled', async () => {
+    await useKey(VIEWER_KEY);
+    await waitUntil(async () => /looker \(viewer, read-only\)/.test(await textOf(page, 'whoami')), 5000, 'whoami', 50);
+    const entry = page.getByTestId(`history-entry-${r2}`).first();
+    await entry.waitFor({ state: 'visible', timeout: 10_000 });
+    assert.match((await entry.textContent()) ?? '', /routes\/hist.*put.*ops \(admin\)/);
+    assert.equal(await page.getByTestId(`rollback-${r1}`).first().isDisabled(), true);
+    await page.getByTestId(`diff-toggle-${r2}`).first().click();
+    const diff = page.getByTestId(`diff-${r2}`);
+    await waitUntil(async () => /replace \/uri "\/v2" \(was "\/v1"\)/.test((await diff.textContent()) ?? ''), 5000, 'the diff of the change', 50);
+  });
+
+  test('an admin key: rollback asks first, then the gateway serves the old route again', async () => {
+    await useKey(ADMIN_KEY);
+    await waitUntil(async () => /ops \(admin\)/.test(await textOf(page, 'whoami')), 5000, 'whoami admin', 50);
+    const button = page.getByTestId(`rollback-${r1}`).first();
+    await waitUntil(() => button.isEnabled(), 5000, 'rollback enabled', 50);
+    await button.click();
+    // nothing written before the confirmation
+    await page.getByTestId('rollback-cancel').click();
+    assert.equal((await get(`${gw.url}/v2`)).status, 200);
+    await button.click();
+    await page.getByTestId('rollback-confirm').click();
+    await waitUntil(async () => /rolled back to revision/.test(await textOf(page, 'rollback-result')), 10_000, 'the rollback result', 50);
+    await waitUntil(async () => (await get(`${gw.url}/v1`)).status === 200 && (await get(`${gw.url}/v2`)).status === 404, 5000, '/v1 served again', 20);
+    // the rollback is the newest entry of the history, by ops
+    const status = await gw.status();
+    await page.getByTestId(`history-entry-${status.revision}`).first().waitFor({ state: 'visible', timeout: 5000 });
+    mkdirSync(path.join(ROOT, '.tmp'), { recursive: true });
+    await page.screenshot({ path: path.join(ROOT, '.tmp/dashboard-admin.png'), fullPage: true, timeout: 10_000 });
+    assert.deepEqual(errors, []);
   });
 });
