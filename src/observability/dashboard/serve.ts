@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
 
 /**
@@ -54,6 +54,26 @@ export interface DashboardOptions {
   dir?: string;
 }
 
+/**
+ * Whether this listener passes /portico/admin/* to an Admin API, when the listener did not say
+ * (no `admin` option): asked here, of the listener itself, because a browser logs every 401/404
+ * answer to its own probe as an error. null: no answer (the page then probes).
+ */
+function adminBehind(req: IncomingMessage): Promise<boolean | null> {
+  const { localAddress, localPort } = req.socket;
+  if (!localAddress || !localPort) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    const probe = httpRequest({ host: localAddress, port: localPort, path: '/portico/admin/whoami', method: 'GET', timeout: 2000, agent: false }, (res) => {
+      res.resume();
+      // 404: nothing behind /portico/admin/; 401 (no key) or anything else: an Admin API answered
+      resolve(res.statusCode !== 404);
+    });
+    probe.on('timeout', () => probe.destroy(new Error('timeout')));
+    probe.on('error', () => resolve(null));
+    probe.end();
+  });
+}
+
 /** Returns a handler that answers /dashboard and /dashboard/* (true) and leaves every other path alone (false). */
 export function createDashboard(options: DashboardOptions = {}): DashboardHandler {
   const root = packageRoot(import.meta.dirname);
@@ -84,8 +104,9 @@ export function createDashboard(options: DashboardOptions = {}): DashboardHandle
       return true;
     }
     if (urlPath === '/dashboard/features.json') {
-      // admin null: the listener did not say (the page then probes /portico/admin/whoami)
-      send(200, 'application/json', JSON.stringify({ admin: options.admin ? options.admin() : null }));
+      const answer = (admin: boolean | null) => send(200, 'application/json', JSON.stringify({ admin }));
+      if (options.admin) answer(options.admin());
+      else void adminBehind(req).then(answer);
       return true;
     }
     const known = FILES[urlPath];
