@@ -6,7 +6,11 @@
  * test fails, saying which.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -16,6 +20,7 @@ import { get } from '../helpers/http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 import { waitUntil } from '../helpers/wait.ts';
 import { quantileBound, trafficRates } from '../../src/observability/dashboard/app/traffic.ts';
+import { createDashboard } from '../../src/observability/dashboard/serve.ts';
 import type { TrafficSnapshot } from '../../src/observability/exchange.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -50,6 +55,71 @@ function watchErrors(page: Page): string[] {
 async function textOf(page: Page, testid: string): Promise<string> {
   return ((await page.getByTestId(testid).first().textContent({ timeout: 5000 })) ?? '').trim();
 }
+
+describe('createDashboard (the static files)', () => {
+  /** a listener that serves only what the dashboard handler takes, 418 for the rest */
+  async function serve(dir: string): Promise<{ url: string; close: () => Promise<void> }> {
+    const handle = createDashboard({ dir, admin: () => false });
+    const server = createServer((req, res) => {
+      if (!handle(req, res, (req.url ?? '/').split('?')[0]!)) res.writeHead(418).end();
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      close: () => new Promise<void>((r) => server.close(() => r())),
+    };
+  }
+
+  test('the page and its assets with their types and security headers; unknown /dashboard/* is 404, other paths are not taken', async () => {
+    const s = await serve(path.join(ROOT, 'dist/dashboard'));
+    try {
+      for (const [p, type] of [['/dashboard', /text\/html/], ['/dashboard/', /text\/html/], ['/dashboard/app.js', /text\/javascript/], ['/dashboard/app.css', /text\/css/]] as const) {
+        const res = await fetch(`${s.url}${p}`);
+        assert.equal(res.status, 200, p);
+        assert.match(res.headers.get('content-type') ?? '', type, p);
+        assert.equal(res.headers.get('cache-control'), 'no-cache');
+        assert.equal(res.headers.get('content-security-policy'), "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'");
+        assert.equal(res.headers.get('x-frame-options'), 'DENY');
+        assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+        assert.ok((await res.arrayBuffer()).byteLength > 0);
+      }
+      assert.deepEqual(await (await fetch(`${s.url}/dashboard/features.json`)).json(), { admin: false });
+      // sent as is (fetch would normalize it): only the named files are served, no path is joined
+      const traversal = await new Promise<number>((resolve, reject) =>
+        request(`${s.url}/`, { path: '/dashboard/../package.json' }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        })
+          .on('error', reject)
+          .end(),
+      );
+      assert.equal(traversal, 404);
+      const nope = await fetch(`${s.url}/dashboard/secret.txt`);
+      assert.equal(nope.status, 404);
+      await nope.arrayBuffer();
+      const post = await fetch(`${s.url}/dashboard`, { method: 'POST' });
+      assert.equal(post.status, 405);
+      await post.arrayBuffer();
+      assert.equal((await fetch(`${s.url}/dashboardx`)).status, 418);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('not built: 503 saying how to build it', async () => {
+    const empty = mkdtempSync(path.join(os.tmpdir(), 'portico-dash-'));
+    const s = await serve(empty);
+    try {
+      const res = await fetch(`${s.url}/dashboard`);
+      assert.equal(res.status, 503);
+      assert.match(await res.text(), /dashboard not built: run npm run build:dashboard/);
+    } finally {
+      await s.close();
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('traffic rates (the arithmetic behind the live columns)', () => {
   test('p99 is the upper bound of the bucket holding the 99th percentile; none without requests', () => {
