@@ -1,4 +1,3 @@
-/// <reference lib="dom" />
 import type { DurationHistogram, NodeTraffic, RouteTraffic, TrafficSnapshot } from './types.ts';
 
 /**

@@ -1,4 +1,3 @@
-/// <reference lib="dom" />
 // What the page reads from the status listener. The report types are the server's own (type-only
 // imports, erased by the bundler): a change there breaks the dashboard's type-check, not the page.
 export type { StatusReport } from '../../status.ts';
