@@ -159,6 +159,8 @@ describe('dashboard in Chromium (file source)', () => {
   let upstream: TestUpstream;
   /** answers every 4th request 500: the error columns and a node's last error */
   let flaky: TestUpstream;
+  /** a node nothing listens on: active checks mark it unhealthy */
+  let deadNode: string;
   let gw: GatewayProcess;
   let page: Page;
   let errors: string[] = [];
@@ -166,6 +168,12 @@ describe('dashboard in Chromium (file source)', () => {
     upstreams: [
       { id: 'u1', name: 'backend', nodes: { [upstream.address]: 1 } },
       { id: 'u2', name: 'orders', nodes: { [flaky.address]: 1 } },
+      {
+        id: 'u3',
+        name: 'checked',
+        nodes: { [upstream.address]: 1, [deadNode]: 1 },
+        checks: { active: { http_path: '/health', timeout: 1, healthy: { interval: 1, successes: 1 }, unhealthy: { interval: 1, tcp_failures: 1, http_failures: 1 } } },
+      },
     ],
     routes: [
       { id: 'r1', name: 'hello', uri: '/hello', methods: ['GET'], upstream_id: 'u1' },
@@ -189,6 +197,7 @@ describe('dashboard in Chromium (file source)', () => {
   before(async () => {
     browser = await launchBrowser();
     upstream = await startUpstream('u1');
+    deadNode = `127.0.0.1:${await freePort()}`;
     let n = 0;
     flaky = await startUpstream('u2', (req, res) => {
       req.resume();
@@ -287,6 +296,12 @@ describe('dashboard in Chromium (file source)', () => {
     ]);
     const node = page.getByTestId(`node-upstreams/u2-${flaky.address}`);
     await waitUntil(async () => /500 on routes\/orders/.test((await node.getByTestId('last-error').textContent()) ?? ''), 3000, 'the node\'s last error', 50);
+  });
+
+  test('active health checks: each checked node\'s state', async () => {
+    const health = (node: string) => page.getByTestId(`node-upstreams/u3-${node}`).getByTestId('health').textContent();
+    await waitUntil(async () => /^unhealthy active/.test((await health(deadNode)) ?? ''), 8000, 'the dead node shown unhealthy', 100);
+    assert.match((await health(upstream.address)) ?? '', /^healthy /);
   });
 
   test('no console errors; a screenshot for the README', async () => {

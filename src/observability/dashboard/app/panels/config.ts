@@ -24,15 +24,14 @@ export function ConfigPanel({ status }: { status: StatusReport | undefined }) {
       ${status.rejected.length === 0
         ? html`<p class="muted">every object the source sent is in force</p>`
         : html`<table class="grid">
-            <thead><tr><th>object</th><th>code</th><th>reason</th><th class="num">revision</th><th>when</th></tr></thead>
+            <thead><tr><th>object</th><th>code</th><th>reason</th><th>when</th></tr></thead>
             <tbody>
               ${status.rejected.map(
                 (r) => html`<tr key=${`${r.kind}/${r.id}`} data-testid=${`rejected-${r.kind}-${r.id}`}>
                   <td class="mono">${r.kind}/${r.id}</td>
                   <td class="mono">${r.code}</td>
                   <td class="reason" data-testid="reason">${reasonOf(r)}</td>
-                  <td class="num">${r.modRevision}</td>
-                  <td title=${dateTime(r.at)}>${ago(r.at)}</td>
+                  <td class="nowrap" title=${`${dateTime(r.at)}, source revision ${r.modRevision}`}>${ago(r.at)}</td>
                 </tr>`,
               )}
             </tbody>

@@ -90,7 +90,7 @@ export function UpstreamsPanel(props: { view: RoutesView | undefined; status: St
                 (n) => html`<tr key=${n.node} data-testid=${`node-${g.key}-${n.node}`}>
                   <td class="mono">${n.node}</td>
                   <td class="num">${n.weight ?? ''}</td>
-                  <td><${HealthCell} g=${g} n=${n} /></td>
+                  <td data-testid="health"><${HealthCell} g=${g} n=${n} /></td>
                   <td class="num">${rate(props.rates?.nodes.get(nodeKey(g.key, n.node)))}</td>
                   ${CLASSES.map((c) => html`<td class=${`num ${c === '5xx' || c === '000' ? (n.traffic?.codes[c] ? 'bad-text' : '') : ''}`}>${n.traffic?.codes[c] ? count(n.traffic.codes[c]) : ''}</td>`)}
                   <td data-testid="last-error">${n.traffic?.lastError
