@@ -14,7 +14,14 @@ let esbuild;
 try {
   esbuild = await import('esbuild');
 } catch (err) {
-  console.error(`build-dashboard: esbuild is not installed (npm install): ${err.message}`);
+  // `npm ci --omit=dev` (a production image) runs `prepare` without devDependencies: the gateway
+  // must still install; its dashboard then answers 503 saying how to build it
+  const omitted = /\bdev\b/.test(process.env.npm_config_omit ?? '') || process.env.npm_config_production === 'true' || process.env.NODE_ENV === 'production';
+  if (omitted) {
+    console.warn('build-dashboard: skipped, esbuild not installed (dev dependencies omitted); /dashboard answers 503 until built');
+    process.exit(0);
+  }
+  console.error(`build-dashboard: esbuild is not installed (run npm install): ${err.message}`);
   process.exit(1);
 }
 
