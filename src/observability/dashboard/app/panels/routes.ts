@@ -41,7 +41,8 @@ export function RoutesPanel({ view, rates, lastBucket }: { view: RoutesView | un
   const services = new Map(view.services.map((s) => [s.id, s.name ?? '']));
   const q = filter.trim().toLowerCase();
   const shown = view.routes.filter((r) => matches(r, services, q));
-  const of = (r: Route) => rates?.routes.get(r.id);
+  // a route absent from the traffic had no request yet: 0 req/s once there is an interval to speak of
+  const of = (r: Route) => rates?.routes.get(r.id) ?? (rates ? NO_RATES : undefined);
   const key: Record<SortKey, (r: Route) => number> = {
     id: () => 0,
     rate: (r) => of(r)?.rate ?? 0,
