@@ -87,7 +87,7 @@ export function createStatusServer(report: () => StatusReport, endpoints: Status
       return r;
     }));
   let dashboard: Promise<(req: IncomingMessage, res: ServerResponse, path: string) => boolean> | undefined;
-  const dashboardHandler = () => (dashboard ??= import('./dashboard/serve.ts').then((d) => d.createDashboard()));
+  const dashboardHandler = () => (dashboard ??= import('./dashboard/serve.ts').then((d) => d.createDashboard({ admin: () => endpoints.admin?.() !== undefined })));
   let fleet: { at: number; view: Promise<unknown> } | undefined;
   return createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]!;
