@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, renameSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { AccessLog } from '../../src/observability/access-log.ts';
 import type { ExchangeRecord } from '../../src/observability/exchange.ts';
@@ -23,10 +23,7 @@ let dir: string;
 before(() => {
   installExitHook();
   dir = mkdtempSync(join(tmpdir(), 'portico-access-log-'));
-  ownedDirs.add(dir);
-});
-after(() => {
-  // removed by the exit hook
+  ownedDirs.add(dir); // removed by the exit hook
 });
 
 function record(over: Partial<ExchangeRecord> = {}): ExchangeRecord {
@@ -329,6 +326,51 @@ describe('access log: rotation', () => {
       }
     }
     assert.equal(previousLast, written - 1, 'every line written is in one of the files');
+  });
+});
+
+describe('access log: workers', () => {
+  it('three processes appending to one file: every line whole, none lost', { timeout: 60_000 }, async () => {
+    const path = join(dir, 'shared.log');
+    const writers = ['a', 'b', 'c'].map((id) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'fixtures', 'access-log-writer.ts'), path], {
+        cwd: repo,
+        stdio: ['ignore', 'pipe', 'ignore'],
+        env: { ...process.env, ACCESS_LOG_WRITER: id },
+      });
+      own(child);
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d));
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      return { id, child, exited, report: () => JSON.parse(stdout) as { written: number; dropped: number } };
+    });
+    try {
+      // lines from a writer mean it has its signal handlers (a SIGTERM before would just kill it)
+      const allWriting = () => {
+        if ((statSync(path, { throwIfNoEntry: false })?.size ?? 0) < 3_000_000) return false;
+        const text = readFileSync(path, 'latin1');
+        return writers.every((w) => text.includes(`"/${w.id}/seq/`));
+      };
+      await waitUntil(allWriting, 20_000, 'all writers writing, the file past 3 MB', 50);
+      for (const w of writers) process.kill(w.child.pid!, 'SIGTERM');
+      for (const w of writers) assert.equal(await w.exited, 0);
+    } finally {
+      for (const w of writers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+    }
+    const text = readFileSync(path, 'utf8');
+    assert.ok(text.endsWith('\n'));
+    const next = new Map(writers.map((w) => [w.id, 0]));
+    for (const line of text.slice(0, -1).split('\n')) {
+      const [, id, n] = /^\/(\w)\/seq\/(\d+)$/.exec(JSON.parse(line).uri)!;
+      // each writer's lines arrive whole and in its own order, interleaved only line by line
+      assert.equal(Number(n), next.get(id!), `writer ${id}`);
+      next.set(id!, Number(n) + 1);
+    }
+    for (const w of writers) {
+      const { written, dropped } = w.report();
+      assert.equal(dropped, 0);
+      assert.equal(next.get(w.id), written, `all of writer ${w.id}'s lines are in the file`);
+    }
   });
 });
 
