@@ -440,7 +440,7 @@ function isoTime(ms: number): string {
 // ---------------------------------------------------------------------------------------------
 
 function combinedLine(r: ExchangeRecord): string {
-  const extra = r as { referer?: string; userAgent?: string };
+  const extra = r;
   return (
     (r.clientAddress === '' ? '-' : nginxEscape(r.clientAddress)) +
     ' - ' +

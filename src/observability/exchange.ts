@@ -51,6 +51,9 @@ export interface ExchangeRecord {
   requestId: string;
   /** the W3C trace id of the request ('' when tracing is off) */
   traceId: string;
+  /** Referer and User-Agent as the client sent them ('' when absent; filled only when an access log is written) */
+  referer: string;
+  userAgent: string;
 }
 
 /** Something that wants each finished request. */

@@ -19,6 +19,8 @@ export interface ObservedRequest extends ExchangeRecord {
   upstreamTrace: RequestTrace | undefined;
   /** the plugin run, read at the end for the consumer and the request id */
   run: PluginRun | undefined;
+  /** the client's header list (the access log reads Referer and User-Agent from it at the end) */
+  rawHeaders: readonly string[];
   /** performance.now() when the first attempt on a node started (0: none yet) */
   upstreamStart: number;
   /** the observers already have it (finish is called once) */
@@ -65,6 +67,9 @@ export class RequestObservers {
       consumer: '',
       requestId: '',
       traceId: trace === undefined ? '' : trace.traceId,
+      referer: '',
+      userAgent: '',
+      rawHeaders,
       trace,
       upstreamTrace: trace !== undefined && tracer!.propagate ? trace : undefined,
       run: undefined,
@@ -88,7 +93,12 @@ export class RequestObservers {
       rec.run = undefined;
     }
     this.traffic?.finished(rec);
-    this.accessLog?.finished(rec);
+    const accessLog = this.accessLog;
+    if (accessLog !== undefined) {
+      rec.referer = headerValue(rec.rawHeaders, 'referer') ?? '';
+      rec.userAgent = headerValue(rec.rawHeaders, 'user-agent') ?? '';
+      accessLog.finished(rec);
+    }
     if (rec.trace !== undefined) this.tracer!.end(rec.trace, rec);
   }
 }

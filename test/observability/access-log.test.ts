@@ -51,6 +51,8 @@ function record(over: Partial<ExchangeRecord> = {}): ExchangeRecord {
     consumer: 'alice',
     requestId: 'b7c1e6f0-3d1e-4b7a-9a1f-2f6f1e0a9c11',
     traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+    referer: '',
+    userAgent: '',
     ...over,
   };
 }
@@ -137,6 +139,8 @@ describe('access log: JSON lines', () => {
       consumer: '',
       requestId: '',
       traceId: '',
+      referer: '',
+      userAgent: '',
       host: '',
     });
     const [line] = await writeLines('no-upstream.json.log', 'json', [r]);

@@ -58,6 +58,8 @@ function record(trace: RequestTrace, start: number, over: Partial<ExchangeRecord
     consumer: 'jack',
     requestId: 'req-1',
     traceId: trace.traceId,
+    referer: '',
+    userAgent: '',
     ...over,
   };
 }

@@ -29,6 +29,8 @@ function record(fields: Partial<ExchangeRecord>): ExchangeRecord {
     consumer: '',
     requestId: '',
     traceId: '',
+    referer: '',
+    userAgent: '',
     ...fields,
   };
 }

@@ -356,3 +356,28 @@ describe('request metrics with proxy.workers: 2', () => {
     assert.equal(traffic.routes.find((r) => r.route === 'w1')?.codes['2xx'], N);
   });
 });
+
+describe('access log in nginx combined format', () => {
+  let upstream: TestUpstream;
+  let gw: GatewayProcess;
+
+  before(async () => {
+    upstream = await startUpstream('c');
+    gw = await startGateway({
+      routes: { routes: [{ id: 'c1', uri: '/c', upstream: { nodes: { [upstream.address]: 1 } } }] },
+      extra: { log: { access: { enabled: true, path: 'combined.log', format: 'combined' } }, tracing: { propagate: false } },
+    });
+  });
+  after(async () => {
+    await gw?.cleanup();
+    await upstream?.close();
+  });
+
+  test('a line as nginx writes it, Referer and User-Agent included; no traceparent with propagate off', async () => {
+    const seen = (await (await fetch(`${gw.url}/c?x="y"`, { headers: { referer: 'https://ref.example/', 'user-agent': 'curl/8.0' } })).json()) as { headers: Record<string, string> };
+    assert.equal(seen.headers.traceparent, undefined);
+    const file = path.join(gw.dir, 'combined.log');
+    const line = await waitUntil(() => (existsSync(file) ? readFileSync(file, 'utf8').split('\n')[0] || undefined : undefined), 5000, 'a combined line');
+    assert.match(line, /^127\.0\.0\.1 - - \[\d\d\/[A-Z][a-z]{2}\/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET \/c\?x=(%22y%22|\\x22y\\x22) HTTP\/1\.1" 200 \d+ "https:\/\/ref\.example\/" "curl\/8\.0"$/);
+  });
+});
