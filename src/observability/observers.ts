@@ -19,6 +19,8 @@ export interface ObservedRequest extends ExchangeRecord {
   upstreamTrace: RequestTrace | undefined;
   /** the plugin run, read at the end for the consumer and the request id */
   run: PluginRun | undefined;
+  /** the client sent a traceparent or tracestate (replaced by the gateway's when it propagates) */
+  clientTrace: boolean;
   /** the client's header list (the access log reads Referer and User-Agent from it at the end) */
   rawHeaders: readonly string[];
   /** performance.now() when the first attempt on a node started (0: none yet) */
@@ -42,7 +44,14 @@ export class RequestObservers {
   begin(method: string, uri: string, host: string | undefined, httpVersion: string, clientAddress: string, clientPort: number, rawHeaders: readonly string[]): ObservedRequest {
     const start = performance.now();
     const tracer = this.tracer;
-    const trace = tracer === undefined ? undefined : tracer.begin(headerValue(rawHeaders, 'traceparent'), headerValue(rawHeaders, 'tracestate'), start);
+    let trace: RequestTrace | undefined;
+    let clientTrace = false;
+    if (tracer !== undefined) {
+      const traceparent = headerValue(rawHeaders, 'traceparent');
+      const tracestate = headerValue(rawHeaders, 'tracestate');
+      clientTrace = traceparent !== undefined || tracestate !== undefined;
+      trace = tracer.begin(traceparent, tracestate, start);
+    }
     return {
       time: Date.now(),
       start,
@@ -72,6 +81,7 @@ export class RequestObservers {
       rawHeaders,
       trace,
       upstreamTrace: trace !== undefined && tracer!.propagate ? trace : undefined,
+      clientTrace,
       run: undefined,
       upstreamStart: 0,
       reported: false,

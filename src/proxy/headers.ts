@@ -121,6 +121,8 @@ export function upstreamHeaders(
   upgrade: boolean,
   /** the gateway's trace context (tracing on): replaces the client's traceparent and tracestate */
   trace?: { traceparent: string; tracestate: string | undefined },
+  /** the client sent trace context headers (they are dropped only then: no copy of the list otherwise) */
+  clientTrace = true,
 ): UpstreamHeaders {
   const raw = req.rawHeaders;
   let headers: string[] = [];
@@ -184,7 +186,7 @@ export function upstreamHeaders(
   );
   if (upgrade && upgradeValue !== undefined) headers.push('Upgrade', upgradeValue, 'Connection', 'upgrade');
   if (trace !== undefined) {
-    headers = withoutNames(headers, TRACE_CONTEXT);
+    if (clientTrace) headers = withoutNames(headers, TRACE_CONTEXT);
     headers.push('traceparent', trace.traceparent);
     if (trace.tracestate !== undefined) headers.push('tracestate', trace.tracestate);
   }

@@ -327,7 +327,7 @@ class HttpExchange implements Dispatcher.DispatchHandler, NodeWaiter {
     this.clientHost = headers.host;
     this.node = node;
     this.obs = (res as Observed)[OBSERVED];
-    const built = upstreamHeaders(req, request, upstream, node, false, this.obs?.upstreamTrace);
+    const built = upstreamHeaders(req, request, upstream, node, false, this.obs?.upstreamTrace, this.obs?.clientTrace);
     this.headers = built.headers;
     this.hostIndex = built.hostIndex;
     if (run !== undefined) {

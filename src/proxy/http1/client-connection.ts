@@ -784,7 +784,7 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     this.path = run === undefined ? request.forwardPath : run.upstream.uri;
     this.method = run === undefined ? head.method : run.upstream.method;
     this.pluginHost = run?.upstream.host;
-    const built = upstreamHeaders(ctx as never, request, upstream, node, false, conn.obs?.upstreamTrace);
+    const built = upstreamHeaders(ctx as never, request, upstream, node, false, conn.obs?.upstreamTrace, conn.obs?.clientTrace);
     // the body's framing is the parser's verdict, written by us: a Content-Length the client sent is
     // dropped (and one a Connection header named, dropped by upstreamHeaders, is not missed)
     const headers = withoutContentLength(built.headers);
