@@ -26,7 +26,7 @@
  * gateway's default; PORTICO_PROXY_TRANSPORT in the environment overrides portico.yaml).
  *
  *   npm run bench -- [--duration 10] [--connections 50] [--threads 1] [--workers auto]
- *     [--targets direct,portico,portico-quiet,portico-observed,portico-plugins,portico-plugins-redis,portico-auto,nginx,seed,fast-gateway,balancers]
+ *     [--targets direct,portico,portico-quiet,portico-observed,portico-traced,portico-plugins,portico-plugins-redis,portico-auto,nginx,seed,fast-gateway,balancers]
  *     [--transport node,socket]
  *
  * balancers (not in the default run): roundrobin, chash, least_conn and ewma over three nodes (one
@@ -60,7 +60,7 @@ import {
 } from './lib.ts';
 import { startRedis } from '../test/helpers/redis.ts';
 
-const ALL = ['direct', 'portico', 'portico-quiet', 'portico-observed', 'portico-plugins', 'portico-plugins-redis', 'portico-auto', 'nginx', 'seed', 'fast-gateway', 'balancers'] as const;
+const ALL = ['direct', 'portico', 'portico-quiet', 'portico-observed', 'portico-traced', 'portico-plugins', 'portico-plugins-redis', 'portico-auto', 'nginx', 'seed', 'fast-gateway', 'balancers'] as const;
 type Target = (typeof ALL)[number] | 'balancer';
 /** the default run: every target but the balancer rows (`--targets balancers` adds them) */
 const DEFAULT_TARGETS = ALL.filter((t) => t !== 'balancers');
@@ -167,14 +167,18 @@ for (const transport of values.transport ? values.transport.split(',') : [undefi
     const g = await startPortico({ main: gatewayMain, routes, workers: 1, transport });
     return { port: g.port, child: g.child };
   });
-  // what watching requests costs: nothing watched (no metrics, no traceparent, no access log)
-  // against everything on (metrics, traceparent, a JSON access log to a file)
+  // what watching requests costs: nothing watched (no metrics, no access log) against metrics and a
+  // JSON access log to a file, and the same with traceparent propagation
   await measure('portico-quiet', `portico, observability off (${t}1 worker)`, async () => {
-    const g = await startPortico({ main: gatewayMain, routes, workers: 1, transport, statusExtra: 'request_metrics: false', extraYaml: 'tracing: { propagate: false }' });
+    const g = await startPortico({ main: gatewayMain, routes, workers: 1, transport, statusExtra: 'request_metrics: false' });
     return { port: g.port, child: g.child };
   });
-  await measure('portico-observed', `portico + access log, metrics, traceparent (${t}1 worker)`, async () => {
+  await measure('portico-observed', `portico + access log (JSON, file), metrics (${t}1 worker)`, async () => {
     const g = await startPortico({ main: gatewayMain, routes, workers: 1, transport, extraYaml: 'log: { access: { enabled: true, path: access.log, format: json } }' });
+    return { port: g.port, child: g.child };
+  });
+  await measure('portico-traced', `portico + access log, metrics, traceparent (${t}1 worker)`, async () => {
+    const g = await startPortico({ main: gatewayMain, routes, workers: 1, transport, extraYaml: 'log: { access: { enabled: true, path: access.log, format: json } }\ntracing: { propagate: true }' });
     return { port: g.port, child: g.child };
   });
   await measure('portico-plugins', `portico + 3 plugins (${t}local)`, async () => {
@@ -274,9 +278,11 @@ for (const t of ['portico-plugins', 'portico-plugins-redis'] as const) {
 }
 {
   const quiet = get('portico-quiet');
-  const observed = get('portico-observed');
-  if (quiet && observed) {
-    console.log(`\n${observed.name} / ${quiet.name}: ${(observed.r!.rps / quiet.r!.rps).toFixed(2)}x throughput (goal >= 0.85x), CPU per request ${observed.cpuUsPerReq!.toFixed(1)} vs ${quiet.cpuUsPerReq!.toFixed(1)} us`);
+  for (const t of ['portico-observed', 'portico-traced'] as const) {
+    const observed = get(t);
+    if (!quiet || !observed) continue;
+    const goal = t === 'portico-observed' ? ' (goal >= 0.85x)' : '';
+    console.log(`\n${observed.name} / ${quiet.name}: ${(observed.r!.rps / quiet.r!.rps).toFixed(2)}x throughput${goal}, CPU per request ${observed.cpuUsPerReq!.toFixed(1)} vs ${quiet.cpuUsPerReq!.toFixed(1)} us`);
   }
 }
 const porticoRows = rows.filter((x) => x.target === 'portico' && x.r);

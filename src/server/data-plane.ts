@@ -93,11 +93,12 @@ export class DataPlane {
 
   async start(): Promise<AddressInfo[]> {
     const tracing = this.config.tracing;
-    if (tracing.propagate || tracing.otlp !== undefined) {
-      const otlp = tracing.otlp;
+    const otlp = tracing.otlp;
+    const propagate = tracing.propagate ?? otlp !== undefined;
+    if (propagate || otlp !== undefined) {
       this.tracer = await Tracer.create(
         {
-          propagate: tracing.propagate,
+          propagate,
           ...(otlp !== undefined && { otlp: { endpoint: otlp.endpoint, headers: otlp.headers, service_name: otlp.service_name, sample_ratio: otlp.sample_ratio, timeout_ms: otlp.timeout * 1000 } }),
         },
         { instanceId: this.config.instance_id },
