@@ -94,7 +94,7 @@ export class DataPlane {
   async start(): Promise<AddressInfo[]> {
     const tracing = this.config.tracing;
     const otlp = tracing.otlp;
-    const propagate = tracing.propagate ?? otlp !== undefined;
+    const propagate = tracing.propagate;
     if (propagate || otlp !== undefined) {
       this.tracer = await Tracer.create(
         {

@@ -64,7 +64,7 @@ describe('access log, metrics and tracing through the gateway', () => {
           { id: 'r4', uri: '/id', upstream_id: 'u1', plugins: { 'request-id': {} } },
         ],
       },
-      extra: { log: { access: { enabled: true, path: 'access.log', format: 'json' } }, tracing: { propagate: true } },
+      extra: { log: { access: { enabled: true, path: 'access.log', format: 'json' } } },
     });
     logFile = path.join(gw.dir, 'access.log');
   });
@@ -365,7 +365,7 @@ describe('access log in nginx combined format', () => {
     upstream = await startUpstream('c');
     gw = await startGateway({
       routes: { routes: [{ id: 'c1', uri: '/c', upstream: { nodes: { [upstream.address]: 1 } } }] },
-      extra: { log: { access: { enabled: true, path: 'combined.log', format: 'combined' } } },
+      extra: { log: { access: { enabled: true, path: 'combined.log', format: 'combined' } }, tracing: { propagate: false } },
     });
   });
   after(async () => {
@@ -373,7 +373,7 @@ describe('access log in nginx combined format', () => {
     await upstream?.close();
   });
 
-  test('a line as nginx writes it, Referer and User-Agent included; no traceparent by default', async () => {
+  test('a line as nginx writes it, Referer and User-Agent included; no traceparent with propagate: false', async () => {
     const seen = (await (await fetch(`${gw.url}/c?x="y"`, { headers: { referer: 'https://ref.example/', 'user-agent': 'curl/8.0' } })).json()) as { headers: Record<string, string> };
     assert.equal(seen.headers.traceparent, undefined);
     const file = path.join(gw.dir, 'combined.log');
