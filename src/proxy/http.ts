@@ -28,7 +28,7 @@ const MARKS = Symbol('portico.byteMarks');
 type Marked = Socket & { [MARKS]?: { read: number; written: number } };
 
 /** The observers get a node:http request once its response is over (or the client gone). */
-function observeNodeRequest(observers: RequestObservers, req: IncomingMessage, res: ServerResponse): void {
+export function observeNodeRequest(observers: RequestObservers, req: IncomingMessage, res: ServerResponse): void {
   const socket = req.socket as Marked;
   const obs = observers.begin(req.method!, req.url!, req.headers.host, req.httpVersion, socket.remoteAddress ?? '', socket.remotePort ?? 0, req.rawHeaders);
   (res as Observed)[OBSERVED] = obs;

@@ -5,7 +5,7 @@ import { createServer as createNetServer, type Server as NetServer } from 'node:
 import type { TLSSocket } from 'node:tls';
 import { clientTimeouts, listenerSpec, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
 import { ProxyError } from '../errors.ts';
-import { createHttpProxy } from '../proxy/http.ts';
+import { createHttpProxy, observeNodeRequest } from '../proxy/http.ts';
 import { rejectRequestHead, requestPolicy, type RequestPolicy } from '../proxy/request.ts';
 import { isLingering, lingeringClose } from '../proxy/lingering-close.ts';
 import { sendError, writeRawError, type ProxyErrorKind } from '../proxy/responses.ts';
@@ -91,6 +91,8 @@ export class ProxyListeners {
         res.on('close', onResponseClose);
         const rejection = rejectRequestHead(req.method!, req.url!, req.httpVersion, req.rawHeaders, policy);
         if (rejection !== undefined) {
+          // refused before the proxy sees it: still a request the access log and metrics count
+          if (this.observers !== undefined) observeNodeRequest(this.observers, req, res);
           // node:http goes on parsing what follows (a refused request's body, say): none of it may
           // be answered after the refusal, the connection closes once it is sent
           if (rejection.closeConnection) answering.add(req.socket);
@@ -98,7 +100,10 @@ export class ProxyListeners {
         }
         if ((req.socket as { encrypted?: boolean }).encrypted === true) {
           const path = routedPath(req.url!);
-          if (path === undefined || tlsRequestProblem(req.socket, this.sniTable(), req.headers.host, path) !== undefined) return sendError(res, ProxyError.BAD_REQUEST);
+          if (path === undefined || tlsRequestProblem(req.socket, this.sniTable(), req.headers.host, path) !== undefined) {
+            if (this.observers !== undefined) observeNodeRequest(this.observers, req, res);
+            return sendError(res, ProxyError.BAD_REQUEST);
+          }
         }
         if (hasBody(req)) watchRequestBody(req, res, timeouts.requestBody);
         proxy.handleRequest(req, res);

@@ -132,6 +132,20 @@ describe('access log, metrics and tracing through the gateway', () => {
     assert.equal(aborted.route_id, 'r3');
   });
 
+  test('a request the gateway refuses at its head (two Host headers: 400) has its line too', async () => {
+    const answer = await new Promise<string>((resolve, reject) => {
+      let got = '';
+      const socket = net.connect(gw.port, '127.0.0.1', () => socket.write('GET /dup-host HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n'));
+      socket.on('data', (d) => (got += d.toString('latin1')));
+      socket.on('close', () => resolve(got));
+      socket.on('error', reject);
+    });
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    const line = await waitUntil(() => lines(logFile).find((l) => l.uri === '/dup-host'), 5000, 'the refused request\'s line');
+    assert.equal(line.status, 400);
+    assert.equal(line.route_id, '');
+  });
+
   test('the request-id plugin\'s id is the line\'s request_id', async () => {
     const res = await fetch(`${gw.url}/id`);
     const seen = (await res.json()) as { headers: Record<string, string> };
