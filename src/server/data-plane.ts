@@ -1,17 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { isEmptyDiff, type Snapshot, type SnapshotDiff } from '../config/snapshot.ts';
-
-/** Whether an upstream key ('upstreams/<id>', 'routes/<id>', 'services/<id>') names an object in force. */
-function upstreamInConfig(snapshot: Snapshot, key: string): boolean {
-  const slash = key.indexOf('/');
-  const kind = key.slice(0, slash);
-  const id = key.slice(slash + 1);
-  if (kind === 'upstreams') return snapshot.upstreams.has(id);
-  if (kind === 'routes') return snapshot.routes.has(id);
-  if (kind === 'services') return snapshot.services.has(id);
-  return false;
-}
 import { Runtime } from '../runtime/runtime.ts';
 import { configureDataEncryption } from '../config/data-encryption.ts';
 import { configurePostArgs } from '../proxy/post-args.ts';
@@ -29,6 +18,17 @@ import { Tracer } from '../observability/tracing.ts';
 import { RequestObservers } from '../observability/observers.ts';
 import type { TrafficSnapshot } from '../observability/exchange.ts';
 import { log } from '../observability/log.ts';
+
+/** Whether an upstream key ('upstreams/<id>', 'routes/<id>', 'services/<id>') names an object in force. */
+function upstreamInConfig(snapshot: Snapshot, key: string): boolean {
+  const slash = key.indexOf('/');
+  const kind = key.slice(0, slash);
+  const id = key.slice(slash + 1);
+  if (kind === 'upstreams') return snapshot.upstreams.has(id);
+  if (kind === 'routes') return snapshot.routes.has(id);
+  if (kind === 'services') return snapshot.services.has(id);
+  return false;
+}
 
 /**
  * What serves traffic: the runtime compiled from snapshots, the listeners, and the upstream pools.
