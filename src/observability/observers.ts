@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { AccessLog } from './access-log.ts';
 import type { ExchangeRecord } from './exchange.ts';
 import type { TrafficStats } from './traffic.ts';
@@ -111,6 +112,16 @@ export class RequestObservers {
     }
     if (rec.trace !== undefined) this.tracer!.end(rec.trace, rec);
   }
+}
+
+/**
+ * Bytes written to a socket so far, in O(1): what it sent plus what waits in its buffer. Not
+ * `socket.bytesWritten`: that getter walks every buffered chunk, so a client that pipelines
+ * requests and reads no answers (thousands of buffered responses) made each request cost more than
+ * the last (found by the send-timeout test: the gateway was too busy to cut the client in time).
+ */
+export function bytesWrittenOf(socket: Socket): number {
+  return ((socket as unknown as { _bytesDispatched?: number })._bytesDispatched ?? 0) + socket.writableLength;
 }
 
 /** A header's value, repeated fields joined with ',' (`lower`: its name in lower case). */

@@ -18,7 +18,7 @@ import { NO_CONSUMERS } from '../plugins/consumers.ts';
 import { localAnswer, pickRequestOf, PluginRun } from '../plugins/run.ts';
 import type { PluginAnswer } from '../plugins/types.ts';
 import type { CompiledRoute } from '../runtime/types.ts';
-import { attemptStarted, upstreamEnded, type ObservedRequest, type RequestObservers } from '../observability/observers.ts';
+import { attemptStarted, bytesWrittenOf, upstreamEnded, type ObservedRequest, type RequestObservers } from '../observability/observers.ts';
 
 /** The observed request of a response (node transport), kept on the response object. */
 const OBSERVED = Symbol('portico.observed');
@@ -37,7 +37,7 @@ export function observeNodeRequest(observers: RequestObservers, req: IncomingMes
     const marks = (socket[MARKS] ??= { read: 0, written: 0 });
     // (an HTTP/2 stream's socket is the session's: its counts are the connection's, not the request's)
     const read = socket.bytesRead ?? 0;
-    const written = socket.bytesWritten ?? 0;
+    const written = bytesWrittenOf(socket);
     obs.bytesIn = read - marks.read;
     obs.bytesOut = written - marks.written;
     marks.read = read;

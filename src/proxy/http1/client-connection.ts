@@ -23,7 +23,7 @@ import { localAnswer, pickRequestOf, PluginRun } from '../../plugins/run.ts';
 import type { PluginAnswer } from '../../plugins/types.ts';
 import type { RouteMatch } from '../../router/types.ts';
 import type { CompiledRoute } from '../../runtime/types.ts';
-import { attemptStarted, upstreamEnded, type ObservedRequest, type RequestObservers } from '../../observability/observers.ts';
+import { attemptStarted, bytesWrittenOf, upstreamEnded, type ObservedRequest, type RequestObservers } from '../../observability/observers.ts';
 
 /*
  * The socket transport's client side (proxy.transport: socket): one ClientConnection per accepted
@@ -543,7 +543,7 @@ export class ClientConnection implements RequestHandler {
     this.obs = null;
     const socket = this.socket;
     const read = socket.bytesRead;
-    const written = socket.bytesWritten;
+    const written = bytesWrittenOf(socket);
     obs.bytesIn = read - this.readMark;
     obs.bytesOut = written - this.writtenMark;
     this.readMark = read;
