@@ -232,7 +232,16 @@ function notFound(key: string): AdminResult {
 }
 
 /** Attempts of a PATCH (or an unforced DELETE) whose compare lost to a concurrent write. */
-const PATCH_ATTEMPTS = 5;
+const PATCH_ATTEMPTS = 10;
+
+/**
+ * Before another attempt: a random pause growing with the attempt (up to 5, 10, 20 … 200 ms).
+ * Without it, writers that lost together retry together and lose together again: six concurrent
+ * PATCHes of one route once used up 5 immediate attempts on a loaded machine.
+ */
+function backoff(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.random() * Math.min(200, 5 * 2 ** (attempt - 1))));
+}
 
 export interface EtcdResourcesOptions {
   etcd: EtcdClient;
@@ -358,6 +367,7 @@ export class EtcdResources {
         const latest = await this.read(kind, id);
         return conflict(kind, id, ctx.ifMatch ?? kv.modRevision, latest?.modRevision ?? 0, attempt);
       }
+      await backoff(attempt);
     }
   }
 
@@ -466,6 +476,7 @@ export class EtcdResources {
       // the object changed: with If-Match that is a conflict; else, or when referrers changed, look again
       if (now.modRevision !== kv.modRevision && ctx.ifMatch !== undefined) return conflict(kind, id, ctx.ifMatch, now.modRevision);
       if (attempt >= PATCH_ATTEMPTS) return conflict(kind, id, kv.modRevision, now.modRevision, attempt);
+      await backoff(attempt);
     }
   }
 
