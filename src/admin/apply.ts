@@ -32,7 +32,7 @@ import { encodeKey, parseHeader, prefixRangeEnd, type EtcdClient, type KeyValue,
 import { configKey, configRangeStart } from '../sources/etcd/source.ts';
 import { FileListing } from '../sources/file-listing.ts';
 import { guardedConfigTxn, jsonEqual, jsonPatch, type Actor, type JsonPatchOp } from './history.ts';
-import { ID_PATTERN, SINGULAR, USERNAME_PATTERN, type AdminResult } from './resources.ts';
+import { ID_PATTERN, referencesOf, SINGULAR, USERNAME_PATTERN, type AdminResult } from './resources.ts';
 
 export interface ApplyObject {
   kind: Kind;
@@ -119,16 +119,6 @@ function withoutTimestamps(v: unknown): unknown {
   if (!isPlainObject(v)) return v;
   const { create_time: _c, update_time: _u, ...rest } = v;
   return rest;
-}
-
-/** References a value makes, as store.ts / resources.ts: [field, kind, id]. */
-function referencesOf(kind: Kind, value: Record<string, unknown>): Array<[string, Kind, string]> {
-  if (kind !== 'routes' && kind !== 'services' && kind !== 'stream_routes') return [];
-  const refs: Array<[string, Kind, string]> = [];
-  if (value.upstream_id !== undefined) refs.push(['upstream_id', 'upstreams', String(value.upstream_id)]);
-  if (kind !== 'services' && value.service_id !== undefined) refs.push(['service_id', 'services', String(value.service_id)]);
-  if (kind === 'routes' && value.plugin_config_id !== undefined) refs.push(['plugin_config_id', 'plugin_configs', String(value.plugin_config_id)]);
-  return refs;
 }
 
 /** ssl private keys as stored: encrypted with the keyring, as the Admin API stores them (already encrypted ones pass). */

@@ -77,8 +77,8 @@ const REFERRERS: Partial<Record<Kind, Array<[Kind, string]>>> = {
   plugin_configs: [['routes', 'plugin_config_id']],
 };
 
-/** The references a value makes, as store.ts's references(): [field, kind, id]. */
-function referencesOf(kind: Kind, value: Record<string, unknown>): Array<[string, Kind, string]> {
+/** The references a value makes, as store.ts's references(): [field, kind, id] (apply.ts checks them too). */
+export function referencesOf(kind: Kind, value: Record<string, unknown>): Array<[string, Kind, string]> {
   if (kind !== 'routes' && kind !== 'services' && kind !== 'stream_routes') return [];
   const refs: Array<[string, Kind, string]> = [];
   if (value.upstream_id !== undefined) refs.push(['upstream_id', 'upstreams', String(value.upstream_id)]);

@@ -2,38 +2,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Registry, type OpenMetricsContentType } from 'prom-client';
 import type { ExchangeRecord, TrafficSnapshot } from '../../src/observability/exchange.ts';
+import { exchangeRecord } from '../helpers/exchange-record.ts';
 import { DEFAULT_BUCKETS, mergeTraffic, registerTrafficMetrics, TrafficStats } from '../../src/observability/traffic.ts';
 
-function record(fields: Partial<ExchangeRecord>): ExchangeRecord {
-  return {
-    time: 1_700_000_000_000,
-    start: 0,
-    duration: 0.01,
-    clientAddress: '127.0.0.1',
-    clientPort: 40000,
-    method: 'GET',
-    host: 'example.com',
-    uri: '/',
-    protocol: 'HTTP/1.1',
-    status: 200,
-    bytesIn: 0,
-    bytesOut: 0,
-    aborted: false,
-    routeId: '',
-    serviceId: '',
-    upstream: '',
-    upstreamAddr: '',
-    upstreamStatus: 0,
-    failedAttempts: undefined,
-    upstreamDuration: -1,
-    consumer: '',
-    requestId: '',
-    traceId: '',
-    referer: '',
-    userAgent: '',
-    ...fields,
-  };
-}
+const record = exchangeRecord;
 
 const BUCKETS = [0.1, 0.5, 1];
 
