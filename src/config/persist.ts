@@ -18,23 +18,8 @@ interface SnapshotFile {
   objects: Record<string, Array<{ id: string; modRevision: number; value: unknown }>>;
 }
 
-/**
- * Each stored value's JSON, kept once per value: the store records the text it compares relists
- * with (etcd's own text, else the serialized value), and a snapshot write reuses it, so a write
- * only serializes what nobody had serialized before. Weak: gone with the value.
- */
-const valueJson = new WeakMap<object, string>();
-
-/** Records `json` as the JSON text of `value` (the store calls this). */
-export function rememberJson(value: object, json: string): void {
-  valueJson.set(value, json);
-}
-
 function objectJson(o: { id: string; modRevision: number; value: unknown }): string {
-  const value = o.value as object;
-  let json = valueJson.get(value);
-  if (json === undefined) valueJson.set(value, (json = JSON.stringify(value)));
-  return `{"id":${JSON.stringify(o.id)},"modRevision":${o.modRevision},"value":${json}}`;
+  return `{"id":${JSON.stringify(o.id)},"modRevision":${o.modRevision},"value":${JSON.stringify(o.value)}}`;
 }
 
 export async function writeSnapshotFile(path: string, snapshot: Snapshot): Promise<void> {
