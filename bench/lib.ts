@@ -8,6 +8,15 @@ import os from 'node:os';
 import path from 'node:path';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
+
+/**
+ * The node flags `npm start` runs Portico with (the words before bin/portico.js in package.json's
+ * start script): the benches start the gateway the same way.
+ */
+export const START_FLAGS: readonly string[] = (() => {
+  const words = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(/\s+/);
+  return words.slice(1, words.indexOf('bin/portico.js')).filter((w) => w.startsWith('--'));
+})();
 const children = new Set<ChildProcess>();
 /** temp dirs of the processes started here (configs, logs, snapshots), removed on exit */
 const tempDirs = new Set<string>();
@@ -268,7 +277,7 @@ export async function startPortico(opts: PorticoOptions): Promise<PorticoRun> {
     path.join(dir, 'portico.yaml'),
     `proxy: { listen: ["127.0.0.1:${port}"], workers: ${opts.workers ?? 1}${opts.transport ? `, transport: ${opts.transport}` : ''}${opts.proxyExtra ? `, ${opts.proxyExtra}` : ''} }\nstatus: { listen: "127.0.0.1:${statusPort}"${opts.statusExtra ? `, ${opts.statusExtra}` : ''} }\nconfig: { ${source}, snapshot: snapshot.json }\n${opts.extraYaml ?? ''}\n`,
   );
-  const child = run('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, opts.main, 'start', '--config', path.join(dir, 'portico.yaml')], {
+  const child = run('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, ...START_FLAGS, opts.main, 'start', '--config', path.join(dir, 'portico.yaml')], {
     env: { PORTICO_LOG_LEVEL: 'warn', NODE_ENV: 'production' },
   });
   let stderr = '';

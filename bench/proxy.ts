@@ -49,6 +49,7 @@ import {
   startNginx,
   startPortico,
   startSeed,
+  START_FLAGS,
   startUpstream,
   stop,
   treeCpuMs,
@@ -246,7 +247,7 @@ await stop(upstream);
 const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
 console.log(
   `\nwrk -t${opts.threads} -c${opts.connections} -d${opts.duration}s ${PATH}, node ${process.version}, ${os.cpus().length} cores, ` +
-    `gateway ${values.tsx ? 'from src (tsx)' : 'compiled'}${values.root ? ` from ${root}` : ''}, load average ${load}`,
+    `gateway ${values.tsx ? 'from src (tsx)' : 'compiled'}${values.root ? ` from ${root}` : ''} with ${START_FLAGS.join(' ') || 'no node flags'} (as npm start), load average ${load}`,
 );
 console.log('target                                req/s   p50 ms   p99 ms   errors   cpu %  cpu us/req  machine idle %');
 for (const row of rows) {

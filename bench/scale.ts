@@ -25,7 +25,7 @@ import type { MatchRequest } from '../src/router/types.ts';
 import { routeSpec } from '../src/config/route-spec.ts';
 import type { RouteConfig } from '../src/config/schema/route.ts';
 import { startEtcd } from '../test/helpers/etcd.ts';
-import { buildGateway, freePort, ROOT, rssMiB, run, sleep, startUpstream, stop, treeCpuMs, which, wrk, servedAt } from './lib.ts';
+import { buildGateway, freePort, ROOT, rssMiB, START_FLAGS, run, sleep, startUpstream, stop, treeCpuMs, which, wrk, servedAt } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
@@ -62,7 +62,7 @@ function requestFor(i: number): { path: string; host: string } {
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 
 /** `source`: an etcd URL, or the routes of a YAML file (written into the gateway's folder). */
-async function startGateway(source: string | { file: string }, workers: number): Promise<{ child: ReturnType<typeof run>; port: number; statusPort: number; readyMs: number; cpuMs: number }> {
+async function startGateway(source: string | { file: string }, workers: number, nodeFlags: readonly string[] = START_FLAGS): Promise<{ child: ReturnType<typeof run>; port: number; statusPort: number; readyMs: number; cpuMs: number }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-bench-scale-'));
   const port = await freePort();
   const statusPort = await freePort();
@@ -73,7 +73,7 @@ async function startGateway(source: string | { file: string }, workers: number):
     `proxy: { listen: ["127.0.0.1:${port}"], workers: ${workers}, router: radixtree_uri_with_parameter }\nstatus: { listen: "127.0.0.1:${statusPort}" }\nconfig: ${config}\n`,
   );
   const t0 = performance.now();
-  const child = run(process.execPath, [main, 'start', '--config', path.join(dir, 'portico.yaml')], { env: { PORTICO_LOG_LEVEL: 'warn', NODE_ENV: 'production' } });
+  const child = run(process.execPath, [...nodeFlags, main, 'start', '--config', path.join(dir, 'portico.yaml')], { env: { PORTICO_LOG_LEVEL: 'warn', NODE_ENV: 'production' } });
   let stderr = '';
   child.stderr?.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
   for (;;) {
@@ -115,6 +115,8 @@ interface Result {
   etcdStartCpuMs: number;
   readyMs2: number;
   rssReady: number;
+  /** at ready, started without START_FLAGS */
+  rssReadyPlain: number;
   rssAfter: number;
   p50: number;
   p99: number;
@@ -143,6 +145,10 @@ async function scenario(n: number): Promise<Result> {
   // workers: 2 first (its readiness only), then the single-process gateway for everything else
   const two = await startGateway(etcd.clientUrl, 2);
   await stop(two.child);
+  // RSS with node's own young-generation size, for comparison (everything else: as npm start runs it)
+  const plain = await startGateway(etcd.clientUrl, 1, []);
+  const rssReadyPlain = rssMiB(plain.child.pid!);
+  await stop(plain.child);
   const etcdCpu0 = treeCpuMs(etcd.pid);
   const gw = await startGateway(etcd.clientUrl, 1);
   const etcdStartCpu = treeCpuMs(etcd.pid) - etcdCpu0;
@@ -207,6 +213,7 @@ async function scenario(n: number): Promise<Result> {
     etcdStartCpuMs: etcdStartCpu,
     readyMs2: two.readyMs,
     rssReady,
+    rssReadyPlain,
     rssAfter,
     p50: pct(samples, 50),
     p99: pct(samples, 99),
@@ -224,7 +231,7 @@ const results: Result[] = [];
 for (const n of counts) results.push(await scenario(n));
 await stop(upstream);
 
-console.log(`\nscale: N routes in etcd (hosts, methods, exact/prefix/parameter uris), ${changes} changes, node ${process.version}, ${os.cpus().length} cores, load ${os.loadavg()[0]!.toFixed(2)}`);
+console.log(`\nscale: N routes in etcd (hosts, methods, exact/prefix/parameter uris), ${changes} changes, node ${process.version} ${START_FLAGS.join(' ')} (as npm start), ${os.cpus().length} cores, load ${os.loadavg()[0]!.toFixed(2)}`);
 for (const r of results) {
   const goal = r.routes <= 50_000;
   const g = (ok: boolean, text: string) => (goal ? `${ok ? 'met' : 'NOT met'} (goal ${text})` : '(reported)');
@@ -232,8 +239,10 @@ for (const r of results) {
   console.log(`  start -> ready, 1 process       ${r.readyMs.toFixed(0).padStart(8)} ms   ${g(r.readyMs <= 2000, '<= 2000 ms')}`);
   console.log(`    CPU meanwhile: gateway ${r.startCpuMs.toFixed(0)} ms, etcd ${r.etcdStartCpuMs.toFixed(0)} ms (what bounds the start)`);
   console.log(`  start -> ready, workers: 2      ${r.readyMs2.toFixed(0).padStart(8)} ms   ${g(r.readyMs2 <= 2000, '<= 2000 ms')}`);
-  console.log(`  RSS at ready                    ${r.rssReady.toFixed(0).padStart(8)} MiB  ${g(r.rssReady <= 200, '<= 200 MB')}`);
-  console.log(`  RSS after ${changes} changes          ${r.rssAfter.toFixed(0).padStart(8)} MiB  ${g(r.rssAfter <= 200, '<= 200 MB')}`);
+  const mb = (mib: number) => `${(mib * 1.048576).toFixed(0).padStart(8)} MB (${mib.toFixed(0)} MiB)`;
+  console.log(`  RSS at ready                    ${mb(r.rssReady)}  ${g(r.rssReady * 1.048576 <= 200, '<= 200 MB')}`);
+  console.log(`    the same without ${START_FLAGS.join(' ') || 'flags'}: ${mb(r.rssReadyPlain).trim()} (node's default young generation)`);
+  console.log(`  RSS after ${changes} changes          ${mb(r.rssAfter)}  ${g(r.rssAfter * 1.048576 <= 200, '<= 200 MB')}`);
   console.log(`  change applied p50 / p99 / max  ${r.p50.toFixed(2)} / ${r.p99.toFixed(2)} / ${r.max.toFixed(1)} ms   ${g(r.p99 <= 5, 'p99 <= 5 ms')}; ${r.over20} over 20 ms ${goal ? (r.over20 === 0 ? 'met' : 'NOT met') : ''}`);
   console.log(`  upstream of every route replaced ${r.upstreamMax.toFixed(1).padStart(8)} ms max of 20 (put -> /status revision)   ${g(r.upstreamMax <= 20, '<= 20 ms')}`);
   console.log(`  matching, router alone          ${r.matchUs.toFixed(2).padStart(8)} µs   ${g(r.matchUs <= 2, '<= 2 µs')}`);

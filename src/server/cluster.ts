@@ -54,6 +54,21 @@ type ToPrimary =
   /** the worker's request traffic since it started (an answer to `traffic?`) */
   | { type: 'traffic'; id: number; snapshot: TrafficSnapshot };
 
+/**
+ * The V8 flag each worker runs with unless the operator chose a young-generation size: 2 MB
+ * semispaces instead of node's 16 MB. A proxy's garbage dies young (per-request objects), so a small
+ * young generation is scavenged more often but each scavenge is shorter: measured on one worker
+ * (wrk -c50, 3 alternating rounds) the same throughput and a lower p99 (2.5–2.9 ms against
+ * 3.3–3.5 ms), and ~28 MB less resident memory per process (docs/operations.md, "Memory").
+ */
+export const YOUNG_GENERATION_FLAG = '--max-semi-space-size=2';
+
+/** Node flags for the workers: the primary's own, plus YOUNG_GENERATION_FLAG unless a size is set. */
+export function workerExecArgv(execArgv: readonly string[], nodeOptions: string | undefined): string[] {
+  const chosen = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)].some((a) => /^--max[-_]semi[-_]space[-_]size\b/.test(a));
+  return chosen ? [...execArgv] : [...execArgv, YOUNG_GENERATION_FLAG];
+}
+
 export function workerCount(setting: number | 'auto'): number {
   return setting === 'auto' ? availableParallelism() : setting;
 }
@@ -130,6 +145,7 @@ export class ClusterGateway extends GatewayInstance {
    * config; they get their first snapshot, and listen, only once the pipeline has started.
    */
   protected override prepare(): void {
+    cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env.NODE_OPTIONS) });
     this.listening = new Promise<AddressInfo[]>((resolve) => (this.firstListening = resolve));
     for (let i = 0; i < this.count; i++) this.fork(i);
   }

@@ -4,6 +4,8 @@ import { get } from '../helpers/http.ts';
 import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 import { waitUntil } from '../helpers/wait.ts';
+import { readFileSync } from 'node:fs';
+import { YOUNG_GENERATION_FLAG, workerExecArgv } from '../../src/server/cluster.ts';
 
 
 const pids = async (gw: GatewayProcess) => ((await gw.status()).workers ?? []).map((w) => w.pid).sort();
@@ -44,6 +46,16 @@ describe('proxy.workers: 2', () => {
     for (let i = 0; i < 20; i++) assert.equal((await get(`${gw.url}/a`)).status, 200);
   });
 
+  test('workers run with a 2 MB young generation (YOUNG_GENERATION_FLAG) and the primary\'s own flags', async () => {
+    const st = await gw.status();
+    for (const w of st.workers!) {
+      const argv = readFileSync(`/proc/${w.pid}/cmdline`, 'utf8').split('\0');
+      assert.ok(argv.includes(YOUNG_GENERATION_FLAG), `worker ${w.pid}: ${argv.join(' ')}`);
+      // the primary's flags come along (the tests run the sources through tsx's loader)
+      for (const flag of readFileSync(`/proc/${gw.pid}/cmdline`, 'utf8').split('\0').filter((a) => a.startsWith('--'))) assert.ok(argv.includes(flag), flag);
+    }
+  });
+
   test('a live change reaches every worker', async () => {
     writeRoutes(gw.routesPath, routes([{ id: 'b', uri: '/b', upstream: { nodes: { [up.address]: 1 } } }]));
     await waitUntil(async () => {
@@ -77,5 +89,30 @@ describe('proxy.workers: 2', () => {
     assert.equal(res.body, 'finished');
     assert.equal(await code, 0);
     for (const pid of workers) assert.throws(() => process.kill(pid, 0), /ESRCH/, `worker ${pid} exited`);
+  });
+});
+
+describe('worker node flags', () => {
+  test('a young-generation size the operator chose (flag or NODE_OPTIONS) is kept, never overridden', () => {
+    assert.deepEqual(workerExecArgv(['--import', 'tsx'], undefined), ['--import', 'tsx', YOUNG_GENERATION_FLAG]);
+    assert.deepEqual(workerExecArgv([], ''), [YOUNG_GENERATION_FLAG]);
+    assert.deepEqual(workerExecArgv(['--max-semi-space-size=16'], undefined), ['--max-semi-space-size=16']);
+    assert.deepEqual(workerExecArgv(['--max_semi_space_size=8'], undefined), ['--max_semi_space_size=8']);
+    assert.deepEqual(workerExecArgv([], '--enable-source-maps --max-semi-space-size=32'), []);
+    assert.deepEqual(workerExecArgv([], '--max-old-space-size=512'), [YOUNG_GENERATION_FLAG]);
+  });
+
+  test('NODE_OPTIONS with a semi-space size: the workers get no flag of ours', async () => {
+    const up = await startUpstream('up');
+    const gw = await startGateway({ routes: { routes: [{ id: 'a', uri: '/a', upstream: { nodes: { [up.address]: 1 } } }] }, workers: 2, env: { NODE_OPTIONS: '--max-semi-space-size=8' } });
+    try {
+      const st = await gw.status();
+      assert.equal(st.workers!.length, 2);
+      for (const w of st.workers!) assert.ok(!readFileSync(`/proc/${w.pid}/cmdline`, 'utf8').split('\0').includes(YOUNG_GENERATION_FLAG));
+      assert.equal((await get(`${gw.url}/a`)).status, 200);
+    } finally {
+      await gw.cleanup();
+      await up.close();
+    }
   });
 });
