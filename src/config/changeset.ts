@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../errors.ts';
+import type { Fingerprint } from './fingerprint.ts';
 
 /**
  * The unit of configuration change. Sources (file, etcd) turn whatever they read into ChangeSets;
@@ -33,8 +34,11 @@ export interface Change {
   deleted?: boolean;
   /** the decoded value (not yet validated); absent for deletes and parse errors */
   value?: unknown;
-  /** the value's JSON text as the source stored it (etcd), when the source has one */
-  raw?: string;
+  /**
+   * fingerprint() of the value's text as the source stored it (etcd), when the source has one: a
+   * relist compares it instead of serializing the value
+   */
+  fingerprint?: Fingerprint;
   /** set when the source could not decode the value; the store records a rejection */
   parseError?: string;
   /** the rejection's code when it is not PORTICO_ERR_PARSE (PORTICO_ERR_LIMIT: over the size/depth limits) */

@@ -6,7 +6,12 @@
  * source also reports the same revision for both (a collision would keep an object's previous
  * version until its next change).
  */
-export function fingerprint(text: string): [number, number] {
+export interface Fingerprint {
+  readonly h1: number;
+  readonly h2: number;
+}
+
+export function fingerprint(text: string): Fingerprint {
   let h1 = 0xdeadbeef ^ text.length;
   let h2 = 0x41c6ce57 ^ text.length;
   for (let i = 0; i < text.length; i++) {
@@ -16,5 +21,5 @@ export function fingerprint(text: string): [number, number] {
   }
   h1 = Math.imul(h1 ^ (h1 >>> 16), 0x85ebca6b) ^ Math.imul(h2 ^ (h2 >>> 13), 0xc2b2ae35);
   h2 = Math.imul(h2 ^ (h2 >>> 16), 0x85ebca6b) ^ Math.imul(h1 ^ (h1 >>> 13), 0xc2b2ae35);
-  return [h1 | 0, h2 | 0];
+  return { h1: h1 | 0, h2: h2 | 0 };
 }

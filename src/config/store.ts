@@ -412,12 +412,11 @@ function without(s: Snapshot, ids: Record<Kind, Set<string>>): Pick<Snapshot, Ki
 }
 
 /**
- * What a full relist compares to tell an unchanged object: a fingerprint of the source's text when
+ * What a full relist compares to tell an unchanged object: the fingerprint the source took of its text when
  * it has one (no serializing again), else of the value serialized; a parse error by its reason.
  */
 function seenOf(c: Change): Seen {
-  const text = c.parseError !== undefined ? `!${c.parseError}` : (c.raw ?? JSON.stringify(c.value));
-  const [h1, h2] = fingerprint(text);
+  const { h1, h2 } = c.parseError !== undefined ? fingerprint(`!${c.parseError}`) : (c.fingerprint ?? fingerprint(JSON.stringify(c.value)));
   return { modRevision: c.modRevision, h1, h2 };
 }
 

@@ -43,7 +43,6 @@ export interface CompiledRoute<T> {
   readonly priority: number;
   /** first-upsert order; breaks ties among equal priority and equal uri length */
   readonly sequence: number;
-  readonly uris: readonly UriPattern[];
   /** lower-cased hosts as configured (radixtree_host_uri groups routes by them) */
   readonly hosts: readonly string[] | undefined;
   readonly methods: ReadonlySet<string> | undefined;
@@ -54,20 +53,15 @@ export interface CompiledRoute<T> {
 }
 
 /**
- * Compiles a spec that passed checkRouteShape; throws an Error whose message is the user-facing
- * reason (`uris[0]: ...`, `vars[1]: ...`) if a uri pattern or the vars do not compile.
- *
- * The immutable parts many routes share (method sets, host lists and host matchers) are interned:
- * at 50,000 routes, one Set per route was a fifth of the router's memory.
+ * The route as the router keeps it: what matching reads, without the uri list (each uri's pattern
+ * is in the route's table entries; a list per route would be one more array per route).
  */
-export function compileRoute<T>(spec: RouteMatchSpec, target: T, mode: RouterMode, sequence: number, match?: RouteMatcher): CompiledRoute<T> {
-  const m = match ?? compileMatcher(spec, mode);
+export function routeOf<T>(id: string, target: T, sequence: number, m: RouteMatcher): CompiledRoute<T> {
   return {
-    id: spec.id,
+    id,
     target,
     priority: m.priority,
     sequence,
-    uris: m.uris,
     hosts: m.hosts,
     methods: m.methods,
     hostFilter: m.hostFilter,
@@ -76,12 +70,17 @@ export function compileRoute<T>(spec: RouteMatchSpec, target: T, mode: RouterMod
   };
 }
 
-/** What matching needs of a route, without its id, target and order: compileRoute's costly part. */
-export type RouteMatcher = Omit<CompiledRoute<unknown>, 'id' | 'target' | 'sequence'>;
+/** What matching needs of a route, without its id, target and order, and its uri patterns: the costly part. */
+export type RouteMatcher = Omit<CompiledRoute<unknown>, 'id' | 'target' | 'sequence'> & { readonly uris: readonly UriPattern[] };
 
 /**
- * compileRoute's compiling, on its own: the data plane can do it ahead (while the rest of a large
- * config is still arriving) and hand the result to Router.upsert. Throws like compileRoute.
+ * Compiles a spec that passed checkRouteShape (method set, host matcher, IP ranges, vars, uri
+ * patterns); throws an Error whose message is the user-facing reason (`uris[0]: ...`,
+ * `vars[1]: ...`). The data plane can do it ahead (while the rest of a large config is still
+ * arriving) and hand the result to Router.upsert.
+ *
+ * The immutable parts many routes share (method sets, host lists and host matchers) are interned:
+ * at 50,000 routes, one Set per route was a fifth of the router's memory.
  */
 export function compileMatcher(spec: RouteMatchSpec, mode: RouterMode): RouteMatcher {
   const hosts = spec.hosts && spec.hosts.length > 0 ? internHosts(spec.hosts) : undefined;

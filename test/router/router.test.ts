@@ -307,6 +307,29 @@ describe('Router updates', () => {
     assert.equal(router.match(request('/same'))?.id, 'b');
   });
 
+  it('a key holding one route, then three, then one again (exact and prefix keys) keeps the order rules', () => {
+    for (const uri of ['/k', '/k/*']) {
+      const path = uri === '/k' ? '/k' : '/k/x';
+      const router = routerWith('radixtree_uri', [{ id: 'a', uris: [uri], methods: ['POST'] }]);
+      assert.equal(router.match(request(path)), undefined, 'the only route filters GET out');
+      assert.equal(router.match(request(path, { method: 'POST' }))?.id, 'a');
+      router.upsert(spec({ id: 'b', uris: [uri], priority: 2 }), 'b');
+      router.upsert(spec({ id: 'c', uris: [uri, '/other'], priority: 1 }), 'c');
+      assert.equal(router.match(request(path, { method: 'POST' }))?.id, 'b', 'highest priority first');
+      assert.equal(router.remove('b'), true);
+      assert.equal(router.match(request(path, { method: 'POST' }))?.id, 'c');
+      assert.equal(router.match(request('/other'))?.id, 'c');
+      assert.equal(router.remove('c'), true);
+      assert.equal(router.match(request('/other')), undefined, 'a removed route leaves each of its keys');
+      assert.equal(router.match(request(path, { method: 'POST' }))?.id, 'a', 'back to one route on the key');
+      assert.equal(router.remove('a'), true);
+      assert.equal(router.match(request(path, { method: 'POST' })), undefined);
+      assert.equal(router.size, 0);
+      router.upsert(spec({ id: 'a', uris: [uri] }), 'a');
+      assert.equal(router.match(request(path))?.id, 'a', 'a key emptied and used again');
+    }
+  });
+
   it('changing priority re-orders the bucket', () => {
     const router = routerWith('radixtree_uri', [{ id: 'a', uris: ['/p*'] }, { id: 'b', uris: ['/p*'] }]);
     assert.equal(router.match(request('/p'))?.id, 'a');

@@ -19,6 +19,7 @@ import { checkTextLimits } from '../../security/limits.ts';
 import type { Source, SourceEvents, SourceState } from '../source.ts';
 import { EtcdClient, toPorticoError, type EtcdTlsOptions, type KeyValue } from './client.ts';
 import { watchPrefix, type WatchEvent } from './watch.ts';
+import { fingerprint } from '../../config/fingerprint.ts';
 
 /** objects validated between two turns of the event loop while a list is read */
 const PREFETCH_SLICE = 250;
@@ -279,8 +280,9 @@ export class EtcdSource implements Source {
     const over = checkTextLimits(kv.value);
     if (over) return { kind, id, modRevision: kv.modRevision, parseError: over, parseErrorCode: ErrorCode.LIMIT };
     try {
-      // the text is kept: the store compares and persists it instead of serializing the value again
-      return { kind, id, modRevision: kv.modRevision, value: JSON.parse(kv.value) as unknown, raw: kv.value };
+      // the store compares a relisted object by its text's fingerprint: taken here, so the text
+      // itself dies young (not kept until the whole listing is applied)
+      return { kind, id, modRevision: kv.modRevision, value: JSON.parse(kv.value) as unknown, fingerprint: fingerprint(kv.value) };
     } catch (err) {
       return {
         kind,
