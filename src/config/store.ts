@@ -69,8 +69,12 @@ export class ConfigStore {
   private readonly dependents = new Map<string, Set<string>>();
   private current: Snapshot;
   private readonly listeners = new Set<SnapshotListener>();
-  /** verdicts of prevalidate(), by value object, until apply() uses them (weak: gone with the values) */
-  private readonly prevalidated = new WeakMap<object, { key: string; verdict: Verdict }>();
+  /**
+   * verdicts of prevalidate(), by kind and value object, until apply() uses them (weak: gone with
+   * the values): the object's id when it is valid (no object per verdict: at 50,000 routes those
+   * outlived the listing as ~5 MB of garbage), the rejection otherwise
+   */
+  private readonly prevalidated: Record<Kind, WeakMap<object, string | Verdict>> = perKind(() => new WeakMap());
   /** rejections counted since start, by code: exported as a metric */
   readonly rejectionCount = new Map<string, number>();
 
@@ -105,7 +109,7 @@ export class ConfigStore {
     // 1. Which changes are real: a full change set is diffed against what the source sent before.
     //    Bounds first: the diff serializes values, and JSON.stringify recurses.
     // (prevalidate() admitted those it validated: their limits are not walked again)
-    const admitted = cs.changes.map((c) => (c.value !== null && typeof c.value === 'object' && this.prevalidated.has(c.value) ? c : admit(c)));
+    const admitted = cs.changes.map((c) => (c.value !== null && typeof c.value === 'object' && this.prevalidated[c.kind].has(c.value) ? c : admit(c)));
     const changes: Change[] = cs.full ? this.diffFull(admitted, cs.revision) : admitted;
 
     // 2. Schema-validate into `desired`; remember which ids need their references re-resolved.
@@ -126,12 +130,12 @@ export class ConfigStore {
         continue;
       }
       // admit() checked the limits
-      const early = this.prevalidated.get(c.value as object);
+      const early = this.prevalidated[c.kind].get(c.value as object);
       let result: Verdict;
-      if (early !== undefined && early.key === k) {
-        result = early.verdict;
-        this.prevalidated.delete(c.value as object);
-      } else result = this.validate(c);
+      if (early === c.id) result = { ok: true, value: c.value as ObjectValue };
+      else if (early !== undefined && typeof early !== 'string' && !early.ok && early.rejection.id === c.id) result = early;
+      else result = this.validate(c);
+      if (early !== undefined) this.prevalidated[c.kind].delete(c.value as object);
       if (!result.ok) {
         reject(result.rejection, c.modRevision, this.invalid);
         continue;
@@ -165,7 +169,8 @@ export class ConfigStore {
       if (raw.deleted || raw.parseError !== undefined || raw.value === null || typeof raw.value !== 'object') continue;
       const c = admit(raw);
       if (c.parseError !== undefined) continue;
-      this.prevalidated.set(c.value as object, { key: key(c.kind, c.id), verdict: this.validate(c) });
+      const verdict = this.validate(c);
+      this.prevalidated[c.kind].set(c.value as object, verdict.ok && verdict.value === c.value ? c.id : verdict);
     }
   }
 

@@ -62,7 +62,8 @@ function upstreamProblem(key: string, u: UpstreamConfig, at: string): string | u
  * route a second time (a fifth of loading 50,000 routes). By value object, weakly; taken once.
  */
 let keepMatchers = false;
-const validatedMatchers = new WeakMap<object, { mode: RouterMode; matcher: RouteMatcher }>();
+/** per router mode (one WeakMap each: no wrapper object per route, which outlived the load as garbage) */
+const validatedMatchers = new Map<RouterMode, WeakMap<object, RouteMatcher>>();
 
 export function keepValidatedMatchers(on: boolean): void {
   keepMatchers = on;
@@ -70,15 +71,21 @@ export function keepValidatedMatchers(on: boolean): void {
 
 /** The matcher the validator compiled for this route value in `mode`, if kept (once). */
 export function takeValidatedMatcher(value: object, mode: RouterMode): RouteMatcher | undefined {
-  const kept = validatedMatchers.get(value);
-  if (kept === undefined) return undefined;
-  validatedMatchers.delete(value);
-  return kept.mode === mode ? kept.matcher : undefined;
+  const kept = validatedMatchers.get(mode);
+  const matcher = kept?.get(value);
+  if (matcher !== undefined) kept!.delete(value);
+  return matcher;
+}
+
+function matchersOf(mode: RouterMode): WeakMap<object, RouteMatcher> {
+  let kept = validatedMatchers.get(mode);
+  if (kept === undefined) validatedMatchers.set(mode, (kept = new WeakMap()));
+  return kept;
 }
 
 /** Router.upsert's own steps, on a route that is then dropped. `value`: the route, to keep its matcher. */
 function routerProblem(spec: RouteMatchSpec, modes: readonly RouterMode[], value?: object): string | undefined {
-  const keep = keepMatchers && value !== undefined && modes.length === 1 ? (matcher: RouteMatcher) => validatedMatchers.set(value, { mode: modes[0]!, matcher }) : undefined;
+  const keep = keepMatchers && value !== undefined && modes.length === 1 ? (matcher: RouteMatcher) => matchersOf(modes[0]!).set(value, matcher) : undefined;
   for (const mode of modes) {
     // checkRouteSpec compiles the route (uri patterns, vars) as Router.upsert does
     const reason = checkRouteSpec(spec, mode, keep);

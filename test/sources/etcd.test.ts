@@ -12,6 +12,7 @@ import type { SourceState } from '../../src/sources/source.ts';
 import { EtcdClient } from '../../src/sources/etcd/client.ts';
 import { EtcdSource, mergeChangeSets, type EtcdSourceOptions } from '../../src/sources/etcd/source.ts';
 import { JsonObjectSplitter } from '../../src/sources/etcd/watch.ts';
+import { fingerprint } from '../../src/config/fingerprint.ts';
 import {
   etcdctl,
   makeTestCerts,
@@ -245,8 +246,8 @@ describe('single etcd', () => {
       source: 'etcd',
       revision: put.revision,
       full: false,
-      // `raw`: etcd's own text, which the store compares and persists instead of serializing again
-      changes: [{ kind: 'routes', id: '1', modRevision: put.revision, value: { uri: '/a', upstream_id: '1' }, raw: '{"uri":"/a","upstream_id":"1"}' }],
+      // the fingerprint of etcd's own text, which a relist compares instead of serializing again
+      changes: [{ kind: 'routes', id: '1', modRevision: put.revision, value: { uri: '/a', upstream_id: '1' }, fingerprint: fingerprint('{"uri":"/a","upstream_id":"1"}') }],
     });
 
     await etcdctl(etcd.endpoint, 'del', `${P}/routes/1`);
