@@ -37,7 +37,8 @@ export interface ConfigStoreOptions {
   routerMode?: RouterMode;
 }
 
-type Entry = StoredObject<ObjectValue>;
+/** a desired (and published) object, with the fingerprint of the source's text it came from */
+type Entry = StoredObject<ObjectValue> & Seen;
 type Table = Map<string, Entry>;
 
 const key = (kind: Kind, id: string) => `${kind}/${id}`;
@@ -47,8 +48,9 @@ const key = (kind: Kind, id: string) => `${kind}/${id}`;
  * and publishes snapshots. Sources feed it ChangeSets; the runtime subscribes to snapshots.
  *
  * Three layers per object:
- *  - `seen`: the modRevision of the newest version the source sent, valid or not (lets a full relist
- *    skip what did not change);
+ *  - what the source last sent (modRevision and content fingerprint: lets a full relist skip what
+ *    did not change): the `desired` entry itself when that version was valid, else in `seen`
+ *    (so 50,000 valid routes carry no second record each);
  *  - `desired`: the newest schema-valid version (an invalid newer version leaves the older one here);
  *  - the snapshot: the desired version if its references resolve, else the previous version in force
  *    if that one's references resolve, else nothing. Both failures are reported, never silent.
@@ -59,6 +61,7 @@ const key = (kind: Kind, id: string) => `${kind}/${id}`;
  * taken out of the snapshot. apply() does not throw on any input.
  */
 export class ConfigStore {
+  /** the versions the source sent last that are not the desired entry (invalid, unparsable, or failed to compile) */
   private readonly seen: Record<Kind, Map<string, Seen>> = perKind(() => new Map());
   private readonly desired: Record<Kind, Table> = perKind(() => new Map());
   /** schema / parse rejections of the newest source version, by "kind/id" */
@@ -123,8 +126,9 @@ export class ConfigStore {
         touched[c.kind].add(c.id);
         continue;
       }
-      this.seen[c.kind].set(c.id, seenOf(c));
+      const seen = seenOf(c);
       if (c.parseError !== undefined) {
+        this.seen[c.kind].set(c.id, seen);
         const code = c.parseErrorCode ?? ErrorCode.PARSE;
         reject({ kind: c.kind, id: c.id, code, reason: `${k}: ${c.parseError}` }, c.modRevision, this.invalid);
         continue;
@@ -137,11 +141,13 @@ export class ConfigStore {
       else result = this.validate(c);
       if (early !== undefined) this.prevalidated[c.kind].delete(c.value as object);
       if (!result.ok) {
+        this.seen[c.kind].set(c.id, seen);
         reject(result.rejection, c.modRevision, this.invalid);
         continue;
       }
       this.invalid.delete(k);
-      this.setDesired(c.kind, c.id, { id: c.id, modRevision: c.modRevision, value: result.value });
+      this.seen[c.kind].delete(c.id); // the desired entry records it
+      this.setDesired(c.kind, c.id, { id: c.id, modRevision: c.modRevision, value: result.value, h1: seen.h1, h2: seen.h2 });
       touched[c.kind].add(c.id);
     }
 
@@ -194,7 +200,12 @@ export class ConfigStore {
       const inForce = this.current[f.kind].get(f.id);
       if (!inForce || inForce.modRevision !== f.modRevision) continue;
       reject({ kind: f.kind, id: f.id, code: ErrorCode.COMPILE, reason: f.reason }, f.modRevision, this.invalid);
-      if (this.desired[f.kind].get(f.id)?.modRevision === f.modRevision) this.setDesired(f.kind, f.id, undefined);
+      const failed = this.desired[f.kind].get(f.id);
+      if (failed?.modRevision === f.modRevision) {
+        // still what the source sent last: a relist must not take it as new
+        if (!this.seen[f.kind].has(f.id)) this.seen[f.kind].set(f.id, { modRevision: failed.modRevision, h1: failed.h1, h2: failed.h2 });
+        this.setDesired(f.kind, f.id, undefined);
+      }
       touched[f.kind].add(f.id);
       any = true;
     }
@@ -312,7 +323,7 @@ export class ConfigStore {
     for (const c of listing) {
       if (c.deleted) continue;
       listed[c.kind].add(c.id);
-      const before = this.seen[c.kind].get(c.id);
+      const before = this.seen[c.kind].get(c.id) ?? this.desired[c.kind].get(c.id);
       // Unchanged objects are not revalidated nor recompiled. The same mod_revision alone does not
       // prove the same content: after etcd was wiped or restored from a backup, revisions count
       // from 1 again, and a key rewritten at an old revision number may hold another value.

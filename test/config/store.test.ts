@@ -106,6 +106,34 @@ describe('ConfigStore', () => {
     assert.equal(r.snapshot.routes.get('1')!.value.uri, '/uno');
   });
 
+  test('a relist skips an object whose last version was invalid or failed to compile, and takes its fix', () => {
+    const store = new ConfigStore();
+    const listing = (bad: object, failing: object, mod = 2) => ({ source: 't', revision: 20 + mod, full: true, changes: [
+      { kind: 'upstreams' as const, id: 'u1', modRevision: 1, value: up() },
+      { kind: 'routes' as const, id: 'bad', modRevision: mod, value: bad },
+      { kind: 'routes' as const, id: 'failing', modRevision: mod, value: failing },
+    ] });
+    store.apply(listing({ uri: '/ok', upstream_id: 'u1' }, { uri: '/f', upstream_id: 'u1' }, 1));
+    // newer versions: one schema-invalid (the older one keeps serving), one the data plane cannot compile
+    store.apply(listing({ uri: 42, upstream_id: 'u1' }, { uri: '/f2', upstream_id: 'u1' }));
+    assert.equal(store.snapshot.routes.get('bad')!.value.uri, '/ok');
+    store.rejectCompileFailures([{ kind: 'routes', id: 'failing', modRevision: 2, reason: 'routes/failing: cannot compile' }]);
+    assert.equal(store.snapshot.routes.has('failing'), false);
+    const rejectedBefore = store.rejections().map((r) => r.id).sort();
+    assert.deepEqual(rejectedBefore, ['bad', 'failing']);
+    // the same listing again (a relist after a compaction): nothing is new, nothing changes
+    const again = store.apply(listing({ uri: 42, upstream_id: 'u1' }, { uri: '/f2', upstream_id: 'u1' }));
+    assert.equal(again.diff.routes.size, 0, 'neither version is taken as new');
+    assert.equal(store.snapshot.routes.get('bad')!.value.uri, '/ok');
+    assert.equal(store.snapshot.routes.has('failing'), false);
+    assert.deepEqual(store.rejections().map((r) => r.id).sort(), rejectedBefore);
+    // fixed at the source: both apply, the rejections go
+    const fixed = store.apply(listing({ uri: '/ok3', upstream_id: 'u1' }, { uri: '/f3', upstream_id: 'u1' }, 3));
+    assert.deepEqual([...fixed.diff.routes].sort(), ['bad', 'failing']);
+    assert.equal(store.snapshot.routes.get('failing')!.value.uri, '/f3');
+    assert.deepEqual(store.rejections(), []);
+  });
+
   test('published snapshots are never mutated', () => {
     const store = new ConfigStore();
     const s1 = store.apply(cs([{ kind: 'routes', id: 'r1', value: { uri: '/a', upstream: up() } }])).snapshot;
