@@ -20,7 +20,11 @@ export function updateOf(snapshot: Snapshot, diff: SnapshotDiff | undefined): Sn
   const changes: SnapshotUpdate['changes'] = [];
   for (const kind of KINDS) {
     const ids = diff ? diff[kind] : snapshot[kind].keys();
-    for (const id of ids) changes.push({ kind, id, object: snapshot[kind].get(id) ?? null });
+    for (const id of ids) {
+      const o = snapshot[kind].get(id);
+      // the stored object's own fields only (the store's bookkeeping stays in its process)
+      changes.push({ kind, id, object: o === undefined ? null : { id: o.id, modRevision: o.modRevision, value: o.value } });
+    }
   }
   const { revision, source, detail, appliedAt } = snapshot;
   return { full: diff === undefined, revision, source, detail, appliedAt, changes };

@@ -428,8 +428,9 @@ function without(s: Snapshot, ids: Record<Kind, Set<string>>): Pick<Snapshot, Ki
 }
 
 /**
- * What a full relist compares to tell an unchanged object: the fingerprint the source took of its text when
- * it has one (no serializing again), else of the value serialized; a parse error by its reason.
+ * What a full relist compares to tell an unchanged object: the fingerprint the source took of its
+ * text when it has one (no serializing again), else of the value serialized; a parse error by its
+ * reason.
  */
 function seenOf(c: Change): Seen {
   const { h1, h2 } = c.parseError !== undefined ? fingerprint(`!${c.parseError}`) : (c.fingerprint ?? fingerprint(JSON.stringify(c.value)));
