@@ -12,6 +12,7 @@ import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { AccessLog } from '../../src/observability/access-log.ts';
 import type { ExchangeRecord } from '../../src/observability/exchange.ts';
+import { exchangeRecord } from '../helpers/exchange-record.ts';
 import { log } from '../../src/observability/log.ts';
 import { installExitHook, own, ownedDirs } from '../helpers/owned.ts';
 import { sleep, waitUntil } from '../helpers/wait.ts';
@@ -27,7 +28,7 @@ before(() => {
 });
 
 function record(over: Partial<ExchangeRecord> = {}): ExchangeRecord {
-  return {
+  return exchangeRecord({
     time: Date.UTC(2026, 10, 26, 16, 53, 14, 7),
     start: 1234.5,
     duration: 0.012345,
@@ -36,11 +37,9 @@ function record(over: Partial<ExchangeRecord> = {}): ExchangeRecord {
     method: 'POST',
     host: 'api.example.com',
     uri: '/v1/orders?page=2',
-    protocol: 'HTTP/1.1',
     status: 201,
     bytesIn: 512,
     bytesOut: 2048,
-    aborted: false,
     routeId: 'orders',
     serviceId: 'shop',
     upstream: 'upstreams/orders',
@@ -51,10 +50,8 @@ function record(over: Partial<ExchangeRecord> = {}): ExchangeRecord {
     consumer: 'alice',
     requestId: 'b7c1e6f0-3d1e-4b7a-9a1f-2f6f1e0a9c11',
     traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
-    referer: '',
-    userAgent: '',
     ...over,
-  };
+  });
 }
 
 /** Writes the records through a new AccessLog, closes it, returns the file's lines. */
@@ -124,25 +121,8 @@ describe('access log: JSON lines', () => {
   });
 
   it('a request that reached no upstream: upstream_time null, empty strings, status 0 when the client left', async () => {
-    const r = record({
-      time: Date.UTC(2026, 0, 2, 3, 4, 5, 999),
-      duration: 1.23456,
-      status: 0,
-      aborted: true,
-      routeId: '',
-      serviceId: '',
-      upstream: '',
-      upstreamAddr: '',
-      upstreamStatus: 0,
-      failedAttempts: undefined,
-      upstreamDuration: -1,
-      consumer: '',
-      requestId: '',
-      traceId: '',
-      referer: '',
-      userAgent: '',
-      host: '',
-    });
+    // (the helper's record has no route, upstream, consumer, request id or trace)
+    const r = exchangeRecord({ time: Date.UTC(2026, 0, 2, 3, 4, 5, 999), duration: 1.23456, status: 0, aborted: true, host: '' });
     const [line] = await writeLines('no-upstream.json.log', 'json', [r]);
     const parsed = JSON.parse(line!);
     assert.equal(parsed.time, '2026-01-02T03:04:05.999Z');

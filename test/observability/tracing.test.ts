@@ -16,6 +16,7 @@ import {
   ATTR_URL_PATH,
 } from '@opentelemetry/semantic-conventions';
 import type { ExchangeRecord } from '../../src/observability/exchange.ts';
+import { exchangeRecord } from '../helpers/exchange-record.ts';
 import { log } from '../../src/observability/log.ts';
 import { parseTraceparent, Tracer, type RequestTrace } from '../../src/observability/tracing.ts';
 import { startOtlpReceiver, type OtlpReceiver } from '../helpers/otlp-receiver.ts';
@@ -34,34 +35,27 @@ function parts(traceparent: string): { version: string; traceId: string; spanId:
 
 /** A finished request as the transports would record it; `over` sets what a test cares about. */
 function record(trace: RequestTrace, start: number, over: Partial<ExchangeRecord> = {}): ExchangeRecord {
-  return {
+  return exchangeRecord({
     time: Date.now(),
     start,
     duration: 0.0125,
     clientAddress: '127.0.0.7',
     clientPort: 50123,
-    method: 'GET',
     host: 'api.example.com:9080',
     uri: '/orders/42?expand=items',
-    protocol: 'HTTP/1.1',
-    status: 200,
     bytesIn: 120,
     bytesOut: 345,
-    aborted: false,
     routeId: 'orders',
     serviceId: 'shop',
     upstream: 'upstreams/orders',
     upstreamAddr: '127.0.0.1:9081',
     upstreamStatus: 200,
-    failedAttempts: undefined,
     upstreamDuration: 0.01,
     consumer: 'jack',
     requestId: 'req-1',
     traceId: trace.traceId,
-    referer: '',
-    userAgent: '',
     ...over,
-  };
+  });
 }
 
 describe('traceparent parsing (W3C Trace Context level 1)', () => {
