@@ -63,6 +63,13 @@ export class UpstreamConnection {
   private readingPaused = false;
   /** a write of the request is waiting for the upstream to take bytes: timeout.send applies */
   private sending = false;
+  /**
+   * the socket's idle timeout in force (ms, 0 = none). Set only when it changes: node's
+   * socket.setTimeout() allocates a timer and a bound function per call, and with the defaults
+   * (timeout.read = keepalive_pool.idle_timeout = 60 s) a kept-alive connection needs no call per
+   * request at all — the reads and writes of each exchange restart the countdown anyway.
+   */
+  private timeoutMs = -1;
 
   constructor(
     readonly pool: NodePool1,
@@ -88,7 +95,7 @@ export class UpstreamConnection {
     skipContinueResponses(socket);
     this.parser = new ResponseParser(user);
     socket.setNoDelay(true);
-    socket.setTimeout(target.timeout.connect);
+    this.setIdleTimeout(target.timeout.connect);
     socket.once(target.scheme === 'https' ? 'secureConnect' : 'connect', () => this.onConnect());
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
@@ -101,7 +108,7 @@ export class UpstreamConnection {
       if (this.sending) {
         // the upstream takes bytes again: back to the read timeout
         this.sending = false;
-        socket.setTimeout(this.readMs);
+        this.setIdleTimeout(this.readMs);
       }
       this.user?.upstreamDrained();
     });
@@ -109,10 +116,21 @@ export class UpstreamConnection {
 
   private onConnect(): void {
     this.state = OPEN;
-    this.socket.setTimeout(0);
+    this.setIdleTimeout(0);
     const user = this.user;
     if (user === null) return this.release(true);
     user.upstreamReady(this);
+  }
+
+  /**
+   * The socket's timeout (node's idle timeout: restarted by every read and write), set only when it
+   * changes. The idle-list timeout runs on from release to the next request's expect(): taking a
+   * connection from the list and writing to it happen in one tick, so it cannot fire in between.
+   */
+  setIdleTimeout(ms: number): void {
+    if (ms === this.timeoutMs) return;
+    this.timeoutMs = ms;
+    this.socket.setTimeout(ms);
   }
 
   /** A request goes out on this connection: responses are read within `readMs` of silence. */
@@ -120,7 +138,7 @@ export class UpstreamConnection {
     this.requests++;
     this.parser.expectResponse(method);
     this.readMs = readMs;
-    this.socket.setTimeout(readMs);
+    this.setIdleTimeout(readMs);
   }
 
   /**
@@ -130,19 +148,19 @@ export class UpstreamConnection {
   writeBlocked(sendMs: number): void {
     if (this.sending) return;
     this.sending = true;
-    this.socket.setTimeout(sendMs);
+    this.setIdleTimeout(sendMs);
   }
 
   /** The client cannot take more: the upstream may wait as long as that lasts (no read timeout). */
   pauseReading(): void {
     this.readingPaused = true;
     this.socket.pause();
-    this.socket.setTimeout(0);
+    this.setIdleTimeout(0);
   }
 
   resumeReading(): void {
     this.readingPaused = false;
-    this.socket.setTimeout(this.readMs);
+    this.setIdleTimeout(this.readMs);
     this.socket.resume();
   }
 
@@ -276,7 +294,7 @@ export class NodePool1 {
       conn.user = user;
       conn.reused = true;
       conn.parser.handler = user;
-      conn.socket.setTimeout(0);
+      // (its idle timeout runs on until upstreamReady's expect() sets the read timeout, in this tick)
       user.upstreamReady(conn);
       return conn;
     }
@@ -293,7 +311,7 @@ export class NodePool1 {
   keep(conn: UpstreamConnection): void {
     const keepalive = this.target.keepalive;
     if (this.closed || this.idle.length >= keepalive.size) return void conn.socket.destroy();
-    conn.socket.setTimeout(keepalive.idleTimeout);
+    conn.setIdleTimeout(keepalive.idleTimeout);
     this.idle.push(conn);
   }
 

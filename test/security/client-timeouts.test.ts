@@ -195,6 +195,22 @@ describe('client timeouts (proxy.timeouts, 1 s each)', () => {
       assert.ok(await client.gatewayReleased(1000), 'the gateway kept its half-closed socket');
       client.destroy();
     });
+
+    test('on a kept-alive connection, the next head has its own ~1 s from its first byte', async () => {
+      // the deadline is restarted per request without re-arming a timer (LazyTimer): the timer armed
+      // for the first head fires ~1 s after the connection, and must then wait for this head's own end
+      const client = await new Client(gw.port).connected();
+      client.socket.write('GET /first HTTP/1.1\r\nHost: a.test\r\n\r\n');
+      await waitUntil(() => finalResponses(parseResponses(Buffer.from(client.text, 'latin1'))).length === 1, 3000, 'the first response');
+      await sleep(600);
+      const partialAt = Date.now() - client.started;
+      client.socket.write('GET /second HTTP/1.1\r\nHost: a.test\r\nX-Part');
+      await waitUntil(() => client.endedAfter !== undefined, 4000, "the gateway's FIN");
+      const after = client.endedAfter! - partialAt;
+      assert.ok(after >= 900 && after < 2000, `FIN ${after} ms after the second head began (${partialAt} ms into the connection)`);
+      assert.match(client.text, /HTTP\/1\.1 408 /);
+      client.destroy();
+    });
   });
 
   describe('request_body', () => {
@@ -238,6 +254,22 @@ describe('client timeouts (proxy.timeouts, 1 s each)', () => {
     const idle = client.endedAfter! - answeredAfter;
     assert.ok(idle >= 800 && idle < 2500, `closed after ${idle} ms idle`);
     assert.ok(await client.gatewayReleased(1000), 'the gateway kept its half-closed socket');
+    client.destroy();
+  });
+
+  test('keepalive: counted from the last response, not from the connection', async () => {
+    const client = await new Client(gw.port).connected();
+    // four requests 500 ms apart: 1.5 s in all, longer than the 1 s keep-alive timeout
+    for (let i = 1; i <= 4; i++) {
+      client.socket.write(`GET /ka${i} HTTP/1.1\r\nHost: a.test\r\n\r\n`);
+      await waitUntil(() => finalResponses(parseResponses(Buffer.from(client.text, 'latin1'))).length === i, 3000, `response ${i}`);
+      if (i < 4) await sleep(500);
+    }
+    assert.equal(client.endedAfter, undefined, 'closed while in use');
+    const answeredAfter = Date.now() - client.started;
+    await waitUntil(() => client.endedAfter !== undefined, 4000, "the gateway's FIN");
+    const idle = client.endedAfter! - answeredAfter;
+    assert.ok(idle >= 800 && idle < 2500, `closed after ${idle} ms idle`);
     client.destroy();
   });
 

@@ -24,6 +24,7 @@ import type { PluginAnswer } from '../../plugins/types.ts';
 import type { RouteMatch } from '../../router/types.ts';
 import type { CompiledRoute } from '../../runtime/types.ts';
 import { attemptStarted, bytesWrittenOf, upstreamEnded, type ObservedRequest, type RequestObservers } from '../../observability/observers.ts';
+import { LazyTimer } from './lazy-timer.ts';
 
 /*
  * The socket transport's client side (proxy.transport: socket): one ClientConnection per accepted
@@ -171,6 +172,10 @@ function onHeadTimeout(conn: ClientConnection): void {
   conn.headTimedOut();
 }
 
+function onKeepaliveTimeout(conn: ClientConnection): void {
+  conn.keepaliveTimedOut();
+}
+
 export class ClientConnection implements RequestHandler {
   readonly socket: Socket;
   /** a TLS connection (read once: requests on it are https) */
@@ -194,7 +199,14 @@ export class ClientConnection implements RequestHandler {
   private awaitingContinue = false;
   private parsing = false;
   private socketPaused = false;
-  private headTimer: NodeJS.Timeout | undefined;
+  /**
+   * The client's two deadlines between requests, restarted per request without timer work
+   * (LazyTimer): the head must arrive within timeouts.header of its first byte (or of the
+   * connection), and an idle keep-alive connection is closed after timeouts.keepalive. The socket's
+   * own timeout serves only request_body (between two reads of a body).
+   */
+  private readonly headTimer: LazyTimer<ClientConnection>;
+  private readonly keepaliveTimer: LazyTimer<ClientConnection>;
   private upgrade: { ctx: RequestContext; request: ProxyRequest; upstream: UpstreamTarget; node: UpstreamNode } | null = null;
   /** the current request's plugin run (undefined: no plugins on its route nor global rules) */
   private pluginRun: PluginRun | undefined = undefined;
@@ -232,7 +244,9 @@ export class ClientConnection implements RequestHandler {
     socket.on('timeout', this.onTimeout);
     socket.on('drain', this.onDrain);
     socket.on('error', destroyOnError);
-    this.headTimer = setTimeout(onHeadTimeout, settings.timeouts.header, this);
+    this.headTimer = new LazyTimer<ClientConnection>(settings.timeouts.header, onHeadTimeout, this);
+    this.keepaliveTimer = new LazyTimer<ClientConnection>(settings.timeouts.keepalive, onKeepaliveTimeout, this);
+    this.headTimer.restart();
   }
 
   private setSocketTimer(ms: number): void {
@@ -256,11 +270,10 @@ export class ClientConnection implements RequestHandler {
   private run(chunk: Buffer | null): void {
     if (this.closed) return;
     if (chunk !== null && this.phase === Phase.Idle) {
-      // the next request's first byte: the keep-alive timer gives way to the head's deadline
+      // the next request's first byte: the keep-alive timeout gives way to the head's deadline
       this.phase = Phase.Head;
-      this.setSocketTimer(0);
-      if (this.headTimer === undefined) this.headTimer = setTimeout(onHeadTimeout, this.settings.timeouts.header, this);
-      else this.headTimer.refresh();
+      this.keepaliveTimer.stop();
+      this.headTimer.restart();
     }
     this.parsing = true;
     let err: Http1ParseError | undefined;
@@ -295,7 +308,7 @@ export class ClientConnection implements RequestHandler {
   }
 
   onHead(head: RequestHead): boolean {
-    clearTimeout(this.headTimer);
+    this.headTimer.stop();
     this.busy = true;
     this.pluginRun = undefined;
     this.bodyMatch = null;
@@ -309,7 +322,7 @@ export class ClientConnection implements RequestHandler {
     const observers = this.settings.observers;
     if (observers !== undefined) this.obs = observers.begin(head.method, head.target, head.host, head.httpVersion, this.socket.remoteAddress ?? '', this.socket.remotePort ?? 0, head.rawHeaders);
     this.phase = head.hasBody ? Phase.Body : Phase.Response;
-    this.setSocketTimer(head.hasBody ? this.settings.timeouts.requestBody : 0);
+    if (head.hasBody) this.setSocketTimer(this.settings.timeouts.requestBody);
     // a forward proxy's tunnel request: not something a gateway serves (nginx answers 405 too)
     if (head.method === 'CONNECT') return this.refuse(ProxyError.METHOD_NOT_ALLOWED);
     // an expectation the gateway cannot meet (only 100-continue exists): 417, the body read and dropped
@@ -527,7 +540,8 @@ export class ClientConnection implements RequestHandler {
     this.closeAfter = true;
     this.responseDone = true;
     this.closed = true;
-    clearTimeout(this.headTimer);
+    this.headTimer.clear();
+    this.keepaliveTimer.clear();
     this.stopListening();
     writeRawError(this.socket, kind);
     if (this.obs !== null) {
@@ -585,7 +599,8 @@ export class ClientConnection implements RequestHandler {
     this.busy = false;
     if (this.closeAfter || this.settings.owner.draining) return this.endConnection();
     this.phase = Phase.Idle;
-    this.setSocketTimer(this.settings.timeouts.keepalive);
+    this.setSocketTimer(0);
+    this.keepaliveTimer.restart();
     this.settings.owner.connectionIdle(this);
   }
 
@@ -597,7 +612,8 @@ export class ClientConnection implements RequestHandler {
     if (this.closed) return;
     this.closed = true;
     this.busy = false;
-    clearTimeout(this.headTimer);
+    this.headTimer.clear();
+    this.keepaliveTimer.clear();
     this.stopListening();
     lingeringClose(this.socket);
   }
@@ -633,14 +649,17 @@ export class ClientConnection implements RequestHandler {
   // --- timeouts and the client going away -------------------------------------------------------
 
   headTimedOut(): void {
-    this.headTimer = undefined;
-    if (this.closed || this.phase !== Phase.Head && this.phase !== Phase.Idle) return;
+    if (this.closed || this.phase !== Phase.Head) return;
     if (this.busy) return this.destroy();
     this.refuse(ProxyError.REQUEST_TIMEOUT);
   }
 
+  keepaliveTimedOut(): void {
+    if (!this.closed && this.phase === Phase.Idle) this.destroy();
+  }
+
+  /** The socket's timeout: request_body (the only one it serves). */
   private idleTimedOut(): void {
-    if (this.phase === Phase.Idle) return this.destroy();
     if (this.phase !== Phase.Body) return;
     // request_body: the body is not being read (no upstream connection yet, or the upstream is slow
     // to take it): the client cannot send, so it is not the one that is late
@@ -672,7 +691,8 @@ export class ClientConnection implements RequestHandler {
       this.pluginRun.runLog();
       this.pluginRun = undefined;
     }
-    clearTimeout(this.headTimer);
+    this.headTimer.clear();
+    this.keepaliveTimer.clear();
     this.exchange?.clientGone();
     this.exchange = null;
     this.settings.owner.connectionClosed(this);
@@ -688,7 +708,8 @@ export class ClientConnection implements RequestHandler {
     const socket = this.socket;
     const rest = this.parser.detach() ?? Buffer.alloc(0);
     socket.pause();
-    clearTimeout(this.headTimer);
+    this.headTimer.clear();
+    this.keepaliveTimer.clear();
     this.stopListening();
     this.settings.owner.upgraded(socket);
     if (this.obs !== null) {
