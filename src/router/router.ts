@@ -123,7 +123,7 @@ export class Router<T> {
     const n = this.wildcardHostGroups.collectPrefixValues(reverse(request.host), scratch);
     let found: RouteMatch<T> | undefined;
     for (let i = 0; i < n && found === undefined; i++) found = scratch[i]!.match(request.path, view);
-    scratch.fill(undefined, 0, n);
+    for (let i = 0; i < n; i++) scratch[i] = undefined; // (fill() is a C++ call per match)
     return found;
   }
 
