@@ -1,7 +1,8 @@
 /**
  * Proxy throughput, side by side in one run, same wrk settings, same upstream (nginx, one worker,
  * small static body), same path (/aa/hello) for every target:
- *   direct upstream | Portico, 1 worker | Portico, `proxy.workers: auto` | nginx proxy_pass, 1 worker
+ *   direct upstream | a node:net byte relay with no HTTP (bench/relay.mjs: the ceiling of any Node
+ *   proxy on the machine) | Portico, 1 worker | Portico, `proxy.workers: auto` | nginx proxy_pass, 1 worker
  *   | the seed's nginx+lua gateway (../shared/peers/seed-nginx-lua.conf) | fast-gateway 5
  * Prints req/s, p50/p99, errors, the CPU the target's processes used (% of one core, and CPU
  * microseconds per request) and how idle the machine was during the run, then the ratios
@@ -26,7 +27,7 @@
  * gateway's default; PORTICO_PROXY_TRANSPORT in the environment overrides portico.yaml).
  *
  *   npm run bench -- [--duration 10] [--connections 50] [--threads 1] [--workers auto]
- *     [--targets direct,portico,portico-quiet,portico-observed,portico-traced,portico-plugins,portico-plugins-redis,portico-auto,nginx,seed,fast-gateway,balancers]
+ *     [--targets direct,relay,portico,portico-quiet,portico-observed,portico-traced,portico-plugins,portico-plugins-redis,portico-auto,nginx,seed,fast-gateway,balancers]
  *     [--transport node,socket]
  *
  * balancers (not in the default run): roundrobin, chash, least_conn and ewma over three nodes (one
@@ -45,6 +46,7 @@ import {
   freePort,
   machineCpuMs,
   ROOT,
+  run,
   startFastGateway,
   startNginx,
   startPortico,
@@ -61,7 +63,7 @@ import {
 } from './lib.ts';
 import { startRedis } from '../test/helpers/redis.ts';
 
-const ALL = ['direct', 'portico', 'portico-quiet', 'portico-observed', 'portico-traced', 'portico-plugins', 'portico-plugins-redis', 'portico-auto', 'nginx', 'seed', 'fast-gateway', 'balancers'] as const;
+const ALL = ['direct', 'relay', 'portico', 'portico-quiet', 'portico-observed', 'portico-traced', 'portico-plugins', 'portico-plugins-redis', 'portico-auto', 'nginx', 'seed', 'fast-gateway', 'balancers'] as const;
 type Target = (typeof ALL)[number] | 'balancer';
 /** the default run: every target but the balancer rows (`--targets balancers` adds them) */
 const DEFAULT_TARGETS = ALL.filter((t) => t !== 'balancers');
@@ -162,6 +164,13 @@ const peer = async (port: number, p: Promise<Peer>) => {
 };
 
 await measure('direct', 'direct upstream', async () => ({ port: upstreamPort, child: upstream }));
+// node's own ceiling: a byte relay with no HTTP (bench/relay.mjs), what Portico's per-request work adds to
+await measure('relay', 'node:net byte relay (no HTTP)', async () => {
+  const port = await freePort();
+  const child = run(process.execPath, [...START_FLAGS, path.join(ROOT, 'bench/relay.mjs'), String(port), String(upstreamPort)]);
+  await waitPort(port);
+  return { port, child };
+});
 for (const transport of values.transport ? values.transport.split(',') : [undefined]) {
   const t = transport ? `${transport}, ` : '';
   await measure('portico', `portico (${t}1 worker)`, async () => {
@@ -293,6 +302,7 @@ for (const [i, portico] of porticoRows.entries()) {
   console.log(`\n${portico.name}:`);
   for (const [t, label, goal] of [
     ['direct', 'portico / direct      ', ''],
+    ['relay', 'portico / byte relay  ', '  (node:net alone, no HTTP: the ceiling of a Node proxy here)'],
     ['seed', 'portico / seed        ', '  (goal >= 0.6x, aim 0.8x)'],
     ['fast-gateway', 'portico / fast-gateway', '  (goal >= 2.5x)'],
     ['nginx', 'portico / nginx       ', ''],
