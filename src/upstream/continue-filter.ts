@@ -122,11 +122,37 @@ const streamPush = Readable.prototype.push;
  * are two shared functions, not closures per socket: `push` is called from node's one read
  * callback for every socket in the process, and must stay a call site with few targets.
  */
-export function skipContinueResponses(socket: Socket): void {
+export function skipContinueResponses(socket: Socket, reads: 'stream' | 'callback' = 'stream'): void {
   const filtered = socket as FilteredSocket;
   filtered[kFilter] = new ContinueFilter();
   filtered.write = filteredWrite as Socket['write'];
-  filtered.push = filteredPush;
+  // a socket read through net's `onread` callback (the pool's plain-TCP sockets) pushes no data:
+  // its callback passes each read through continueFiltered() instead
+  if (reads === 'stream') filtered.push = filteredPush;
+}
+
+/**
+ * For a socket of skipContinueResponses(socket, 'callback'): the bytes of one read the parser may
+ * see (null: none yet). The result may be a view of `chunk`, and the filter may keep `chunk` itself
+ * (see continueHeld).
+ */
+export function continueFiltered(socket: Socket, chunk: Buffer): Buffer | null {
+  const filter = (socket as FilteredSocket)[kFilter];
+  return filter.state === State.Pass ? chunk : filter.filter(chunk);
+}
+
+/** Bytes the filter holds back (too few to decide on): a view of a read, or a copy. */
+export function continueHeld(socket: Socket): boolean {
+  return (socket as FilteredSocket)[kFilter].held !== null;
+}
+
+/** At the upstream's end: what the filter held back, for the parser to see before the end. */
+export function takeContinueHeld(socket: Socket): Buffer | null {
+  const filter = (socket as FilteredSocket)[kFilter];
+  const held = filter.held;
+  filter.held = null;
+  filter.state = State.Pass;
+  return held;
 }
 
 /** Notes a request head (the response may begin with a 100), then writes as usual. */

@@ -1126,6 +1126,8 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     if (this.filtered || (!this.headWritten && this.run?.hasBodyFilter === true)) {
       if (!this.headWritten) this.writeHead(null);
       if (this.filtered) {
+        // a body filter may keep what it was given: the upstream's read buffer is not reused
+        this.upstreamConn?.pinReadBuffer();
         chunk = this.run!.runBodyFilter(chunk, false);
         if (chunk.length === 0) return false;
       }
@@ -1138,6 +1140,9 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
       ok = this.writeBody(chunk);
       this.socket.uncork();
     } else ok = this.socket.write(chunk);
+    // `chunk` is a view of the upstream connection's read buffer: a write the socket could not
+    // finish now still points into it, so the next read must go into another buffer
+    if (this.socket.writableLength > 0) this.upstreamConn?.pinReadBuffer();
     if (!ok && !this.clientPaused) {
       // backpressure: the upstream socket is not read until the client drains
       this.clientPaused = true;
