@@ -41,7 +41,7 @@ export interface UpstreamUser extends ResponseHandler {
 /**
  * A plain-TCP upstream connection reads into a buffer of its own, again and again (net's `onread`),
  * not into a new Buffer per read through the socket's readable stream: that per-read allocation
- * and stream machinery were ~9 % of the proxy's throughput. 16 KiB: a typical response in one read,
+ * and stream machinery cost ~10 % of the proxy's throughput (A/B, docs/development.md). 16 KiB: a typical response in one read,
  * and 16 MiB for 1,000 open upstream connections (node reads 64 KiB at a time, then shrinks it).
  */
 export const READ_BUFFER_SIZE = 16 * 1024;
