@@ -30,7 +30,8 @@ export class LazyTimer<T> {
     // an armed timer fires no later than this countdown ends (same length, armed earlier)
     if (this.armed) return;
     this.armed = true;
-    this.timer = setTimeout(fired, this.ms, this as LazyTimer<unknown>);
+    // unref'd as node's socket timeouts are: a connection's deadline never keeps the process alive
+    this.timer = setTimeout(fired, this.ms, this as LazyTimer<unknown>).unref();
   }
 
   /** Stops the countdown; the node timer, if armed, fires and finds nothing to do. */
@@ -52,7 +53,7 @@ export class LazyTimer<T> {
     const left = this.ms - (performance.now() - this.start);
     if (left >= 1) {
       this.armed = true;
-      this.timer = setTimeout(fired, left, this as LazyTimer<unknown>);
+      this.timer = setTimeout(fired, left, this as LazyTimer<unknown>).unref();
       return;
     }
     this.running = false;
