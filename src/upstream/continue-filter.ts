@@ -170,17 +170,13 @@ function filteredWrite(this: FilteredSocket, chunk: unknown, encoding?: unknown,
 
 /** A stream's readable side is fed through push() (net and TLS sockets alike): undici reads what it lets through. */
 function filteredPush(this: FilteredSocket, chunk: unknown, encoding?: BufferEncoding): boolean {
-  const filter = this[kFilter];
-  if (filter.state === State.Pass) return streamPush.call(this, chunk, encoding);
   if (chunk === null) {
-    // the upstream closed mid-decision: undici sees what was held, then the end
-    const held = filter.held;
-    filter.held = null;
-    filter.state = State.Pass;
+    // the upstream closed (mid-decision, maybe): undici sees what was held, then the end
+    const held = takeContinueHeld(this);
     if (held !== null) streamPush.call(this, held);
     return streamPush.call(this, null);
   }
-  const passed = filter.filter(chunk as Buffer);
+  const passed = continueFiltered(this, chunk as Buffer);
   // nothing for undici yet: ask for more (true keeps the socket reading)
-  return passed === null ? true : streamPush.call(this, passed);
+  return passed === null ? true : streamPush.call(this, passed, encoding);
 }

@@ -244,13 +244,11 @@ export class UpstreamConnection {
   private onEnd(): void {
     const user = this.user;
     if (user === null) return void this.socket.destroy();
-    if (this.readBuffer !== undefined) {
-      // (a stream-read socket's filter hands what it held to the stream before its end)
-      const held = takeContinueHeld(this.socket);
-      if (held !== null) {
-        this.onData(held);
-        if (this.user !== user) return;
-      }
+    // what the 100-continue filter held back (a stream-read socket's filter has already handed it over)
+    const held = takeContinueHeld(this.socket);
+    if (held !== null) {
+      this.onData(held);
+      if (this.user !== user) return;
     }
     // ends a body delimited by the close (the user's onEnd releases the connection; not reusable)
     const err = this.parser.finish();
