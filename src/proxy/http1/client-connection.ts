@@ -249,6 +249,12 @@ export class ClientConnection implements RequestHandler {
     this.headTimer.restart();
   }
 
+  /** The connection is closing or handed over: its deadlines go with it. */
+  private clearDeadlines(): void {
+    this.headTimer.clear();
+    this.keepaliveTimer.clear();
+  }
+
   private setSocketTimer(ms: number): void {
     if (this.socketTimer === ms) return;
     this.socketTimer = ms;
@@ -540,8 +546,7 @@ export class ClientConnection implements RequestHandler {
     this.closeAfter = true;
     this.responseDone = true;
     this.closed = true;
-    this.headTimer.clear();
-    this.keepaliveTimer.clear();
+    this.clearDeadlines();
     this.stopListening();
     writeRawError(this.socket, kind);
     if (this.obs !== null) {
@@ -612,8 +617,7 @@ export class ClientConnection implements RequestHandler {
     if (this.closed) return;
     this.closed = true;
     this.busy = false;
-    this.headTimer.clear();
-    this.keepaliveTimer.clear();
+    this.clearDeadlines();
     this.stopListening();
     lingeringClose(this.socket);
   }
@@ -691,8 +695,7 @@ export class ClientConnection implements RequestHandler {
       this.pluginRun.runLog();
       this.pluginRun = undefined;
     }
-    this.headTimer.clear();
-    this.keepaliveTimer.clear();
+    this.clearDeadlines();
     this.exchange?.clientGone();
     this.exchange = null;
     this.settings.owner.connectionClosed(this);
@@ -708,8 +711,7 @@ export class ClientConnection implements RequestHandler {
     const socket = this.socket;
     const rest = this.parser.detach() ?? Buffer.alloc(0);
     socket.pause();
-    this.headTimer.clear();
-    this.keepaliveTimer.clear();
+    this.clearDeadlines();
     this.stopListening();
     this.settings.owner.upgraded(socket);
     if (this.obs !== null) {
