@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { parseResponses, type ParsedResponse } from '../security/helpers.ts';
 
 /*
  * Every byte of a response arrives as the upstream sent it, whatever the pace of either side. The
@@ -46,9 +47,10 @@ function sendPattern(res: ServerResponse): void {
 
 /**
  * A raw client that reads slowly: it stops reading for `stallMs` after every `every` bytes, so the
- * gateway's writes to it queue (and its reads from the upstream pause and resume).
+ * gateway's writes to it queue (and its reads from the upstream pause and resume). Resolves with the
+ * response, parsed strictly (chunked bodies decoded).
  */
-function slowGet(port: number, path: string, every: number, stallMs: number): Promise<{ head: string; body: Buffer }> {
+function slowGet(port: number, path: string, every: number, stallMs: number): Promise<ParsedResponse> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
@@ -63,26 +65,13 @@ function slowGet(port: number, path: string, every: number, stallMs: number): Pr
       }
     });
     socket.on('end', () => {
-      const all = Buffer.concat(chunks);
-      const end = all.indexOf('\r\n\r\n');
-      resolve({ head: all.subarray(0, end).toString('latin1'), body: all.subarray(end + 4) });
+      const parsed = parseResponses(Buffer.concat(chunks), { ended: true });
+      if (parsed.error !== undefined || parsed.responses.length !== 1) reject(new Error(`${parsed.responses.length} responses, ${parsed.error ?? 'no error'}`));
+      else resolve(parsed.responses[0]!);
     });
     socket.on('error', reject);
     socket.write(`GET ${path} HTTP/1.1\r\nHost: integrity.test\r\nConnection: close\r\n\r\n`);
   });
-}
-
-/** The body of a chunked message (sizes in hex, trailers none). */
-function dechunk(body: Buffer): Buffer {
-  const out: Buffer[] = [];
-  let i = 0;
-  for (;;) {
-    const eol = body.indexOf('\r\n', i);
-    const size = parseInt(body.subarray(i, eol).toString('latin1'), 16);
-    if (size === 0) return Buffer.concat(out);
-    out.push(body.subarray(eol + 2, eol + 2 + size));
-    i = eol + 2 + size + 2;
-  }
 }
 
 describe('response bodies arrive intact (slow clients, uneven upstream writes)', () => {
@@ -108,23 +97,22 @@ describe('response bodies arrive intact (slow clients, uneven upstream writes)',
     ['/chunked', 'chunked'],
   ] as const) {
     test(`${framing}: a client that stalls 40 ms every 256 KiB gets every byte`, async () => {
-      const { head, body } = await slowGet(gw.port, path, 256 * 1024, 40);
-      assert.match(head, /^HTTP\/1\.1 200 /);
-      const payload = framing === 'chunked' ? dechunk(body) : body;
-      assert.equal(payload.length, SIZE);
-      assert.equal(createHash('sha256').update(payload).digest('hex'), expected);
+      const response = await slowGet(gw.port, path, 256 * 1024, 40);
+      assert.equal(response.status, 200);
+      assert.equal(response.framing, framing);
+      assert.equal(response.body.length, SIZE);
+      assert.equal(createHash('sha256').update(response.body).digest('hex'), expected);
     });
   }
 
   test('three slow clients at once, each gets every byte', async () => {
-    const results = await Promise.all([
+    const responses = await Promise.all([
       slowGet(gw.port, '/length', 64 * 1024, 15),
       slowGet(gw.port, '/chunked', 512 * 1024, 60),
       slowGet(gw.port, '/length', 1024 * 1024, 100),
     ]);
-    for (const [i, { body }] of results.entries()) {
-      const payload = i === 1 ? dechunk(body) : body;
-      assert.equal(createHash('sha256').update(payload).digest('hex'), expected, `client ${i}`);
+    for (const [i, { body }] of responses.entries()) {
+      assert.equal(createHash('sha256').update(body).digest('hex'), expected, `client ${i}`);
     }
   });
 });
