@@ -2,7 +2,8 @@ import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { clientTimeouts, listenerSpec, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
-import { ClientConnection, type ConnectionOwner, type ConnectionSettings } from '../proxy/http1/client-connection.ts';
+import { acceptIntoOwnBuffers } from './own-buffer-accept.ts';
+import { ClientConnection, sharedReadBuffer, type ConnectionOwner, type ConnectionSettings } from '../proxy/http1/client-connection.ts';
 import { requestPolicy, type RequestPolicy } from '../proxy/request.ts';
 import type { RouteTable } from '../runtime/types.ts';
 import { SendTimeoutWatch } from './send-timeout.ts';
@@ -58,12 +59,17 @@ export class SocketListeners implements ConnectionOwner {
     };
     const connections = this.connections;
     const addresses: AddressInfo[] = [];
-    const http1 = (socket: Socket) => {
+    const connect = (socket: Socket, ownReads: boolean): ClientConnection => {
       // read the peer address now: a client that resets right after its request no longer has one
       void socket.remoteAddress;
       sendWatch.watch(socket);
-      connections.add(new ClientConnection(socket, settings));
+      const conn = new ClientConnection(socket, settings, ownReads);
+      connections.add(conn);
+      return conn;
     };
+    const http1 = (socket: Socket) => void connect(socket, false);
+    const ownReads = (socket: Socket) => connect(socket, true);
+    const ownBuffers = { allowHalfOpen: true, noDelay: true, firstBuffer: sharedReadBuffer };
     const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, this.policy, this.timeouts, sniTable, this.observers)).accept(socket);
     const specs = [
       ...this.config.listen.map((entry) => ({ ...listenerSpec(entry, false), tls: false })),
@@ -76,6 +82,9 @@ export class SocketListeners implements ConnectionOwner {
         : createServer({ allowHalfOpen: true, noDelay: true }, h2 ? http2 : http1);
       server.listen(port, host);
       await once(server, 'listening');
+      // plain HTTP/1: sockets read into their connection's own buffer (or, without the handle this
+      // needs, through the 'connection' event as created above)
+      if (!tls && !h2) acceptIntoOwnBuffers(server, ownBuffers, ownReads);
       this.servers.push(server);
       addresses.push(server.address() as AddressInfo);
     }

@@ -25,6 +25,7 @@ import type { RouteMatch } from '../../router/types.ts';
 import type { CompiledRoute } from '../../runtime/types.ts';
 import { attemptStarted, bytesWrittenOf, upstreamEnded, type ObservedRequest, type RequestObservers } from '../../observability/observers.ts';
 import { LazyTimer } from './lazy-timer.ts';
+import type { OwnReads } from '../../server/own-buffer-accept.ts';
 
 /*
  * The socket transport's client side (proxy.transport: socket): one ClientConnection per accepted
@@ -167,6 +168,25 @@ const HEAD_COPY_MAX = 16 * 1024;
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 /** bytes held by a paused parser before the socket stops being read */
 const MAX_BUFFERED = 64 * 1024;
+/**
+ * Reads of sockets accepted with own buffers (server/own-buffer-accept.ts) go into ONE buffer that
+ * every such connection shares: a read is handled before the next one of any socket can happen, so
+ * a buffer that nothing keeps a view of after its read can take the next read, whichever socket it
+ * is from. An idle connection holds no buffer at all. What must outlive the read is copied out (a
+ * paused parser's leftovers, body bytes written upstream or read for matching, a tunnel's bytes):
+ * see `keep`. A read that fills the shared buffer (a body, most likely) is followed by reads into
+ * a BULK_READ_SIZE buffer of the connection's own, given up as soon as a read does not fill it;
+ * views of a bulk buffer are not copied but make the next read take a new one (`pinned`).
+ */
+export const SHARED_READ_SIZE = 16 * 1024;
+const BULK_READ_SIZE = 64 * 1024;
+const sharedRead = Buffer.allocUnsafeSlow(SHARED_READ_SIZE);
+const sharedReadMemory = sharedRead.buffer;
+
+/** The buffer an accepted socket's first read goes into. */
+export function sharedReadBuffer(): Buffer {
+  return sharedRead;
+}
 
 function onHeadTimeout(conn: ClientConnection): void {
   conn.headTimedOut();
@@ -176,7 +196,7 @@ function onKeepaliveTimeout(conn: ClientConnection): void {
   conn.keepaliveTimedOut();
 }
 
-export class ClientConnection implements RequestHandler {
+export class ClientConnection implements RequestHandler, OwnReads {
   readonly socket: Socket;
   /** a TLS connection (read once: requests on it are https) */
   private readonly tls: boolean;
@@ -220,13 +240,25 @@ export class ClientConnection implements RequestHandler {
   private writtenMark = 0;
   /** the socket's idle timeout in force (keepalive or request_body; 0 = off) */
   private socketTimer = 0;
+  /** own reads: this connection's buffer for bulk reads (undefined: reads go to the shared buffer) */
+  private bulkBuffer: Buffer | undefined = undefined;
+  /** a view of the bulk buffer outlives the last read (queued on the upstream socket...): the next takes a new one */
+  private bulkPinned = false;
+  /** the last read filled its buffer (more is likely waiting: a body) */
+  private lastReadFilled = false;
+  /** the socket is a tunnel now (WebSocket): own reads go to its readable side, as stream reads would */
+  private tunnel = false;
   private readonly onData: (chunk: Buffer) => void;
   private readonly onSocketEnd: () => void;
   private readonly onClose: () => void;
   private readonly onTimeout: () => void;
   private readonly onDrain: () => void;
 
-  constructor(socket: Socket, settings: ConnectionSettings) {
+  /**
+   * `ownReads`: the socket was made with net's `onread` calling this connection's onRead
+   * (server/own-buffer-accept.ts); otherwise it is read through its 'data' events (TLS, fallback).
+   */
+  constructor(socket: Socket, settings: ConnectionSettings, ownReads = false) {
     this.socket = socket;
     this.settings = settings;
     this.tls = isTls(socket);
@@ -238,7 +270,7 @@ export class ClientConnection implements RequestHandler {
     this.onClose = () => this.clientClosed();
     this.onTimeout = () => this.idleTimedOut();
     this.onDrain = () => this.exchange?.clientDrained();
-    socket.on('data', this.onData);
+    if (!ownReads) socket.on('data', this.onData);
     socket.on('end', this.onSocketEnd);
     socket.on('close', this.onClose);
     socket.on('timeout', this.onTimeout);
@@ -269,6 +301,62 @@ export class ClientConnection implements RequestHandler {
   /** Closes an idle connection (drain). */
   close(): void {
     if (!this.busy) this.socket.destroy();
+  }
+
+  // --- reading ----------------------------------------------------------------------------------
+
+  /**
+   * The buffer the next read goes into: the shared one, unless the last read filled its buffer
+   * (then this connection's bulk buffer, a new one if a view of the last is kept).
+   */
+  nextReadBuffer(): Buffer {
+    const pinned = this.bulkPinned;
+    this.bulkPinned = false;
+    if (!this.lastReadFilled) {
+      this.bulkBuffer = undefined;
+      return sharedRead;
+    }
+    if (this.bulkBuffer === undefined || pinned) this.bulkBuffer = Buffer.allocUnsafe(BULK_READ_SIZE);
+    return this.bulkBuffer;
+  }
+
+  /** One read of a socket accepted with own buffers: `n` bytes at the start of `buf`. */
+  onRead(n: number, buf: Buffer): boolean {
+    this.lastReadFilled = n === buf.length;
+    const chunk = buf.subarray(0, n);
+    // a tunnel reads the socket as a stream now
+    if (this.tunnel) return this.socket.push(this.keep(chunk));
+    this.run(chunk);
+    // the paused parser keeps the rest of the read (the next request, a body waiting for its upstream)
+    if (this.parser.bufferedBytes > 0) {
+      if (buf === sharedRead) this.parser.copyBuffered();
+      else this.bulkPinned = true;
+    }
+    return true;
+  }
+
+  /**
+   * A chunk of the current read that is kept beyond it: bytes of the shared buffer are copied
+   * (the next read of any connection overwrites them); a view of the bulk buffer is kept as it is,
+   * the next read going into a new one.
+   */
+  keep(chunk: Buffer): Buffer {
+    if (chunk.buffer === sharedReadMemory) return Buffer.from(chunk);
+    this.bulkPinned = true;
+    return chunk;
+  }
+
+  /**
+   * A chunk of the current read about to be written (the socket may queue it): bytes of the shared
+   * buffer are copied; the caller pins a bulk buffer's view if the write was queued (pinRead).
+   */
+  writable(chunk: Buffer): Buffer {
+    return chunk.buffer === sharedReadMemory ? Buffer.from(chunk) : chunk;
+  }
+
+  /** A view of the bulk buffer was kept after all (a write that the upstream socket queued). */
+  pinRead(): void {
+    this.bulkPinned = true;
   }
 
   // --- parsing ----------------------------------------------------------------------------------
@@ -470,7 +558,7 @@ export class ClientConnection implements RequestHandler {
   onBody(chunk: Buffer): boolean {
     const bodyMatch = this.bodyMatch;
     if (bodyMatch !== null) {
-      if (bodyMatch.read.add(chunk)) return false;
+      if (bodyMatch.read.add(this.keep(chunk))) return false;
       // over the limit (APISIX: post_arg.* resolves nothing): match without post args; the bytes
       // read go first, the rest of the body streams once the exchange has its connection
       this.bodyMatch = null;
@@ -708,8 +796,9 @@ export class ClientConnection implements RequestHandler {
     const { ctx, request, upstream, node } = this.upgrade!;
     this.upgrade = null;
     this.closed = true;
+    this.tunnel = true;
     const socket = this.socket;
-    const rest = this.parser.detach() ?? Buffer.alloc(0);
+    const rest = this.keep(this.parser.detach() ?? Buffer.alloc(0));
     socket.pause();
     this.clearDeadlines();
     this.stopListening();
@@ -940,15 +1029,18 @@ class SocketExchange implements UpstreamUser, NodeWaiter {
     const uc = this.upstreamConn;
     if (uc === null || this.done) return false;
     const socket = uc.socket;
+    const data = this.conn.writable(chunk);
     let ok: boolean;
-    if (this.head.framing !== 'chunked') ok = socket.write(chunk);
+    if (this.head.framing !== 'chunked') ok = socket.write(data);
     else {
       socket.cork();
-      socket.write(chunkHeader(chunk.length), 'latin1');
-      socket.write(chunk);
+      socket.write(chunkHeader(data.length), 'latin1');
+      socket.write(data);
       ok = socket.write(CRLF, 'latin1');
       socket.uncork();
     }
+    // the socket queued (part of) a view of the client connection's bulk read buffer
+    if (data === chunk && socket.writableLength > 0) this.conn.pinRead();
     // the upstream is not taking the body as fast as it comes: timeout.send runs until it does
     if (!ok) uc.writeBlocked(this.upstream.timeout.send);
     return !ok;

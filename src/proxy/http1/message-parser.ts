@@ -275,6 +275,14 @@ export abstract class MessageParser<Head> {
     return this.paused;
   }
 
+  /**
+   * The bytes kept while paused become a copy of their own (they were a view of a read buffer that
+   * is about to be read into again).
+   */
+  copyBuffered(): void {
+    if (this.buffered !== undefined) this.buffered = Buffer.from(this.buffered);
+  }
+
   /** Bytes received and kept while paused. */
   get bufferedBytes(): number {
     return this.buffered === undefined ? 0 : this.buffered.length;
