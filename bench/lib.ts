@@ -15,7 +15,9 @@ export const ROOT = path.resolve(import.meta.dirname, '..');
  */
 export const START_FLAGS: readonly string[] = (() => {
   const words = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(/\s+/);
-  return words.slice(1, words.indexOf('bin/portico.js')).filter((w) => w.startsWith('--'));
+  // PORTICO_BENCH_NODE_FLAGS: more node flags for the gateways a bench starts (--perf-basic-prof to profile one)
+  const extra = (process.env.PORTICO_BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((w) => w !== '');
+  return [...words.slice(1, words.indexOf('bin/portico.js')).filter((w) => w.startsWith('--')), ...extra];
 })();
 const children = new Set<ChildProcess>();
 /** temp dirs of the processes started here (configs, logs, snapshots), removed on exit */

@@ -122,10 +122,13 @@ const streamPush = Readable.prototype.push;
  * are two shared functions, not closures per socket: `push` is called from node's one read
  * callback for every socket in the process, and must stay a call site with few targets.
  */
-export function skipContinueResponses(socket: Socket, reads: 'stream' | 'callback' = 'stream'): void {
+export function skipContinueResponses(socket: Socket, reads: 'stream' | 'callback' = 'stream', heads: 'seen' | 'announced' = 'seen'): void {
   const filtered = socket as FilteredSocket;
   filtered[kFilter] = new ContinueFilter();
-  filtered.write = filteredWrite as Socket['write'];
+  // 'announced': the socket's owner writes request heads itself and says so (responseMayBegin): no
+  // write override, no look at each written string (a head built by concatenation would be
+  // flattened by that look, a copy the socket's own write does not need)
+  if (heads === 'seen') filtered.write = filteredWrite as Socket['write'];
   // a socket read through net's `onread` callback (the pool's plain-TCP sockets) pushes no data:
   // its callback passes each read through continueFiltered() instead
   if (reads === 'stream') filtered.push = filteredPush;
@@ -155,15 +158,18 @@ export function takeContinueHeld(socket: Socket): Buffer | null {
   return held;
 }
 
+/** For a socket of skipContinueResponses(socket, _, 'announced'): a request head is being written. */
+export function responseMayBegin(socket: Socket): void {
+  const filter = (socket as FilteredSocket)[kFilter];
+  filter.state = State.Start;
+  filter.held = null;
+}
+
 /** Notes a request head (the response may begin with a 100), then writes as usual. */
 function filteredWrite(this: FilteredSocket, chunk: unknown, encoding?: unknown, callback?: unknown): boolean {
   if (typeof chunk === 'string') {
     const first = chunk.charCodeAt(0);
-    if (first >= 65 && first <= 90) {
-      const filter = this[kFilter];
-      filter.state = State.Start;
-      filter.held = null;
-    }
+    if (first >= 65 && first <= 90) responseMayBegin(this);
   }
   return streamWrite.call(this, chunk, encoding as BufferEncoding, callback as (error: Error | null | undefined) => void);
 }

@@ -2,7 +2,7 @@ import { upstreamTlsOptions } from './tls.ts';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { ResponseParser, type ResponseHandler } from '../proxy/http1/response-parser.ts';
-import { continueFiltered, continueHeld, skipContinueResponses, takeContinueHeld } from './continue-filter.ts';
+import { continueFiltered, continueHeld, responseMayBegin, skipContinueResponses, takeContinueHeld } from './continue-filter.ts';
 import { poolKey, pools as sharedPools, type NodeGate } from './pools.ts';
 import type { UpstreamNode, UpstreamTarget } from './types.ts';
 
@@ -105,9 +105,8 @@ export class UpstreamConnection {
         : netConnect({ host: node.host, port: node.port, onread: { buffer: () => this.nextReadBuffer(), callback: (n, buf) => this.onRead(n, buf as Buffer) } });
     this.socket = socket;
     // the same tolerance as the node transport: `100` heads dropped before the parser, bare LF
-    // line endings included (heads are written as one latin1 string starting with the method, as
-    // undici writes them; chunk-size lines are lower-case hex)
-    skipContinueResponses(socket, target.scheme === 'https' ? 'stream' : 'callback');
+    // line endings included (expect() tells the filter where a response may begin)
+    skipContinueResponses(socket, target.scheme === 'https' ? 'stream' : 'callback', 'announced');
     this.parser = new ResponseParser(user);
     socket.setNoDelay(true);
     this.setIdleTimeout(target.timeout.connect);
@@ -151,6 +150,8 @@ export class UpstreamConnection {
   /** A request goes out on this connection: responses are read within `readMs` of silence. */
   expect(method: string, readMs: number): void {
     this.requests++;
+    // (the head is written next: the response may begin with a 100 to drop)
+    responseMayBegin(this.socket);
     this.parser.expectResponse(method);
     this.readMs = readMs;
     this.setIdleTimeout(readMs);
