@@ -15,10 +15,13 @@ export const ROOT = path.resolve(import.meta.dirname, '..');
  */
 export const START_FLAGS: readonly string[] = (() => {
   const words = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(/\s+/);
-  // PORTICO_BENCH_NODE_FLAGS: more node flags for the gateways a bench starts (--perf-basic-prof to profile one)
-  const extra = (process.env.PORTICO_BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((w) => w !== '');
-  return [...words.slice(1, words.indexOf('bin/portico.js')).filter((w) => w.startsWith('--')), ...extra];
+  return words.slice(1, words.indexOf('bin/portico.js')).filter((w) => w.startsWith('--'));
 })();
+
+/** PORTICO_BENCH_NODE_FLAGS: more node flags for the gateways a bench starts (--perf-basic-prof to profile one, --trace-gc) */
+function extraNodeFlags(): string[] {
+  return (process.env.PORTICO_BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((w) => w !== '');
+}
 const children = new Set<ChildProcess>();
 /** temp dirs of the processes started here (configs, logs, snapshots), removed on exit */
 const tempDirs = new Set<string>();
@@ -279,7 +282,7 @@ export async function startPortico(opts: PorticoOptions): Promise<PorticoRun> {
     path.join(dir, 'portico.yaml'),
     `proxy: { listen: ["127.0.0.1:${port}"], workers: ${opts.workers ?? 1}${opts.transport ? `, transport: ${opts.transport}` : ''}${opts.proxyExtra ? `, ${opts.proxyExtra}` : ''} }\nstatus: { listen: "127.0.0.1:${statusPort}"${opts.statusExtra ? `, ${opts.statusExtra}` : ''} }\nconfig: { ${source}, snapshot: snapshot.json }\n${opts.extraYaml ?? ''}\n`,
   );
-  const child = run('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, ...START_FLAGS, opts.main, 'start', '--config', path.join(dir, 'portico.yaml')], {
+  const child = run('sh', ['-c', 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"', process.execPath, ...START_FLAGS, ...extraNodeFlags(), opts.main, 'start', '--config', path.join(dir, 'portico.yaml')], {
     env: { PORTICO_LOG_LEVEL: 'warn', NODE_ENV: 'production' },
   });
   let stderr = '';
