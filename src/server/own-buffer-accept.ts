@@ -2,7 +2,8 @@ import { Socket, type Server, type SocketConstructorOpts } from 'node:net';
 import { getSystemErrorName } from 'node:util';
 
 /**
- * Accepted connections that read into a buffer of their own.
+ * Accepted connections that read into buffers their owner chooses (the HTTP/1 client connections:
+ * one buffer they all share, src/proxy/http1/client-connection.ts).
  *
  * A socket created with net's `onread` option reads into a buffer its owner gives it, read after
  * read, and hands each read to a callback: no new Buffer per read, no readable-stream machinery
