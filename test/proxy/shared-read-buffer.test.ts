@@ -61,6 +61,17 @@ function noise(port: number, n: number): { stop(): void; count(): number } {
   };
 }
 
+/** Runs `body` while 3 noise connections read into the shared buffer; they must have been served meanwhile. */
+async function withNoise(port: number, body: () => Promise<void>): Promise<void> {
+  const busy = noise(port, 3);
+  try {
+    await body();
+    assert.ok(busy.count() > 20, `noise served ${busy.count()} requests meanwhile`);
+  } finally {
+    busy.stop();
+  }
+}
+
 describe('the shared client read buffer: bytes kept beyond a read are never overwritten', () => {
   let upstream: TestUpstream;
   let noiseUpstream: TestUpstream;
@@ -121,8 +132,7 @@ describe('the shared client read buffer: bytes kept beyond a read are never over
   for (const framing of ['content-length', 'chunked'] as const) {
     test(`${framing} request body written to an upstream that stalls, in small pieces, with noise: arrives intact`, async () => {
       const body = pattern(STALLED + 1024 * 1024 + 333, framing.length);
-      const busy = noise(gw.port, 3);
-      try {
+      await withNoise(gw.port, async () => {
         const socket = connect(gw.port, '127.0.0.1');
         await once(socket, 'connect');
         const received: Buffer[] = [];
@@ -152,16 +162,12 @@ describe('the shared client read buffer: bytes kept beyond a read are never over
         assert.equal(parsed.responses.length, 1);
         assert.equal(parsed.responses[0]!.status, 200);
         assert.equal(parsed.responses[0]!.body.toString(), sha(body), 'the upstream received other bytes than were sent');
-        assert.ok(busy.count() > 20, `noise served ${busy.count()} requests meanwhile`);
-      } finally {
-        busy.stop();
-      }
+      });
     });
   }
 
   test('pipelined requests behind a slow one, with noise: each answered for itself, in order', async () => {
-    const busy = noise(gw.port, 3);
-    try {
+    await withNoise(gw.port, async () => {
       const socket = connect(gw.port, '127.0.0.1');
       const received: Buffer[] = [];
       socket.on('data', (c: Buffer) => received.push(c));
@@ -180,15 +186,11 @@ describe('the shared client read buffer: bytes kept beyond a read are never over
         parsed.responses.map((r) => `${r.status} ${r.body.toString()}`),
         Array.from({ length: n }, (_, k) => `200 /pipelined/${k + 1}?pad=${String(k + 1).repeat(300)} tag-${k + 1}-${'t'.repeat(200)}`),
       );
-      assert.ok(busy.count() > 20, `noise served ${busy.count()} requests meanwhile`);
-    } finally {
-      busy.stop();
-    }
+    });
   });
 
   test('the bytes sent with an upgrade request, before the 101, reach the upstream as sent, with noise', async () => {
-    const busy = noise(gw.port, 3);
-    try {
+    await withNoise(gw.port, async () => {
       const payload = pattern(3000, 5);
       const socket = connect(gw.port, '127.0.0.1');
       const received: Buffer[] = [];
@@ -210,9 +212,6 @@ describe('the shared client read buffer: bytes kept beyond a read are never over
       socket.destroy();
       assert.equal(echoed.length, payload.length);
       assert.equal(sha(echoed), sha(payload), 'the tunnel carried other bytes than were sent');
-      assert.ok(busy.count() > 20, `noise served ${busy.count()} requests meanwhile`);
-    } finally {
-      busy.stop();
-    }
+    });
   });
 });
