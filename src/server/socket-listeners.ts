@@ -82,8 +82,8 @@ export class SocketListeners implements ConnectionOwner {
         : createServer({ allowHalfOpen: true, noDelay: true }, h2 ? http2 : http1);
       server.listen(port, host);
       await once(server, 'listening');
-      // plain HTTP/1: sockets read into their connection's own buffer (or, without the handle this
-      // needs, through the 'connection' event as created above)
+      // plain HTTP/1: the accepted sockets read into the buffer the client connections share (or,
+      // without the handle this needs, through the 'connection' event as created above)
       if (!tls && !h2) acceptIntoOwnBuffers(server, ownBuffers, ownReads);
       this.servers.push(server);
       addresses.push(server.address() as AddressInfo);

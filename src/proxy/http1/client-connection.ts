@@ -178,7 +178,7 @@ const MAX_BUFFERED = 64 * 1024;
  * a BULK_READ_SIZE buffer of the connection's own, given up as soon as a read does not fill it;
  * views of a bulk buffer are not copied but make the next read take a new one (`pinned`).
  */
-export const SHARED_READ_SIZE = 16 * 1024;
+const SHARED_READ_SIZE = 16 * 1024;
 const BULK_READ_SIZE = 64 * 1024;
 const sharedRead = Buffer.allocUnsafeSlow(SHARED_READ_SIZE);
 const sharedReadMemory = sharedRead.buffer;
