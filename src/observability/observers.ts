@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { Socket } from 'node:net';
 import type { AccessLog } from './access-log.ts';
 import type { ExchangeRecord } from './exchange.ts';

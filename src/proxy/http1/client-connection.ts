@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ClientTimeouts } from '../../config/gateway.ts';

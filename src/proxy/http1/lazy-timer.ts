@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+
 /**
  * A timeout of fixed length that is restarted far more often than it is reached: the head deadline
  * of a keep-alive connection (restarted by every request), its idle timeout (restarted after every

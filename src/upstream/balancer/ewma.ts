@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { Balancer, BalancerOptions, UpstreamNode, NodeSet } from '../types.ts';
 
 /** APISIX's DECAY_TIME (10 s): how fast old latencies fade, in ms */
