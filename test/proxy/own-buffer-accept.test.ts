@@ -64,7 +64,8 @@ describe('acceptIntoOwnBuffers', () => {
       accepted!.end('bye\n');
       await once(client, 'close');
       assert.match(answers, /bye\n$/);
-      await new Promise((r) => setTimeout(r, 50));
+      // and once it is gone, close() completes
+      for (let waited = 0; !closed && waited < 2000; waited += 10) await new Promise((r) => setTimeout(r, 10));
       assert.equal(closed, true);
     } finally {
       client.destroy();
