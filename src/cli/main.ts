@@ -4,8 +4,6 @@ import { loadGatewayConfig, parseListen } from '../config/gateway.ts';
 import { ErrorCode } from '../errors.ts';
 import { log } from '../observability/log.ts';
 import { VERSION } from '../version.ts';
-import { validateFile } from './validate.ts';
-import { registerAdminCommands } from './admin.ts';
 
 const program = new Command('portico')
   .description('Portico API gateway: routes, upstreams and services from etcd or a YAML file')
@@ -21,8 +19,9 @@ program
     // before any config is read: objects are validated against the plugins this process knows
     await (await import('../plugins/registry.ts')).setupPlugins(config);
     const { default: cluster } = await import('node:cluster');
-    const { ClusterGateway, runWorker, workerCount } = await import('../server/cluster.ts');
-    if (cluster.isWorker) return runWorker(config);
+    // a worker loads the data plane's code only (server/worker.ts), not the primary's
+    if (cluster.isWorker) return (await import('../server/worker.ts')).runWorker(config);
+    const { ClusterGateway, workerCount } = await import('../server/cluster.ts');
     const { Gateway } = await import('../server/gateway.ts');
     const demo = opts.demoUpstream ? await (await import('./demo-upstream.ts')).startDemoUpstream(opts.demoUpstream) : undefined;
     const workers = workerCount(config.proxy.workers);
@@ -66,6 +65,7 @@ program
   .description('check a routes file (or a portico.yaml and the routes file it names); exit 1 on any error')
   .argument('<file>')
   .action(async (file: string) => {
+    const { validateFile } = await import('./validate.ts');
     process.exitCode = await validateFile(resolve(file), process.stdout);
   });
 
@@ -93,7 +93,9 @@ program
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   });
 
-registerAdminCommands(program);
+// `start` (the gateway and each of its workers) has no use for the admin commands' code (the etcd
+// client, the changeset tools): it is loaded for the other commands and for --help only
+if (process.argv[2] !== 'start') (await import('./admin.ts')).registerAdminCommands(program);
 
 program.parseAsync().catch((err: Error & { code?: string }) => {
   process.stderr.write(`portico: ${err.message}${err.code ? ` [${err.code}]` : ` [${ErrorCode.CONFIG_INVALID}]`}\n`);

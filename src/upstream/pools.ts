@@ -1,5 +1,6 @@
 import { upstreamTlsOptions } from './tls.ts';
-import { buildConnector, Pool, type Dispatcher } from 'undici';
+import { createRequire } from 'node:module';
+import type { Dispatcher, Pool } from 'undici';
 import type { Socket } from 'node:net';
 import { skipContinueResponses } from './continue-filter.ts';
 import type { UpstreamNode, UpstreamTarget } from './types.ts';
@@ -204,7 +205,16 @@ function nodeAddress(target: UpstreamTarget, node: UpstreamNode): string {
   return `${target.scheme}://${node.key}`;
 }
 
+type Undici = typeof import('undici');
+let undici: Undici | undefined;
+
+/** undici, loaded with the first pool: the socket transport (the default) and its workers never need it */
+function undiciModule(): Undici {
+  return (undici ??= createRequire(import.meta.url)('undici') as Undici);
+}
+
 function createPool(target: UpstreamTarget, node: UpstreamNode, settings: PoolSettings): Pool {
+  const { buildConnector, Pool } = undiciModule();
   const origin = nodeAddress(target, node);
   const { keepalive } = target;
   const connector = buildConnector({

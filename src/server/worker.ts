@@ -1,0 +1,87 @@
+import type { AddressInfo } from 'node:net';
+import type { GatewayConfig } from '../config/gateway.ts';
+import { SnapshotReplica, type SnapshotUpdate } from '../config/replica.ts';
+import { pluginFailures } from '../plugins/run.ts';
+import { tlsRefusals } from './tls-front.ts';
+import { DataPlane } from './data-plane.ts';
+import type { CompileFailure } from '../runtime/types.ts';
+import type { HealthVerdict } from '../upstream/health/book.ts';
+import type { DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
+import type { TrafficSnapshot } from '../observability/exchange.ts';
+
+/*
+ * A worker process of `proxy.workers` > 1 (the primary's side is server/cluster.ts). Kept apart from
+ * the primary's code so that a worker loads only what a data plane needs: not the config sources
+ * (etcd client), the pipeline, the store's validators or the admin API.
+ */
+
+/** Messages between the primary and its workers. */
+export type ToWorker =
+  | { type: 'snapshot'; update: SnapshotUpdate }
+  | { type: 'nodes'; discovered: DiscoveredNodes }
+  | { type: 'health'; verdict: HealthVerdict }
+  /** send your traffic counts (answered with `traffic` and the same id) */
+  | { type: 'traffic?'; id: number }
+  /** reopen the access log (SIGUSR1 reached the primary) */
+  | { type: 'reopen-logs' }
+  | { type: 'drain' };
+export type ToPrimary =
+  | { type: 'hello' }
+  | { type: 'listening'; addresses: AddressInfo[] }
+  | { type: 'applied'; revision: number }
+  | { type: 'rejected'; failures: CompileFailure[] }
+  /** a passive health verdict the worker reached (the primary records it and tells every worker) */
+  | { type: 'health'; verdict: HealthVerdict }
+  /** the worker's plugin failure counts since it started (sent at most once a second, when they changed) */
+  | { type: 'plugin-failures'; counts: Record<string, number>; tls: { noCertificate: number; refused: number } }
+  /** the worker's request traffic since it started (an answer to `traffic?`) */
+  | { type: 'traffic'; id: number; snapshot: TrafficSnapshot };
+
+/** The worker side: a data plane fed by the primary; listens once it has the first snapshot. */
+export async function runWorker(config: GatewayConfig): Promise<void> {
+  const send = (m: ToPrimary) => process.send?.(m);
+  const dataPlane = new DataPlane(config, (verdict) => send({ type: 'health', verdict }));
+  const replica = new SnapshotReplica();
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    dataPlane.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  let first: (() => void) | undefined;
+  const synced = new Promise<void>((resolve) => (first = resolve));
+  process.on('message', (m: ToWorker) => {
+    if (m.type === 'snapshot') {
+      const { snapshot, diff } = replica.apply(m.update);
+      const failures = dataPlane.apply(snapshot, diff);
+      // the primary rejects them and sends every worker a snapshot without them
+      if (failures.length > 0) send({ type: 'rejected', failures });
+      send({ type: 'applied', revision: snapshot.revision });
+      first?.();
+      first = undefined;
+    } else if (m.type === 'health') dataPlane.runtime.health.apply(m.verdict);
+    else if (m.type === 'traffic?') send({ type: 'traffic', id: m.id, snapshot: dataPlane.trafficSnapshot() });
+    else if (m.type === 'reopen-logs') dataPlane.reopenLogs();
+    else if (m.type === 'nodes') dataPlane.discovered(m.discovered);
+    else if (m.type === 'drain') stop();
+  });
+  // Ctrl-C reaches the whole process group; the primary dying closes the channel
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('disconnect', stop);
+  // plugin failures reach the primary's /status within a second (only when they changed)
+  let reported = 0;
+  setInterval(() => {
+    let total = tlsRefusals.noCertificate + tlsRefusals.refused;
+    for (const n of pluginFailures.values()) total += n;
+    if (total === reported) return;
+    reported = total;
+    send({ type: 'plugin-failures', counts: Object.fromEntries(pluginFailures), tls: { ...tlsRefusals } });
+  }, 1000).unref();
+  send({ type: 'hello' });
+  await synced;
+  send({ type: 'listening', addresses: await dataPlane.start() });
+}
