@@ -69,17 +69,18 @@ export class SocketListeners implements ConnectionOwner {
     };
     const http1 = (socket: Socket) => void connect(socket, false);
     const ownReads = (socket: Socket) => connect(socket, true);
-    const ownBuffers = { allowHalfOpen: true, noDelay: true, firstBuffer: sharedReadBuffer };
+    // allowHalfOpen: a client's FIN after its request still gets the answer
+    const serverOptions = { allowHalfOpen: true, noDelay: true };
+    const ownBuffers = { ...serverOptions, firstBuffer: sharedReadBuffer };
     const http2 = (socket: Socket) => (this.http2 ??= new Http2Front(this.routes, this.policy, this.timeouts, sniTable, this.observers)).accept(socket);
     const specs = [
       ...this.config.listen.map((entry) => ({ ...listenerSpec(entry, false), tls: false })),
       ...this.config.tls_listen.map((entry) => ({ ...listenerSpec(entry, true), tls: true })),
     ];
     for (const { host, port, http2: h2, tls } of specs) {
-      // allowHalfOpen: a client's FIN after its request still gets the answer
       const server = tls
         ? tlsListener(this.sniTable, { http1: http1 as (s: TLSSocket) => void, http2: h2 ? http2 : undefined })
-        : createServer({ allowHalfOpen: true, noDelay: true }, h2 ? http2 : http1);
+        : createServer(serverOptions, h2 ? http2 : http1);
       server.listen(port, host);
       await once(server, 'listening');
       // plain HTTP/1: the accepted sockets read into the buffer the client connections share (or,

@@ -342,9 +342,9 @@ export class ClientConnection implements RequestHandler, OwnReads {
    * the next read going into a new one.
    */
   keep(chunk: Buffer): Buffer {
-    if (chunk.buffer === sharedReadMemory) return Buffer.from(chunk);
-    this.bulkPinned = true;
-    return chunk;
+    const kept = this.writable(chunk);
+    if (kept === chunk) this.bulkPinned = true;
+    return kept;
   }
 
   /**
