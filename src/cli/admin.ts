@@ -22,7 +22,8 @@ import { stringify as stringifyYaml } from 'yaml';
 import { parseObjectText, routesFileObjects, routesFileOf, type ApplyResult } from '../admin/apply.ts';
 import type { ConfigDiff, HistoryResult, JsonPatchOp } from '../admin/history.ts';
 import { KINDS, type Kind } from '../config/changeset.ts';
-import { loadGatewayConfig, parseListen } from '../config/gateway.ts';
+import { loadGatewayConfig } from '../config/gateway.ts';
+import { parseListen } from '../config/listen.ts';
 
 export const EXIT_OK = 0;
 export const EXIT_REFUSED = 1;

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import { parseListen } from '../config/gateway.ts';
+import { parseListen } from '../config/listen.ts';
 
 /**
  * The demo upstream `npm start` runs beside the gateway, so the bundled example routes answer

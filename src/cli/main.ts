@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { resolve } from 'node:path';
-import { loadGatewayConfig, parseListen } from '../config/gateway.ts';
+import { loadGatewayConfig } from '../config/gateway.ts';
+import { parseListen } from '../config/listen.ts';
 import { ErrorCode } from '../errors.ts';
 import { log } from '../observability/log.ts';
 import { VERSION } from '../version.ts';
@@ -18,9 +19,6 @@ program
     const config = loadGatewayConfig(resolve(opts.config));
     // before any config is read: objects are validated against the plugins this process knows
     await (await import('../plugins/registry.ts')).setupPlugins(config);
-    const { default: cluster } = await import('node:cluster');
-    // a worker loads the data plane's code only (server/worker.ts), not the primary's
-    if (cluster.isWorker) return (await import('../server/worker.ts')).runWorker(config);
     const { ClusterGateway, workerCount } = await import('../server/cluster.ts');
     const { Gateway } = await import('../server/gateway.ts');
     const demo = opts.demoUpstream ? await (await import('./demo-upstream.ts')).startDemoUpstream(opts.demoUpstream) : undefined;
@@ -93,8 +91,8 @@ program
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   });
 
-// `start` (the gateway and each of its workers) has no use for the admin commands' code (the etcd
-// client, the changeset tools): it is loaded for the other commands and for --help only
+// `start` has no use for the admin commands' code (the etcd client, the changeset tools): it is
+// loaded for the other commands and for --help only (a worker process runs server/worker-main.ts)
 if (process.argv[2] !== 'start') (await import('./admin.ts')).registerAdminCommands(program);
 
 program.parseAsync().catch((err: Error & { code?: string }) => {

@@ -1,7 +1,8 @@
 import { readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
 import { ErrorCode, PorticoError } from '../errors.ts';
 import { BUILTIN_PLUGINS } from './builtin.ts';
 import { PHASES, type Plugin } from './types.ts';
@@ -29,14 +30,27 @@ interface Entry {
 
 function compileEntry(entry: Entry): { validate: ValidateFunction; validateConsumer: ValidateFunction | undefined } {
   if (entry.validate === undefined) {
-    entry.validate = ajv.compile(entry.plugin.schema);
-    entry.validateConsumer = entry.plugin.consumerSchema && ajv.compile(entry.plugin.consumerSchema);
+    const compiler = validators();
+    entry.validate = compiler.compile(entry.plugin.schema);
+    entry.validateConsumer = entry.plugin.consumerSchema && compiler.compile(entry.plugin.consumerSchema);
   }
   return { validate: entry.validate, validateConsumer: entry.validateConsumer };
 }
 
-// defaults filled in (on a clone: the stored object stays as the source wrote it)
-const ajv = new Ajv({ allErrors: false, strict: false, useDefaults: true });
+let ajv: Ajv | undefined;
+/**
+ * The schema compiler, loaded with the first plugin schema compiled, not with this module: a worker
+ * process of `proxy.workers` > 1 validates no objects (the primary does) and needs it only to fill in
+ * the defaults of the plugin configs it compiles. Defaults are filled in on a clone: the stored object
+ * stays as the source wrote it.
+ */
+function validators(): Ajv {
+  if (ajv === undefined) {
+    const { Ajv } = createRequire(import.meta.url)('ajv') as typeof import('ajv');
+    ajv = new Ajv({ allErrors: false, strict: false, useDefaults: true });
+  }
+  return ajv;
+}
 
 class PluginRegistry {
   private readonly known = new Map<string, Entry>();
@@ -46,14 +60,15 @@ class PluginRegistry {
     for (const p of BUILTIN_PLUGINS) this.add(p, 'built-in');
   }
 
-  add(plugin: AnyPlugin, origin: string): void {
+  /** `checkSchema`: compile a user's plugin schema now, so that a broken one stops the start (a worker skips it: the primary did) */
+  add(plugin: AnyPlugin, origin: string, checkSchema = true): void {
     const problem = pluginShapeProblem(plugin);
     if (problem) throw new PorticoError(ErrorCode.CONFIG_INVALID, `plugin from ${origin}: ${problem}`);
     if (this.known.has(plugin.name) && origin !== 'built-in') {
       throw new PorticoError(ErrorCode.CONFIG_INVALID, `plugin '${plugin.name}' from ${origin}: a plugin of that name already exists`);
     }
     const entry: Entry = { plugin, validate: undefined, validateConsumer: undefined };
-    if (origin !== 'built-in') {
+    if (origin !== 'built-in' && checkSchema) {
       try {
         compileEntry(entry);
       } catch (err) {
@@ -126,7 +141,7 @@ export const plugins = new PluginRegistry();
  * plugins, are added. A file that does not load or export a valid plugin stops the start with the
  * reason: a gateway must not start without a plugin its config relies on.
  */
-export async function loadPluginDirs(dirs: readonly string[]): Promise<string[]> {
+export async function loadPluginDirs(dirs: readonly string[], checkSchemas = true): Promise<string[]> {
   const loaded: string[] = [];
   for (const dir of dirs) {
     let files: string[];
@@ -146,7 +161,7 @@ export async function loadPluginDirs(dirs: readonly string[]): Promise<string[]>
       const candidates = mod.default !== undefined ? [mod.default] : Object.values(mod).filter((v) => v !== null && typeof v === 'object' && 'name' in (v as object) && 'schema' in (v as object));
       if (candidates.length === 0) throw new PorticoError(ErrorCode.CONFIG_INVALID, `plugin_dirs: ${full} exports no plugin (export default definePlugin({...}))`);
       for (const c of candidates) {
-        plugins.add(c as AnyPlugin, full);
+        plugins.add(c as AnyPlugin, full, checkSchemas);
         loaded.push((c as AnyPlugin).name);
       }
     }
@@ -154,8 +169,11 @@ export async function loadPluginDirs(dirs: readonly string[]): Promise<string[]>
   return loaded;
 }
 
-/** portico.yaml's plugin settings: the user's plugins loaded, then the enabled set. Once per process. */
-export async function setupPlugins(config: { plugins?: string[]; plugin_dirs: string[] }): Promise<void> {
-  await loadPluginDirs(config.plugin_dirs);
+/**
+ * portico.yaml's plugin settings: the user's plugins loaded, then the enabled set. Once per process.
+ * `checkSchemas` false: a worker's, whose primary has loaded the same files and checked their schemas.
+ */
+export async function setupPlugins(config: { plugins?: string[]; plugin_dirs: string[] }, checkSchemas = true): Promise<void> {
+  await loadPluginDirs(config.plugin_dirs, checkSchemas);
   plugins.enable(config.plugins);
 }

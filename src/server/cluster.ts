@@ -1,6 +1,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { updateOf } from '../config/replica.ts';
 import { log } from '../observability/log.ts';
@@ -118,7 +120,13 @@ export class ClusterGateway extends GatewayInstance {
    * config; they get their first snapshot, and listen, only once the pipeline has started.
    */
   protected override prepare(): void {
-    cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env.NODE_OPTIONS) });
+    const fromSources = extname(fileURLToPath(import.meta.url)) === '.ts';
+    const exec = fileURLToPath(new URL(`./worker-main.${fromSources ? 'ts' : 'js'}`, import.meta.url));
+    const execArgv = workerExecArgv(process.execArgv, process.env.NODE_OPTIONS);
+    // from the TypeScript sources (no build): the workers load them through tsx as the primary does,
+    // which may have registered it itself (bin/portico.js) rather than by a node flag they inherit
+    if (fromSources && !execArgv.some((a) => a.includes('tsx'))) execArgv.unshift(`--import=${import.meta.resolve('tsx')}`);
+    cluster.setupPrimary({ exec, args: [], execArgv });
     this.listening = new Promise<AddressInfo[]>((resolve) => (this.firstListening = resolve));
     for (let i = 0; i < this.count; i++) this.fork(i);
   }
@@ -146,7 +154,9 @@ export class ClusterGateway extends GatewayInstance {
     const state: WorkerState = { worker, greeted: false, revision: undefined, listening: false, pluginFailures: {}, tlsRefusals: { noCertificate: 0, refused: 0 }, traffic: undefined };
     this.workers.set(worker.id, state);
     worker.on('message', (m: ToPrimary) => {
-      if (m.type === 'hello') {
+      if (m.type === 'config?') {
+        this.send(worker, { type: 'config', config: this.config });
+      } else if (m.type === 'hello') {
         // (Sent on the worker's request, not on 'online': messages that arrive before the worker
         // has loaded its code and attached a listener are lost.) Before the pipeline has started,
         // the snapshot waits for it.

@@ -1,7 +1,8 @@
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseListen, type GatewayConfig } from '../config/gateway.ts';
+import type { GatewayConfig } from '../config/gateway.ts';
+import { parseListen } from '../config/listen.ts';
 import { createStatusServer, type StatusEndpoints, type StatusReport } from '../observability/status.ts';
 import type { TrafficSnapshot } from '../observability/exchange.ts';
 import { configObjectsView } from '../observability/objects-view.ts';

@@ -1,7 +1,7 @@
 import { createServer, constants, type Http2Server, type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { ClientTimeouts } from '../config/gateway.ts';
+import type { ClientTimeouts } from '../config/listen.ts';
 import { createHttpProxy, type HttpProxy } from '../proxy/http.ts';
 import { rejectRequestHead, type RequestPolicy } from '../proxy/request.ts';
 import { sendError } from '../proxy/responses.ts';

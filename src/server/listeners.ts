@@ -3,7 +3,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { clientTimeouts, listenerSpec, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
+import type { GatewayConfig } from '../config/gateway.ts';
+import { clientTimeouts, listenerSpec, type ClientTimeouts } from '../config/listen.ts';
 import { ProxyError } from '../errors.ts';
 import { createHttpProxy, observeNodeRequest } from '../proxy/http.ts';
 import { rejectRequestHead, requestPolicy, type RequestPolicy } from '../proxy/request.ts';

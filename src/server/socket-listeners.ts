@@ -1,7 +1,8 @@
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { clientTimeouts, listenerSpec, type ClientTimeouts, type GatewayConfig } from '../config/gateway.ts';
+import type { GatewayConfig } from '../config/gateway.ts';
+import { clientTimeouts, listenerSpec, type ClientTimeouts } from '../config/listen.ts';
 import { acceptIntoOwnBuffers } from './own-buffer-accept.ts';
 import { ClientConnection, sharedReadBuffer, type ConnectionOwner, type ConnectionSettings } from '../proxy/http1/client-connection.ts';
 import { requestPolicy, type RequestPolicy } from '../proxy/request.ts';

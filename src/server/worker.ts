@@ -10,13 +10,16 @@ import type { DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
 import type { TrafficSnapshot } from '../observability/exchange.ts';
 
 /*
- * A worker process of `proxy.workers` > 1 (the primary's side is server/cluster.ts). Kept apart from
- * the primary's code so that a worker loads only what a data plane needs: not the config sources
- * (etcd client), the pipeline, the store's validators or the admin API.
+ * A worker process of `proxy.workers` > 1 (its entry is server/worker-main.ts; the primary's side is
+ * server/cluster.ts). Kept apart from the primary's code so that a worker loads only what a data
+ * plane needs: not the config sources (etcd client), the pipeline, the store's validators or the
+ * admin API.
  */
 
 /** Messages between the primary and its workers. */
 export type ToWorker =
+  /** portico.yaml as the primary read it (the answer to `config?`) */
+  | { type: 'config'; config: GatewayConfig }
   | { type: 'snapshot'; update: SnapshotUpdate }
   | { type: 'nodes'; discovered: DiscoveredNodes }
   | { type: 'health'; verdict: HealthVerdict }
@@ -26,6 +29,9 @@ export type ToWorker =
   | { type: 'reopen-logs' }
   | { type: 'drain' };
 export type ToPrimary =
+  /** the worker's first message (server/worker-main.ts) */
+  | { type: 'config?' }
+  /** set up: send the snapshot */
   | { type: 'hello' }
   | { type: 'listening'; addresses: AddressInfo[] }
   | { type: 'applied'; revision: number }

@@ -51,8 +51,13 @@ describe('proxy.workers: 2', () => {
     for (const w of st.workers!) {
       const argv = readFileSync(`/proc/${w.pid}/cmdline`, 'utf8').split('\0');
       assert.ok(argv.includes(YOUNG_GENERATION_FLAG), `worker ${w.pid}: ${argv.join(' ')}`);
-      // the primary's flags come along (the tests run the sources through tsx's loader)
-      for (const flag of readFileSync(`/proc/${gw.pid}/cmdline`, 'utf8').split('\0').filter((a) => a.startsWith('--'))) assert.ok(argv.includes(flag), flag);
+      // the primary's node flags (those before its script) come along
+      const primary = readFileSync(`/proc/${gw.pid}/cmdline`, 'utf8').split('\0');
+      const script = primary.findIndex((a, i) => i > 0 && !a.startsWith('-'));
+      for (const flag of primary.slice(1, script)) assert.ok(argv.includes(flag), flag);
+      // its entry is the data plane's (server/worker-main), not the CLI
+      assert.ok(argv.some((a) => /server\/worker-main\.(ts|js)$/.test(a)), argv.join(' '));
+      assert.ok(!argv.includes('--config'), argv.join(' '));
     }
   });
 

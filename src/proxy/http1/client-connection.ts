@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import type { ClientTimeouts } from '../../config/gateway.ts';
+import type { ClientTimeouts } from '../../config/listen.ts';
 import { ProxyError } from '../../errors.ts';
 import type { RouteTable } from '../../runtime/types.ts';
 import { http1Pools, UpstreamEvent, type NodePool1, type UpstreamConnection, type UpstreamUser } from '../../upstream/http1-pool.ts';
