@@ -32,6 +32,8 @@ export interface GatewayOptions {
   proxy?: Record<string, unknown>;
   /** extra top-level settings of portico.yaml */
   extra?: Record<string, unknown>;
+  /** the CLI entry to run (default bin/portico.js: the sources, or a build in dist/) */
+  bin?: string;
 }
 
 export interface GatewayProcess {
@@ -80,7 +82,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
     ...opts.extra,
   };
   writeFileSync(configPath, stringify(config));
-  const child = spawn(process.execPath, [BIN, 'start', '--config', configPath], {
+  const child = spawn(process.execPath, [opts.bin ?? BIN, 'start', '--config', configPath], {
     cwd: ROOT,
     env: { ...process.env, PORTICO_LOG_LEVEL: 'warn', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { buildGateway, ROOT } from '../../bench/lib.ts';
+import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
+import { get } from '../helpers/http.ts';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
+import { waitUntil } from '../helpers/wait.ts';
+
+/*
+ * The production build (`npm run build`: tsc, then scripts/bundle.mjs) runs the gateway from three
+ * bundles, where the rest of the suite runs the TypeScript sources. This builds once into a folder
+ * inside the checkout (the bundles' external packages resolve from its node_modules) and runs the
+ * built gateway as a user would: the CLI bundle as primary, two workers from the worker bundle, the
+ * file source's reader thread from its bundle, a plugin, a live change.
+ */
+
+describe('the bundled build', () => {
+  const out = path.join(ROOT, '.tmp', `test-bundle-${process.pid}`);
+  let up: TestUpstream;
+  let gw: GatewayProcess;
+  const route = (id: string, uri: string) => ({
+    id,
+    uri,
+    plugins: { 'response-rewrite': { headers: { set: { 'x-built': id } } } },
+    upstream: { nodes: { [up.address]: 1 } },
+  });
+
+  before(async () => {
+    up = await startUpstream('u');
+    const bin = buildGateway(out);
+    assert.equal(path.relative(out, bin), path.join('dist', 'portico.js'));
+    gw = await startGateway({ bin, workers: 2, routes: { routes: [route('a', '/a')] } });
+  });
+  after(async () => {
+    await gw?.cleanup();
+    await up?.close();
+    rmSync(out, { recursive: true, force: true });
+  });
+
+  test('serves through two workers that run the worker bundle', async () => {
+    const st = await gw.status();
+    assert.equal(st.workers!.length, 2);
+    assert.ok(st.workers!.every((w) => w.listening));
+    for (const w of st.workers!) {
+      const argv = readFileSync(`/proc/${w.pid}/cmdline`, 'utf8').split('\0');
+      assert.ok(argv.includes(path.join(out, 'dist', 'worker-main.js')), argv.join(' '));
+    }
+    for (let i = 0; i < 10; i++) {
+      const res = await fetch(`${gw.url}/a`);
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('x-built'), 'a');
+      assert.equal(((await res.json()) as { upstream: string }).upstream, 'u');
+    }
+  });
+
+  test('a change to the routes file reaches the workers (the bundled reader thread)', async () => {
+    writeRoutes(gw.routesPath, { routes: [route('a', '/a'), route('b', '/b')] });
+    await waitUntil(async () => (await get(`${gw.url}/b`)).status === 200, 5000, 'route b served');
+    const st = await gw.status();
+    assert.ok(st.workers!.every((w) => w.revision === st.revision));
+  });
+});
