@@ -105,7 +105,32 @@ export function checkConfigRegex(pattern: string, options: ConfigRegexOptions = 
  * sizeable share of loading 50,000 routes) would only prove it again. Only for such patterns.
  */
 export function segmentPatternRegex(pattern: string): ConfigRegex {
-  return new NativeConfigRegex(pattern, new RegExp(pattern));
+  return new SegmentPatternRegex(pattern);
+}
+
+/**
+ * segmentPatternRegex's: the RegExp is made on the first match (most routes of a large table never
+ * see one; 16,700 parameter uris compiled in 37–51 ms with their RegExps made at once, 27–34 ms
+ * without).
+ * The pattern is valid by construction (escaped literals and fixed groups), so nothing is deferred
+ * that could fail.
+ */
+class SegmentPatternRegex implements ConfigRegex {
+  readonly source: string;
+  readonly engine = 'native';
+  private re: RegExp | undefined;
+
+  constructor(source: string) {
+    this.source = source;
+  }
+
+  test(input: string): boolean {
+    return (this.re ??= new RegExp(this.source)).test(input);
+  }
+
+  exec(input: string): (string | undefined)[] | null {
+    return (this.re ??= new RegExp(this.source)).exec(input);
+  }
 }
 
 class Re2ConfigRegex implements ConfigRegex {

@@ -7,6 +7,7 @@ import type { GatewayConfig } from '../config/gateway.ts';
 import { updateOf } from '../config/replica.ts';
 import { log } from '../observability/log.ts';
 import { GatewayInstance } from './gateway.ts';
+import { SnapshotHandoff } from './snapshot-handoff.ts';
 import { ConfigPipeline } from './pipeline.ts';
 import type { TrafficSnapshot } from '../observability/exchange.ts';
 import { mergeTraffic, TrafficStats } from '../observability/traffic.ts';
@@ -76,6 +77,8 @@ export const TRAFFIC_WAIT_MS = 1000;
 export class ClusterGateway extends GatewayInstance {
   readonly pipeline: ConfigPipeline;
   private readonly workers = new Map<number, WorkerState>();
+  /** a greeted worker's first snapshot, in a file (see SnapshotHandoff) */
+  private readonly handoff = new SnapshotHandoff();
   /** set when draining starts: a worker exiting then is not replaced */
   private draining = false;
   private firstListening: ((a: AddressInfo[]) => void) | undefined;
@@ -142,7 +145,9 @@ export class ClusterGateway extends GatewayInstance {
     const state = this.workers.get(worker.id);
     if (state === undefined) return; // exited meanwhile
     state.greeted = true;
-    this.send(worker, { type: 'snapshot', update: updateOf(this.pipeline.store.snapshot, undefined) });
+    const snapshot = this.pipeline.store.snapshot;
+    const file = this.handoff.fileFor(snapshot, worker.id);
+    this.send(worker, file !== undefined ? { type: 'snapshot-file', path: file } : { type: 'snapshot', update: updateOf(snapshot, undefined) });
     // then the nodes DNS found, and those that are down now: a new worker must not send them traffic
     for (const discovered of this.pipeline.discovery.current()) this.send(worker, { type: 'nodes', discovered });
     for (const verdict of this.pipeline.health.verdicts()) this.send(worker, { type: 'health', verdict });
@@ -164,6 +169,7 @@ export class ClusterGateway extends GatewayInstance {
         else this.waiting.push(worker);
       } else if (m.type === 'applied') {
         state.revision = m.revision;
+        this.handoff.done(worker.id);
         this.pipeline.register();
       } else if (m.type === 'health') {
         this.pipeline.health.passive(m.verdict);
@@ -183,6 +189,7 @@ export class ClusterGateway extends GatewayInstance {
     });
     worker.on('exit', (code, signal) => {
       this.workers.delete(worker.id);
+      this.handoff.done(worker.id);
       // a dead worker's failures still happened: the instance's totals keep them
       for (const [plugin, n] of Object.entries(state.pluginFailures)) this.retiredFailures.set(plugin, (this.retiredFailures.get(plugin) ?? 0) + n);
       this.retiredTls.noCertificate += state.tlsRefusals.noCertificate;
@@ -274,5 +281,6 @@ export class ClusterGateway extends GatewayInstance {
     // every worker, greeted or not
     for (const { worker } of this.workers.values()) this.send(worker, { type: 'drain' });
     await Promise.all(exited);
+    this.handoff.close();
   }
 }

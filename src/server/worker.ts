@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { SnapshotReplica, type SnapshotUpdate } from '../config/replica.ts';
@@ -21,6 +22,8 @@ export type ToWorker =
   /** portico.yaml as the primary read it (the answer to `config?`) */
   | { type: 'config'; config: GatewayConfig }
   | { type: 'snapshot'; update: SnapshotUpdate }
+  /** the same, in a file the primary wrote once for every worker greeted with it (server/snapshot-handoff.ts) */
+  | { type: 'snapshot-file'; path: string }
   | { type: 'nodes'; discovered: DiscoveredNodes }
   | { type: 'health'; verdict: HealthVerdict }
   /** send your traffic counts (answered with `traffic` and the same id) */
@@ -60,8 +63,9 @@ export async function runWorker(config: GatewayConfig): Promise<void> {
   let first: (() => void) | undefined;
   const synced = new Promise<void>((resolve) => (first = resolve));
   process.on('message', (m: ToWorker) => {
-    if (m.type === 'snapshot') {
-      const { snapshot, diff } = replica.apply(m.update);
+    if (m.type === 'snapshot' || m.type === 'snapshot-file') {
+      const update = m.type === 'snapshot' ? m.update : (JSON.parse(readFileSync(m.path, 'utf8')) as SnapshotUpdate);
+      const { snapshot, diff } = replica.apply(update);
       const failures = dataPlane.apply(snapshot, diff);
       // the primary rejects them and sends every worker a snapshot without them
       if (failures.length > 0) send({ type: 'rejected', failures });

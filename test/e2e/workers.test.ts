@@ -4,7 +4,9 @@ import { get } from '../helpers/http.ts';
 import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 import { waitUntil } from '../helpers/wait.ts';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { YOUNG_GENERATION_FLAG, workerExecArgv } from '../../src/server/cluster.ts';
 
 
@@ -94,6 +96,62 @@ describe('proxy.workers: 2', () => {
     assert.equal(res.body, 'finished');
     assert.equal(await code, 0);
     for (const pid of workers) assert.throws(() => process.kill(pid, 0), /ESRCH/, `worker ${pid} exited`);
+  });
+});
+
+describe("a worker's first snapshot, handed over in a file (server/snapshot-handoff.ts)", () => {
+  let up: TestUpstream;
+  const many = () => ({ routes: Array.from({ length: 300 }, (_, i) => ({ id: `r${i}`, uri: `/r/${i}`, upstream: { nodes: { [up.address]: 1 } } })) });
+  before(async () => (up = await startUpstream('up')));
+  after(async () => up?.close());
+
+  test('written once for both workers, read, and removed once applied; a replacement worker gets its own', async () => {
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'portico-handoff-'));
+    const created: string[] = [];
+    const watcher = watch(tmp, (_event, name) => {
+      if (name?.startsWith('portico-snapshot-') && existsSync(path.join(tmp, name)) && !created.includes(name)) created.push(name);
+    });
+    const gw = await startGateway({ routes: many(), workers: 2, env: { TMPDIR: tmp } });
+    try {
+      assert.equal(created.length, 1, `one file for both workers: ${created.join(', ')}`);
+      assert.match(created[0]!, new RegExp(`^portico-snapshot-${gw.pid}-`));
+      const left = () => readdirSync(tmp).filter((f) => f.startsWith('portico-snapshot-'));
+      await waitUntil(() => left().length === 0, 3000, 'the file removed');
+      for (const i of [0, 150, 299]) assert.equal((await get(`${gw.url}/r/${i}`)).status, 200);
+      assert.doesNotMatch(gw.output(), /over IPC/);
+
+      const [victim] = await pids(gw);
+      process.kill(victim!, 'SIGKILL');
+      await waitUntil(async () => {
+        const st = await gw.status();
+        return st.workers!.length === 2 && !st.workers!.some((w) => w.pid === victim) && st.workers!.every((w) => w.listening && w.revision === st.revision);
+      }, 10_000, 'a replacement worker');
+      assert.equal(created.length, 2, 'the replacement read a file of its own');
+      await waitUntil(() => left().length === 0, 3000, 'that file removed');
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => get(`${gw.url}/r/${i * 15}`)));
+      assert.deepEqual(new Set(results.map((r) => r.status)), new Set([200]));
+    } finally {
+      watcher.close();
+      await gw.cleanup();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  test('when no file can be written, the snapshot goes over IPC', async () => {
+    // a file where the temp folder should be: nothing can be created in it, even as root (tsx, which
+    // runs the sources here, caches in the temp folder unless told not to)
+    const notDir = path.join(mkdtempSync(path.join(os.tmpdir(), 'portico-handoff-')), 'file');
+    writeFileSync(notDir, '');
+    const gw = await startGateway({ routes: many(), workers: 2, env: { TMPDIR: notDir, TSX_DISABLE_CACHE: '1' } });
+    try {
+      assert.match(gw.output(), /cannot write the snapshot for the workers to a file; sending it over IPC/);
+      const st = await gw.status();
+      assert.ok(st.workers!.every((w) => w.listening && w.revision === st.revision));
+      for (const i of [0, 150, 299]) assert.equal((await get(`${gw.url}/r/${i}`)).status, 200);
+    } finally {
+      await gw.cleanup();
+      rmSync(path.dirname(notDir), { recursive: true, force: true });
+    }
   });
 });
 
