@@ -55,11 +55,11 @@ import { freePort } from '../test/helpers/etcd.ts';
 export { freePort };
 
 /**
- * Builds the gateway of the checkout at `root` as `npm run build` does (tsc, then the bundles of
- * scripts/bundle.mjs) into `out`, and returns its CLI entry: the bundle, or tsc's output alone for
- * a checkout from before the bundles. Benchmarks run the gateway built, as production does; not into
- * dist/, because bin/portico.js prefers dist/ when present, so a leftover build would silently
- * replace the sources under test. `out` must lie inside `root` so the build finds its node_modules.
+ * Builds the gateway of the checkout at `root` as `npm run build` does (tsc, then the worker bundle
+ * of scripts/bundle.mjs when the checkout has it) into `out`, and returns its CLI entry. Benchmarks
+ * run the gateway built, as production does; not into dist/, because bin/portico.js prefers dist/
+ * when present, so a leftover build would silently replace the sources under test. `out` must lie
+ * inside `root` so the build finds its node_modules.
  */
 export function buildGateway(out: string, root = ROOT): string {
   rmSync(out, { recursive: true, force: true });
@@ -67,9 +67,8 @@ export function buildGateway(out: string, root = ROOT): string {
   execFileSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json'), '--outDir', dist], { stdio: 'inherit' });
   copyFileSync(path.join(root, 'package.json'), path.join(out, 'package.json')); // src/version.ts reads ../package.json
   const bundler = path.join(root, 'scripts/bundle.mjs');
-  if (!existsSync(bundler)) return path.join(dist, 'cli/main.js');
-  execFileSync(process.execPath, [bundler, dist], { stdio: ['ignore', 'ignore', 'inherit'] });
-  return path.join(dist, 'portico.js');
+  if (existsSync(bundler)) execFileSync(process.execPath, [bundler, dist], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return path.join(dist, 'cli/main.js');
 }
 
 export async function waitPort(port: number, timeoutMs = 15_000): Promise<void> {

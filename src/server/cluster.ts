@@ -1,5 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { AddressInfo } from 'node:net';
+import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -124,7 +125,9 @@ export class ClusterGateway extends GatewayInstance {
    */
   protected override prepare(): void {
     const fromSources = extname(fileURLToPath(import.meta.url)) === '.ts';
-    const exec = fileURLToPath(new URL(`./worker-main.${fromSources ? 'ts' : 'js'}`, import.meta.url));
+    // the build's one-file bundle of the worker (scripts/bundle.mjs) when it made one
+    const bundled = fileURLToPath(new URL('../worker-main.js', import.meta.url));
+    const exec = !fromSources && existsSync(bundled) ? bundled : fileURLToPath(new URL(`./worker-main.${fromSources ? 'ts' : 'js'}`, import.meta.url));
     const execArgv = workerExecArgv(process.execArgv, process.env.NODE_OPTIONS);
     // from the TypeScript sources (no build): the workers load them through tsx as the primary does,
     // which may have registered it itself (bin/portico.js) rather than by a node flag they inherit

@@ -9,14 +9,13 @@ import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 import { waitUntil } from '../helpers/wait.ts';
 
 /*
- * The production build (`npm run build`: tsc, then scripts/bundle.mjs) runs the gateway from three
- * bundles, where the rest of the suite runs the TypeScript sources. This builds once into a folder
- * inside the checkout (the bundles' external packages resolve from its node_modules) and runs the
- * built gateway as a user would: the CLI bundle as primary, two workers from the worker bundle, the
- * file source's reader thread from its bundle, a plugin, a live change.
+ * The production build (`npm run build`: tsc, then scripts/bundle.mjs) forks workers from a one-file
+ * bundle, where the rest of the suite runs the TypeScript sources. This builds once into a folder
+ * inside the checkout (the bundle's external packages resolve from its node_modules) and runs the
+ * built gateway as a user would: two workers from the bundle, a plugin, a live change.
  */
 
-describe('the bundled build', () => {
+describe('the build: workers from the bundle', () => {
   const out = path.join(ROOT, '.tmp', `test-bundle-${process.pid}`);
   let up: TestUpstream;
   let gw: GatewayProcess;
@@ -30,7 +29,7 @@ describe('the bundled build', () => {
   before(async () => {
     up = await startUpstream('u');
     const bin = buildGateway(out);
-    assert.equal(path.relative(out, bin), path.join('dist', 'portico.js'));
+    assert.equal(path.relative(out, bin), path.join('dist', 'cli', 'main.js'));
     gw = await startGateway({ bin, workers: 2, routes: { routes: [route('a', '/a')] } });
   });
   after(async () => {
@@ -55,7 +54,7 @@ describe('the bundled build', () => {
     }
   });
 
-  test('a change to the routes file reaches the workers (the bundled reader thread)', async () => {
+  test('a change to the routes file reaches the bundled workers', async () => {
     writeRoutes(gw.routesPath, { routes: [route('a', '/a'), route('b', '/b')] });
     await waitUntil(async () => (await get(`${gw.url}/b`)).status === 200, 5000, 'route b served');
     const st = await gw.status();
