@@ -1,6 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { AddressInfo } from 'node:net';
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +44,22 @@ export const YOUNG_GENERATION_FLAG = '--max-semi-space-size=2';
 export function workerExecArgv(execArgv: readonly string[], nodeOptions: string | undefined): string[] {
   const chosen = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)].some((a) => /^--max[-_]semi[-_]space[-_]size\b/.test(a));
   return chosen ? [...execArgv] : [...execArgv, YOUNG_GENERATION_FLAG];
+}
+
+/**
+ * The file a worker process runs: its entry module (`.ts` from the sources), or in a build the
+ * one-file bundle scripts/bundle.mjs made of it, unless that bundle is older than tsc's output (a
+ * rebuild with tsc alone must not leave workers running the previous build's code).
+ */
+export function workerEntry(fromSources: boolean): string {
+  const entry = fileURLToPath(new URL(`./worker-main.${fromSources ? 'ts' : 'js'}`, import.meta.url));
+  if (fromSources) return entry;
+  const bundled = fileURLToPath(new URL('../worker-main.js', import.meta.url));
+  try {
+    return statSync(bundled).mtimeMs >= statSync(entry).mtimeMs ? bundled : entry;
+  } catch {
+    return entry; // no bundle
+  }
 }
 
 export function workerCount(setting: number | 'auto'): number {
@@ -125,9 +141,7 @@ export class ClusterGateway extends GatewayInstance {
    */
   protected override prepare(): void {
     const fromSources = extname(fileURLToPath(import.meta.url)) === '.ts';
-    // the build's one-file bundle of the worker (scripts/bundle.mjs) when it made one
-    const bundled = fileURLToPath(new URL('../worker-main.js', import.meta.url));
-    const exec = !fromSources && existsSync(bundled) ? bundled : fileURLToPath(new URL(`./worker-main.${fromSources ? 'ts' : 'js'}`, import.meta.url));
+    const exec = workerEntry(fromSources);
     const execArgv = workerExecArgv(process.execArgv, process.env.NODE_OPTIONS);
     // from the TypeScript sources (no build): the workers load them through tsx as the primary does,
     // which may have registered it itself (bin/portico.js) rather than by a node flag they inherit

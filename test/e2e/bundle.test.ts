@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync, utimesSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { buildGateway, ROOT } from '../../bench/lib.ts';
@@ -59,5 +59,21 @@ describe('the build: workers from the bundle', () => {
     await waitUntil(async () => (await get(`${gw.url}/b`)).status === 200, 5000, 'route b served');
     const st = await gw.status();
     assert.ok(st.workers!.every((w) => w.revision === st.revision));
+  });
+
+  test('a bundle older than tsc\'s output is not forked (a rebuild with tsc alone)', async () => {
+    const entry = path.join(out, 'dist', 'server', 'worker-main.js');
+    const later = new Date(Date.now() + 60_000);
+    utimesSync(entry, later, later);
+    const again = await startGateway({ bin: path.join(out, 'dist', 'cli', 'main.js'), workers: 2, routes: { routes: [route('a', '/a')] } });
+    try {
+      for (const w of (await again.status()).workers!) {
+        const argv = readFileSync(`/proc/${w.pid}/cmdline`, 'utf8').split('\0');
+        assert.ok(argv.includes(entry), argv.join(' '));
+      }
+      assert.equal((await get(`${again.url}/a`)).status, 200);
+    } finally {
+      await again.cleanup();
+    }
   });
 });
