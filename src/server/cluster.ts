@@ -47,11 +47,12 @@ export function workerExecArgv(execArgv: readonly string[], nodeOptions: string 
 }
 
 /**
- * The file a worker process runs: its entry module (`.ts` from the sources), or in a build the
- * one-file bundle scripts/bundle.mjs made of it, unless that bundle is older than tsc's output (a
- * rebuild with tsc alone must not leave workers running the previous build's code).
+ * The file a worker process runs: its entry module (`.ts` when this runs from the sources), or in a
+ * build the one-file bundle scripts/bundle.mjs made of it, unless that bundle is older than tsc's
+ * output (a rebuild with tsc alone must not leave workers running the previous build's code).
  */
-export function workerEntry(fromSources: boolean): string {
+export function workerEntry(): string {
+  const fromSources = extname(fileURLToPath(import.meta.url)) === '.ts';
   const entry = fileURLToPath(new URL(`./worker-main.${fromSources ? 'ts' : 'js'}`, import.meta.url));
   if (fromSources) return entry;
   const bundled = fileURLToPath(new URL('../worker-main.js', import.meta.url));
@@ -136,16 +137,15 @@ export class ClusterGateway extends GatewayInstance {
   }
 
   /**
-   * The workers are forked first, so that each loads its code (~0.3 s) while the pipeline lists the
-   * config; they get their first snapshot, and listen, only once the pipeline has started.
+   * The workers are forked first, so that each loads its code (~0.1 s bundled) while the pipeline
+   * lists the config; they get their first snapshot, and listen, only once the pipeline has started.
    */
   protected override prepare(): void {
-    const fromSources = extname(fileURLToPath(import.meta.url)) === '.ts';
-    const exec = workerEntry(fromSources);
+    const exec = workerEntry();
     const execArgv = workerExecArgv(process.execArgv, process.env.NODE_OPTIONS);
     // from the TypeScript sources (no build): the workers load them through tsx as the primary does,
     // which may have registered it itself (bin/portico.js) rather than by a node flag they inherit
-    if (fromSources && !execArgv.some((a) => a.includes('tsx'))) execArgv.unshift(`--import=${import.meta.resolve('tsx')}`);
+    if (exec.endsWith('.ts') && !execArgv.some((a) => a.includes('tsx'))) execArgv.unshift(`--import=${import.meta.resolve('tsx')}`);
     cluster.setupPrimary({ exec, args: [], execArgv });
     this.listening = new Promise<AddressInfo[]>((resolve) => (this.firstListening = resolve));
     for (let i = 0; i < this.count; i++) this.fork(i);

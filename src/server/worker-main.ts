@@ -5,8 +5,9 @@ import { runWorker, type ToPrimary, type ToWorker } from './worker.ts';
 /*
  * The entry of a worker process (`proxy.workers` > 1), forked by server/cluster.ts. The primary has
  * read and checked portico.yaml and sends it as the answer to the worker's first message, so a worker
- * loads neither the CLI, the YAML reader nor the config schema and its validator: ~0.2 s of CPU less
- * per worker while the primary lists the config (docs/operations.md, "Workers").
+ * loads neither the CLI, the YAML reader nor the config schema and its validator, CPU the primary's
+ * listing of the config needs (a two-worker start at 50,000 routes: 3.02 -> 2.80 s; docs/operations.md,
+ * "Large configs and fleets").
  */
 
 const config = await new Promise<GatewayConfig>((resolve) => {

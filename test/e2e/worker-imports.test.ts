@@ -5,8 +5,8 @@ import { test } from 'node:test';
 
 /*
  * A worker process loads the data plane's code only (its entry is src/server/worker-main.ts): 12 MiB
- * less per worker than loading all the primary loads, and ~0.2 s less CPU while the primary lists the
- * config (docs/operations.md, "Workers"). This walks the static imports from the worker's entry and
+ * less per worker than loading all the primary loads, and less CPU taken from the primary's listing of
+ * the config (docs/operations.md, "Large configs and fleets"). This walks the static imports from the worker's entry and
  * fails if they reach the primary's code again, or the packages only the primary needs: the CLI's,
  * the YAML reader, the schema compiler (the primary sends the parsed portico.yaml), undici.
  */
