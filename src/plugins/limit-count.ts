@@ -1,10 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { createRequire } from 'node:module';
 import type { Redis } from 'ioredis';
 import { StringEnum } from '../config/schema/common.ts';
 import { log } from '../observability/log.ts';
 import { compileLimitKey, compileTemplate, rejectedAnswer, scopePrefix, sweepExpired } from './limit-key.ts';
 import { definePlugin, type PluginAnswer, type PluginContext } from './types.ts';
+import { onFirstUse } from '../lazy-package.ts';
 
 /*
  * limit-count (APISIX): at most `count` requests per `time_window` seconds per key, in fixed
@@ -282,10 +282,8 @@ function redisCounter(conf: Conf): RedisCounter {
 }
 
 /** ioredis, loaded when the first `policy: redis` config compiles (not by every gateway at start). */
-let RedisClass: typeof Redis | undefined;
-function redisClass(): typeof Redis {
-  return (RedisClass ??= (createRequire(import.meta.url)('ioredis') as { Redis: typeof Redis }).Redis);
-}
+const ioredis = onFirstUse<{ Redis: typeof Redis }>('ioredis');
+const redisClass = (): typeof Redis => ioredis().Redis;
 
 function sharedClient(t: RedisTarget): SharedClient {
   // the password is part of the identity (two configs with different credentials must not share)

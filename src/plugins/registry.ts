@@ -1,9 +1,9 @@
 import { readdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
 import { ErrorCode, PorticoError } from '../errors.ts';
+import { onFirstUse } from '../lazy-package.ts';
 import { BUILTIN_PLUGINS } from './builtin.ts';
 import { PHASES, type Plugin } from './types.ts';
 
@@ -37,6 +37,7 @@ function compileEntry(entry: Entry): { validate: ValidateFunction; validateConsu
   return { validate: entry.validate, validateConsumer: entry.validateConsumer };
 }
 
+const ajvPackage = onFirstUse<typeof import('ajv')>('ajv');
 let ajv: Ajv | undefined;
 /**
  * The schema compiler, loaded with the first plugin schema compiled, not with this module: a worker
@@ -45,11 +46,7 @@ let ajv: Ajv | undefined;
  * stays as the source wrote it.
  */
 function validators(): Ajv {
-  if (ajv === undefined) {
-    const { Ajv } = createRequire(import.meta.url)('ajv') as typeof import('ajv');
-    ajv = new Ajv({ allErrors: false, strict: false, useDefaults: true });
-  }
-  return ajv;
+  return (ajv ??= new (ajvPackage().Ajv)({ allErrors: false, strict: false, useDefaults: true }));
 }
 
 class PluginRegistry {

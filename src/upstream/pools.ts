@@ -1,5 +1,5 @@
 import { upstreamTlsOptions } from './tls.ts';
-import { createRequire } from 'node:module';
+import { onFirstUse } from '../lazy-package.ts';
 import type { Dispatcher, Pool } from 'undici';
 import type { Socket } from 'node:net';
 import { skipContinueResponses } from './continue-filter.ts';
@@ -205,13 +205,8 @@ function nodeAddress(target: UpstreamTarget, node: UpstreamNode): string {
   return `${target.scheme}://${node.key}`;
 }
 
-type Undici = typeof import('undici');
-let undici: Undici | undefined;
-
 /** undici, loaded with the first pool: the socket transport (the default) and its workers never need it */
-function undiciModule(): Undici {
-  return (undici ??= createRequire(import.meta.url)('undici') as Undici);
-}
+const undiciModule = onFirstUse<typeof import('undici')>('undici');
 
 function createPool(target: UpstreamTarget, node: UpstreamNode, settings: PoolSettings): Pool {
   const { buildConnector, Pool } = undiciModule();
