@@ -12,6 +12,11 @@ export class FrozenMap<V> implements ReadonlyMap<string, V> {
     return new FrozenMap<V>(new Map(), new Map(), 0);
   }
 
+  /** A FrozenMap holding `entries`, which it takes over: the caller must not change that map again. */
+  static adopt<V>(entries: Map<string, V>): FrozenMap<V> {
+    return new FrozenMap<V>(entries, new Map(), entries.size);
+  }
+
   private constructor(
     private readonly base: ReadonlyMap<string, V>,
     private readonly overlay: ReadonlyMap<string, V | typeof DELETED>,

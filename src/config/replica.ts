@@ -33,8 +33,35 @@ export function updateOf(snapshot: Snapshot, diff: SnapshotDiff | undefined): Sn
 /** Rebuilds snapshots from updates, in another process. */
 export class SnapshotReplica {
   snapshot: Snapshot = emptySnapshot('none');
+  /** tables changed in place by applyDraft() until the next apply() freezes them */
+  private draft: Record<Kind, Map<string, StoredObject<unknown>>> | undefined;
+
+  /**
+   * Applies objects that are not in force yet (a worker's listing before its first snapshot, which
+   * is never served): the tables are changed in place, not copied per update as published snapshots
+   * must be. The next apply() freezes them and goes on from there.
+   */
+  applyDraft(update: SnapshotUpdate): { snapshot: Snapshot; diff: SnapshotDiff } {
+    const prev = this.snapshot;
+    this.draft ??= perKind((kind) => new Map(prev[kind] as ReadonlyMap<string, StoredObject<unknown>>));
+    const tables = this.draft;
+    const diff = emptyDiff();
+    for (const c of update.changes) {
+      if (c.object === null) tables[c.kind].delete(c.id);
+      else tables[c.kind].set(c.id, c.object);
+      diff[c.kind].add(c.id);
+    }
+    const { revision, source, detail, appliedAt } = update;
+    this.snapshot = { revision, source, detail, appliedAt, ...(tables as unknown as SnapshotObjects) };
+    return { snapshot: this.snapshot, diff };
+  }
 
   apply(update: SnapshotUpdate): { snapshot: Snapshot; diff: SnapshotDiff } {
+    if (this.draft !== undefined) {
+      const tables = this.draft;
+      this.draft = undefined;
+      this.snapshot = { ...this.snapshot, ...(perKind((kind) => FrozenMap.adopt(tables[kind])) as unknown as SnapshotObjects) };
+    }
     const diff = emptyDiff();
     type Edits = Map<string, StoredObject<unknown> | undefined>;
     const edits: Record<Kind, Edits> = perKind(() => new Map());

@@ -30,6 +30,14 @@ export interface ApplyResult {
  * Receives each published snapshot. A listener that compiles it (the data plane) returns what it
  * could not compile; the store rejects those objects and publishes again without them.
  */
+/** A schema-valid object of a listing (ConfigStore.prevalidate). */
+export interface ValidObject {
+  kind: Kind;
+  id: string;
+  modRevision: number;
+  value: unknown;
+}
+
 export type SnapshotListener = (snapshot: Snapshot, diff: SnapshotDiff) => readonly CompileFailure[] | void;
 
 export interface ConfigStoreOptions {
@@ -169,14 +177,19 @@ export class ConfigStore {
    * Validates changes that a coming ChangeSet will carry (a source's initial list, page by page,
    * while the next page is fetched). apply() then finds the verdict of the very same value object
    * instead of validating it again. Verdicts depend only on kind, id, value and router mode.
+   *
+   * `valid`: gets each change that passed, as the object it will be in the snapshot unless its
+   * references do not resolve (worker processes build their tables from them while the listing
+   * goes on: server/listing-ahead.ts).
    */
-  prevalidate(changes: readonly Change[]): void {
+  prevalidate(changes: readonly Change[], valid?: ValidObject[]): void {
     for (const raw of changes) {
       if (raw.deleted || raw.parseError !== undefined || raw.value === null || typeof raw.value !== 'object') continue;
       const c = admit(raw);
       if (c.parseError !== undefined) continue;
       const verdict = this.validate(c);
       this.prevalidated[c.kind].set(c.value as object, verdict.ok && verdict.value === c.value ? c.id : verdict);
+      if (verdict.ok && valid !== undefined) valid.push({ kind: c.kind, id: c.id, modRevision: c.modRevision, value: verdict.value });
     }
   }
 

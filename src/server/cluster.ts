@@ -9,6 +9,7 @@ import { updateOf } from '../config/replica.ts';
 import { log } from '../observability/log.ts';
 import { GatewayInstance } from './gateway.ts';
 import { SnapshotHandoff } from './snapshot-handoff.ts';
+import { ListingAhead } from './listing-ahead.ts';
 import { ConfigPipeline } from './pipeline.ts';
 import type { TrafficSnapshot } from '../observability/exchange.ts';
 import { mergeTraffic, TrafficStats } from '../observability/traffic.ts';
@@ -97,6 +98,8 @@ export class ClusterGateway extends GatewayInstance {
   private readonly workers = new Map<number, WorkerState>();
   /** a greeted worker's first snapshot, in a file (see SnapshotHandoff) */
   private readonly handoff = new SnapshotHandoff();
+  /** the listing at start, for the workers to build their tables from while it goes on */
+  private readonly ahead = new ListingAhead();
   /** set when draining starts: a worker exiting then is not replaced */
   private draining = false;
   private firstListening: ((a: AddressInfo[]) => void) | undefined;
@@ -130,8 +133,14 @@ export class ClusterGateway extends GatewayInstance {
         plugin_failures: this.pluginFailures(),
         tls_refusals: this.tlsRefusals(),
       }),
+      listed: (objects) => {
+        if (!this.pipelineStarted && this.ahead.add(objects)) this.tellFollowers();
+      },
     });
-    this.pipeline.store.subscribe((snapshot, diff) => this.broadcast({ type: 'snapshot', update: updateOf(snapshot, diff) }));
+    // (the first snapshot is published before any worker is greeted: no update of every object then)
+    this.pipeline.store.subscribe((snapshot, diff) => {
+      if (this.anyGreeted()) this.broadcast({ type: 'snapshot', update: updateOf(snapshot, diff) });
+    });
     this.pipeline.health.subscribe((verdict) => this.broadcast({ type: 'health', verdict }));
     this.pipeline.discovery.subscribe((discovered) => this.broadcast({ type: 'nodes', discovered }));
   }
@@ -153,18 +162,33 @@ export class ClusterGateway extends GatewayInstance {
 
   protected startProxy(): Promise<AddressInfo[]> {
     this.pipelineStarted = true;
+    if (this.ahead.finish()) this.tellFollowers();
     for (const worker of this.waiting.splice(0)) this.greet(worker);
     return this.listening!;
   }
 
-  /** The whole snapshot first: the worker listens only once it can route. */
+  /** Workers following the listing (server/listing-ahead.ts) and not yet greeted: the file grew. */
+  private tellFollowers(): void {
+    const at = this.ahead.position;
+    if (at === undefined) return;
+    for (const { worker, greeted } of this.workers.values()) if (!greeted && this.ahead.follows(worker.id)) this.send(worker, { type: 'listing', ...at });
+  }
+
+  /**
+   * The whole snapshot first: the worker listens only once it can route. A worker that followed the
+   * listing gets only what differs from it.
+   */
   private greet(worker: Worker): void {
     const state = this.workers.get(worker.id);
     if (state === undefined) return; // exited meanwhile
     state.greeted = true;
     const snapshot = this.pipeline.store.snapshot;
-    const file = this.handoff.fileFor(snapshot, worker.id);
-    this.send(worker, file !== undefined ? { type: 'snapshot-file', path: file } : { type: 'snapshot', update: updateOf(snapshot, undefined) });
+    if (this.ahead.follows(worker.id)) {
+      this.send(worker, { type: 'snapshot', update: this.ahead.settle(snapshot) });
+    } else {
+      const file = this.handoff.fileFor(snapshot, worker.id);
+      this.send(worker, file !== undefined ? { type: 'snapshot-file', path: file } : { type: 'snapshot', update: updateOf(snapshot, undefined) });
+    }
     // then the nodes DNS found, and those that are down now: a new worker must not send them traffic
     for (const discovered of this.pipeline.discovery.current()) this.send(worker, { type: 'nodes', discovered });
     for (const verdict of this.pipeline.health.verdicts()) this.send(worker, { type: 'health', verdict });
@@ -183,10 +207,19 @@ export class ClusterGateway extends GatewayInstance {
         // has loaded its code and attached a listener are lost.) Before the pipeline has started,
         // the snapshot waits for it.
         if (this.pipelineStarted) this.greet(worker);
-        else this.waiting.push(worker);
+        else {
+          this.waiting.push(worker);
+          // it builds its tables from the listing meanwhile, from the file's first line
+          const at = this.ahead.follow(worker.id);
+          if (at?.path !== undefined && at.end > 0) this.send(worker, { type: 'listing', path: at.path, end: at.end });
+        }
+      } else if (m.type === 'listing-failed') {
+        // it said hello again, or will: it gets the whole snapshot
+        this.ahead.done(worker.id);
       } else if (m.type === 'applied') {
         state.revision = m.revision;
         this.handoff.done(worker.id);
+        this.ahead.done(worker.id);
         this.pipeline.register();
       } else if (m.type === 'health') {
         this.pipeline.health.passive(m.verdict);
@@ -207,6 +240,7 @@ export class ClusterGateway extends GatewayInstance {
     worker.on('exit', (code, signal) => {
       this.workers.delete(worker.id);
       this.handoff.done(worker.id);
+      this.ahead.done(worker.id);
       // a dead worker's failures still happened: the instance's totals keep them
       for (const [plugin, n] of Object.entries(state.pluginFailures)) this.retiredFailures.set(plugin, (this.retiredFailures.get(plugin) ?? 0) + n);
       this.retiredTls.noCertificate += state.tlsRefusals.noCertificate;
@@ -278,6 +312,11 @@ export class ClusterGateway extends GatewayInstance {
     if (worker.isConnected()) worker.send(message, () => undefined);
   }
 
+  private anyGreeted(): boolean {
+    for (const w of this.workers.values()) if (w.greeted) return true;
+    return false;
+  }
+
   /** Published changes, verdicts, nodes: to the workers that have their snapshot (see greeted). */
   private broadcast(message: ToWorker): void {
     for (const { worker, greeted } of this.workers.values()) if (greeted) this.send(worker, message);
@@ -299,5 +338,6 @@ export class ClusterGateway extends GatewayInstance {
     for (const { worker } of this.workers.values()) this.send(worker, { type: 'drain' });
     await Promise.all(exited);
     this.handoff.close();
+    this.ahead.close();
   }
 }

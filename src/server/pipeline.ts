@@ -10,7 +10,7 @@ import { pluginFailures } from '../plugins/run.ts';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { readSnapshotFile, snapshotWriter } from '../config/persist.ts';
 import { changedUpstreams, type Snapshot } from '../config/snapshot.ts';
-import { ConfigStore, type RejectionRecord } from '../config/store.ts';
+import { ConfigStore, type RejectionRecord, type ValidObject } from '../config/store.ts';
 import { log } from '../observability/log.ts';
 import type { StatusReport } from '../observability/status.ts';
 import type { CompileFailure } from '../runtime/types.ts';
@@ -55,8 +55,11 @@ export class ConfigPipeline {
 
   constructor(
     private readonly config: GatewayConfig,
-    /** extra readiness condition (workers up) and status fields */
-    private readonly extra: { ready(): boolean; report?(): Partial<StatusReport> } = { ready: () => true },
+    /**
+     * extra readiness condition (workers up) and status fields; `listed`: the valid objects of a
+     * listing, page by page, while it goes on (before the snapshot holding them is published)
+     */
+    private readonly extra: { ready(): boolean; report?(): Partial<StatusReport>; listed?(objects: ValidObject[]): void } = { ready: () => true },
   ) {
     this.instanceId = config.instance_id ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
     configureDataEncryption(config.data_encryption?.keyring);
@@ -90,7 +93,12 @@ export class ConfigPipeline {
   async start(): Promise<void> {
     const events = {
       onChangeSet: (cs: ChangeSet) => this.applyChangeSet(cs),
-      onPrefetch: (changes: readonly Change[]) => this.store.prevalidate(changes),
+      onPrefetch: (changes: readonly Change[]) => {
+        if (this.extra.listed === undefined) return this.store.prevalidate(changes);
+        const valid: ValidObject[] = [];
+        this.store.prevalidate(changes, valid);
+        if (valid.length > 0) this.extra.listed(valid);
+      },
       onState: (s: SourceState) => {
         if (s.connected) this.sourceError = undefined;
         this.sourceState = s;

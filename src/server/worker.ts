@@ -5,6 +5,8 @@ import { SnapshotReplica, type SnapshotUpdate } from '../config/replica.ts';
 import { pluginFailures } from '../plugins/run.ts';
 import { tlsRefusals } from './tls-front.ts';
 import { DataPlane } from './data-plane.ts';
+import { ListingReader } from './listing-ahead.ts';
+import { log } from '../observability/log.ts';
 import type { CompileFailure } from '../runtime/types.ts';
 import type { HealthVerdict } from '../upstream/health/book.ts';
 import type { DiscoveredNodes } from '../upstream/discovery/upstream-nodes.ts';
@@ -24,6 +26,11 @@ export type ToWorker =
   | { type: 'snapshot'; update: SnapshotUpdate }
   /** the same, in a file the primary wrote once for every worker greeted with it (server/snapshot-handoff.ts) */
   | { type: 'snapshot-file'; path: string }
+  /**
+   * the listing at start, validated, in a file that now goes up to byte `end`: build the tables from
+   * it before the first snapshot, which then holds only what differs (server/listing-ahead.ts)
+   */
+  | { type: 'listing'; path: string; end: number }
   | { type: 'nodes'; discovered: DiscoveredNodes }
   | { type: 'health'; verdict: HealthVerdict }
   /** send your traffic counts (answered with `traffic` and the same id) */
@@ -36,6 +43,8 @@ export type ToPrimary =
   | { type: 'config?' }
   /** set up: send the snapshot */
   | { type: 'hello' }
+  /** the listing file could not be read: send the whole snapshot (a `hello` follows) */
+  | { type: 'listing-failed' }
   | { type: 'listening'; addresses: AddressInfo[] }
   | { type: 'applied'; revision: number }
   | { type: 'rejected'; failures: CompileFailure[] }
@@ -51,6 +60,11 @@ export async function runWorker(config: GatewayConfig): Promise<void> {
   const send = (m: ToPrimary) => process.send?.(m);
   const dataPlane = new DataPlane(config, (verdict) => send({ type: 'health', verdict }));
   const replica = new SnapshotReplica();
+  // the listing before the first snapshot: objects applied but not yet in force, and what of them
+  // could not be compiled (compiled again, and reported, once the first snapshot holds them)
+  const listing = new ListingReader();
+  let listingFailed = false;
+  const failedAhead: CompileFailure[] = [];
   let stopping = false;
   const stop = () => {
     if (stopping) return;
@@ -63,9 +77,29 @@ export async function runWorker(config: GatewayConfig): Promise<void> {
   let first: (() => void) | undefined;
   const synced = new Promise<void>((resolve) => (first = resolve));
   process.on('message', (m: ToWorker) => {
-    if (m.type === 'snapshot' || m.type === 'snapshot-file') {
+    if (m.type === 'listing') {
+      if (first === undefined || listingFailed) return;
+      try {
+        const { snapshot, diff } = replica.applyDraft(listing.read(m.path, m.end, config.config.source));
+        failedAhead.push(...dataPlane.apply(snapshot, diff));
+      } catch (err) {
+        listingFailed = true;
+        listing.close();
+        log.warn({ err: (err as Error).message, path: m.path }, 'cannot read the listing the primary wrote; asking for the whole snapshot');
+        send({ type: 'listing-failed' });
+      }
+    } else if (m.type === 'snapshot' || m.type === 'snapshot-file') {
       const update = m.type === 'snapshot' ? m.update : (JSON.parse(readFileSync(m.path, 'utf8')) as SnapshotUpdate);
+      if (first !== undefined && listingFailed && !update.full) {
+        // relative to a listing this worker could not read: the whole snapshot comes instead
+        send({ type: 'hello' });
+        return;
+      }
       const { snapshot, diff } = replica.apply(update);
+      if (first !== undefined) {
+        listing.close();
+        for (const f of failedAhead.splice(0)) if (snapshot[f.kind].has(f.id)) diff[f.kind].add(f.id);
+      }
       const failures = dataPlane.apply(snapshot, diff);
       // the primary rejects them and sends every worker a snapshot without them
       if (failures.length > 0) send({ type: 'rejected', failures });

@@ -278,12 +278,15 @@ export interface TcpProxy {
    * blackhole: keep connections open but forward nothing (a peer that vanished without a FIN)
    */
   setMode(mode: ProxyMode): void;
+  /** forward what etcd answers at this many bytes per second at most (0: as fast as it comes) */
+  setRate(bytesPerSecond: number): void;
   close(): Promise<void>;
 }
 
 /** A loopback TCP proxy to `targetPort`, to cut or silence a client's connection to etcd. */
 export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
   let mode: ProxyMode = 'pass';
+  let rate = 0;
   const pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
   const server = net.createServer((client) => {
     if (mode === 'refuse') {
@@ -304,7 +307,20 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
       if (mode === 'pass') upstream.write(d);
     });
     upstream.on('data', (d) => {
-      if (mode === 'pass') client.write(d);
+      if (mode !== 'pass') return;
+      if (rate === 0) return void client.write(d);
+      // in slices of a twentieth of the rate, one each 50 ms; etcd waits meanwhile
+      upstream.pause();
+      let at = 0;
+      const slice = () => {
+        if (client.destroyed) return;
+        const n = Math.max(1, Math.floor(rate / 20));
+        client.write(d.subarray(at, at + n));
+        at += n;
+        if (at < d.length) setTimeout(slice, 50);
+        else upstream.resume();
+      };
+      slice();
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -312,6 +328,9 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
   return {
     port,
     url: `http://127.0.0.1:${port}`,
+    setRate(bytesPerSecond) {
+      rate = bytesPerSecond;
+    },
     setMode(m) {
       mode = m;
       if (m === 'refuse') {
