@@ -22,7 +22,7 @@ const StreamListener = Type.Object(
   { additionalProperties: false },
 );
 
-const EtcdConfigSchema = Type.Object(
+export const EtcdConfigSchema = Type.Object(
   {
     endpoints: Type.Array(Type.String({ pattern: '^https?://' }), { minItems: 1, default: ['http://127.0.0.1:2379'] }),
     prefix: Type.String({ pattern: '^/', default: '/portico' }),
@@ -223,7 +223,8 @@ export const GatewayConfigSchema = Type.Object(
 export type GatewayConfig = Static<typeof GatewayConfigSchema>;
 export type EtcdConfig = Static<typeof EtcdConfigSchema>;
 
-const ajv = new Ajv({ useDefaults: true, strict: false, allErrors: false });
+// (the schema is checked against the meta-schema by the tests, not at every start: test/config/schemas.test.ts)
+const ajv = new Ajv({ useDefaults: true, strict: false, allErrors: false, validateSchema: false });
 const validateGateway = ajv.compile(GatewayConfigSchema);
 const validateEtcd = ajv.compile(EtcdConfigSchema);
 
