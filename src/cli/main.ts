@@ -17,14 +17,25 @@ program
   .addOption(new Option('--demo-upstream <addr>', 'also run the demo echo upstream (used by the bundled example routes)'))
   .action(async (opts: { config: string; demoUpstream?: string }) => {
     const config = loadGatewayConfig(resolve(opts.config));
-    // before any config is read: objects are validated against the plugins this process knows
-    await (await import('../plugins/registry.ts')).setupPlugins(config);
-    const { ClusterGateway, workerCount } = await import('../server/cluster.ts');
-    const { Gateway } = await import('../server/gateway.ts');
-    const demo = opts.demoUpstream ? await (await import('./demo-upstream.ts')).startDemoUpstream(opts.demoUpstream) : undefined;
+    // workers first: each loads its code while this process loads its own (server/worker-fork.ts)
+    const { forkEarly, killWorkers, workerCount } = await import('../server/worker-fork.ts');
     const workers = workerCount(config.proxy.workers);
-    const gateway = workers > 1 ? new ClusterGateway(config, workers) : new Gateway(config);
-    const addresses = await gateway.start();
+    const early = workers > 1 ? forkEarly(workers) : [];
+    let started;
+    try {
+      // before any config is read: objects are validated against the plugins this process knows
+      await (await import('../plugins/registry.ts')).setupPlugins(config);
+      const { ClusterGateway } = await import('../server/cluster.ts');
+      const { Gateway } = await import('../server/gateway.ts');
+      const demo = opts.demoUpstream ? await (await import('./demo-upstream.ts')).startDemoUpstream(opts.demoUpstream) : undefined;
+      const gateway = workers > 1 ? new ClusterGateway(config, workers, early) : new Gateway(config);
+      started = { demo, gateway, addresses: await gateway.start() };
+    } catch (err) {
+      // the error is the one to report, not the workers' broken pipe once this process is gone
+      killWorkers();
+      throw err;
+    }
+    const { demo, gateway, addresses } = started;
     const fmt = (a: { address: string; port: number; family: string }, scheme = 'http') =>
       a.family === 'IPv6' ? `${scheme}://[${a.address}]:${a.port}` : `${scheme}://${a.address}:${a.port}`;
     // addresses come in config order: listen, tls_listen, then stream_listen

@@ -1,9 +1,5 @@
-import cluster, { type Worker } from 'node:cluster';
+import type { Worker } from 'node:cluster';
 import type { AddressInfo } from 'node:net';
-import { statSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
-import { extname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { GatewayConfig } from '../config/gateway.ts';
 import { updateOf } from '../config/replica.ts';
 import { log } from '../observability/log.ts';
@@ -14,6 +10,9 @@ import { ConfigPipeline } from './pipeline.ts';
 import type { TrafficSnapshot } from '../observability/exchange.ts';
 import { mergeTraffic, TrafficStats } from '../observability/traffic.ts';
 import type { ToPrimary, ToWorker } from './worker.ts';
+import { forkWorker, type EarlyWorker } from './worker-fork.ts';
+
+export { workerCount, workerEntry, workerExecArgv, YOUNG_GENERATION_FLAG } from './worker-fork.ts';
 
 /**
  * Restart delays of a worker that died: 250 ms after a first death, doubling with each further
@@ -30,42 +29,6 @@ export function restartDelay(deaths: number[], now: number): number {
   deaths.push(now);
   if (deaths.length > 16) deaths.shift(); // the delay is at its cap long before
   return Math.min(RESTART_BACKOFF.maxMs, RESTART_BACKOFF.initialMs * 2 ** (deaths.length - 1));
-}
-
-/**
- * The V8 flag each worker runs with unless the operator chose a young-generation size: 2 MB
- * semispaces instead of node's 16 MB. A proxy's garbage dies young (per-request objects), so a small
- * young generation is scavenged more often but each scavenge is shorter: measured on one worker
- * (wrk -c50, 3 alternating rounds) the same throughput and a lower p99 (2.5–2.9 ms against
- * 3.3–3.5 ms), and ~28 MB less resident memory per process (docs/operations.md, "Memory").
- */
-export const YOUNG_GENERATION_FLAG = '--max-semi-space-size=2';
-
-/** Node flags for the workers: the primary's own, plus YOUNG_GENERATION_FLAG unless a size is set. */
-export function workerExecArgv(execArgv: readonly string[], nodeOptions: string | undefined): string[] {
-  const chosen = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)].some((a) => /^--max[-_]semi[-_]space[-_]size\b/.test(a));
-  return chosen ? [...execArgv] : [...execArgv, YOUNG_GENERATION_FLAG];
-}
-
-/**
- * The file a worker process runs: its entry module (`.ts` when this runs from the sources), or in a
- * build the one-file bundle scripts/bundle.mjs made of it, unless that bundle is older than tsc's
- * output (a rebuild with tsc alone must not leave workers running the previous build's code).
- */
-export function workerEntry(): string {
-  const fromSources = extname(fileURLToPath(import.meta.url)) === '.ts';
-  const entry = fileURLToPath(new URL(`./worker-main.${fromSources ? 'ts' : 'js'}`, import.meta.url));
-  if (fromSources) return entry;
-  const bundled = fileURLToPath(new URL('../worker-main.js', import.meta.url));
-  try {
-    return statSync(bundled).mtimeMs >= statSync(entry).mtimeMs ? bundled : entry;
-  } catch {
-    return entry; // no bundle
-  }
-}
-
-export function workerCount(setting: number | 'auto'): number {
-  return setting === 'auto' ? availableParallelism() : setting;
 }
 
 interface WorkerState {
@@ -122,6 +85,8 @@ export class ClusterGateway extends GatewayInstance {
   constructor(
     config: GatewayConfig,
     private readonly count: number,
+    /** workers forked already (the CLI forks them as soon as it has read portico.yaml: worker-fork.ts) */
+    private early: EarlyWorker[] = [],
   ) {
     super(config);
     this.pipeline = new ConfigPipeline(config, {
@@ -146,18 +111,19 @@ export class ClusterGateway extends GatewayInstance {
   }
 
   /**
-   * The workers are forked first, so that each loads its code (~0.1 s bundled) while the pipeline
-   * lists the config; they get their first snapshot, and listen, only once the pipeline has started.
+   * The workers are forked first (unless the CLI already did), so that each loads its code while the
+   * pipeline lists the config; they get their first snapshot, and listen, only once the pipeline has
+   * started.
    */
   protected override prepare(): void {
-    const exec = workerEntry();
-    const execArgv = workerExecArgv(process.execArgv, process.env.NODE_OPTIONS);
-    // from the TypeScript sources (no build): the workers load them through tsx as the primary does,
-    // which may have registered it itself (bin/portico.js) rather than by a node flag they inherit
-    if (exec.endsWith('.ts') && !execArgv.some((a) => a.includes('tsx'))) execArgv.unshift(`--import=${import.meta.resolve('tsx')}`);
-    cluster.setupPrimary({ exec, args: [], execArgv });
     this.listening = new Promise<AddressInfo[]>((resolve) => (this.firstListening = resolve));
-    for (let i = 0; i < this.count; i++) this.fork(i);
+    const early = this.early.splice(0);
+    for (let i = 0; i < this.count; i++) {
+      const forked = early[i];
+      if (forked === undefined) this.fork(i);
+      else this.adopt(i, forked.worker, forked);
+    }
+    for (const extra of early.slice(this.count)) extra.worker.kill();
   }
 
   protected startProxy(): Promise<AddressInfo[]> {
@@ -196,10 +162,14 @@ export class ClusterGateway extends GatewayInstance {
 
   /** `index`: the worker's place (0..count-1), kept by its replacement (worker 0 serves the UDP listeners) */
   private fork(index: number): void {
-    const worker = cluster.fork({ PORTICO_WORKER: '1', PORTICO_WORKER_INDEX: String(index) });
+    this.adopt(index, forkWorker(index));
+  }
+
+  /** Runs worker `index`: answers it, tracks it, replaces it when it dies. `early`: what it did before. */
+  private adopt(index: number, worker: Worker, early?: EarlyWorker): void {
     const state: WorkerState = { worker, greeted: false, revision: undefined, listening: false, pluginFailures: {}, tlsRefusals: { noCertificate: 0, refused: 0 }, traffic: undefined };
     this.workers.set(worker.id, state);
-    worker.on('message', (m: ToPrimary) => {
+    const onMessage = (m: ToPrimary) => {
       if (m.type === 'config?') {
         this.send(worker, { type: 'config', config: this.config });
       } else if (m.type === 'hello') {
@@ -236,8 +206,8 @@ export class ClusterGateway extends GatewayInstance {
         this.firstListening?.(m.addresses);
         this.firstListening = undefined;
       }
-    });
-    worker.on('exit', (code, signal) => {
+    };
+    const onExit = (code: number | null, signal: string | null) => {
       this.workers.delete(worker.id);
       this.handoff.done(worker.id);
       this.ahead.done(worker.id);
@@ -250,7 +220,12 @@ export class ClusterGateway extends GatewayInstance {
       const delay = restartDelay(this.deaths, Date.now());
       log.error({ pid: worker.process.pid, code, signal, restartInMs: delay }, `worker died; starting another in ${delay} ms`);
       setTimeout(() => !this.draining && this.fork(index), delay).unref();
-    });
+    };
+    early?.release();
+    worker.on('message', onMessage);
+    worker.on('exit', onExit);
+    for (const m of early?.messages ?? []) onMessage(m);
+    if (early?.exited !== undefined) onExit(early.exited.code, early.exited.signal);
   }
 
   /** The revision every worker serves (the lowest; 0 while one has none). */

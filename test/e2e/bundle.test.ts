@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, utimesSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { buildGateway, ROOT } from '../../bench/lib.ts';
@@ -74,6 +76,32 @@ describe('the build: workers from the bundle', () => {
       assert.equal((await get(`${again.url}/a`)).status, 200);
     } finally {
       await again.cleanup();
+    }
+  });
+
+  test('a start that fails after the workers were forked: one error, exit 1, no worker left to crash', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-early-'));
+    try {
+      writeFileSync(path.join(dir, 'routes.yaml'), 'routes: []\n');
+      // the CLI forks the workers once portico.yaml is read (server/worker-fork.ts), then fails on the
+      // plugin folder. (Without killWorkers() the workers still exit, but when the start fails before a
+      // worker has said it is online, that worker crashed on the closed channel and printed the trace:
+      // seen by hand, a race this test does not force.)
+      writeFileSync(
+        path.join(dir, 'portico.yaml'),
+        `proxy: { listen: ["127.0.0.1:0"], workers: 2 }\nstatus: { listen: "127.0.0.1:0" }\nconfig: { source: file, file: { path: routes.yaml } }\nplugin_dirs: ["${dir}/missing"]\n`,
+      );
+      // execFile calls back once stdout and stderr are closed, which the workers hold too
+      const { code, out: text } = await new Promise<{ code: number; out: string }>((resolve) =>
+        execFile(process.execPath, [path.join(out, 'dist', 'cli', 'main.js'), 'start', '--config', path.join(dir, 'portico.yaml')], { timeout: 30_000 }, (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }),
+        ),
+      );
+      assert.equal(code, 1, text);
+      assert.match(text, /plugin_dirs: cannot read .*missing/);
+      assert.doesNotMatch(text, /EPIPE|ERR_IPC|Unhandled/, text);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
