@@ -186,7 +186,8 @@ describe('portico apply through a gateway: 5,000 routes in one revision', () => 
     const upstream = await startUpstream('u');
     const adminPort = await freePort();
     const gw = await startGateway({
-      etcd: { endpoints: [etcd.clientUrl] },
+      // a 5,000-put transaction took over 2 s (the helper's etcd timeout) on a loaded 2-core machine
+      etcd: { endpoints: [etcd.clientUrl], timeout: 10 },
       extra: { admin: { listen: `127.0.0.1:${adminPort}`, keys: [{ key: ADMIN_KEY, role: 'admin', name: 'ci' }], max_txn_ops: 20000 } },
     });
     const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-apply-'));

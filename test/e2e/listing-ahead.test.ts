@@ -37,8 +37,8 @@ describe('ListingAhead and ListingReader', () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   test('a follower that applied the file and then the settling update has exactly the snapshot', () => {
-    const ahead = new ListingAhead(dir);
-    assert.equal(ahead.add([route(0)]), false, 'a batch waits for 1,000 objects');
+    const ahead = new ListingAhead(dir, 1000);
+    assert.equal(ahead.add([route(0)]), false, 'a line waits for 1,000 objects');
     const first = ahead.follow(1)!;
     assert.equal(first.path, undefined, 'nothing written yet');
     assert.equal(ahead.follows(1), false, 'no line yet (a file source never writes one): the whole snapshot');
@@ -87,7 +87,7 @@ describe('ListingAhead and ListingReader', () => {
   });
 
   test('a folder where nothing can be written: no follower, the listing is not kept', () => {
-    const ahead = new ListingAhead(path.join(dir, 'missing', 'deeper'));
+    const ahead = new ListingAhead(path.join(dir, 'missing', 'deeper'), 1000);
     ahead.follow(1);
     assert.equal(ahead.add(Array.from({ length: 1000 }, (_, i) => route(i))), false);
     assert.equal(ahead.follows(1), false, 'the worker gets the whole snapshot');
@@ -109,7 +109,7 @@ describe('a two-worker gateway on etcd builds its tables from the listing', () =
     client = new EtcdClient({ endpoints: [etcd.clientUrl] });
     up = await startUpstream('up');
     await client.put('/portico/upstreams/u', JSON.stringify({ nodes: { [up.address]: 1 } }));
-    // 2,500 routes (three lines of the file), one of them pointing at an upstream that does not exist
+    // 2,500 routes, one of them pointing at an upstream that does not exist
     for (let i = 0; i < 2500; i += 100) {
       const ops = [];
       for (let j = i; j < i + 100; j++) ops.push({ put: { key: `/portico/routes/r${j}`, value: JSON.stringify({ uri: `/r/${j}`, upstream_id: j === 1234 ? 'missing' : 'u' }) } });
