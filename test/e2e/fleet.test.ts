@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { InstanceRegistration, type InstanceRecord } from '../../src/server/registration.ts';
 import { EtcdClient } from '../../src/sources/etcd/client.ts';
 import { freePort, startEtcd, type EtcdProcess } from '../helpers/etcd.ts';
+import { etcdForSuite } from '../helpers/etcd-suite.ts';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 import { sleep, waitUntil } from '../helpers/wait.ts';
@@ -62,24 +63,15 @@ function fleetCli(configPath: string, json = true): Promise<{ code: number; stdo
 }
 
 describe('fleet registration (InstanceRegistration against etcd)', () => {
-  let etcd: EtcdProcess;
-  let client: EtcdClient;
-  before(async () => {
-    etcd = await startEtcd();
-    client = new EtcdClient({ endpoints: [etcd.clientUrl] });
-  });
-  after(async () => {
-    await client?.close();
-    await etcd?.stop();
-  });
+  const suite = etcdForSuite();
   const read = async (key: string) => {
-    const kv = (await client.range(key)).kvs[0];
+    const kv = (await suite.client.range(key)).kvs[0];
     return kv ? { ...kv, record: JSON.parse(kv.value) as InstanceRecord } : undefined;
   };
 
   test('40 revisions in 1 s with a 0.4 s interval: a handful of writes, and the last revision is published', async () => {
     const key = '/reg/_instances/rate';
-    const reg = new InstanceRegistration(client, key, { ttl: 5, fleetInterval: 0.4 });
+    const reg = new InstanceRegistration(suite.client, key, { ttl: 5, fleetInterval: 0.4 });
     try {
       for (let rev = 1; rev <= 40; rev++) {
         reg.update(record({ revision: rev }));
@@ -103,7 +95,7 @@ describe('fleet registration (InstanceRegistration against etcd)', () => {
 
   test('state changes are written at once; revision-only changes wait for the interval', async () => {
     const key = '/reg/_instances/state';
-    const reg = new InstanceRegistration(client, key, { ttl: 5, fleetInterval: 30 });
+    const reg = new InstanceRegistration(suite.client, key, { ttl: 5, fleetInterval: 30 });
     try {
       reg.update(record({ revision: 5, ready: false }));
       await waitUntil(async () => (await read(key))?.record.revision === 5, 1000, 'first record');
@@ -129,11 +121,11 @@ describe('fleet registration (InstanceRegistration against etcd)', () => {
 
   test('lease lost (revoked behind our back): registered again under a new lease', async () => {
     const key = '/reg/_instances/lease';
-    const reg = new InstanceRegistration(client, key, { ttl: 3, fleetInterval: 30 });
+    const reg = new InstanceRegistration(suite.client, key, { ttl: 3, fleetInterval: 30 });
     try {
       reg.update(record({ revision: 1 }));
       const first = await waitUntil(() => read(key), 1000, 'registered');
-      await client.revokeLease(first.lease!);
+      await suite.client.revokeLease(first.lease!);
       assert.equal(await read(key), undefined);
       // keep-alive runs every ttl/3 = 1 s and finds the lease gone
       const again = await waitUntil(() => read(key), 3000, 're-registered');

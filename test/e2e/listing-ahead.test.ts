@@ -12,8 +12,8 @@ import { SnapshotReplica, updateOf, type SnapshotUpdate } from '../../src/config
 import type { Snapshot } from '../../src/config/snapshot.ts';
 import type { ValidObject } from '../../src/config/store.ts';
 import { ListingAhead, ListingReader } from '../../src/server/listing-ahead.ts';
-import { EtcdClient } from '../../src/sources/etcd/client.ts';
-import { startEtcd, startTcpProxy, type EtcdProcess, type TcpProxy } from '../helpers/etcd.ts';
+import { startTcpProxy, type TcpProxy } from '../helpers/etcd.ts';
+import { etcdForSuite } from '../helpers/etcd-suite.ts';
 import { startGateway } from '../helpers/gateway.ts';
 import { get } from '../helpers/http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
@@ -96,30 +96,25 @@ describe('ListingAhead and ListingReader', () => {
 });
 
 describe('a two-worker gateway on etcd builds its tables from the listing', () => {
-  let etcd: EtcdProcess;
-  let client: EtcdClient;
+  const suite = etcdForSuite();
   let up: TestUpstream;
   let slow: TcpProxy;
   before(async () => {
-    etcd = await startEtcd();
     // the gateway reads etcd through this: a listing that takes seconds, as 50,000 routes do, so
     // that the workers (loading their code meanwhile) follow it
-    slow = await startTcpProxy(etcd.clientPort);
+    slow = await startTcpProxy(suite.etcd.clientPort);
     slow.setRate(150_000);
-    client = new EtcdClient({ endpoints: [etcd.clientUrl] });
     up = await startUpstream('up');
-    await client.put('/portico/upstreams/u', JSON.stringify({ nodes: { [up.address]: 1 } }));
+    await suite.client.put('/portico/upstreams/u', JSON.stringify({ nodes: { [up.address]: 1 } }));
     // 2,500 routes, one of them pointing at an upstream that does not exist
     for (let i = 0; i < 2500; i += 100) {
       const ops = [];
       for (let j = i; j < i + 100; j++) ops.push({ put: { key: `/portico/routes/r${j}`, value: JSON.stringify({ uri: `/r/${j}`, upstream_id: j === 1234 ? 'missing' : 'u' }) } });
-      await client.txn({ success: ops });
+      await suite.client.txn({ success: ops });
     }
   });
   after(async () => {
-    await client?.close();
     await slow?.close();
-    await etcd?.stop();
     await up?.close();
   });
 
@@ -144,7 +139,7 @@ describe('a two-worker gateway on etcd builds its tables from the listing', () =
       for (let k = 0; k < 4; k++) assert.equal((await get(`${gw.url}/r/1234`)).status, 404, 'listed, but not in force: settled away');
 
       // a live change and a replacement worker: the listing is over, it gets the whole snapshot
-      await client.put('/portico/routes/r1234', JSON.stringify({ uri: '/r/1234', upstream_id: 'u' }));
+      await suite.client.put('/portico/routes/r1234', JSON.stringify({ uri: '/r/1234', upstream_id: 'u' }));
       await waitUntil(async () => (await get(`${gw.url}/r/1234`)).status === 200, 5000, 'r1234 fixed');
       const [victim] = ((await gw.status()).workers ?? []).map((w) => w.pid);
       process.kill(victim!, 'SIGKILL');

@@ -11,8 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
-import { EtcdClient } from '../../src/sources/etcd/client.ts';
-import { startEtcd, type EtcdProcess } from '../helpers/etcd.ts';
+import { etcdForSuite } from '../helpers/etcd-suite.ts';
 import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
 import { get } from '../helpers/http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
@@ -100,29 +99,20 @@ describe('a node port no socket can use is rejected, never compiled', () => {
   });
 
   describe('etcd source', () => {
-    let etcd: EtcdProcess;
-    let client: EtcdClient;
-    before(async () => {
-      etcd = await startEtcd();
-      client = new EtcdClient({ endpoints: [etcd.clientUrl] });
-    });
-    after(async () => {
-      await client?.close();
-      await etcd?.stop();
-    });
+    const suite = etcdForSuite();
 
     test('one process: a new instance started with the bad key present becomes ready and serves', async () => {
       const prefix = '/one';
-      await client.put(`${prefix}/upstreams/bad`, JSON.stringify({ nodes: { '127.0.0.1:80800': 1 } }));
-      await client.put(`${prefix}/routes/ok`, JSON.stringify({ uri: '/ok', upstream: { nodes: { [up.address]: 1 } } }));
-      const gw = await startGateway({ etcd: { endpoints: [etcd.clientUrl], prefix } });
+      await suite.client.put(`${prefix}/upstreams/bad`, JSON.stringify({ nodes: { '127.0.0.1:80800': 1 } }));
+      await suite.client.put(`${prefix}/routes/ok`, JSON.stringify({ uri: '/ok', upstream: { nodes: { [up.address]: 1 } } }));
+      const gw = await startGateway({ etcd: { endpoints: [suite.etcd.clientUrl], prefix } });
       try {
         assert.equal((await gw.status()).ready, true);
         assert.equal((await get(`${gw.url}/ok`)).status, 200);
         assert.equal((await rejectionOf(gw, 'upstreams', 'bad'))?.reason, BAD_PORT_REASON);
         // a live put of another bad port (0) is rejected too, and the gateway keeps applying changes
-        await client.put(`${prefix}/upstreams/zero`, JSON.stringify({ nodes: { '127.0.0.1:0': 1 } }));
-        await client.put(`${prefix}/routes/ok2`, JSON.stringify({ uri: '/ok2', upstream: { nodes: { [up.address]: 1 } } }));
+        await suite.client.put(`${prefix}/upstreams/zero`, JSON.stringify({ nodes: { '127.0.0.1:0': 1 } }));
+        await suite.client.put(`${prefix}/routes/ok2`, JSON.stringify({ uri: '/ok2', upstream: { nodes: { [up.address]: 1 } } }));
         await waitUntil(async () => (await get(`${gw.url}/ok2`)).status === 200, 5000, '/ok2 served');
         assert.equal((await rejectionOf(gw, 'upstreams', 'zero'))?.code, 'PORTICO_ERR_SEMANTIC');
       } finally {
@@ -132,12 +122,12 @@ describe('a node port no socket can use is rejected, never compiled', () => {
 
     test('workers: 2: no crash loop, requests served, the snapshot file is not poisoned', async () => {
       const prefix = '/two';
-      await client.put(`${prefix}/routes/ok`, JSON.stringify({ uri: '/ok', upstream: { nodes: { [up.address]: 1 } } }));
-      const gw = await startGateway({ etcd: { endpoints: [etcd.clientUrl], prefix }, workers: 2 });
+      await suite.client.put(`${prefix}/routes/ok`, JSON.stringify({ uri: '/ok', upstream: { nodes: { [up.address]: 1 } } }));
+      const gw = await startGateway({ etcd: { endpoints: [suite.etcd.clientUrl], prefix }, workers: 2 });
       try {
         const pids = (await gw.status()).workers!.map((w) => w.pid).sort();
-        await client.put(`${prefix}/upstreams/bad`, JSON.stringify({ nodes: { '127.0.0.1:80800': 1 } }));
-        await client.put(`${prefix}/routes/after`, JSON.stringify({ uri: '/after', upstream: { nodes: { [up.address]: 1 } } }));
+        await suite.client.put(`${prefix}/upstreams/bad`, JSON.stringify({ nodes: { '127.0.0.1:80800': 1 } }));
+        await suite.client.put(`${prefix}/routes/after`, JSON.stringify({ uri: '/after', upstream: { nodes: { [up.address]: 1 } } }));
         const rej = await waitUntil(() => rejectionOf(gw, 'upstreams', 'bad'), 5000, 'the bad upstream rejected');
         assert.equal(rej.reason, BAD_PORT_REASON);
         await waitUntil(async () => (await get(`${gw.url}/after`)).status === 200, 5000, '/after served');

@@ -4,20 +4,11 @@
  * in small pages; every key exactly once, in order, at the first page's revision.
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { EtcdClient, type KeyValue } from '../../src/sources/etcd/client.ts';
-import { startEtcd, type EtcdProcess } from '../helpers/etcd.ts';
+import { test } from 'node:test';
+import type { KeyValue } from '../../src/sources/etcd/client.ts';
+import { etcdForSuite } from '../helpers/etcd-suite.ts';
 
-let etcd: EtcdProcess;
-let client: EtcdClient;
-before(async () => {
-  etcd = await startEtcd();
-  client = new EtcdClient({ endpoints: [etcd.clientUrl] });
-});
-after(async () => {
-  await client?.close();
-  await etcd?.stop();
-});
+const suite = etcdForSuite();
 
 /** `n` keys `<prefix>/k00000...` with values of `size` bytes, in transactions of 100 puts. */
 async function fill(prefix: string, n: number, size: number): Promise<void> {
@@ -25,7 +16,7 @@ async function fill(prefix: string, n: number, size: number): Promise<void> {
   for (let i = 0; i < n; i += 100) {
     const ops = [];
     for (let j = i; j < Math.min(n, i + 100); j++) ops.push({ put: { key: `${prefix}/k${String(j).padStart(5, '0')}`, value: 'v'.repeat(size) } });
-    puts.push(client.txn({ success: ops }));
+    puts.push(suite.client.txn({ success: ops }));
     if (puts.length === 8) await Promise.all(puts.splice(0));
   }
   await Promise.all(puts);
@@ -36,7 +27,7 @@ const base64Bytes = (kv: KeyValue) => Math.ceil(Buffer.byteLength(kv.key) / 3) *
 
 async function pages(prefix: string, opts: { pageBytes?: number; pageSize?: number } = {}): Promise<{ pages: KeyValue[][]; revision: number }> {
   const out: KeyValue[][] = [];
-  const { revision } = await client.rangePages(prefix, opts, (kvs) => void out.push(kvs));
+  const { revision } = await suite.client.rangePages(prefix, opts, (kvs) => void out.push(kvs));
   return { pages: out, revision };
 }
 
@@ -71,10 +62,10 @@ test('a fixed pageSize, and keys written while paging: pages of that size, all a
   await fill('/fixed', 1050, 10);
   let writes = 0;
   const got: KeyValue[][] = [];
-  const { revision } = await client.rangePages('/fixed/', { pageSize: 300 }, async (kvs) => {
+  const { revision } = await suite.client.rangePages('/fixed/', { pageSize: 300 }, async (kvs) => {
     got.push(kvs);
     // a key that sorts last, written during the listing: not part of it
-    await client.put(`/fixed/z${writes++}`, 'late');
+    await suite.client.put(`/fixed/z${writes++}`, 'late');
   });
   assert.deepEqual(got.map((p) => p.length), [300, 300, 300, 150]);
   assertAllInOrder(got, '/fixed', 1050);
