@@ -64,6 +64,7 @@ export async function runWorker(config: GatewayConfig): Promise<void> {
   // could not be compiled (compiled again, and reported, once the first snapshot holds them)
   const listing = new ListingReader();
   let listingFailed = false;
+  let askedAgain = false;
   const failedAhead: CompileFailure[] = [];
   let stopping = false;
   const stop = () => {
@@ -91,8 +92,10 @@ export async function runWorker(config: GatewayConfig): Promise<void> {
     } else if (m.type === 'snapshot' || m.type === 'snapshot-file') {
       const update = m.type === 'snapshot' ? m.update : (JSON.parse(readFileSync(m.path, 'utf8')) as SnapshotUpdate);
       if (first !== undefined && listingFailed && !update.full) {
-        // relative to a listing this worker could not read: the whole snapshot comes instead
-        send({ type: 'hello' });
+        // relative to a listing this worker could not read: the whole snapshot comes instead (asked
+        // for once; changes published meanwhile are in it)
+        if (!askedAgain) send({ type: 'hello' });
+        askedAgain = true;
         return;
       }
       const { snapshot, diff } = replica.apply(update);
