@@ -26,10 +26,6 @@ export interface ApplyResult {
   rejected: RejectionRecord[];
 }
 
-/**
- * Receives each published snapshot. A listener that compiles it (the data plane) returns what it
- * could not compile; the store rejects those objects and publishes again without them.
- */
 /** A schema-valid object of a listing (ConfigStore.prevalidate). */
 export interface ValidObject {
   kind: Kind;
@@ -38,6 +34,10 @@ export interface ValidObject {
   value: unknown;
 }
 
+/**
+ * Receives each published snapshot. A listener that compiles it (the data plane) returns what it
+ * could not compile; the store rejects those objects and publishes again without them.
+ */
 export type SnapshotListener = (snapshot: Snapshot, diff: SnapshotDiff) => readonly CompileFailure[] | void;
 
 export interface ConfigStoreOptions {

@@ -43,7 +43,7 @@ export type ToPrimary =
   | { type: 'config?' }
   /** set up: send the snapshot */
   | { type: 'hello' }
-  /** the listing file could not be read: send the whole snapshot (a `hello` follows) */
+  /** the listing file could not be read: greet it with the whole snapshot (it says `hello` again if it got only a difference) */
   | { type: 'listing-failed' }
   | { type: 'listening'; addresses: AddressInfo[] }
   | { type: 'applied'; revision: number }
