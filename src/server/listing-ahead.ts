@@ -78,7 +78,7 @@ export class ListingAhead {
     return this.path !== undefined && this.followers.has(reader);
   }
 
-  /** Where the file goes now (for the followers: after add() or settle() returned true). */
+  /** Where the file goes now (tell the followers after add() or finish() returned true). */
   get position(): { path: string; end: number } | undefined {
     return this.path === undefined ? undefined : { path: this.path, end: this.end };
   }
@@ -136,6 +136,7 @@ export class ListingAhead {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
     if (this.path !== undefined) remove(this.path);
+    this.path = undefined;
     process.off('exit', this.removeFile);
   }
 

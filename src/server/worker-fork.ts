@@ -58,12 +58,14 @@ export interface EarlyWorker {
   release(): void;
 }
 
+let setUp = false;
+
 /**
  * Sets the workers' entry and node flags, once per process (from the sources, they load them through
  * tsx as the primary does: bin/portico.js may have registered it itself rather than by a node flag
  * they inherit).
  */
-export function setupWorkers(): void {
+function setupWorkers(): void {
   if (setUp) return;
   setUp = true;
   const exec = workerEntry();
@@ -71,7 +73,6 @@ export function setupWorkers(): void {
   if (exec.endsWith('.ts') && !execArgv.some((a) => a.includes('tsx'))) execArgv.unshift(`--import=${import.meta.resolve('tsx')}`);
   cluster.setupPrimary({ exec, args: [], execArgv });
 }
-let setUp = false;
 
 /** Forks worker `index` (its place 0..count-1, kept by its replacement; worker 0 serves the UDP listeners). */
 export function forkWorker(index: number): Worker {

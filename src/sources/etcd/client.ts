@@ -165,7 +165,7 @@ const MAX_PAGE = 10_000;
 const PAGE_BYTES = 4 * 1024 * 1024;
 
 /** How many keys the next page asks for: as many as fit in `pageBytes` at this page's mean size. */
-export function nextPageSize(page: readonly RawKeyValue[], pageBytes: number): number {
+function nextPageSize(page: readonly RawKeyValue[], pageBytes: number): number {
   let bytes = 0;
   for (const kv of page) bytes += (kv.key?.length ?? 0) + (kv.value?.length ?? 0);
   const mean = Math.max(1, bytes / Math.max(1, page.length));
@@ -351,11 +351,7 @@ export class EtcdClient {
    * Every key under `prefix` at one revision, read in pages (see rangePages). All pages are read at
    * the revision of the first one, so the result is a consistent snapshot even while keys change.
    */
-  async rangePrefix(
-    prefix: string,
-    /** from: start at this key (>= prefix) instead of at the prefix; the range still ends where the prefix ends */
-    opts: PageOptions = {},
-  ): Promise<{ header: ResponseHeader; revision: number; kvs: KeyValue[] }> {
+  async rangePrefix(prefix: string, opts: PageOptions = {}): Promise<{ header: ResponseHeader; revision: number; kvs: KeyValue[] }> {
     const kvs: KeyValue[] = [];
     const { header, revision } = await this.rangePages(prefix, opts, (page) => {
       for (const kv of page) kvs.push(kv);
