@@ -135,9 +135,13 @@ export class ClusterGateway extends GatewayInstance {
 
   /** Workers following the listing (server/listing-ahead.ts) and not yet greeted: the file grew. */
   private tellFollowers(): void {
+    for (const { worker, greeted } of this.workers.values()) if (!greeted) this.tell(worker);
+  }
+
+  /** How far the listing file goes now, if `worker` follows it and it has lines. */
+  private tell(worker: Worker): void {
     const at = this.ahead.position;
-    if (at === undefined) return;
-    for (const { worker, greeted } of this.workers.values()) if (!greeted && this.ahead.follows(worker.id)) this.send(worker, { type: 'listing', ...at });
+    if (at !== undefined && this.ahead.follows(worker.id)) this.send(worker, { type: 'listing', ...at });
   }
 
   /**
@@ -180,8 +184,8 @@ export class ClusterGateway extends GatewayInstance {
         else {
           this.waiting.push(worker);
           // it builds its tables from the listing meanwhile, from the file's first line
-          const at = this.ahead.follow(worker.id);
-          if (at?.path !== undefined && at.end > 0) this.send(worker, { type: 'listing', path: at.path, end: at.end });
+          this.ahead.follow(worker.id);
+          this.tell(worker);
         }
       } else if (m.type === 'listing-failed') {
         // it said hello again, or will: it gets the whole snapshot

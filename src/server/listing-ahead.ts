@@ -1,12 +1,11 @@
-import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { KINDS, perKind, type Kind } from '../config/changeset.ts';
 import type { SnapshotUpdate } from '../config/replica.ts';
 import type { Snapshot, StoredObject } from '../config/snapshot.ts';
 import type { ValidObject } from '../config/store.ts';
 import { log } from '../observability/log.ts';
+import { removeWorkerFile, workerFilePath } from './worker-files.ts';
 
 /*
  * The listing, ahead of the snapshot: while the primary lists the config source at start, the
@@ -64,13 +63,11 @@ export class ListingAhead {
   }
 
   /**
-   * `reader` follows the file from its start (it is told of it now and of every line after):
-   * returns how far it goes now, or undefined when the listing is over or no file could be written.
+   * `reader` follows the file from its start (tell it `position` now and after each line), unless
+   * the listing is over or no file could be written.
    */
-  follow(reader: number): { path: string | undefined; end: number } | undefined {
-    if (this.finished) return undefined;
-    this.followers.add(reader);
-    return { path: this.path, end: this.end };
+  follow(reader: number): void {
+    if (!this.finished) this.followers.add(reader);
   }
 
   /** `reader` follows a file that has lines (with none, it gets the whole snapshot: from a file source, say) */
@@ -135,7 +132,7 @@ export class ListingAhead {
     this.settled = undefined;
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
-    if (this.path !== undefined) remove(this.path);
+    if (this.path !== undefined) removeWorkerFile(this.path);
     this.path = undefined;
     process.off('exit', this.removeFile);
   }
@@ -145,7 +142,7 @@ export class ListingAhead {
     this.pending = [];
     try {
       if (this.fd === undefined) {
-        const at = path.join(this.dir, `portico-listing-${process.pid}-${randomBytes(4).toString('hex')}.jsonl`);
+        const at = workerFilePath(this.dir, 'listing', 'jsonl');
         this.fd = openSync(at, 'wx', 0o600);
         this.path = at;
         process.once('exit', this.removeFile);
@@ -203,14 +200,5 @@ export class ListingReader {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
     this.path = undefined;
-  }
-}
-
-/** A file that cannot be removed (gone, or the folder changed under us) is left; the gateway goes on. */
-function remove(file: string): void {
-  try {
-    rmSync(file, { force: true });
-  } catch (err) {
-    log.warn({ err: (err as Error).message, path: file }, 'cannot remove the listing file written for the workers');
   }
 }

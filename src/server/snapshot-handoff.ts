@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import { rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { updateOf } from '../config/replica.ts';
 import type { Snapshot } from '../config/snapshot.ts';
 import { log } from '../observability/log.ts';
+import { removeWorkerFile, workerFilePath } from './worker-files.ts';
 
 /**
  * A worker's first snapshot (all of it), serialized once and handed over in a file that every
@@ -32,12 +31,12 @@ export class SnapshotHandoff {
   fileFor(snapshot: Snapshot, reader: number): string | undefined {
     let file = this.files.find((f) => f.snapshot === snapshot);
     if (file === undefined) {
-      const at = path.join(this.dir, `portico-snapshot-${process.pid}-${randomBytes(4).toString('hex')}.json`);
+      const at = workerFilePath(this.dir, 'snapshot', 'json');
       try {
         writeFileSync(at, JSON.stringify(updateOf(snapshot, undefined)), { mode: 0o600 });
       } catch (err) {
         log.warn({ err: (err as Error).message, path: at }, 'cannot write the snapshot for the workers to a file; sending it over IPC');
-        remove(at);
+        removeWorkerFile(at);
         return undefined;
       }
       file = { snapshot, path: at, readers: new Set() };
@@ -52,22 +51,13 @@ export class SnapshotHandoff {
     for (let i = this.files.length - 1; i >= 0; i--) {
       const file = this.files[i]!;
       if (!file.readers.delete(reader) || file.readers.size > 0) continue;
-      remove(file.path);
+      removeWorkerFile(file.path);
       this.files.splice(i, 1);
     }
   }
 
   close(): void {
-    for (const file of this.files.splice(0)) remove(file.path);
+    for (const file of this.files.splice(0)) removeWorkerFile(file.path);
     process.off('exit', this.removeAll);
-  }
-}
-
-/** A file that cannot be removed (gone, or the folder changed under us) is left; the gateway goes on. */
-function remove(file: string): void {
-  try {
-    rmSync(file, { force: true });
-  } catch (err) {
-    log.warn({ err: (err as Error).message, path: file }, 'cannot remove the snapshot file handed to the workers');
   }
 }

@@ -3,7 +3,7 @@ import { setupPlugins } from '../plugins/registry.ts';
 import { runWorker, type ToPrimary, type ToWorker } from './worker.ts';
 
 /*
- * The entry of a worker process (`proxy.workers` > 1), forked by server/cluster.ts. The primary has
+ * The entry of a worker process (`proxy.workers` > 1), forked by server/worker-fork.ts. The primary has
  * read and checked portico.yaml and sends it as the answer to the worker's first message, so a worker
  * loads neither the CLI, the YAML reader nor the config schema and its validator, CPU the primary's
  * listing of the config needs (a two-worker start at 50,000 routes: 3.02 -> 2.80 s; docs/operations.md,

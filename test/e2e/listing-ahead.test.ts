@@ -39,8 +39,8 @@ describe('ListingAhead and ListingReader', () => {
   test('a follower that applied the file and then the settling update has exactly the snapshot', () => {
     const ahead = new ListingAhead(dir, 1000);
     assert.equal(ahead.add([route(0)]), false, 'a line waits for 1,000 objects');
-    const first = ahead.follow(1)!;
-    assert.equal(first.path, undefined, 'nothing written yet');
+    ahead.follow(1);
+    assert.equal(ahead.position, undefined, 'nothing written yet');
     assert.equal(ahead.follows(1), false, 'no line yet (a file source never writes one): the whole snapshot');
     assert.equal(ahead.add(Array.from({ length: 1499 }, (_, i) => route(i + 1))), true, 'a line written');
     assert.equal(ahead.follows(1), true);
@@ -91,7 +91,8 @@ describe('ListingAhead and ListingReader', () => {
     ahead.follow(1);
     assert.equal(ahead.add(Array.from({ length: 1000 }, (_, i) => route(i))), false);
     assert.equal(ahead.follows(1), false, 'the worker gets the whole snapshot');
-    assert.equal(ahead.follow(2), undefined);
+    ahead.follow(2);
+    assert.equal(ahead.follows(2), false, 'nor anyone later');
   });
 });
 
