@@ -4,7 +4,7 @@
  */
 import { IpMatcher, unmapIpv4 } from './ip.ts';
 import type { MatchRequest, PostArgs, RouteMatchSpec, RouterMode } from './types.ts';
-import { compileUriPattern, type UriPattern } from './uri-pattern.ts';
+import { checkUriPattern, compileUriPattern, type UriPattern } from './uri-pattern.ts';
 import { compileVars, evaluateVars, postArgValue, type CompiledVars, type ValueLookup, type VarSource } from './vars.ts';
 
 /**
@@ -93,6 +93,22 @@ export function compileMatcher(spec: RouteMatchSpec, mode: RouterMode): RouteMat
     remoteAddrs: spec.remoteAddrs && spec.remoteAddrs.length > 0 ? IpMatcher.compile(spec.remoteAddrs) : undefined,
     vars: spec.vars !== undefined ? compileVars(spec.vars, ROUTE_VARS) : undefined,
   };
+}
+
+/**
+ * Throws what compileMatcher would throw for `spec`, building only what can fail (the uri patterns
+ * the config-regex compiler analyses, the vars): for a process that checks routes it does not serve.
+ */
+export function checkMatcher(spec: RouteMatchSpec, mode: RouterMode): void {
+  spec.uris.forEach((uri, i) => {
+    try {
+      checkUriPattern(uri, mode);
+    } catch (err) {
+      throw new Error(`uris[${i}]: ${(err as Error).message}`);
+    }
+  });
+  if (spec.remoteAddrs !== undefined && spec.remoteAddrs.length > 0) IpMatcher.compile(spec.remoteAddrs);
+  if (spec.vars !== undefined) compileVars(spec.vars, ROUTE_VARS);
 }
 
 /** Route vars may read the request body (the router asks the transport for it: RequestView). */

@@ -45,6 +45,8 @@ interface UriShape {
   withParameters: boolean;
   /** a `:name` segment, or a `*` segment that is not simply the trailing `*` */
   needsPattern: boolean;
+  /** a `*` segment that is not simply the trailing `*` (`*name`, or `*` before another segment) */
+  wildcardGroup: boolean;
 }
 
 function shapeOf(uri: string, mode: RouterMode): UriShape {
@@ -53,14 +55,15 @@ function shapeOf(uri: string, mode: RouterMode): UriShape {
   const star = uri.indexOf('*');
   const cut = colon === -1 ? star : star === -1 ? colon : Math.min(colon, star);
   let needsPattern = false;
+  let wildcardGroup = false;
   if (cut !== -1) {
     const segments = uri.split('/');
     segments.forEach((segment, index) => {
       if (withParameters && segment.charCodeAt(0) === 0x3a /* : */) needsPattern = true;
-      else if (segment.charCodeAt(0) === 0x2a /* * */ && (segment.length > 1 || index !== segments.length - 1)) needsPattern = true;
+      else if (segment.charCodeAt(0) === 0x2a /* * */ && (segment.length > 1 || index !== segments.length - 1)) needsPattern = wildcardGroup = true;
     });
   }
-  return { cut, withParameters, needsPattern };
+  return { cut, withParameters, needsPattern, wildcardGroup };
 }
 
 /**
@@ -88,10 +91,23 @@ export function questionMarkProblem(uri: string, mode: RouterMode): string | und
 
 const NO_PARAMS: readonly (string | undefined)[] = Object.freeze([]);
 
+/**
+ * Throws what compileUriPattern would throw for `uri`, without building the pattern: for a process
+ * that validates routes it does not serve (a primary with workers, `portico validate`, the Admin
+ * API), where the compiled pattern would be garbage at once. Only the config-regex compiler's
+ * analysis can fail past questionMarkProblem(), and only for the patterns it is given.
+ */
+export function checkUriPattern(uri: string, mode: RouterMode): void {
+  const question = questionMarkProblem(uri, mode);
+  if (question !== undefined) throw new Error(question);
+  if (!uri.includes('?') && !shapeOf(uri, mode).wildcardGroup) return; // an exact, prefix or segment pattern: valid by construction
+  compileUriPattern(uri, mode);
+}
+
 export function compileUriPattern(uri: string, mode: RouterMode): UriPattern {
   const question = questionMarkProblem(uri, mode);
   if (question !== undefined) throw new Error(question);
-  const { cut, withParameters, needsPattern } = shapeOf(uri, mode);
+  const { cut, withParameters, needsPattern, wildcardGroup } = shapeOf(uri, mode);
   if (cut === -1) {
     return { uri, exact: true, key: uri, regex: undefined, paramNames: NO_PARAMS };
   }
@@ -100,8 +116,7 @@ export function compileUriPattern(uri: string, mode: RouterMode): UriPattern {
   if (!needsPattern) return { uri, exact: false, key, regex: undefined, paramNames: NO_PARAMS };
 
   const paramNames: (string | undefined)[] = [];
-  let wildcardGroup = false;
-  const parts = uri.split('/').map((segment, index, all) => {
+  const parts = uri.split('/').map((segment) => {
     if (withParameters && segment.charCodeAt(0) === 0x3a /* : */) {
       paramNames.push(segment.slice(1));
       return '([^/]+)';
@@ -109,7 +124,6 @@ export function compileUriPattern(uri: string, mode: RouterMode): UriPattern {
     if (segment.charCodeAt(0) === 0x2a /* * */) {
       const name = segment.slice(1);
       paramNames.push(name === '' ? undefined : name);
-      if (name !== '' || index !== all.length - 1) wildcardGroup = true;
       return '([\\s\\S]*)';
     }
     return escapeLiteral(segment);

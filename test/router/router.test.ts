@@ -397,6 +397,30 @@ describe('checkRouteSpec', () => {
     assert.match(checkRouteSpec(spec({ id: 'r', uris: ['/user/:/x'] }), 'radixtree_uri_with_parameter') ?? '', /needs a name/);
   });
 
+  it('checks without compiling exactly as it checks by compiling (a primary with workers checks routes it never serves)', () => {
+    const uris = [
+      '/', '/a', '/a/*', '/a*', '/*', '/*/x', '/a/*rest', '/*a/*b/end', '/user/:id', '/user/:id/x.y', '/user/:id?', '/api/:v/nodes/?',
+      '/a?', '/a?x=1', '/a/*?', '/a/*/b?', '/:x?/y', '/a/:v/b???', '/v1.0/:id', '/*a/' + 'x'.repeat(1_100) + '/*b/end', '/a/:id/*',
+    ];
+    const modes: RouterMode[] = ['radixtree_uri', 'radixtree_uri_with_parameter', 'radixtree_host_uri'];
+    let rejected = 0;
+    for (const mode of modes) {
+      for (const [i, uri] of uris.entries()) {
+        for (const extra of [{}, { vars: [['uri', '~~', '(unclosed']] }, { remoteAddrs: ['10.0.0.0/33'] }] as Partial<RouteInput>[]) {
+          const input = spec({ id: `r${i}`, uris: ['/ok', uri], ...extra });
+          let compiled: unknown;
+          const byCompiling = checkRouteSpec(input, mode, (m) => (compiled = m));
+          const byChecking = checkRouteSpec(input, mode);
+          assert.equal(byChecking, byCompiling, `${mode} ${uri} ${JSON.stringify(extra)}`);
+          assert.equal(compiled === undefined, byCompiling !== undefined);
+          if (byCompiling !== undefined) rejected++;
+        }
+      }
+    }
+    // the table has uris of each outcome: both paths reject some (not only through vars and addresses)
+    assert.ok(rejected > 2 * modes.length * uris.length, `rejected ${rejected}`);
+  });
+
   it('accepts a full valid spec', () => {
     const valid = spec({
       id: 'ok',
