@@ -55,8 +55,9 @@ import { freePort } from '../test/helpers/etcd.ts';
 export { freePort };
 
 /**
- * Builds the gateway of the checkout at `root` as `npm run build` does (tsc, then the worker bundle
- * of scripts/bundle.mjs when the checkout has it) into `out`, and returns its CLI entry. Benchmarks
+ * Builds the gateway of the checkout at `root` as `npm run build` does (tsc, then the bundles of
+ * scripts/bundle.mjs when the checkout has it) into `out`, and returns the CLI entry bin/portico.js
+ * would run: the bundled dist/portico.js, or dist/cli/main.js in a checkout without it. Benchmarks
  * run the gateway built, as production does; not into dist/, because bin/portico.js prefers dist/
  * when present, so a leftover build would silently replace the sources under test. `out` must lie
  * inside `root` so the build finds its node_modules.
@@ -68,7 +69,8 @@ export function buildGateway(out: string, root = ROOT): string {
   copyFileSync(path.join(root, 'package.json'), path.join(out, 'package.json')); // src/version.ts reads ../package.json
   const bundler = path.join(root, 'scripts/bundle.mjs');
   if (existsSync(bundler)) execFileSync(process.execPath, [bundler, dist], { stdio: ['ignore', 'ignore', 'inherit'] });
-  return path.join(dist, 'cli/main.js');
+  const bundled = path.join(dist, 'portico.js');
+  return existsSync(bundled) ? bundled : path.join(dist, 'cli/main.js');
 }
 
 export async function waitPort(port: number, timeoutMs = 15_000): Promise<void> {

@@ -1,27 +1,30 @@
 #!/usr/bin/env node
-// Bundles a worker process's code (`proxy.workers` > 1) from the compiled gateway (dist/, from tsc)
-// into one file, dist/worker-main.js, which server/cluster.js forks when it exists. At the depth of
-// dist/version.js, whose `../package.json` must still be the package's.
+// Bundles the compiled gateway (dist/, from tsc) into what a build runs, written into dist/ itself
+// (src/layout.ts: paths relative to the root of the tree hold for the bundles too):
+//
+// - dist/portico.js, the CLI, split into chunks (dist/portico-HASH.js) along its dynamic imports:
+//   what one command does not need (the admin commands for `start`, the proxy for a primary with
+//   workers) stays unloaded. bin/portico.js runs it unless it is older than tsc's dist/cli/main.js.
+// - dist/worker-main.js, one file: what a worker process runs (`proxy.workers` > 1), forked by
+//   server/worker-fork.js unless it is older than tsc's dist/server/worker-main.js.
 //
 // Why: node's ESM loader resolves, reads and links each module on its own. A worker's data plane is
-// ~650 modules with its packages (TypeBox alone is 200): ~180 ms to load, ~60 ms bundled. Workers
-// load while the primary lists the config, on the same cores, so this is time taken from the
-// listing: the two-worker start at 50,000 routes 2.60 -> 2.38 s (docs/operations.md). The primary is
-// not bundled: the same bundling made it start ~0.15 s sooner but hold 7-14 MiB more at 50,000
-// routes (the same live heap after a full GC; more of it committed), against the 200 MB goal.
+// ~650 modules with its packages (TypeBox alone is 200): ~180 ms to load, ~60 ms bundled. At 50,000
+// routes in etcd (10 alternating starts each, docs/operations.md "Large configs and fleets"): the
+// worker bundle took the two-worker start from 2.60 to 2.38 s; the CLI bundle took the one-process
+// start from 1.90 to 1.71 s and its RSS at ready from 180 to 166 MB, and the two-worker start from
+// 2.37 to 2.12 s (0.4 s less CPU).
 //
-// Left out of the bundle, loaded from node_modules when first used: the OpenTelemetry SDK (only
+// Left out of the bundles, loaded from node_modules when first used: the OpenTelemetry SDK (only
 // with tracing.otlp), undici (the node transport), ioredis (limit-count's redis policy) and ajv
 // (the first plugin config compiled): src/lazy-package.ts.
 //
 // Usage: node scripts/bundle.mjs [distDir]   (default: dist/ of this checkout; npm run build runs it)
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
 const root = path.resolve(import.meta.dirname, '..');
 const dist = path.resolve(process.argv[2] ?? path.join(root, 'dist'));
-const from = path.join(dist, 'server/worker-main.js');
-const out = path.join(dist, 'worker-main.js');
 
 let esbuild;
 try {
@@ -31,14 +34,14 @@ try {
   process.exit(1);
 }
 
-if (!existsSync(from)) {
-  console.error(`bundle: ${from} does not exist (run tsc -p tsconfig.build.json first)`);
-  process.exit(1);
+for (const entry of ['cli/main.js', 'server/worker-main.js']) {
+  if (!existsSync(path.join(dist, entry))) {
+    console.error(`bundle: ${path.join(dist, entry)} does not exist (run tsc -p tsconfig.build.json first)`);
+    process.exit(1);
+  }
 }
-const started = performance.now();
-await esbuild.build({
-  entryPoints: [from],
-  outfile: out,
+
+const common = {
   bundle: true,
   platform: 'node',
   format: 'esm',
@@ -49,5 +52,20 @@ await esbuild.build({
   banner: { js: "import { createRequire as __porticoRequire } from 'node:module'; const require = __porticoRequire(import.meta.url);" },
   legalComments: 'none',
   logLevel: 'warning',
-});
-console.log(`bundle: ${path.relative(root, out)} in ${Math.round(performance.now() - started)} ms`);
+};
+
+const started = performance.now();
+// the previous build's chunks (their names change with their content)
+for (const name of readdirSync(dist)) if (/^portico(-[A-Z0-9]+)?\.js$/.test(name)) rmSync(path.join(dist, name));
+await Promise.all([
+  esbuild.build({
+    ...common,
+    entryPoints: [{ in: path.join(dist, 'cli/main.js'), out: 'portico' }],
+    outdir: dist,
+    splitting: true,
+    chunkNames: 'portico-[hash]',
+  }),
+  esbuild.build({ ...common, entryPoints: [path.join(dist, 'server/worker-main.js')], outfile: path.join(dist, 'worker-main.js') }),
+]);
+const chunks = readdirSync(dist).filter((n) => /^portico-[A-Z0-9]+\.js$/.test(n)).length;
+console.log(`bundle: ${path.relative(root, path.join(dist, 'portico.js'))} (+${chunks} chunks) and worker-main.js in ${Math.round(performance.now() - started)} ms`);

@@ -1,12 +1,11 @@
 import cluster, { type Worker } from 'node:cluster';
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { extname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { buildFile, codeFile, fromSources } from '../layout.ts';
 import type { ToPrimary } from './worker.ts';
 
 /*
- * Forking the worker processes of `proxy.workers` > 1. Kept light (node modules only) so that the CLI
+ * Forking the worker processes of `proxy.workers` > 1. Kept light (node modules and layout.ts only) so that the CLI
  * forks them as soon as portico.yaml is read, before it loads the primary's own code: each worker
  * then loads its code while the primary loads its own, on the other core, instead of while the
  * primary lists the config (docs/operations.md, "Large configs and fleets").
@@ -33,10 +32,9 @@ export function workerExecArgv(execArgv: readonly string[], nodeOptions: string 
  * output (a rebuild with tsc alone must not leave workers running the previous build's code).
  */
 export function workerEntry(): string {
-  const fromSources = extname(fileURLToPath(import.meta.url)) === '.ts';
-  const entry = fileURLToPath(new URL(`./worker-main.${fromSources ? 'ts' : 'js'}`, import.meta.url));
+  const entry = codeFile('server/worker-main');
   if (fromSources) return entry;
-  const bundled = fileURLToPath(new URL('../worker-main.js', import.meta.url));
+  const bundled = buildFile('worker-main.js');
   try {
     return statSync(bundled).mtimeMs >= statSync(entry).mtimeMs ? bundled : entry;
   } catch {

@@ -1,7 +1,9 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ErrorCode } from '../errors.ts';
+import { codeFile, fromSources } from '../layout.ts';
 import { log } from '../observability/log.ts';
 import type { FileReadResult } from './file-listing.ts';
 import type { Source, SourceEvents } from './source.ts';
@@ -146,8 +148,7 @@ class FileReader {
   private dead: Error | undefined;
 
   constructor(path: string) {
-    const fromSources = import.meta.url.endsWith('.ts');
-    const entry = new URL(fromSources ? './file-worker.ts' : './file-worker.js', import.meta.url);
+    const entry = pathToFileURL(codeFile('sources/file-worker'));
     const options = { workerData: { path }, name: 'portico file source' };
     this.worker = fromSources
       ? new Worker(

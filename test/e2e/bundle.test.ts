@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -11,13 +11,15 @@ import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 import { waitUntil } from '../helpers/wait.ts';
 
 /*
- * The production build (`npm run build`: tsc, then scripts/bundle.mjs) forks workers from a one-file
- * bundle, where the rest of the suite runs the TypeScript sources. This builds once into a folder
- * inside the checkout (the bundle's external packages resolve from its node_modules) and runs the
- * built gateway as a user would: two workers from the bundle, a plugin, a live change.
+ * The production build (`npm run build`: tsc, then scripts/bundle.mjs) runs the CLI from a bundle
+ * split into chunks and forks workers from a one-file bundle, where the rest of the suite runs the
+ * TypeScript sources. This builds once into a folder inside the checkout (the bundles' external
+ * packages resolve from its node_modules) and runs the built gateway as a user would: through
+ * bin/portico.js, two workers from the bundle, a plugin, a live change of the routes file (read by
+ * the file source's thread, whose module the bundled CLI finds through src/layout.ts).
  */
 
-describe('the build: workers from the bundle', () => {
+describe('the build: the CLI and the workers from the bundles', () => {
   const out = path.join(ROOT, '.tmp', `test-bundle-${process.pid}`);
   let up: TestUpstream;
   let gw: GatewayProcess;
@@ -30,9 +32,12 @@ describe('the build: workers from the bundle', () => {
 
   before(async () => {
     up = await startUpstream('u');
-    const bin = buildGateway(out);
-    assert.equal(path.relative(out, bin), path.join('dist', 'cli', 'main.js'));
-    gw = await startGateway({ bin, workers: 2, routes: { routes: [route('a', '/a')] } });
+    const entry = buildGateway(out);
+    assert.equal(path.relative(out, entry), path.join('dist', 'portico.js'));
+    // bin/portico.js runs ../dist/: a copy of it in `out` runs this build
+    mkdirSync(path.join(out, 'bin'));
+    copyFileSync(path.join(ROOT, 'bin', 'portico.js'), path.join(out, 'bin', 'portico.js'));
+    gw = await startGateway({ bin: path.join(out, 'bin', 'portico.js'), workers: 2, routes: { routes: [route('a', '/a')] } });
   });
   after(async () => {
     await gw?.cleanup();
@@ -61,6 +66,31 @@ describe('the build: workers from the bundle', () => {
     await waitUntil(async () => (await get(`${gw.url}/b`)).status === 200, 5000, 'route b served');
     const st = await gw.status();
     assert.ok(st.workers!.every((w) => w.revision === st.revision));
+  });
+
+  test('bin/portico.js runs the CLI bundle, unless it is older than tsc\'s output', async () => {
+    const bin = path.join(out, 'bin', 'portico.js');
+    const bundle = path.join(out, 'dist', 'portico.js');
+    const compiled = path.join(out, 'dist', 'cli', 'main.js');
+    const version = () =>
+      new Promise<{ code: number; text: string }>((resolve) =>
+        execFile(process.execPath, [bin, '--version'], { timeout: 30_000 }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, text: stdout + stderr })),
+      );
+    const expected = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+    // each file in turn is made to fail when run, with the mtimes that should make bin/portico.js skip it
+    for (const [broken, newer] of [[compiled, bundle], [bundle, compiled]]) {
+      const kept = readFileSync(broken);
+      try {
+        writeFileSync(broken, "throw new Error('the wrong entry ran');\n");
+        const later = new Date(Date.now() + 60_000);
+        utimesSync(newer, later, later);
+        const { code, text } = await version();
+        assert.equal(code, 0, `${path.basename(broken)} ran: ${text}`);
+        assert.equal(text.trim(), expected);
+      } finally {
+        writeFileSync(broken, kept);
+      }
+    }
   });
 
   test('a bundle older than tsc\'s output is not forked (a rebuild with tsc alone)', async () => {
