@@ -39,6 +39,12 @@ export interface Change {
    * relist compares it instead of serializing the value
    */
   fingerprint?: Fingerprint;
+  /**
+   * the value's JSON text as the source stored it, while a listing's page is handed on (etcd; the
+   * source drops it right after, so that the text dies young): the primary of workers writes it to
+   * the listing file (server/listing-ahead.ts) instead of serializing the parsed value again
+   */
+  text?: string;
   /** set when the source could not decode the value; the store records a rejection */
   parseError?: string;
   /** the rejection's code when it is not PORTICO_ERR_PARSE (PORTICO_ERR_LIMIT: over the size/depth limits) */

@@ -32,6 +32,8 @@ export interface ValidObject {
   id: string;
   modRevision: number;
   value: unknown;
+  /** the value's JSON text as the source stored it (Change.text), when it came with one */
+  text?: string;
 }
 
 /**
@@ -189,7 +191,7 @@ export class ConfigStore {
       if (c.parseError !== undefined) continue;
       const verdict = this.validate(c);
       this.prevalidated[c.kind].set(c.value as object, verdict.ok && verdict.value === c.value ? c.id : verdict);
-      if (verdict.ok && valid !== undefined) valid.push({ kind: c.kind, id: c.id, modRevision: c.modRevision, value: verdict.value });
+      if (verdict.ok && valid !== undefined) valid.push({ kind: c.kind, id: c.id, modRevision: c.modRevision, value: verdict.value, text: c.text });
     }
   }
 

@@ -147,8 +147,8 @@ export class ListingAhead {
         this.path = at;
         process.once('exit', this.removeFile);
       }
-      const line: Line = batch.map((o) => [o.kind, o.id, o.modRevision, o.value]);
-      this.end += writeSync(this.fd, `${JSON.stringify(line)}\n`, this.end, 'utf8');
+      const line = batch.map((o) => `[${JSON.stringify(o.kind)},${JSON.stringify(o.id)},${o.modRevision},${valueJson(o)}]`).join(',');
+      this.end += writeSync(this.fd, `[${line}]\n`, this.end, 'utf8');
       for (const o of batch) this.written[o.kind].set(o.id, o.modRevision);
       return true;
     } catch (err) {
@@ -159,6 +159,16 @@ export class ListingAhead {
       return false;
     }
   }
+}
+
+/**
+ * The value as JSON on one line: its text as the source stored it when there is one (valid JSON: it
+ * was parsed; a line break in it can only be whitespace, which a space replaces), else serialized.
+ * Not serializing 50,000 routes again saves the primary ~60 ms of a start.
+ */
+function valueJson(o: ValidObject): string {
+  if (o.text === undefined) return JSON.stringify(o.value);
+  return o.text.includes('\n') ? o.text.replace(/\n/g, ' ') : o.text;
 }
 
 /**

@@ -19,7 +19,11 @@ import { get } from '../helpers/http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
 import { waitUntil } from '../helpers/wait.ts';
 
-const route = (i: number, modRevision = i + 1): ValidObject => ({ kind: 'routes', id: `r${i}`, modRevision, value: { uri: `/r/${i}`, upstream_id: 'u' } });
+/** every other route with the text its source stored (as etcdctl may: spaced), which the file holds instead of the value serialized */
+const route = (i: number, modRevision = i + 1): ValidObject => {
+  const value = { uri: `/r/${i}`, upstream_id: 'u' };
+  return { kind: 'routes', id: `r${i}`, modRevision, value, text: i % 2 === 1 ? JSON.stringify(value, null, 1) : undefined };
+};
 
 /** The snapshot a full update describes (what a worker greeted with the whole snapshot has). */
 function snapshotOf(update: SnapshotUpdate): Snapshot {

@@ -215,10 +215,12 @@ export class EtcdSource implements Source {
           if (i > 0) await setImmediatePromise();
           const start = changes.length;
           for (const kv of kvs.slice(i, i + PREFETCH_SLICE)) {
-            const change = this.toChange(kv, false);
+            const change = this.toChange(kv, false, true);
             if (change) changes.push(change);
           }
-          this.events?.onPrefetch?.(changes.slice(start));
+          const page = changes.slice(start);
+          this.events?.onPrefetch?.(page);
+          for (const c of page) if (c.text !== undefined) c.text = undefined;
         }
       },
     );
@@ -270,7 +272,8 @@ export class EtcdSource implements Source {
     if (revision > this.lastRevision) this.lastRevision = revision;
   }
 
-  private toChange(kv: KeyValue, deleted: boolean): Change | undefined {
+  /** `withText`: the change carries the value's text (Change.text; a listing's page, until handed on) */
+  private toChange(kv: KeyValue, deleted: boolean, withText = false): Change | undefined {
     const key = configKey(this.keyPrefix, kv.key);
     if (key === undefined) return undefined;
     const { kind, id } = key;
@@ -282,7 +285,10 @@ export class EtcdSource implements Source {
     try {
       // the store compares a relisted object by its text's fingerprint: taken here, so the text
       // itself dies young (not kept until the whole listing is applied)
-      return { kind, id, modRevision: kv.modRevision, value: JSON.parse(kv.value) as unknown, fingerprint: fingerprint(kv.value) };
+      const value = JSON.parse(kv.value) as unknown;
+      const change: Change = { kind, id, modRevision: kv.modRevision, value, fingerprint: fingerprint(kv.value) };
+      if (withText) change.text = kv.value;
+      return change;
     } catch (err) {
       return {
         kind,
