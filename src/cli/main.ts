@@ -1,10 +1,11 @@
 import { Command, Option } from 'commander';
 import { resolve } from 'node:path';
-import { loadGatewayConfig } from '../config/gateway.ts';
-import { parseListen } from '../config/listen.ts';
 import { ErrorCode } from '../errors.ts';
-import { log } from '../observability/log.ts';
 import { VERSION } from '../version.ts';
+
+// Loaded by the commands that use them, not here: `start` forks its workers before it loads the
+// config's schemas and validator (see below), and --version or --help load neither.
+const gatewayConfig = () => import('../config/gateway.ts');
 
 const program = new Command('portico')
   .description('Portico API gateway: routes, upstreams and services from etcd or a YAML file')
@@ -16,26 +17,35 @@ program
   .addOption(new Option('-c, --config <file>', 'gateway config (portico.yaml)').default('conf/portico.yaml'))
   .addOption(new Option('--demo-upstream <addr>', 'also run the demo echo upstream (used by the bundled example routes)'))
   .action(async (opts: { config: string; demoUpstream?: string }) => {
-    const config = loadGatewayConfig(resolve(opts.config));
-    // workers first: each loads its code while this process loads its own (server/worker-fork.ts)
-    const { forkEarly, killWorkers, workerCount } = await import('../server/worker-fork.ts');
-    const workers = workerCount(config.proxy.workers);
-    const early = workers > 1 ? forkEarly(workers) : [];
+    const path = resolve(opts.config);
+    // workers first, as many as portico.yaml asks for, before the file is validated: each loads its
+    // code while this process loads its own and the config's validator (server/worker-fork.ts)
+    const { forkEarly, killWorkers, requestedWorkers, workerCount } = await import('../server/worker-fork.ts');
+    const asked = requestedWorkers(path);
+    let early = asked > 1 ? forkEarly(asked) : [];
     let started;
     try {
+      const config = (await gatewayConfig()).loadGatewayConfig(path);
+      const workers = workerCount(config.proxy.workers);
+      if (early.length !== workers) {
+        // the file changed in between: the workers it asks for now
+        killWorkers();
+        early = workers > 1 ? forkEarly(workers) : [];
+      }
       // before any config is read: objects are validated against the plugins this process knows
       await (await import('../plugins/registry.ts')).setupPlugins(config);
       const { ClusterGateway } = await import('../server/cluster.ts');
       const { Gateway } = await import('../server/gateway.ts');
       const demo = opts.demoUpstream ? await (await import('./demo-upstream.ts')).startDemoUpstream(opts.demoUpstream) : undefined;
       const gateway = workers > 1 ? new ClusterGateway(config, workers, early) : new Gateway(config);
-      started = { demo, gateway, addresses: await gateway.start() };
+      started = { config, workers, demo, gateway, addresses: await gateway.start() };
     } catch (err) {
       // the error is the one to report, not the workers' broken pipe once this process is gone
       killWorkers();
       throw err;
     }
-    const { demo, gateway, addresses } = started;
+    const { config, workers, demo, gateway, addresses } = started;
+    const { log } = await import('../observability/log.ts');
     const fmt = (a: { address: string; port: number; family: string }, scheme = 'http') =>
       a.family === 'IPv6' ? `${scheme}://[${a.address}]:${a.port}` : `${scheme}://${a.address}:${a.port}`;
     // addresses come in config order: listen, tls_listen, then stream_listen
@@ -85,7 +95,7 @@ program
   .option('--fleet', 'list every instance sharing this etcd and whether it serves the current config')
   .option('--json', 'print JSON')
   .action(async (opts: { config: string; fleet?: boolean; json?: boolean }) => {
-    const config = loadGatewayConfig(resolve(opts.config));
+    const config = (await gatewayConfig()).loadGatewayConfig(resolve(opts.config));
     if (opts.fleet) {
       if (config.config.source !== 'etcd') throw Object.assign(new Error('--fleet needs config.source: etcd'), { code: ErrorCode.CONFIG_INVALID });
       const { readFleet, formatFleet } = await import('./fleet.ts');
@@ -95,7 +105,7 @@ program
       if (view.instances.some((i) => !i.converged)) process.exitCode = 2;
       return;
     }
-    const { host, port } = parseListen(config.status.listen);
+    const { host, port } = (await import('../config/listen.ts')).parseListen(config.status.listen);
     const target = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host;
     const res = await fetch(`http://${target}:${port}/status`);
     const report = await res.json();

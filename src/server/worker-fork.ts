@@ -1,11 +1,12 @@
 import cluster, { type Worker } from 'node:cluster';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { parse } from 'yaml';
 import { buildFile, codeFile, fromSources } from '../layout.ts';
 import type { ToPrimary } from './worker.ts';
 
 /*
- * Forking the worker processes of `proxy.workers` > 1. Kept light (node modules and layout.ts only) so that the CLI
+ * Forking the worker processes of `proxy.workers` > 1. Kept light (node modules, the YAML reader and layout.ts) so that the CLI
  * forks them as soon as portico.yaml is read, before it loads the primary's own code: each worker
  * then loads its code while the primary loads its own, on the other core, instead of while the
  * primary lists the config (docs/operations.md, "Large configs and fleets").
@@ -42,8 +43,26 @@ export function workerEntry(): string {
   }
 }
 
+/** the most `proxy.workers` may ask for (portico.yaml's schema) */
+export const MAX_WORKERS = 256;
+
 export function workerCount(setting: number | 'auto'): number {
   return setting === 'auto' ? availableParallelism() : setting;
+}
+
+/**
+ * How many worker processes the portico.yaml at `path` asks for, read before the file is validated
+ * (the CLI forks them while it loads the validator and its own code); 1 when the file cannot be read
+ * or parsed or `proxy.workers` is not a valid count (its validation then says why).
+ */
+export function requestedWorkers(path: string): number {
+  try {
+    const setting = (parse(readFileSync(path, 'utf8')) as { proxy?: { workers?: unknown } } | null)?.proxy?.workers;
+    if (setting === 'auto') return workerCount('auto');
+    return Number.isInteger(setting) && (setting as number) >= 1 && (setting as number) <= MAX_WORKERS ? (setting as number) : 1;
+  } catch {
+    return 1;
+  }
 }
 
 /** A worker forked before the gateway that runs it exists: what it said and whether it exited meanwhile. */

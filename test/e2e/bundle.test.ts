@@ -117,19 +117,27 @@ describe('the build: the CLI and the workers from the bundles', () => {
       // plugin folder. (Without killWorkers() the workers still exit, but when the start fails before a
       // worker has said it is online, that worker crashed on the closed channel and printed the trace:
       // seen by hand, a race this test does not force.)
-      writeFileSync(
-        path.join(dir, 'portico.yaml'),
-        `proxy: { listen: ["127.0.0.1:0"], workers: 2 }\nstatus: { listen: "127.0.0.1:0" }\nconfig: { source: file, file: { path: routes.yaml } }\nplugin_dirs: ["${dir}/missing"]\n`,
-      );
-      // execFile calls back once stdout and stderr are closed, which the workers hold too
-      const { code, out: text } = await new Promise<{ code: number; out: string }>((resolve) =>
-        execFile(process.execPath, [path.join(out, 'dist', 'cli', 'main.js'), 'start', '--config', path.join(dir, 'portico.yaml')], { timeout: 30_000 }, (err, stdout, stderr) =>
-          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }),
-        ),
-      );
-      assert.equal(code, 1, text);
-      assert.match(text, /plugin_dirs: cannot read .*missing/);
-      assert.doesNotMatch(text, /EPIPE|ERR_IPC|Unhandled/, text);
+      // and once before the file is even validated (the workers are forked on what it asks for)
+      const cases: [string, RegExp][] = [
+        [`plugin_dirs: ["${dir}/missing"]\n`, /plugin_dirs: cannot read .*missing/],
+        ['status: { listen: "127.0.0.1:0", dashbord: true }\n', /\/status: must NOT have additional properties 'dashbord'/],
+      ];
+      for (const [extra, reason] of cases) {
+        writeFileSync(
+          path.join(dir, 'portico.yaml'),
+          `proxy: { listen: ["127.0.0.1:0"], workers: 2 }\n${extra.startsWith('status') ? '' : 'status: { listen: "127.0.0.1:0" }\n'}config: { source: file, file: { path: routes.yaml } }\n${extra}`,
+        );
+        // execFile calls back once stdout and stderr are closed, which the workers hold too
+        const { code, out: text } = await new Promise<{ code: number; out: string }>((resolve) =>
+          execFile(process.execPath, [path.join(out, 'dist', 'portico.js'), 'start', '--config', path.join(dir, 'portico.yaml')], { timeout: 30_000 }, (err, stdout, stderr) =>
+            resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }),
+          ),
+        );
+        assert.equal(code, 1, text);
+        assert.match(text, reason);
+        assert.doesNotMatch(text, /EPIPE|ERR_IPC|Unhandled/, text);
+        assert.equal(text.trim().split('\n').length, 1, text);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
