@@ -3,7 +3,7 @@ const DELETED = Symbol('deleted');
 /**
  * An immutable string-keyed map whose updates cost O(changes), not O(size): a new version shares
  * the previous one's base table and carries the edits in a small overlay, flattened into a fresh
- * base once it grows past 1/8 of the base. That keeps a snapshot with 10,000 routes publishable
+ * base once it would grow past 1/8 of the base. That keeps a snapshot with 10,000 routes publishable
  * in microseconds per change while every published snapshot stays unchanged forever.
  * Values are never undefined.
  */
@@ -38,6 +38,19 @@ export class FrozenMap<V> implements ReadonlyMap<string, V> {
   /** A new version with `edits` applied (undefined deletes); this one is left as it is. */
   update(edits: ReadonlyMap<string, V | undefined>): FrozenMap<V> {
     if (edits.size === 0) return this;
+    if (this.overlay.size + edits.size > Math.max(64, this.base.size >> 3)) {
+      // an overlay this large would be flattened at once (a first snapshot: 50,000 edits of nothing)
+      const flat = new Map(this.base);
+      for (const [key, value] of this.overlay) {
+        if (value === DELETED) flat.delete(key);
+        else flat.set(key, value);
+      }
+      for (const [key, value] of edits) {
+        if (value === undefined) flat.delete(key);
+        else flat.set(key, value);
+      }
+      return new FrozenMap(flat, new Map(), flat.size);
+    }
     const overlay = new Map(this.overlay);
     let size = this.size;
     for (const [key, value] of edits) {
@@ -51,14 +64,6 @@ export class FrozenMap<V> implements ReadonlyMap<string, V> {
         if (!had) size++;
         overlay.set(key, value);
       }
-    }
-    if (overlay.size > Math.max(64, this.base.size >> 3)) {
-      const flat = new Map(this.base);
-      for (const [key, value] of overlay) {
-        if (value === DELETED) flat.delete(key);
-        else flat.set(key, value);
-      }
-      return new FrozenMap(flat, new Map(), size);
     }
     return new FrozenMap(this.base, overlay, size);
   }

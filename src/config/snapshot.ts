@@ -62,19 +62,28 @@ export function emptySnapshot(source: string): Snapshot {
 }
 
 /**
- * The upstreams whose config a snapshot change touched, by upstream key ("upstreams/<id>", and the
- * inline ones "services/<id>", "routes/<id>", "stream_routes/<id>"), with their config (undefined: gone or none). The
- * instance's upstream followers (DNS discovery, health checks) walk this once per change.
+ * The upstreams whose config the change from `previous` to `snapshot` (ids in `diff`) touched, by
+ * upstream key ("upstreams/<id>", and the inline ones "services/<id>", "routes/<id>",
+ * "stream_routes/<id>"), with their config (undefined: gone). The instance's upstream followers
+ * (DNS discovery, health checks) walk this once per change. An object that has no inline upstream
+ * and had none is left out: the first snapshot of 50,000 routes that use upstream objects is no
+ * 50,000-entry map of nothing for each follower.
  */
-export function changedUpstreams(snapshot: Snapshot, diff: SnapshotDiff | undefined): Map<string, UpstreamConfig | undefined> {
+export function changedUpstreams(previous: Snapshot, snapshot: Snapshot, diff: SnapshotDiff): Map<string, UpstreamConfig | undefined> {
   const out = new Map<string, UpstreamConfig | undefined>();
-  const ids = (kind: 'upstreams' | 'services' | 'routes' | 'stream_routes') => diff?.[kind] ?? snapshot[kind].keys();
-  for (const id of ids('upstreams')) out.set(`upstreams/${id}`, snapshot.upstreams.get(id)?.value);
-  for (const id of ids('services')) out.set(`services/${id}`, snapshot.services.get(id)?.value.upstream);
-  for (const id of ids('routes')) out.set(`routes/${id}`, snapshot.routes.get(id)?.value.upstream);
-  for (const id of ids('stream_routes')) {
-    const inline = snapshot.stream_routes.get(id)?.value.upstream;
-    out.set(`stream_routes/${id}`, inline && streamUpstreamForCompile(inline));
-  }
+  for (const id of diff.upstreams) out.set(`upstreams/${id}`, snapshot.upstreams.get(id)?.value);
+  const inline = <V>(kind: 'services' | 'routes' | 'stream_routes', upstreamOf: (value: V) => UpstreamConfig | undefined) => {
+    const before = previous[kind] as ReadonlyMap<string, StoredObject<V>>;
+    const now = snapshot[kind] as ReadonlyMap<string, StoredObject<V>>;
+    for (const id of diff[kind]) {
+      const was = before.get(id);
+      const is = now.get(id);
+      const upstream = is && upstreamOf(is.value);
+      if (upstream !== undefined || (was !== undefined && upstreamOf(was.value) !== undefined)) out.set(`${kind}/${id}`, upstream);
+    }
+  };
+  inline<ServiceConfig>('services', (s) => s.upstream);
+  inline<RouteConfig>('routes', (r) => r.upstream);
+  inline<StreamRouteConfig>('stream_routes', (r) => r.upstream && streamUpstreamForCompile(r.upstream));
   return out;
 }

@@ -69,8 +69,10 @@ export class ConfigPipeline {
     this.discovery = new NodeDiscovery({ servers: dns.servers, minTtl: dns.min_ttl, maxTtl: Math.max(dns.min_ttl, dns.max_ttl), timeoutMs: dns.timeout * 1000, tries: dns.tries });
     this.health = new HealthSupervisor((key, upstream) => this.discovery.nodesOf(key, upstream));
     // discovery first: the health supervisor checks the nodes it found
+    let followed = this.store.snapshot;
     this.store.subscribe((snapshot, diff) => {
-      const changed = changedUpstreams(snapshot, diff);
+      const changed = changedUpstreams(followed, snapshot, diff);
+      followed = snapshot;
       this.discovery.update(changed);
       this.health.update(changed);
     });
