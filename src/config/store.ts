@@ -132,10 +132,9 @@ export class ConfigStore {
     // 2. Schema-validate into `desired`; remember which ids need their references re-resolved.
     const touched: Record<Kind, Set<string>> = perKind(() => new Set());
     for (const c of changes) {
-      const k = key(c.kind, c.id);
       if (c.deleted) {
         this.seen[c.kind].delete(c.id);
-        this.invalid.delete(k);
+        this.invalid.delete(key(c.kind, c.id));
         this.setDesired(c.kind, c.id, undefined);
         touched[c.kind].add(c.id);
         continue;
@@ -144,7 +143,7 @@ export class ConfigStore {
       if (c.parseError !== undefined) {
         this.seen[c.kind].set(c.id, seen);
         const code = c.parseErrorCode ?? ErrorCode.PARSE;
-        reject({ kind: c.kind, id: c.id, code, reason: `${k}: ${c.parseError}` }, c.modRevision, this.invalid);
+        reject({ kind: c.kind, id: c.id, code, reason: `${key(c.kind, c.id)}: ${c.parseError}` }, c.modRevision, this.invalid);
         continue;
       }
       // admit() checked the limits
@@ -159,7 +158,8 @@ export class ConfigStore {
         reject(result.rejection, c.modRevision, this.invalid);
         continue;
       }
-      this.invalid.delete(k);
+      // (no "kind/id" string per object while nothing is rejected: a first listing of 50,000)
+      if (this.invalid.size > 0) this.invalid.delete(key(c.kind, c.id));
       this.seen[c.kind].delete(c.id); // the desired entry records it
       this.setDesired(c.kind, c.id, { id: c.id, modRevision: c.modRevision, value: result.value, h1: seen.h1, h2: seen.h2 });
       touched[c.kind].add(c.id);
@@ -266,7 +266,7 @@ export class ConfigStore {
     for (const kind of KINDS_IN_ORDER) {
       // objects that refer to something whose version in force changed must be re-resolved too
       const todo = new Set(touched[kind]);
-      for (const d of this.dangling.values()) if (d.kind === kind) todo.add(d.id);
+      if (this.dangling.size > 0) for (const d of this.dangling.values()) if (d.kind === kind) todo.add(d.id);
       for (const target of DEPENDS_ON[kind]) {
         // a reference resolves by existence: only a target that appeared or went away changes
         // anything for its dependents (a new version of an upstream 50,000 routes use must not
@@ -283,21 +283,18 @@ export class ConfigStore {
         const want = this.desired[kind].get(id);
         const inForce = next[kind].get(id);
         let chosen: Entry | undefined;
-        const k = key(kind, id);
-        if (!want) {
-          this.dangling.delete(k);
+        const problem = want && this.unresolved(kind, want.value, next);
+        if (!want || !problem) {
+          // (no "kind/id" string per object while nothing dangles: a first listing of 50,000)
+          if (this.dangling.size > 0) this.dangling.delete(key(kind, id));
+          chosen = want;
         } else {
-          const problem = this.unresolved(kind, want.value, next);
-          if (!problem) {
-            this.dangling.delete(k);
-            chosen = want;
-          } else {
-            if (!this.dangling.has(k) || this.dangling.get(k)!.reason !== `${k}: ${problem}`) {
-              reject({ kind, id, code: ErrorCode.REFERENCE, reason: `${k}: ${problem}` }, want.modRevision, this.dangling);
-            }
-            // keep the version in force if it still resolves: the last good config keeps serving
-            if (inForce && inForce !== want && !this.unresolved(kind, inForce.value, next)) chosen = inForce;
+          const k = key(kind, id);
+          if (!this.dangling.has(k) || this.dangling.get(k)!.reason !== `${k}: ${problem}`) {
+            reject({ kind, id, code: ErrorCode.REFERENCE, reason: `${k}: ${problem}` }, want.modRevision, this.dangling);
           }
+          // keep the version in force if it still resolves: the last good config keeps serving
+          if (inForce && inForce !== want && !this.unresolved(kind, inForce.value, next)) chosen = inForce;
         }
         if (chosen !== inForce) {
           edits.set(id, chosen);
@@ -335,10 +332,12 @@ export class ConfigStore {
   /** Turns a complete listing into the changes against what the source sent before. */
   private diffFull(listing: readonly Change[], revision: number): Change[] {
     const out: Change[] = [];
+    // what the listing lacks is deleted: only objects known before can be (none at the first listing)
+    const known = KINDS.some((kind) => this.seen[kind].size > 0 || this.desired[kind].size > 0);
     const listed: Record<Kind, Set<string>> = perKind(() => new Set());
     for (const c of listing) {
       if (c.deleted) continue;
-      listed[c.kind].add(c.id);
+      if (known) listed[c.kind].add(c.id);
       const before = this.seen[c.kind].get(c.id) ?? this.desired[c.kind].get(c.id);
       // Unchanged objects are not revalidated nor recompiled. The same mod_revision alone does not
       // prove the same content: after etcd was wiped or restored from a backup, revisions count
@@ -346,7 +345,7 @@ export class ConfigStore {
       if (before !== undefined && before.modRevision === c.modRevision && sameContent(before, seenOf(c))) continue;
       out.push(c);
     }
-    for (const kind of KINDS) {
+    if (known) for (const kind of KINDS) {
       for (const id of new Set([...this.seen[kind].keys(), ...this.desired[kind].keys()])) {
         if (!listed[kind].has(id)) out.push({ kind, id, modRevision: revision, deleted: true });
       }
