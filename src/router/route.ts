@@ -149,20 +149,34 @@ class InternPool<V extends object> {
 
 const methodSets = new InternPool<ReadonlySet<string>>();
 const hostLists = new InternPool<readonly string[]>();
-const hostMatchers = new InternPool<HostMatcher>();
+/** by interned host list (so it lives as long as the list does) */
+const hostMatchers = new WeakMap<readonly string[], HostMatcher>();
+
+// (keyed by the names joined by spaces, which no method or host name holds; a single name is its own key)
 
 function internMethods(methods: readonly string[]): ReadonlySet<string> {
+  if (methods.length === 1) {
+    const method = methods[0]!.toUpperCase();
+    return methodSets.get(method, () => new Set([method]));
+  }
   const upper = methods.map((m) => m.toUpperCase());
   return methodSets.get(upper.join(' '), () => new Set(upper));
 }
 
 function internHosts(hosts: readonly string[]): readonly string[] {
+  if (hosts.length === 1) {
+    const host = hosts[0]!.toLowerCase();
+    return hostLists.get(host, () => Object.freeze([host]));
+  }
   const lower = hosts.map((h) => h.toLowerCase());
   return hostLists.get(lower.join(' '), () => Object.freeze(lower));
 }
 
+/** `hosts`: a list internHosts() returned */
 function internHostMatcher(hosts: readonly string[]): HostMatcher {
-  return hostMatchers.get(hosts.join(' '), () => new HostMatcher(hosts));
+  let matcher = hostMatchers.get(hosts);
+  if (matcher === undefined) hostMatchers.set(hosts, (matcher = new HostMatcher(hosts)));
+  return matcher;
 }
 
 /**

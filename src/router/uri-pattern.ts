@@ -47,6 +47,8 @@ interface UriShape {
   needsPattern: boolean;
   /** a `*` segment that is not simply the trailing `*` (`*name`, or `*` before another segment) */
   wildcardGroup: boolean;
+  /** the uri split at `/` (a uri with a key: cut is not -1) */
+  segments: string[] | undefined;
 }
 
 function shapeOf(uri: string, mode: RouterMode): UriShape {
@@ -56,14 +58,14 @@ function shapeOf(uri: string, mode: RouterMode): UriShape {
   const cut = colon === -1 ? star : star === -1 ? colon : Math.min(colon, star);
   let needsPattern = false;
   let wildcardGroup = false;
-  if (cut !== -1) {
-    const segments = uri.split('/');
+  const segments = cut === -1 ? undefined : uri.split('/');
+  if (segments !== undefined) {
     segments.forEach((segment, index) => {
       if (withParameters && segment.charCodeAt(0) === 0x3a /* : */) needsPattern = true;
       else if (segment.charCodeAt(0) === 0x2a /* * */ && (segment.length > 1 || index !== segments.length - 1)) needsPattern = wildcardGroup = true;
     });
   }
-  return { cut, withParameters, needsPattern, wildcardGroup };
+  return { cut, withParameters, needsPattern, wildcardGroup, segments };
 }
 
 /**
@@ -107,7 +109,7 @@ export function checkUriPattern(uri: string, mode: RouterMode): void {
 export function compileUriPattern(uri: string, mode: RouterMode): UriPattern {
   const question = questionMarkProblem(uri, mode);
   if (question !== undefined) throw new Error(question);
-  const { cut, withParameters, needsPattern, wildcardGroup } = shapeOf(uri, mode);
+  const { cut, withParameters, needsPattern, wildcardGroup, segments } = shapeOf(uri, mode);
   if (cut === -1) {
     return { uri, exact: true, key: uri, regex: undefined, paramNames: NO_PARAMS };
   }
@@ -116,7 +118,7 @@ export function compileUriPattern(uri: string, mode: RouterMode): UriPattern {
   if (!needsPattern) return { uri, exact: false, key, regex: undefined, paramNames: NO_PARAMS };
 
   const paramNames: (string | undefined)[] = [];
-  const parts = uri.split('/').map((segment) => {
+  const parts = segments!.map((segment) => {
     if (withParameters && segment.charCodeAt(0) === 0x3a /* : */) {
       paramNames.push(segment.slice(1));
       return '([^/]+)';

@@ -93,6 +93,8 @@ export class StreamRoute implements StreamRouteRules {
 export class Runtime implements RouteTable {
   private readonly router: Router<CompiledRoute>;
   private readonly slots = new Map<string, UpstreamSlot>();
+  /** routes with an inline upstream of their own: slot "routes/<id>" (the others have no slot to drop) */
+  private readonly routesWithSlot = new Set<string>();
   /** service id -> ids of routes that use it (their hosts, upstream and plugins come from it) */
   private readonly routesByService = new Map<string, Set<string>>();
   private readonly serviceOfRoute = new Map<string, string>();
@@ -292,7 +294,11 @@ export class Runtime implements RouteTable {
       this.routesByPluginConfig.get(oldPluginConfig)?.delete(id);
       this.pluginConfigOfRoute.delete(id);
     }
-    this.updateSlot('routes', id, stored?.value.upstream);
+    const inline = stored?.value.upstream;
+    if (inline !== undefined) {
+      this.routesWithSlot.add(id); // first: a compile that throws has made the slot already
+      this.updateSlot('routes', id, inline);
+    } else if (this.routesWithSlot.delete(id)) this.updateSlot('routes', id, undefined);
     this.routesWithTimeout.delete(id);
     if (!stored) {
       this.router.remove(id);
@@ -341,11 +347,14 @@ export class Runtime implements RouteTable {
     else if (service?.upstream_id !== undefined) slot = this.slot(`upstreams/${service.upstream_id}`);
     const timeout = r.timeout && compileTimeout(r.timeout);
     // APISIX: plugin_config, then the service's, then the route's own (the route wins per plugin)
-    const chain = PluginChain.compile([
-      [pluginConfig?.plugins, { kind: 'plugin_configs', id: pluginConfigId ?? '' }],
-      [service?.plugins, { kind: 'services', id: serviceId ?? '' }],
-      [r.plugins, { kind: 'routes', id }],
-    ]);
+    const chain =
+      pluginConfig?.plugins === undefined && service?.plugins === undefined && r.plugins === undefined
+        ? undefined // (most routes of a large table: nothing to build)
+        : PluginChain.compile([
+            [pluginConfig?.plugins, { kind: 'plugin_configs', id: pluginConfigId ?? '' }],
+            [service?.plugins, { kind: 'services', id: serviceId ?? '' }],
+            [r.plugins, { kind: 'routes', id }],
+          ]);
     // APISIX: the route's enable_websocket, else its service's; off when neither sets it
     const websocket = r.enable_websocket ?? service?.enable_websocket ?? false;
     const route = new Route(id, slot, timeout, chain, websocket, serviceId);

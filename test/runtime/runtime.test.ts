@@ -11,8 +11,9 @@ function setup() {
   const runtime = new Runtime('radixtree_host_uri');
   store.subscribe((s, d) => runtime.apply(s, d));
   let rev = 0;
+  /** `value` undefined: deletes the object */
   const put = (kind: 'routes' | 'upstreams' | 'services', id: string, value: unknown) =>
-    store.apply({ source: 't', revision: ++rev, full: false, changes: [{ kind, id, modRevision: rev, value }] });
+    store.apply({ source: 't', revision: ++rev, full: false, changes: [value === undefined ? { kind, id, modRevision: rev, deleted: true } : { kind, id, modRevision: rev, value }] });
   return { runtime, put };
 }
 
@@ -55,4 +56,24 @@ test('a service change recompiles the routes that use it (hosts come from the se
   put('services', 's', { hosts: ['other.com'], upstream: { nodes: { '127.0.0.1:1': 1 } } });
   assert.equal(runtime.matchRoute(req('/a')), undefined);
   assert.ok(runtime.matchRoute({ ...req('/a'), host: 'other.com' }));
+});
+
+test("a route's own upstream is a target while it has one, and goes with it (pool retention)", () => {
+  const { runtime, put } = setup();
+  put('upstreams', 'u', { nodes: { '127.0.0.1:1': 1 } });
+  put('routes', 'plain', { uri: '/p', upstream_id: 'u' });
+  assert.equal(runtime.upstreamTargets().length, 1);
+  put('routes', 'r', { uri: '/a', upstream: { nodes: { '127.0.0.1:2': 1 } } });
+  assert.deepEqual(runtime.upstreamTargets().map((t) => t.nodes[0]!.key).sort(), ['127.0.0.1:1', '127.0.0.1:2']);
+  assert.equal(runtime.matchRoute(req('/a'))!.target.upstream!.nodes[0]!.key, '127.0.0.1:2');
+  // its own upstream replaced by a reference: that target is dropped
+  put('routes', 'r', { uri: '/a', upstream_id: 'u' });
+  assert.deepEqual(runtime.upstreamTargets().map((t) => t.nodes[0]!.key), ['127.0.0.1:1']);
+  assert.equal(runtime.matchRoute(req('/a'))!.target.upstream!.nodes[0]!.key, '127.0.0.1:1');
+  // and back, then the route deleted
+  put('routes', 'r', { uri: '/a', upstream: { nodes: { '127.0.0.1:3': 1 } } });
+  assert.equal(runtime.upstreamTargets().length, 2);
+  put('routes', 'r', undefined);
+  assert.deepEqual(runtime.upstreamTargets().map((t) => t.nodes[0]!.key), ['127.0.0.1:1']);
+  assert.equal(runtime.matchRoute(req('/a')), undefined);
 });
