@@ -219,7 +219,8 @@ export function checkRouteSpec(spec: RouteMatchSpec, mode: RouterMode, keep?: (m
 function checkRouteShape(spec: RouteMatchSpec, mode: RouterMode): string | undefined {
   if (typeof spec.id !== 'string' || spec.id === '') return 'id: must be a non-empty string';
   if (!Array.isArray(spec.uris) || spec.uris.length === 0) return 'uris: at least one uri is required';
-  for (const [i, uri] of spec.uris.entries()) {
+  for (let i = 0; i < spec.uris.length; i++) {
+    const uri = spec.uris[i];
     if (typeof uri !== 'string' || uri === '') return `uris[${i}]: must be a non-empty string`;
     if (mode === 'radixtree_uri_with_parameter' && uri.includes(':') && /(^|\/):(\/|$)/.test(uri)) {
       return `uris[${i}]: parameter segment ':' needs a name, e.g. /user/:id`;
@@ -230,7 +231,8 @@ function checkRouteShape(spec: RouteMatchSpec, mode: RouterMode): string | undef
   }
   if (spec.hosts !== undefined) {
     if (!Array.isArray(spec.hosts)) return 'hosts: must be an array';
-    for (const [i, host] of spec.hosts.entries()) {
+    for (let i = 0; i < spec.hosts.length; i++) {
+      const host = spec.hosts[i];
       if (typeof host !== 'string' || host === '' || host === '*') return `hosts[${i}]: must be a host name`;
       if (host.indexOf('*', 1) !== -1) {
         return `hosts[${i}]: '*' is only allowed as the first character (e.g. *.example.com)`;
