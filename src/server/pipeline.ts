@@ -21,6 +21,7 @@ import { VERSION } from '../version.ts';
 import { INSTANCES_DIR, InstanceRegistration } from './registration.ts';
 import { HealthSupervisor } from '../upstream/health/supervisor.ts';
 import { NodeDiscovery } from '../upstream/discovery/upstream-nodes.ts';
+import { collectGarbage, LARGE_LISTING } from './heap.ts';
 
 function createSource(cfg: GatewayConfig): Source {
   if (cfg.config.source === 'etcd') {
@@ -141,6 +142,12 @@ export class ConfigPipeline {
   }
 
   private applyChangeSet(cs: ChangeSet): void {
+    if (cs.full && !this.synced && !this.fromSnapshot && cs.changes.length >= LARGE_LISTING) {
+      // the first listing of a large config, nothing served yet (not even the snapshot file): its
+      // garbage goes before the tables are built (server/heap.ts)
+      const ms = collectGarbage();
+      log.debug({ objects: cs.changes.length, ms: Math.round(ms) }, 'heap collected after the first listing');
+    }
     const { rejected } = this.store.apply(cs);
     if (cs.full) {
       this.synced = true;
