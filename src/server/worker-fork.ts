@@ -6,10 +6,10 @@ import { buildFile, codeFile, fromSources } from '../layout.ts';
 import type { ToPrimary } from './worker.ts';
 
 /*
- * Forking the worker processes of `proxy.workers` > 1. Kept light (node modules, the YAML reader and layout.ts) so that the CLI
- * forks them as soon as portico.yaml is read, before it loads the primary's own code: each worker
- * then loads its code while the primary loads its own, on the other core, instead of while the
- * primary lists the config (docs/operations.md, "Large configs and fleets").
+ * Forking the worker processes of `proxy.workers` > 1. Kept light (node modules, the YAML reader and
+ * layout.ts) so that the CLI forks the first worker as soon as it has read portico.yaml, before it
+ * loads its own code: that worker loads its code on the core the primary leaves idle meanwhile; the
+ * others are forked when the gateway starts (docs/operations.md, "Large configs and fleets").
  */
 
 /**
