@@ -113,9 +113,9 @@ program
     process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   });
 
-// `start` has no use for the admin commands' code (the etcd client, the changeset tools): it is
-// loaded for the other commands and for --help only (a worker process runs server/worker-main.ts)
-if (process.argv[2] !== 'start') (await import('./admin.ts')).registerAdminCommands(program);
+// `start` (and --version) have no use for the admin commands' code (the etcd client, the changeset
+// tools): it is loaded for the other commands and for --help only (a worker process runs server/worker-main.ts)
+if (!['start', '--version', '-V'].includes(process.argv[2] ?? '')) (await import('./admin.ts')).registerAdminCommands(program);
 
 program.parseAsync().catch((err: Error & { code?: string }) => {
   process.stderr.write(`portico: ${err.message}${err.code ? ` [${err.code}]` : ` [${ErrorCode.CONFIG_INVALID}]`}\n`);
