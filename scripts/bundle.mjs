@@ -12,8 +12,8 @@
 // ~650 modules with its packages (TypeBox alone is 200): ~180 ms to load, ~60 ms bundled. At 50,000
 // routes in etcd (10 alternating starts each, docs/operations.md "Large configs and fleets"): the
 // worker bundle took the two-worker start from 2.60 to 2.38 s; the CLI bundle took the one-process
-// start from 1.90 to 1.71 s and its RSS at ready from 180 to 166 MB, and the two-worker start from
-// 2.37 to 2.12 s (0.4 s less CPU).
+// start from 1.95 to 1.77 s and its RSS at ready from 180 to 161 MB, and the two-worker start from
+// 2.39 to 2.23 s (8 alternating starts each).
 //
 // Left out of the bundles, loaded from node_modules when first used: the OpenTelemetry SDK (only
 // with tracing.otlp), undici (the node transport), ioredis (limit-count's redis policy) and ajv

@@ -3,8 +3,8 @@ import { resolve } from 'node:path';
 import { ErrorCode } from '../errors.ts';
 import { VERSION } from '../version.ts';
 
-// Loaded by the commands that use them, not here: `start` forks its workers before it loads the
-// config's schemas and validator (see below), and --version or --help load neither.
+// Loaded by the commands that use it, not here: `start` forks its first worker before it loads the
+// config's schemas and validator (see below), and --version does not load them.
 const gatewayConfig = () => import('../config/gateway.ts');
 
 const program = new Command('portico')

@@ -9,7 +9,6 @@ import { keyringProblem } from '../server/tls/encryption.ts';
 import { adminConfigProblem } from '../admin/auth.ts';
 import { IpMatcher } from '../router/ip.ts';
 import { LISTEN, parseListen } from './listen.ts';
-import { MAX_WORKERS } from '../server/worker-fork.ts';
 
 const ListenAddress = Type.String({ pattern: LISTEN.source });
 /** a listener: its address alone, or with what it speaks (`http2`: h2c with prior knowledge on a plain listener, ALPN h2 on TLS) */
@@ -86,7 +85,7 @@ export const GatewayConfigSchema = Type.Object(
         stream_listen: Type.Array(StreamListener, { default: [] }),
         router: StringEnum(['radixtree_host_uri', 'radixtree_uri', 'radixtree_uri_with_parameter'], { default: 'radixtree_host_uri' }),
         drain_timeout: Type.Number({ minimum: 0, default: 30 }),
-        workers: Type.Union([Type.Integer({ minimum: 1, maximum: MAX_WORKERS }), Type.Literal('auto')], { default: 1 }),
+        workers: Type.Union([Type.Integer({ minimum: 1, maximum: 256 }), Type.Literal('auto')], { default: 1 }),
         timeouts: ClientTimeoutsSchema,
         max_header_count: Type.Integer({ minimum: 1, maximum: 10_000, default: 100 }),
         allow_trace: Type.Boolean({ default: false }),

@@ -6,8 +6,8 @@ import { runInNewContext } from 'node:vm';
  * config, before its snapshot and data plane are built. The listing leaves tens of megabytes of
  * garbage that outlived the young generation (etcd's pages as received, parsed and decoded); the
  * heap grows past it unless a full collection happens to run, and whether one does before `ready`
- * decided the resident memory at ready: 159-164 or 193-203 MB at 50,000 routes, run to run. Collected
- * here, the tables built next reuse that memory: 170-172 MB in every run, the start as fast (the
+ * decided the resident memory at ready: 159-164 or 193-207 MB at 50,000 routes, run to run. Collected
+ * here, the tables built next reuse that memory: 170-180 MB in every run, the start as fast (the
  * collection, ~50 ms, stands in for later ones). docs/operations.md, "Memory".
  */
 

@@ -43,23 +43,21 @@ export function workerEntry(): string {
   }
 }
 
-/** the most `proxy.workers` may ask for (portico.yaml's schema) */
-export const MAX_WORKERS = 256;
-
 export function workerCount(setting: number | 'auto'): number {
   return setting === 'auto' ? availableParallelism() : setting;
 }
 
 /**
  * How many worker processes the portico.yaml at `path` asks for, read before the file is validated
- * (the CLI forks them while it loads the validator and its own code); 1 when the file cannot be read
- * or parsed or `proxy.workers` is not a valid count (its validation then says why).
+ * (the CLI forks the first one while it loads the validator and its own code); 1 when the file
+ * cannot be read or parsed or `proxy.workers` is neither a count nor `auto` (its validation then
+ * says why, and a worker forked on a count it rejects is killed).
  */
 export function requestedWorkers(path: string): number {
   try {
     const setting = (parse(readFileSync(path, 'utf8')) as { proxy?: { workers?: unknown } } | null)?.proxy?.workers;
     if (setting === 'auto') return workerCount('auto');
-    return Number.isInteger(setting) && (setting as number) >= 1 && (setting as number) <= MAX_WORKERS ? (setting as number) : 1;
+    return Number.isInteger(setting) && (setting as number) >= 1 ? (setting as number) : 1;
   } catch {
     return 1;
   }
