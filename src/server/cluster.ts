@@ -12,8 +12,6 @@ import { mergeTraffic, TrafficStats } from '../observability/traffic.ts';
 import type { ToPrimary, ToWorker } from './worker.ts';
 import { forkWorker, type EarlyWorker } from './worker-fork.ts';
 
-export { workerCount, workerEntry, workerExecArgv, YOUNG_GENERATION_FLAG } from './worker-fork.ts';
-
 /**
  * Restart delays of a worker that died: 250 ms after a first death, doubling with each further
  * death within RESTART_WINDOW_MS of the previous one, up to 30 s. A worker that dies on the same
@@ -85,7 +83,7 @@ export class ClusterGateway extends GatewayInstance {
   constructor(
     config: GatewayConfig,
     private readonly count: number,
-    /** workers forked already (the CLI forks them as soon as it has read portico.yaml: worker-fork.ts) */
+    /** workers forked already, at most `count` (the CLI forks the first as soon as it has read portico.yaml: worker-fork.ts) */
     private early: EarlyWorker[] = [],
   ) {
     super(config);
@@ -123,7 +121,6 @@ export class ClusterGateway extends GatewayInstance {
       if (forked === undefined) this.fork(i);
       else this.adopt(i, forked.worker, forked);
     }
-    for (const extra of early.slice(this.count)) extra.worker.kill();
   }
 
   protected startProxy(): Promise<AddressInfo[]> {

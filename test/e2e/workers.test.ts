@@ -7,7 +7,7 @@ import { waitUntil } from '../helpers/wait.ts';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { YOUNG_GENERATION_FLAG, workerExecArgv } from '../../src/server/cluster.ts';
+import { YOUNG_GENERATION_FLAG, workerExecArgv } from '../../src/server/worker-fork.ts';
 import { SnapshotHandoff } from '../../src/server/snapshot-handoff.ts';
 import { updateOf } from '../../src/config/replica.ts';
 import { emptySnapshot } from '../../src/config/snapshot.ts';
