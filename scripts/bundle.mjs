@@ -7,6 +7,8 @@
 //   workers) stays unloaded. bin/portico.js runs it unless it is older than tsc's dist/cli/main.js.
 // - dist/worker-main.js, one file: what a worker process runs (`proxy.workers` > 1), forked by
 //   server/worker-fork.js unless it is older than tsc's dist/server/worker-main.js.
+// - dist/validators.cjs: ajv's code for the schema validators, used instead of compiling them at
+//   start when it was written for the running code's schemas (src/config/precompiled.ts).
 //
 // Why: node's ESM loader resolves, reads and links each module on its own. A worker's data plane is
 // ~650 modules with its packages (TypeBox alone is 200): ~180 ms to load, ~60 ms bundled. At 50,000
@@ -20,8 +22,9 @@
 // (the first plugin config compiled): src/lazy-package.ts.
 //
 // Usage: node scripts/bundle.mjs [distDir]   (default: dist/ of this checkout; npm run build runs it)
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 const root = path.resolve(import.meta.dirname, '..');
 const dist = path.resolve(process.argv[2] ?? path.join(root, 'dist'));
@@ -67,5 +70,10 @@ await Promise.all([
   }),
   esbuild.build({ ...common, entryPoints: [path.join(dist, 'server/worker-main.js')], outfile: path.join(dist, 'worker-main.js') }),
 ]);
+// the schema validators, compiled now rather than at every start (src/config/precompiled.ts)
+const { validatorsModule, VALIDATORS_FILE } = await import(pathToFileURL(path.join(dist, 'config/precompiled.js')).href);
+const { KIND_VALIDATORS } = await import(pathToFileURL(path.join(dist, 'config/validate.js')).href);
+const { GATEWAY_VALIDATORS } = await import(pathToFileURL(path.join(dist, 'config/gateway.js')).href);
+writeFileSync(path.join(dist, VALIDATORS_FILE), validatorsModule([KIND_VALIDATORS, GATEWAY_VALIDATORS]));
 const chunks = readdirSync(dist).filter((n) => /^portico-[A-Z0-9]+\.js$/.test(n)).length;
-console.log(`bundle: ${path.relative(root, path.join(dist, 'portico.js'))} (+${chunks} chunks) and worker-main.js in ${Math.round(performance.now() - started)} ms`);
+console.log(`bundle: ${path.relative(root, path.join(dist, 'portico.js'))} (+${chunks} chunks), worker-main.js and validators.cjs in ${Math.round(performance.now() - started)} ms`);

@@ -1,5 +1,4 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Ajv } from 'ajv';
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
@@ -9,6 +8,7 @@ import { keyringProblem } from '../server/tls/encryption.ts';
 import { adminConfigProblem } from '../admin/auth.ts';
 import { IpMatcher } from '../router/ip.ts';
 import { LISTEN, parseListen } from './listen.ts';
+import { Validators, type ValidatorGroup } from './precompiled.ts';
 
 const ListenAddress = Type.String({ pattern: LISTEN.source });
 /** a listener: its address alone, or with what it speaks (`http2`: h2c with prior knowledge on a plain listener, ALPN h2 on TLS) */
@@ -223,10 +223,17 @@ export const GatewayConfigSchema = Type.Object(
 export type GatewayConfig = Static<typeof GatewayConfigSchema>;
 export type EtcdConfig = Static<typeof EtcdConfigSchema>;
 
-// (the schema is checked against the meta-schema by the tests, not at every start: test/config/schemas.test.ts)
-const ajv = new Ajv({ useDefaults: true, strict: false, allErrors: false, validateSchema: false });
-const validateGateway = ajv.compile(GatewayConfigSchema);
-const validateEtcd = ajv.compile(EtcdConfigSchema);
+/**
+ * portico.yaml's validators (they fill in the defaults): compiled by the build (config/precompiled.ts)
+ * or on first use. (The schema is checked against the meta-schema by the tests, not at every start:
+ * test/config/schemas.test.ts.)
+ */
+export const GATEWAY_VALIDATORS: ValidatorGroup = {
+  name: 'gateway',
+  options: { useDefaults: true, strict: false, allErrors: false, validateSchema: false },
+  schemas: { gateway: GatewayConfigSchema, etcd: EtcdConfigSchema },
+};
+const gatewayValidators = new Validators(GATEWAY_VALIDATORS);
 
 /**
  * Reads portico.yaml. Defaults are filled in; relative paths resolve against the file's folder.
@@ -246,6 +253,7 @@ export function loadGatewayConfig(path: string): GatewayConfig {
 
 export function parseGatewayConfig(raw: unknown, baseDir: string, name = 'config'): GatewayConfig {
   const value = structuredClone(raw ?? {}) as Record<string, unknown>;
+  const validateGateway = gatewayValidators.get('gateway');
   if (!validateGateway(value)) {
     const e = validateGateway.errors![0]!;
     const extra = e.keyword === 'additionalProperties' ? ` '${(e.params as { additionalProperty: string }).additionalProperty}'` : '';
@@ -254,7 +262,7 @@ export function parseGatewayConfig(raw: unknown, baseDir: string, name = 'config
   const cfg = value as GatewayConfig;
   if (cfg.config.source === 'etcd') {
     cfg.config.etcd ??= {} as EtcdConfig;
-    validateEtcd(cfg.config.etcd); // fills defaults
+    gatewayValidators.get('etcd')(cfg.config.etcd); // fills defaults
   }
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
   cfg.config.file.path = abs(cfg.config.file.path);

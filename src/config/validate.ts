@@ -1,4 +1,4 @@
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { ErrorObject, ValidateFunction } from 'ajv';
 import type { Kind } from './changeset.ts';
 import { ConsumerSchema, type ConsumerConfig } from './schema/consumer.ts';
 import { GlobalRuleSchema, PluginConfigSchema, type GlobalRuleConfig, type PluginConfigConfig } from './schema/plugin-config.ts';
@@ -19,6 +19,7 @@ import { headerValueProblem, isHeaderValue } from '../security/header-value.ts';
 import { checkValueLimits } from '../security/limits.ts';
 import { Host } from './schema/common.ts';
 import { pluginsProblem } from '../plugins/validate.ts';
+import { Validators, type ValidatorGroup } from './precompiled.ts';
 
 export type ObjectValue = RouteConfig | ServiceConfig | UpstreamConfig | ConsumerConfig | PluginConfigConfig | GlobalRuleConfig | SslConfig | StreamRouteConfig;
 
@@ -30,14 +31,6 @@ export interface Rejection {
   reason: string;
 }
 
-// verbose: format errors carry the offending value, so the reason can say what is wrong with it.
-// The schemas are ours and checked against the meta-schema by the tests (test/config/schemas.test.ts),
-// not at every start: compiling the route and upstream validators took 98-108 ms with that check and
-// ajv's optimizing pass, 51-69 ms without both (this machine); validating 50,000 routes then takes
-// 2-7 ms longer in all.
-const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: false, verbose: true, validateSchema: false, code: { optimize: false } });
-// `format: 'header-value'` on any schema field sends it through the one header-value check
-ajv.addFormat('header-value', { type: 'string', validate: isHeaderValue });
 const isHost = new RegExp(Host.pattern!);
 
 /** Each kind's schema: the validators below and the Admin API's OpenAPI document (src/admin/openapi.ts) */
@@ -52,12 +45,26 @@ export const KIND_SCHEMAS = {
   stream_routes: StreamRouteSchema,
 } as const;
 
-/** Each kind's validator, compiled when the first object of that kind arrives (not at every start). */
-const compiledValidators = new Map<Kind, ValidateFunction>();
+/**
+ * The kinds' validators: compiled by the build (config/precompiled.ts), or here when the first object
+ * of a kind arrives (not at every start).
+ *
+ * verbose: format errors carry the offending value, so the reason can say what is wrong with it.
+ * The schemas are ours and checked against the meta-schema by the tests (test/config/schemas.test.ts),
+ * not at every start: compiling the route and upstream validators took 98-108 ms with that check and
+ * ajv's optimizing pass, 51-69 ms without both (this machine); validating 50,000 routes then takes
+ * 2-7 ms longer in all. `format: 'header-value'` on any schema field sends it through the one
+ * header-value check.
+ */
+export const KIND_VALIDATORS: ValidatorGroup = {
+  name: 'kinds',
+  options: { allErrors: true, strict: false, useDefaults: false, verbose: true, validateSchema: false, code: { optimize: false } },
+  schemas: KIND_SCHEMAS,
+  formats: { 'header-value': { type: 'string', validate: isHeaderValue } },
+};
+const kindValidators = new Validators(KIND_VALIDATORS);
 function validatorOf(kind: Kind): ValidateFunction {
-  let validate = compiledValidators.get(kind);
-  if (validate === undefined) compiledValidators.set(kind, (validate = ajv.compile(KIND_SCHEMAS[kind])));
-  return validate;
+  return kindValidators.get(kind);
 }
 
 /**

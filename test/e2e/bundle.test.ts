@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { buildGateway, ROOT } from '../../bench/lib.ts';
+import { GATEWAY_VALIDATORS } from '../../src/config/gateway.ts';
+import { groupHash } from '../../src/config/precompiled.ts';
+import { KIND_VALIDATORS } from '../../src/config/validate.ts';
 import { startGateway, writeRoutes, type GatewayProcess } from '../helpers/gateway.ts';
 import { get } from '../helpers/http.ts';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.ts';
@@ -66,6 +70,19 @@ describe('the build: the CLI and the workers from the bundles', () => {
     await waitUntil(async () => (await get(`${gw.url}/b`)).status === 200, 5000, 'route b served');
     const st = await gw.status();
     assert.ok(st.workers!.every((w) => w.revision === st.revision));
+  });
+
+  test('the build wrote the schema validators for these very schemas; the built gateway rejects with them', async () => {
+    const file = createRequire(import.meta.url)(path.join(out, 'dist', 'validators.cjs')) as { groups: Record<string, { hash: string }> };
+    assert.equal(file.groups.kinds!.hash, groupHash(KIND_VALIDATORS));
+    assert.equal(file.groups.gateway!.hash, groupHash(GATEWAY_VALIDATORS));
+    writeRoutes(gw.routesPath, { routes: [route('a', '/a'), { ...route('bad', '/bad'), upstream: { nodes: { '::1': 1 } } }] });
+    await waitUntil(async () => (await gw.status()).rejected.length === 1, 5000, 'the route with an unbracketed IPv6 node rejected');
+    const [rejection] = (await gw.status()).rejected;
+    assert.equal(rejection!.id, 'bad');
+    assert.match(rejection!.reason, /upstream\/nodes/);
+    assert.equal((await get(`${gw.url}/bad`)).status, 404);
+    assert.equal((await get(`${gw.url}/a`)).status, 200);
   });
 
   test('bin/portico.js runs the CLI bundle, unless it is older than tsc\'s output', async () => {
