@@ -58,9 +58,16 @@ export class ConfigPipeline {
     private readonly config: GatewayConfig,
     /**
      * extra readiness condition (workers up) and status fields; `listed`: the valid objects of a
-     * listing, page by page, while it goes on (before the snapshot holding them is published)
+     * listing, page by page, while it goes on (before the snapshot holding them is published);
+     * `collect`: runs the heap collection after a first large listing (server/heap.ts) when the
+     * caller chooses (default: at once, before the snapshot is applied)
      */
-    private readonly extra: { ready(): boolean; report?(): Partial<StatusReport>; listed?(objects: ValidObject[]): void } = { ready: () => true },
+    private readonly extra: {
+      ready(): boolean;
+      report?(): Partial<StatusReport>;
+      listed?(objects: ValidObject[]): void;
+      collect?(run: () => void): void;
+    } = { ready: () => true },
   ) {
     this.instanceId = config.instance_id ?? `${hostname()}-${randomBytes(3).toString('hex')}`;
     configureDataEncryption(config.data_encryption?.keyring);
@@ -145,8 +152,10 @@ export class ConfigPipeline {
     if (cs.full && !this.synced && !this.fromSnapshot && cs.changes.length >= LARGE_LISTING) {
       // the first listing of a large config, nothing served yet (not even the snapshot file): its
       // garbage goes before the tables are built (server/heap.ts)
-      const ms = collectGarbage();
-      log.debug({ objects: cs.changes.length, ms: Math.round(ms) }, 'heap collected after the first listing');
+      const objects = cs.changes.length;
+      const run = () => log.debug({ objects, ms: Math.round(collectGarbage()) }, 'heap collected after the first listing');
+      if (this.extra.collect === undefined) run();
+      else this.extra.collect(run);
     }
     const { rejected } = this.store.apply(cs);
     if (cs.full) {

@@ -101,4 +101,34 @@ describe(`${N} routes from etcd`, () => {
     for (const i of [0, 24999, 25001, 49998]) assert.equal((await get(request(i).path, request(i).host)).status, 200, `route ${i}`);
     assert.equal((await gw.status()).counts.routes, N - 1);
   });
+
+  test('two workers serve them too; the primary collects its heap once they listen, not before', async () => {
+    const two = await startGateway({ etcd: { endpoints: [etcd.clientUrl] }, router: 'radixtree_uri_with_parameter', workers: 2, env: { PORTICO_LOG_LEVEL: 'debug' } });
+    try {
+      const st = await two.status();
+      assert.equal(st.workers!.length, 2);
+      assert.equal(st.counts.routes, N - 1);
+      for (let i = 1; i < N; i += 5000) {
+        const { path, host } = request(i);
+        const got = await new Promise<number>((resolve, reject) => {
+          httpRequest(`${two.url}${path}`, { headers: { host } }, (r) => {
+            r.resume();
+            resolve(r.statusCode!);
+          })
+            .on('error', reject)
+            .end();
+        });
+        assert.equal(got, 200, `route ${i}`);
+      }
+      // the primary serves no traffic: the start waits for it until every worker listens, not after
+      const lines = () => two.output().split('\n');
+      await waitUntil(() => lines().some((l) => l.includes('heap collected after the first listing')), 5000, 'the collection');
+      const listening = lines().findIndex((l) => l.includes('every worker listens: heap collection next'));
+      const collected = lines().findIndex((l) => l.includes('heap collected after the first listing'));
+      assert.ok(listening >= 0 && listening < collected, two.output().slice(-3000));
+      assert.equal(lines().filter((l) => l.includes('heap collected after the first listing')).length, 1);
+    } finally {
+      await two.cleanup();
+    }
+  });
 });
