@@ -89,11 +89,12 @@ test('failover: a refused endpoint and a silent one are passed over, the listing
   }
 });
 
-test('an endpoint that does not answer gRPC (an HTTP/1.1 proxy): the listing goes over the JSON gateway from then on', async () => {
-  const { client } = suite;
-  for (let i = 0; i < 5; i++) await client.put(`/http1/k${i}`, `{"i":${i}}`);
-  // a plain HTTP/1.1 reverse proxy to etcd's JSON gateway, counting what it sees
-  let refusedPrefaces = 0;
+/**
+ * A plain HTTP/1.1 reverse proxy to etcd's JSON gateway, counting the HTTP/2 prefaces it refused
+ * (`answer`: as node, nginx and HAProxy do, with a 400; else by dropping the connection).
+ */
+async function http1Proxy(answer: boolean): Promise<{ url: string; refused: () => number; paths: string[]; close(): Promise<void> }> {
+  let refused = 0;
   const paths: string[] = [];
   const proxy = http.createServer((req, res) => {
     paths.push(req.url ?? '');
@@ -103,24 +104,60 @@ test('an endpoint that does not answer gRPC (an HTTP/1.1 proxy): the listing goe
     });
     req.pipe(up);
   });
+  // (a connection's unparsable bytes may raise more than one clientError)
+  const seen = new WeakSet<object>();
   proxy.on('clientError', (_err, socket) => {
-    refusedPrefaces++;
-    socket.destroy();
+    if (seen.has(socket)) return;
+    seen.add(socket);
+    refused++;
+    if (answer) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    else socket.destroy();
   });
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    refused: () => refused,
+    paths,
+    close: async () => {
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
+
+test('an endpoint that answers gRPC in HTTP/1.1 (a proxy): the listing goes over the JSON gateway from then on', async () => {
+  const { client } = suite;
+  for (let i = 0; i < 5; i++) await client.put(`/http1/k${i}`, `{"i":${i}}`);
+  const proxy = await http1Proxy(true);
   try {
-    const behind = new EtcdClient({ endpoints: [`http://127.0.0.1:${(proxy.address() as AddressInfo).port}`] });
+    const behind = new EtcdClient({ endpoints: [proxy.url] });
     const first = await list(behind, '/http1/', 2);
     assert.deepEqual(first.pages.map((p) => p.length), [2, 2, 1]);
     assert.deepEqual(first.pages.flat(), (await client.range('/http1/', { prefix: true })).kvs);
     const second = await list(behind, '/http1/');
     assert.equal(second.pages.flat().length, 5);
-    assert.equal(refusedPrefaces, 1, 'gRPC tried once, on the first page');
-    assert.deepEqual(paths, Array(4).fill('/v3/kv/range'), 'every page of both listings over JSON');
+    assert.equal(proxy.refused(), 1, 'gRPC tried once, on the first page');
+    assert.deepEqual(proxy.paths, Array(4).fill('/v3/kv/range'), 'every page of both listings over JSON');
     await behind.close();
   } finally {
-    proxy.closeAllConnections();
-    await new Promise((resolve) => proxy.close(resolve));
+    await proxy.close();
+  }
+});
+
+test('an endpoint that drops the gRPC call without an answer: each page over JSON, gRPC tried again for the next', async () => {
+  const { client } = suite;
+  for (let i = 0; i < 5; i++) await client.put(`/dropped/k${i}`, `{"i":${i}}`);
+  const proxy = await http1Proxy(false);
+  try {
+    const behind = new EtcdClient({ endpoints: [proxy.url] });
+    const { pages } = await list(behind, '/dropped/', 2);
+    assert.deepEqual(pages.flat(), (await client.range('/dropped/', { prefix: true })).kvs);
+    // (a member that went down looks the same: it must not lose gRPC for the process's life)
+    assert.equal(proxy.refused(), 3, 'one try per page');
+    assert.deepEqual(proxy.paths, Array(3).fill('/v3/kv/range'));
+    await behind.close();
+  } finally {
+    await proxy.close();
   }
 });
 

@@ -424,10 +424,16 @@ export class EtcdClient {
     try {
       return await this.grpc.range(endpoint, req, headers.authorization, signal ? AbortSignal.any([signal, timeout]) : timeout);
     } catch (err) {
-      if (!(err instanceof NotGrpcError) && !errorCodeOf(err)?.startsWith('ERR_HTTP2')) throw err;
+      // an answer in another protocol (ERR_HTTP2_ERROR: the peer does not speak HTTP/2), or none
+      const unclear = err instanceof NotGrpcError && err.unclear;
+      if (!(err instanceof NotGrpcError) && errorCodeOf(err) !== 'ERR_HTTP2_ERROR') throw err;
       const page = await this.rangePageJson(endpoint, req, headers, signal);
-      this.jsonOnly.add(endpoint);
-      log.info({ endpoint, reason: (err as Error).message }, 'etcd endpoint does not answer gRPC: listing over the JSON gateway');
+      // a stream closed without an answer may also have been a member going down: gRPC is tried
+      // again on the next page (an HTTP/1.1 proxy that drops the connection costs a try per page)
+      if (!unclear && !this.jsonOnly.has(endpoint)) {
+        this.jsonOnly.add(endpoint);
+        log.info({ endpoint, reason: (err as Error).message }, 'etcd endpoint does not answer gRPC: listing over the JSON gateway');
+      }
       return page;
     }
   }

@@ -15,7 +15,7 @@
  * kv.proto). Errors keep the gateway's shape: an answer with a gRPC status other than OK becomes an
  * EtcdResponseError with that status and etcd's message; a failed connection keeps its errno.
  */
-import { connect, constants, type ClientHttp2Session, type SecureClientSessionOptions } from 'node:http2';
+import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type SecureClientSessionOptions } from 'node:http2';
 import { EtcdResponseError, type KeyValue, type ResponseHeader } from './client.ts';
 
 export interface GrpcRange {
@@ -32,11 +32,23 @@ export interface GrpcRangeResult {
 }
 
 /**
- * The endpoint answered, but not as a gRPC server (an HTTP/1.1 proxy in front of etcd, a server
- * without HTTP/2): the caller may use the JSON gateway instead.
+ * The endpoint did not answer as a gRPC server: it answered something else (an HTTP/1.1 proxy in
+ * front of etcd, a server without HTTP/2), or `unclear`: it closed the stream without any answer,
+ * as such a proxy may, and as a member that crashed would. The caller may use the JSON gateway.
  */
 export class NotGrpcError extends Error {
   override readonly name = 'NotGrpcError';
+  constructor(
+    message: string,
+    readonly unclear = false,
+  ) {
+    super(message);
+  }
+}
+
+/** A connection error as the JSON client's are: its errno code, so that the caller fails over. */
+function connectionError(message: string, code: string, cause?: unknown): Error {
+  return Object.assign(new Error(message, { cause }), { code });
 }
 
 /** How long an idle session stays open for a next listing (a relist after a watch failure). */
@@ -46,7 +58,8 @@ const WINDOW_BYTES = 8 * 1024 * 1024;
 
 export class GrpcKv {
   private readonly sessions = new Map<string, ClientHttp2Session>();
-  private active = 0;
+  /** requests in flight per session: it keeps the process alive only while it has some */
+  private readonly inFlight = new Map<ClientHttp2Session, number>();
 
   constructor(private readonly tls: { ca?: Buffer; cert?: Buffer; key?: Buffer }) {}
 
@@ -54,12 +67,6 @@ export class GrpcKv {
   range(endpoint: string, req: GrpcRange, token: string | undefined, signal: AbortSignal): Promise<GrpcRangeResult> {
     return new Promise<GrpcRangeResult>((resolve, reject) => {
       if (signal.aborted) return reject(signal.reason);
-      let session: ClientHttp2Session;
-      try {
-        session = this.session(endpoint);
-      } catch (err) {
-        return reject(err);
-      }
       const headers: Record<string, string> = {
         ':method': 'POST',
         ':path': '/etcdserverpb.KV/Range',
@@ -67,7 +74,14 @@ export class GrpcKv {
         te: 'trailers',
       };
       if (token) headers.token = token;
-      const stream = session.request(headers, { endStream: false });
+      let session: ClientHttp2Session;
+      let stream: ClientHttp2Stream;
+      try {
+        session = this.session(endpoint);
+        stream = session.request(headers, { endStream: false });
+      } catch (err) {
+        return reject(err);
+      }
       this.hold(session);
       const chunks: Buffer[] = [];
       let status: number | undefined;
@@ -102,19 +116,25 @@ export class GrpcKv {
         }
       });
       stream.on('trailers', (t) => {
-        grpcStatus = String(t['grpc-status'] ?? grpcStatus ?? '');
+        if (t['grpc-status'] !== undefined) grpcStatus = String(t['grpc-status']);
         if (t['grpc-message'] !== undefined) grpcMessage = String(t['grpc-message']);
       });
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-      stream.on('error', (err) => finish(err));
+      stream.on('error', (err: NodeJS.ErrnoException) => {
+        // a stream the session's failure canceled: that failure (ECONNREFUSED, ECONNRESET, ...)
+        finish(err.code === 'ERR_HTTP2_STREAM_CANCEL' && err.cause !== undefined ? err.cause : err);
+      });
       stream.on('close', () => {
         if (settled) return;
         if (status === undefined) {
-          // closed before any answer: the session failed (its error, if any, was reported first)
-          return finish(new NotGrpcError(`etcd ${endpoint}: HTTP/2 stream closed without an answer (code ${stream.rstCode})`));
+          return finish(new NotGrpcError(`etcd ${endpoint}: HTTP/2 stream closed without an answer (code ${stream.rstCode})`, true));
+        }
+        if (grpcStatus === undefined) {
+          // cut off after the answer began: the connection, not etcd, failed
+          return finish(connectionError(`etcd ${endpoint}: HTTP/2 stream closed before its gRPC status (code ${stream.rstCode})`, 'ECONNRESET'));
         }
         if (grpcStatus !== '0') {
-          const message = grpcMessage === undefined ? `gRPC status ${grpcStatus ?? 'missing'}` : decodeGrpcMessage(grpcMessage);
+          const message = grpcMessage === undefined ? `gRPC status ${grpcStatus}` : decodeGrpcMessage(grpcMessage);
           return finish(new EtcdResponseError(`etcd ${endpoint}/etcdserverpb.KV/Range: ${message}`, 200, Number(grpcStatus) || undefined));
         }
         try {
@@ -159,13 +179,15 @@ export class GrpcKv {
   }
 
   private hold(session: ClientHttp2Session): void {
-    this.active++;
+    this.inFlight.set(session, (this.inFlight.get(session) ?? 0) + 1);
     session.ref();
   }
 
   private release(session: ClientHttp2Session): void {
-    this.active--;
-    if (this.active === 0 || session.closed) session.unref();
+    const left = (this.inFlight.get(session) ?? 1) - 1;
+    if (left > 0) return void this.inFlight.set(session, left);
+    this.inFlight.delete(session);
+    session.unref();
   }
 }
 
