@@ -50,6 +50,26 @@ test('a listing over gRPC gives what the JSON gateway gives: keys, values, revis
   await client.revokeLease(lease.id);
 });
 
+test('keys that are not UTF-8: each page starts after the last key as etcd holds it, over gRPC and over JSON', async () => {
+  const { client } = suite;
+  // bytes that decode to U+FFFD: re-encoded from their text they would sort elsewhere
+  const tails = [[0x61], [0xfe], [0xff, 0x01], [0xff, 0x02], [0xff, 0xff, 0x03]];
+  for (const [i, tail] of tails.entries()) {
+    const key = Buffer.concat([Buffer.from('/bytes/'), Buffer.from(tail)]).toString('base64');
+    await client.call('/v3/kv/put', { key, value: Buffer.from(`v${i}`).toString('base64') }, { idempotent: true });
+  }
+  const proxy = await http1Proxy(true);
+  try {
+    for (const c of [client, new EtcdClient({ endpoints: [proxy.url] })]) {
+      const { pages } = await list(c, '/bytes/', 1);
+      assert.deepEqual(pages.flat().map((kv) => kv.value), ['v0', 'v1', 'v2', 'v3', 'v4'], 'every key once, in order');
+    }
+    assert.equal(proxy.paths.length, 5, 'the second client over JSON');
+  } finally {
+    await proxy.close();
+  }
+});
+
 test("etcd's errors keep their gRPC status and message: a compacted revision", async () => {
   const { client } = suite;
   for (let i = 0; i < 3; i++) await client.put(`/compacted/k${i}`, String(i));

@@ -398,10 +398,9 @@ export class EtcdClient {
     for (;;) {
       const page = res.kvs;
       let next: Promise<GrpcRangeResult> | undefined;
-      if (res.more && page.length > 0) {
+      if (res.more && res.lastKey !== undefined) {
         // The next page starts right after the last key: the key plus a zero byte.
-        const last = Buffer.from(page[page.length - 1]!.key, 'utf8');
-        next = fetchPage(Buffer.concat([last, Buffer.from([0])]), revision, opts.pageSize ?? nextPageSize(page, pageBytes));
+        next = fetchPage(Buffer.concat([res.lastKey, Buffer.from([0])]), revision, opts.pageSize ?? nextPageSize(page, pageBytes));
         // a failure surfaces at the await below; until then it must not count as unhandled
         next.catch(() => undefined);
       }
@@ -444,7 +443,8 @@ export class EtcdClient {
     const raw = res.kvs ?? [];
     const kvs = new Array<KeyValue>(raw.length);
     for (let i = 0; i < raw.length; i++) kvs[i] = parseKeyValue(raw[i]!);
-    return { header: parseHeader(res.header), kvs, more: res.more === true };
+    const lastKey = raw.length > 0 ? Buffer.from(raw[raw.length - 1]!.key ?? '', 'base64') : undefined;
+    return { header: parseHeader(res.header), kvs, more: res.more === true, lastKey };
   }
 
   async put(key: string, value: string, opts: PutOptions = {}): Promise<ResponseHeader> {

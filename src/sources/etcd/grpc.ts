@@ -29,6 +29,8 @@ export interface GrpcRangeResult {
   header: ResponseHeader;
   kvs: KeyValue[];
   more: boolean;
+  /** the last key's bytes as etcd holds them (its text may not be valid UTF-8): where the next page starts */
+  lastKey: Buffer | undefined;
 }
 
 /**
@@ -320,6 +322,7 @@ export function decodeRangeResponse(buf: Buffer): GrpcRangeResult {
   let header: ResponseHeader = { clusterId: '', memberId: '', revision: 0, raftTerm: 0 };
   const kvs: KeyValue[] = [];
   let more = false;
+  let last: { start: number; end: number } | undefined;
   while (r.pos < r.end) {
     const tag = r.varint();
     const field = tag >>> 3;
@@ -330,6 +333,7 @@ export function decodeRangeResponse(buf: Buffer): GrpcRangeResult {
       r.pos = end;
     } else if (field === 2 && wire === 2) {
       const end = r.delimited();
+      last = { start: r.pos, end };
       kvs.push(decodeKeyValue(new Reader(buf, r.pos, end)));
       r.pos = end;
     } else if (field === 3 && wire === 0) {
@@ -338,7 +342,21 @@ export function decodeRangeResponse(buf: Buffer): GrpcRangeResult {
       r.skip(wire);
     }
   }
-  return { header, kvs, more };
+  return { header, kvs, more, lastKey: last === undefined ? undefined : keyBytes(buf, last.start, last.end) };
+}
+
+/** The key field's bytes of the KeyValue message at buf[start, end) (a copy: the page's buffer is not kept). */
+function keyBytes(buf: Buffer, start: number, end: number): Buffer {
+  const r = new Reader(buf, start, end);
+  while (r.pos < r.end) {
+    const tag = r.varint();
+    if (tag === ((1 << 3) | 2)) {
+      const keyEnd = r.delimited();
+      return Buffer.from(buf.subarray(r.pos, keyEnd));
+    }
+    r.skip(tag & 7);
+  }
+  return Buffer.alloc(0);
 }
 
 /** ResponseHeader: cluster_id = 1, member_id = 2, revision = 3, raft_term = 4. */
