@@ -106,9 +106,11 @@ describe('a two-worker gateway on etcd builds its tables from the listing', () =
   let slow: TcpProxy;
   before(async () => {
     // the gateway reads etcd through this: a listing that takes seconds, as 50,000 routes do, so
-    // that the workers (loading their code meanwhile) follow it
+    // that the workers (loading their code meanwhile) follow it (~3.5 s: ~210 KB over gRPC; at
+    // 150 KB/s, once the listing came over gRPC, a loaded full run saw the second worker say hello
+    // after it)
     slow = await startTcpProxy(suite.etcd.clientPort);
-    slow.setRate(150_000);
+    slow.setRate(60_000);
     up = await startUpstream('up');
     await suite.client.put('/portico/upstreams/u', JSON.stringify({ nodes: { [up.address]: 1 } }));
     // 2,500 routes, one of them pointing at an upstream that does not exist
