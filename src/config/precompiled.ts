@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import type { Ajv, FormatDefinition, Options, ValidateFunction } from 'ajv';
 import { buildFile } from '../layout.ts';
 import { onFirstUse } from '../lazy-package.ts';
+import { log } from '../observability/log.ts';
 
 /*
  * Schema validators compiled when the package is built instead of at every start.
@@ -80,13 +81,15 @@ export class Validators {
   private fromFile(): Record<string, ValidateFunction> | undefined {
     if (!this.looked) {
       this.looked = true;
-      let entry: FileGroup | undefined;
       try {
-        entry = (require(this.file) as { groups?: Record<string, FileGroup> }).groups?.[this.group.name];
+        const entry = (require(this.file) as { groups?: Record<string, FileGroup> }).groups?.[this.group.name];
+        if (entry !== undefined && entry.hash === groupHash(this.group)) this.precompiled = entry.create(this.group.formats ?? {});
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+        // no build (the sources), or a file that does not load: the validators are compiled
+        if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') {
+          log.warn({ file: this.file, err: (err as Error).message }, `cannot use the build's ${this.group.name} validators: compiling them`);
+        }
       }
-      if (entry !== undefined && entry.hash === groupHash(this.group)) this.precompiled = entry.create(this.group.formats ?? {});
     }
     return this.precompiled;
   }

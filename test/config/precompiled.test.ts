@@ -97,6 +97,15 @@ describe('validators written by the build', () => {
     assert.deepEqual(upstreams.errors!.map((e) => [e.keyword, e.instancePath]), [['format', '/upstream_host']]);
   });
 
+  test('a file that does not load (truncated): the validators are compiled', () => {
+    const broken = path.join(dir, 'broken.cjs');
+    writeFileSync(broken, validatorsModule([KIND_VALIDATORS]).slice(0, 5000));
+    const validators = new Validators(KIND_VALIDATORS, broken);
+    assert.equal(validators.fromBuild, false);
+    assert.equal(validators.get('routes')({ uri: '/a', upstream_id: 'u' }), true);
+    assert.equal(validators.get('routes')({ uri: 'a' }), false);
+  });
+
   test('a file written for other schemas or options is not used: its validators are compiled', () => {
     const changed: ValidatorGroup = { ...KIND_VALIDATORS, schemas: { ...KIND_VALIDATORS.schemas, routes: { type: 'object', required: ['uri'] } } };
     assert.notEqual(groupHash(changed), groupHash(KIND_VALIDATORS));
