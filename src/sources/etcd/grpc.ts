@@ -306,7 +306,7 @@ class Reader {
   }
 
   /** Skip a field of wire type `wire` (one this decoder does not use). */
-  skip(wire: number): void {
+  skipField(wire: number): void {
     if (wire === 0) this.varint();
     else if (wire === 1) this.pos += 8;
     else if (wire === 2) this.pos = this.delimited();
@@ -322,7 +322,9 @@ export function decodeRangeResponse(buf: Buffer): GrpcRangeResult {
   let header: ResponseHeader = { clusterId: '', memberId: '', revision: 0, raftTerm: 0 };
   const kvs: KeyValue[] = [];
   let more = false;
-  let last: { start: number; end: number } | undefined;
+  // the last KeyValue's place in buf
+  let lastStart = -1;
+  let lastEnd = -1;
   while (r.pos < r.end) {
     const tag = r.varint();
     const field = tag >>> 3;
@@ -333,16 +335,17 @@ export function decodeRangeResponse(buf: Buffer): GrpcRangeResult {
       r.pos = end;
     } else if (field === 2 && wire === 2) {
       const end = r.delimited();
-      last = { start: r.pos, end };
+      lastStart = r.pos;
+      lastEnd = end;
       kvs.push(decodeKeyValue(new Reader(buf, r.pos, end)));
       r.pos = end;
     } else if (field === 3 && wire === 0) {
       more = r.varint() !== 0;
     } else {
-      r.skip(wire);
+      r.skipField(wire);
     }
   }
-  return { header, kvs, more, lastKey: last === undefined ? undefined : keyBytes(buf, last.start, last.end) };
+  return { header, kvs, more, lastKey: lastStart < 0 ? undefined : keyBytes(buf, lastStart, lastEnd) };
 }
 
 /** The key field's bytes of the KeyValue message at buf[start, end) (a copy: the page's buffer is not kept). */
@@ -354,7 +357,7 @@ function keyBytes(buf: Buffer, start: number, end: number): Buffer {
       const keyEnd = r.delimited();
       return Buffer.from(buf.subarray(r.pos, keyEnd));
     }
-    r.skip(tag & 7);
+    r.skipField(tag & 7);
   }
   return Buffer.alloc(0);
 }
@@ -366,12 +369,12 @@ function decodeHeader(r: Reader): ResponseHeader {
     const tag = r.varint();
     const field = tag >>> 3;
     const wire = tag & 7;
-    if (wire !== 0) r.skip(wire);
+    if (wire !== 0) r.skipField(wire);
     else if (field === 1) h.clusterId = r.varintText(false);
     else if (field === 2) h.memberId = r.varintText(false);
     else if (field === 3) h.revision = r.varint();
     else if (field === 4) h.raftTerm = r.varint();
-    else r.skip(wire);
+    else r.skipField(wire);
   }
   return h;
 }
@@ -410,7 +413,7 @@ function decodeKeyValue(r: Reader): KeyValue {
         break;
       }
       default:
-        r.skip(tag & 7);
+        r.skipField(tag & 7);
     }
   }
   return kv;
