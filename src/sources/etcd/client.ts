@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { Agent, request, type Dispatcher } from 'undici';
 import { ErrorCode, PorticoError } from '../../errors.ts';
 import { log } from '../../observability/log.ts';
-import { GrpcKv, NotGrpcError, type GrpcRange, type GrpcRangeResult } from './grpc.ts';
+import { GrpcKv, NotGrpcError, type GrpcRange, type RangePage } from './grpc.ts';
 
 export interface EtcdTlsOptions {
   /** path of a PEM CA bundle to verify etcd's certificate */
@@ -397,7 +397,7 @@ export class EtcdClient {
     const revision = header.revision;
     for (;;) {
       const page = res.kvs;
-      let next: Promise<GrpcRangeResult> | undefined;
+      let next: Promise<RangePage> | undefined;
       if (res.more && res.lastKey !== undefined) {
         // The next page starts right after the last key: the key plus a zero byte.
         next = fetchPage(Buffer.concat([res.lastKey, Buffer.from([0])]), revision, opts.pageSize ?? nextPageSize(page, pageBytes));
@@ -417,7 +417,7 @@ export class EtcdClient {
    * server (an HTTP/1.1 proxy in front of etcd) and the JSON call right after it: that endpoint's
    * pages then all go through the gateway.
    */
-  private async rangePage(endpoint: string, req: GrpcRange, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<GrpcRangeResult> {
+  private async rangePage(endpoint: string, req: GrpcRange, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<RangePage> {
     if (this.jsonOnly.has(endpoint)) return this.rangePageJson(endpoint, req, headers, signal);
     const timeout = AbortSignal.timeout(this.timeoutMs);
     try {
@@ -437,7 +437,7 @@ export class EtcdClient {
     }
   }
 
-  private async rangePageJson(endpoint: string, req: GrpcRange, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<GrpcRangeResult> {
+  private async rangePageJson(endpoint: string, req: GrpcRange, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<RangePage> {
     const body = { key: req.key.toString('base64'), range_end: req.rangeEnd.toString('base64'), limit: req.limit, ...(req.revision ? { revision: req.revision } : {}) };
     const res = await this.post<{ header?: RawHeader; kvs?: RawKeyValue[]; more?: boolean }>(endpoint, '/v3/kv/range', body, headers, signal, false);
     const raw = res.kvs ?? [];

@@ -25,7 +25,8 @@ export interface GrpcRange {
   revision: number;
 }
 
-export interface GrpcRangeResult {
+/** A page of a range, over either transport. */
+export interface RangePage {
   header: ResponseHeader;
   kvs: KeyValue[];
   more: boolean;
@@ -49,8 +50,8 @@ export class NotGrpcError extends Error {
 }
 
 /** A connection error as the JSON client's are: its errno code, so that the caller fails over. */
-function connectionError(message: string, code: string, cause?: unknown): Error {
-  return Object.assign(new Error(message, { cause }), { code });
+function connectionError(message: string, code: string): Error {
+  return Object.assign(new Error(message), { code });
 }
 
 /** How long an idle session stays open for a next listing (a relist after a watch failure). */
@@ -66,8 +67,8 @@ export class GrpcKv {
   constructor(private readonly tls: { ca?: Buffer; cert?: Buffer; key?: Buffer }) {}
 
   /** KV.Range on `endpoint`; `token`: etcd's auth token, when auth is on. */
-  range(endpoint: string, req: GrpcRange, token: string | undefined, signal: AbortSignal): Promise<GrpcRangeResult> {
-    return new Promise<GrpcRangeResult>((resolve, reject) => {
+  range(endpoint: string, req: GrpcRange, token: string | undefined, signal: AbortSignal): Promise<RangePage> {
+    return new Promise<RangePage>((resolve, reject) => {
       if (signal.aborted) return reject(signal.reason);
       const headers: Record<string, string> = {
         ':method': 'POST',
@@ -90,7 +91,7 @@ export class GrpcKv {
       let grpcStatus: string | undefined;
       let grpcMessage: string | undefined;
       let settled = false;
-      const finish = (err: unknown, result?: GrpcRangeResult) => {
+      const finish = (err: unknown, result?: RangePage) => {
         if (settled) return;
         settled = true;
         signal.removeEventListener('abort', onAbort);
@@ -232,26 +233,21 @@ function pushVarint(out: number[], n: number): void {
 
 /** RangeRequest: key = 1, range_end = 2, limit = 3, revision = 4. */
 export function encodeRangeRequest(req: GrpcRange): Buffer {
-  const head: number[] = [];
-  const bytesField = (field: number, b: Buffer, parts: Buffer[]) => {
-    const tag: number[] = [];
-    pushVarint(tag, (field << 3) | 2);
-    pushVarint(tag, b.length);
-    parts.push(Buffer.from(tag), b);
-  };
-  const parts: Buffer[] = [];
-  bytesField(1, req.key, parts);
-  bytesField(2, req.rangeEnd, parts);
+  const out: number[] = [];
+  for (const [field, bytes] of [[1, req.key], [2, req.rangeEnd]] as const) {
+    pushVarint(out, (field << 3) | 2);
+    pushVarint(out, bytes.length);
+    for (const b of bytes) out.push(b);
+  }
   if (req.limit > 0) {
-    head.push(3 << 3);
-    pushVarint(head, req.limit);
+    out.push(3 << 3);
+    pushVarint(out, req.limit);
   }
   if (req.revision > 0) {
-    head.push(4 << 3);
-    pushVarint(head, req.revision);
+    out.push(4 << 3);
+    pushVarint(out, req.revision);
   }
-  parts.push(Buffer.from(head));
-  return Buffer.concat(parts);
+  return Buffer.from(out);
 }
 
 /** A reader over one protobuf message. */
@@ -317,14 +313,13 @@ class Reader {
 }
 
 /** RangeResponse: header = 1, kvs = 2 (repeated), more = 3, count = 4. */
-export function decodeRangeResponse(buf: Buffer): GrpcRangeResult {
+export function decodeRangeResponse(buf: Buffer): RangePage {
   const r = new Reader(buf, 0, buf.length);
   let header: ResponseHeader = { clusterId: '', memberId: '', revision: 0, raftTerm: 0 };
   const kvs: KeyValue[] = [];
   let more = false;
-  // the last KeyValue's place in buf
-  let lastStart = -1;
-  let lastEnd = -1;
+  // where the last KeyValue's key lies in buf
+  const key = { start: -1, end: -1 };
   while (r.pos < r.end) {
     const tag = r.varint();
     const field = tag >>> 3;
@@ -335,9 +330,7 @@ export function decodeRangeResponse(buf: Buffer): GrpcRangeResult {
       r.pos = end;
     } else if (field === 2 && wire === 2) {
       const end = r.delimited();
-      lastStart = r.pos;
-      lastEnd = end;
-      kvs.push(decodeKeyValue(new Reader(buf, r.pos, end)));
+      kvs.push(decodeKeyValue(new Reader(buf, r.pos, end), key));
       r.pos = end;
     } else if (field === 3 && wire === 0) {
       more = r.varint() !== 0;
@@ -345,21 +338,8 @@ export function decodeRangeResponse(buf: Buffer): GrpcRangeResult {
       r.skipField(wire);
     }
   }
-  return { header, kvs, more, lastKey: lastStart < 0 ? undefined : keyBytes(buf, lastStart, lastEnd) };
-}
-
-/** The key field's bytes of the KeyValue message at buf[start, end) (a copy: the page's buffer is not kept). */
-function keyBytes(buf: Buffer, start: number, end: number): Buffer {
-  const r = new Reader(buf, start, end);
-  while (r.pos < r.end) {
-    const tag = r.varint();
-    if (tag === ((1 << 3) | 2)) {
-      const keyEnd = r.delimited();
-      return Buffer.from(buf.subarray(r.pos, keyEnd));
-    }
-    r.skipField(tag & 7);
-  }
-  return Buffer.alloc(0);
+  // a copy: the page's buffer is not kept
+  return { header, kvs, more, lastKey: key.start < 0 ? undefined : Buffer.from(buf.subarray(key.start, key.end)) };
 }
 
 /** ResponseHeader: cluster_id = 1, member_id = 2, revision = 3, raft_term = 4. */
@@ -379,8 +359,11 @@ function decodeHeader(r: Reader): ResponseHeader {
   return h;
 }
 
-/** mvccpb.KeyValue: key = 1, create_revision = 2, mod_revision = 3, version = 4, value = 5, lease = 6. */
-function decodeKeyValue(r: Reader): KeyValue {
+/**
+ * mvccpb.KeyValue: key = 1, create_revision = 2, mod_revision = 3, version = 4, value = 5, lease = 6.
+ * `key`: set to where the key's bytes lie in the buffer.
+ */
+function decodeKeyValue(r: Reader, key: { start: number; end: number }): KeyValue {
   const buf = r.buf;
   const kv: KeyValue = { key: '', value: '', createRevision: 0, modRevision: 0, version: 0 };
   while (r.pos < r.end) {
@@ -389,6 +372,8 @@ function decodeKeyValue(r: Reader): KeyValue {
       case (1 << 3) | 2: {
         const end = r.delimited();
         kv.key = buf.toString('utf8', r.pos, end);
+        key.start = r.pos;
+        key.end = end;
         r.pos = end;
         break;
       }
