@@ -58,16 +58,13 @@ test('keys that are not UTF-8: each page starts after the last key as etcd holds
     const key = Buffer.concat([Buffer.from('/bytes/'), Buffer.from(tail)]).toString('base64');
     await client.call('/v3/kv/put', { key, value: Buffer.from(`v${i}`).toString('base64') }, { idempotent: true });
   }
-  const proxy = await http1Proxy(true);
-  try {
+  await withHttp1Proxy(true, async (proxy) => {
     for (const c of [client, new EtcdClient({ endpoints: [proxy.url] })]) {
       const { pages } = await list(c, '/bytes/', 1);
       assert.deepEqual(pages.flat().map((kv) => kv.value), ['v0', 'v1', 'v2', 'v3', 'v4'], 'every key once, in order');
     }
     assert.equal(proxy.paths.length, 5, 'the second client over JSON');
-  } finally {
-    await proxy.close();
-  }
+  });
 });
 
 test("etcd's errors keep their gRPC status and message: a compacted revision", async () => {
@@ -110,10 +107,10 @@ test('failover: a refused endpoint and a silent one are passed over, the listing
 });
 
 /**
- * A plain HTTP/1.1 reverse proxy to etcd's JSON gateway, counting the HTTP/2 prefaces it refused
+ * `use` with a plain HTTP/1.1 reverse proxy to etcd's JSON gateway, counting the HTTP/2 prefaces it refused
  * (`answer`: as node, nginx and HAProxy do, with a 400; else by dropping the connection).
  */
-async function http1Proxy(answer: boolean): Promise<{ url: string; refused: () => number; paths: string[]; close(): Promise<void> }> {
+async function withHttp1Proxy(answer: boolean, use: (proxy: { url: string; refused: () => number; paths: string[] }) => Promise<void>): Promise<void> {
   let refused = 0;
   const paths: string[] = [];
   const proxy = http.createServer((req, res) => {
@@ -134,22 +131,18 @@ async function http1Proxy(answer: boolean): Promise<{ url: string; refused: () =
     else socket.destroy();
   });
   await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
-    refused: () => refused,
-    paths,
-    close: async () => {
-      proxy.closeAllConnections();
-      await new Promise((resolve) => proxy.close(resolve));
-    },
-  };
+  try {
+    await use({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, refused: () => refused, paths });
+  } finally {
+    proxy.closeAllConnections();
+    await new Promise((resolve) => proxy.close(resolve));
+  }
 }
 
 test('an endpoint that answers gRPC in HTTP/1.1 (a proxy): the listing goes over the JSON gateway from then on', async () => {
   const { client } = suite;
   for (let i = 0; i < 5; i++) await client.put(`/http1/k${i}`, `{"i":${i}}`);
-  const proxy = await http1Proxy(true);
-  try {
+  await withHttp1Proxy(true, async (proxy) => {
     const behind = new EtcdClient({ endpoints: [proxy.url] });
     const first = await list(behind, '/http1/', 2);
     assert.deepEqual(first.pages.map((p) => p.length), [2, 2, 1]);
@@ -159,16 +152,13 @@ test('an endpoint that answers gRPC in HTTP/1.1 (a proxy): the listing goes over
     assert.equal(proxy.refused(), 1, 'gRPC tried once, on the first page');
     assert.deepEqual(proxy.paths, Array(4).fill('/v3/kv/range'), 'every page of both listings over JSON');
     await behind.close();
-  } finally {
-    await proxy.close();
-  }
+  });
 });
 
 test('an endpoint that drops the gRPC call without an answer: each page over JSON, gRPC tried again for the next', async () => {
   const { client } = suite;
   for (let i = 0; i < 5; i++) await client.put(`/dropped/k${i}`, `{"i":${i}}`);
-  const proxy = await http1Proxy(false);
-  try {
+  await withHttp1Proxy(false, async (proxy) => {
     const behind = new EtcdClient({ endpoints: [proxy.url] });
     const { pages } = await list(behind, '/dropped/', 2);
     assert.deepEqual(pages.flat(), (await client.range('/dropped/', { prefix: true })).kvs);
@@ -176,9 +166,7 @@ test('an endpoint that drops the gRPC call without an answer: each page over JSO
     assert.equal(proxy.refused(), 3, 'one try per page');
     assert.deepEqual(proxy.paths, Array(3).fill('/v3/kv/range'));
     await behind.close();
-  } finally {
-    await proxy.close();
-  }
+  });
 });
 
 test('protobuf: a request encodes its fields; a response skips fields it does not know', () => {
