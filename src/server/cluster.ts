@@ -190,6 +190,7 @@ export class ClusterGateway extends GatewayInstance {
           this.waiting.push(worker);
           // it builds its tables from the listing meanwhile, from the file's first line
           this.ahead.follow(worker.id);
+          log.debug({ worker: worker.id }, 'a worker follows the listing');
           this.tell(worker);
         }
       } else if (m.type === 'listing-failed') {

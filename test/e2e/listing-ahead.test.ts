@@ -105,12 +105,10 @@ describe('a two-worker gateway on etcd builds its tables from the listing', () =
   let up: TestUpstream;
   let slow: TcpProxy;
   before(async () => {
-    // the gateway reads etcd through this: a listing that takes seconds, as 50,000 routes do, so
-    // that the workers (loading their code meanwhile) follow it (~3.5 s: ~210 KB over gRPC; at
-    // 150 KB/s, once the listing came over gRPC, a loaded full run saw the second worker say hello
-    // after it)
+    // the gateway reads etcd through this: a listing held to a trickle until both workers follow
+    // it, as they do while 50,000 routes are listed (a fixed rate was a race with the workers'
+    // start: on a loaded machine the second one said hello after the listing)
     slow = await startTcpProxy(suite.etcd.clientPort);
-    slow.setRate(60_000);
     up = await startUpstream('up');
     await suite.client.put('/portico/upstreams/u', JSON.stringify({ nodes: { [up.address]: 1 } }));
     // 2,500 routes, one of them pointing at an upstream that does not exist
@@ -131,8 +129,22 @@ describe('a two-worker gateway on etcd builds its tables from the listing', () =
     const watcher = watch(tmp, (_event, name) => {
       if (name?.startsWith('portico-') && existsSync(path.join(tmp, name))) created.add(name);
     });
-    const gw = await startGateway({ etcd: { endpoints: [slow.url], timeout: 10 }, workers: 2, env: { TMPDIR: tmp } });
+    // ~210 KB at 4 KB/s: 50 s, unless both workers follow (they load their code in a second or two;
+    // after 15 s, at full speed anyway: the test fails below, not on the start's 20 s limit)
+    slow.setRate(4_000);
+    const trickle = setTimeout(() => slow.setRate(0), 15_000);
+    const follows = (out: string) => out.split('a worker follows the listing').length - 1;
+    const gw = await startGateway({
+      etcd: { endpoints: [slow.url], timeout: 60 },
+      workers: 2,
+      env: { TMPDIR: tmp, PORTICO_LOG_LEVEL: 'debug' },
+      onOutput: (out) => {
+        if (follows(out) === 2) slow.setRate(0);
+      },
+    });
+    clearTimeout(trickle);
     try {
+      assert.equal(follows(gw.output()), 2, 'both workers followed the listing');
       const listings = [...created].filter((f) => f.startsWith('portico-listing-'));
       assert.equal(listings.length, 1, [...created].join(', '));
       assert.ok(![...created].some((f) => f.startsWith('portico-snapshot-')), `no snapshot file: ${[...created].join(', ')}`);

@@ -314,7 +314,8 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
       let at = 0;
       const slice = () => {
         if (client.destroyed) return;
-        const n = Math.max(1, Math.floor(rate / 20));
+        // (the rate may have changed meanwhile: 0, the rest at once)
+        const n = rate === 0 ? d.length - at : Math.max(1, Math.floor(rate / 20));
         client.write(d.subarray(at, at + n));
         at += n;
         if (at < d.length) setTimeout(slice, 50);

@@ -34,6 +34,8 @@ export interface GatewayOptions {
   extra?: Record<string, unknown>;
   /** the CLI entry to run (default bin/portico.js: the sources, or a build in dist/) */
   bin?: string;
+  /** called with all the gateway printed so far (stdout and stderr), each time it prints, from its start */
+  onOutput?: (out: string) => void;
 }
 
 export interface GatewayProcess {
@@ -89,8 +91,12 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
   });
   live.add(child);
   let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const take = (d: Buffer) => {
+    out += d.toString();
+    opts.onOutput?.(out);
+  };
+  child.stdout!.on('data', take);
+  child.stderr!.on('data', take);
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => { live.delete(child); r(code); }));
   const m = await waitUntil(
     () => {
