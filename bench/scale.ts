@@ -2,17 +2,21 @@
  * Large configs: N routes (hosts, methods, a mix of exact, prefix and parameter uris) in a real
  * etcd, served by a real gateway process (compiled, as production runs it). Per N it measures and
  * prints beside each goal of issue 10:
- *  - cold start: process spawned -> /status/ready, with proxy.workers 1 and 2;
+ *  - cold start: process spawned -> /status/ready, with proxy.workers 1 and 2, --starts times each
+ *    (alternately), median and range;
  *  - RSS at ready and after the changes;
  *  - one change applied: etcd put acknowledged -> the gateway serves it (polled over keep-alive),
  *    p50/p99/max over --changes changes (half puts of new routes, half deletes), and how many
  *    took longer than 20 ms;
  *  - the upstream all routes use, replaced 20 times: put -> /status shows the revision (max);
  *  - matching cost: the router alone, in this process, over every route (µs per match);
- *  - wrk on the deepest route (the last inserted) against a 1-route gateway, and against the same
- *    N routes read from a YAML file.
+ *  - wrk on the deepest route (the last inserted) of the N-route gateway, of the same N routes read
+ *    from a YAML file, and of a 1-route gateway, all three running: --rounds bursts of
+ *    --duration/--rounds seconds each, in turn, after a warm-up burst each; each round's ratio to
+ *    the 1-route table, median and range (the machine's speed drifts by tens of percent within
+ *    minutes: a ratio of two runs minutes apart measured the drift as often as the table).
  *
- *   npm run bench:scale -- [--routes 50000,200000] [--changes 1000] [--duration 5] [--tsx]
+ *   npm run bench:scale -- [--routes 50000,200000] [--changes 1000] [--starts 3] [--duration 10] [--rounds 5] [--tsx]
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -31,12 +35,16 @@ const { values } = parseArgs({
   options: {
     routes: { type: 'string', default: '50000,200000' },
     changes: { type: 'string', default: '1000' },
-    duration: { type: 'string', default: '5' },
+    duration: { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '5' },
+    starts: { type: 'string', default: '3' },
     tsx: { type: 'boolean', default: false },
   },
 });
 const counts = values.routes.split(',').map(Number);
 const changes = Number(values.changes);
+const starts = Math.max(1, Number(values.starts));
+const rounds = Math.max(1, Number(values.rounds));
 
 const main = values.tsx ? path.join(ROOT, 'bin/portico.js') : buildGateway(path.join(ROOT, '.tmp/bench-scale'));
 const upstreamPort = await freePort();
@@ -61,13 +69,33 @@ function requestFor(i: number): { path: string; host: string } {
 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 
-/** `source`: an etcd URL, or the routes of a YAML file (written into the gateway's folder). */
-async function startGateway(source: string | { file: string }, workers: number, nodeFlags: readonly string[] = START_FLAGS): Promise<{ child: ReturnType<typeof run>; port: number; statusPort: number; readyMs: number; cpuMs: number }> {
+/** Median and range of a sample (the lower middle of an even count). */
+interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  all: number[];
+}
+function spread(xs: readonly number[]): Spread {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return { median: sorted[Math.floor((sorted.length - 1) / 2)]!, min: sorted[0]!, max: sorted[sorted.length - 1]!, all: [...xs] };
+}
+
+interface Started {
+  child: ReturnType<typeof run>;
+  port: number;
+  statusPort: number;
+  readyMs: number;
+  cpuMs: number;
+}
+
+/** `source`: an etcd URL (and the prefix), or the routes of a YAML file (written into the gateway's folder). */
+async function startGateway(source: string | { file: string }, workers: number, nodeFlags: readonly string[] = START_FLAGS, prefix = '/portico'): Promise<Started> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-bench-scale-'));
   const port = await freePort();
   const statusPort = await freePort();
   if (typeof source !== 'string') writeFileSync(path.join(dir, 'routes.yaml'), source.file);
-  const config = typeof source === 'string' ? `{ source: etcd, etcd: { endpoints: ["${source}"], prefix: /portico }, snapshot: snapshot.json }` : '{ source: file, file: { path: routes.yaml }, snapshot: snapshot.json }';
+  const config = typeof source === 'string' ? `{ source: etcd, etcd: { endpoints: ["${source}"], prefix: "${prefix}" }, snapshot: snapshot.json }` : '{ source: file, file: { path: routes.yaml }, snapshot: snapshot.json }';
   writeFileSync(
     path.join(dir, 'portico.yaml'),
     `proxy: { listen: ["127.0.0.1:${port}"], workers: ${workers}, router: radixtree_uri_with_parameter }\nstatus: { listen: "127.0.0.1:${statusPort}" }\nconfig: ${config}\n`,
@@ -115,13 +143,14 @@ function matchCost(n: number): number {
 
 interface Result {
   routes: number;
-  readyMs: number;
-  startCpuMs: number;
-  etcdStartCpuMs: number;
+  /** per start: ready, the gateway's CPU, etcd's CPU */
+  readyMs: Spread;
+  startCpuMs: Spread;
+  etcdStartCpuMs: Spread;
   /** the same for the workers: 2 start (the primary and its workers) */
-  startCpuMs2: number;
-  etcdStartCpuMs2: number;
-  readyMs2: number;
+  readyMs2: Spread;
+  startCpuMs2: Spread;
+  etcdStartCpuMs2: Spread;
   rssReady: number;
   /** at ready, started without START_FLAGS */
   rssReadyPlain: number;
@@ -132,9 +161,12 @@ interface Result {
   over20: number;
   upstreamMax: number;
   matchUs: number;
+  /** req/s medians over the rounds, and each round's ratio to the 1-route table */
   deepRps: number;
   fileRps: number;
   oneRps: number;
+  deepRatio: Spread;
+  fileRatio: Spread;
 }
 
 async function scenario(n: number): Promise<Result> {
@@ -150,18 +182,25 @@ async function scenario(n: number): Promise<Result> {
   }
   for (let i = 0; i < batches.length; i += 8) await Promise.all(batches.slice(i, i + 8).map((b) => b()));
 
-  // workers: 2 first (its readiness only), then the single-process gateway for everything else
-  const etcdCpuTwo0 = treeCpuMs(etcd.pid);
-  const two = await startGateway(etcd.clientUrl, 2);
-  const etcdStartCpu2 = treeCpuMs(etcd.pid) - etcdCpuTwo0;
-  await stop(two.child);
   // RSS with node's own young-generation size, for comparison (everything else: as npm start runs it)
   const plain = await startGateway(etcd.clientUrl, 1, []);
   const rssReadyPlain = rssMiB(plain.child.pid!);
   await stop(plain.child);
-  const etcdCpu0 = treeCpuMs(etcd.pid);
-  const gw = await startGateway(etcd.clientUrl, 1);
-  const etcdStartCpu = treeCpuMs(etcd.pid) - etcdCpu0;
+  // starts, workers: 2 and one process in turn; the last one-process gateway stays for the rest
+  const measured = async (workers: number) => {
+    const etcdCpu0 = treeCpuMs(etcd.pid);
+    const started = await startGateway(etcd.clientUrl, workers);
+    return { started, etcdCpu: treeCpuMs(etcd.pid) - etcdCpu0 };
+  };
+  const ones: Array<{ started: Started; etcdCpu: number }> = [];
+  const twos: typeof ones = [];
+  for (let k = 0; k < starts; k++) {
+    twos.push(await measured(2));
+    await stop(twos[k]!.started.child);
+    ones.push(await measured(1));
+    if (k < starts - 1) await stop(ones[k]!.started.child);
+  }
+  const gw = ones[starts - 1]!.started;
   const rssReady = rssMiB(gw.child.pid!);
 
   const pool = new Pool(`http://127.0.0.1:${gw.port}`, { connections: 1 });
@@ -194,36 +233,40 @@ async function scenario(n: number): Promise<Result> {
   const rssAfter = rssMiB(gw.child.pid!);
   samples.sort((a, b) => a - b);
 
+  // the deepest route: of this gateway, of the same N routes from a YAML file (is the cost in the
+  // table, or in where it came from?), and of the same route alone in a 1-route etcd table (its
+  // own prefix), all three running, measured in turn
   const deep = requestFor(n - 1);
-  const duration = Number(values.duration);
-  const deepRps = which('wrk') ? wrk(`http://127.0.0.1:${gw.port}${deep.path}`, { duration, connections: 50, threads: 1, headers: [`Host: ${deep.host}`] }).rps : NaN;
-  await stop(gw.child);
-
-  // the same N routes from a YAML file: is the cost in the table, or in where it came from?
   const lines = ['upstreams:', `  - { id: u, nodes: { "127.0.0.1:${upstreamPort}": 1 } }`, 'routes:'];
   for (let i = 0; i < n; i++) lines.push(`  - ${JSON.stringify({ id: `r${i}`, ...route(i) })}`);
   const fromFile = await startGateway({ file: `${lines.join('\n')}\n` }, 1);
-  const fileRps = which('wrk') ? wrk(`http://127.0.0.1:${fromFile.port}${deep.path}`, { duration, connections: 50, threads: 1, headers: [`Host: ${deep.host}`] }).rps : NaN;
-  await stop(fromFile.child);
-
-  // the same route alone
-  await client.delete('/portico/routes/', { prefix: true });
-  const ops: Array<{ put: { key: string; value: string } }> = [{ put: { key: '/portico/routes/only', value: JSON.stringify(route(n - 1)) } }];
-  await client.txn({ success: ops });
-  const one = await startGateway(etcd.clientUrl, 1);
-  const oneRps = which('wrk') ? wrk(`http://127.0.0.1:${one.port}${deep.path}`, { duration, connections: 50, threads: 1, headers: [`Host: ${deep.host}`] }).rps : NaN;
-  await stop(one.child);
+  await client.put('/one/upstreams/u', JSON.stringify({ nodes: { [`127.0.0.1:${upstreamPort}`]: 1 } }));
+  await client.put('/one/routes/only', JSON.stringify(route(n - 1)));
+  const one = await startGateway(etcd.clientUrl, 1, START_FLAGS, '/one');
+  const burst = Math.max(1, Math.round(Number(values.duration) / rounds));
+  const rps = (g: Started) => (which('wrk') ? wrk(`http://127.0.0.1:${g.port}${deep.path}`, { duration: burst, connections: 50, threads: 1, headers: [`Host: ${deep.host}`] }).rps : NaN);
+  for (const g of [gw, fromFile, one]) rps(g); // warm-up: the JIT, the connection pools
+  const deepRps: number[] = [];
+  const fileRps: number[] = [];
+  const oneRps: number[] = [];
+  for (let k = 0; k < rounds; k++) {
+    deepRps.push(rps(gw));
+    fileRps.push(rps(fromFile));
+    oneRps.push(rps(one));
+  }
+  for (const g of [gw, fromFile, one]) await stop(g.child);
   await client.close();
   await etcd.stop();
 
+  const of = (pick: (x: { started: Started; etcdCpu: number }) => number, xs: typeof ones) => spread(xs.map(pick));
   return {
     routes: n,
-    readyMs: gw.readyMs,
-    startCpuMs: gw.cpuMs,
-    etcdStartCpuMs: etcdStartCpu,
-    readyMs2: two.readyMs,
-    startCpuMs2: two.cpuMs,
-    etcdStartCpuMs2: etcdStartCpu2,
+    readyMs: of((x) => x.started.readyMs, ones),
+    startCpuMs: of((x) => x.started.cpuMs, ones),
+    etcdStartCpuMs: of((x) => x.etcdCpu, ones),
+    readyMs2: of((x) => x.started.readyMs, twos),
+    startCpuMs2: of((x) => x.started.cpuMs, twos),
+    etcdStartCpuMs2: of((x) => x.etcdCpu, twos),
     rssReady,
     rssReadyPlain,
     rssAfter,
@@ -233,9 +276,11 @@ async function scenario(n: number): Promise<Result> {
     over20: samples.filter((s) => s > 20).length,
     upstreamMax: upstreamSamples[upstreamSamples.length - 1]!,
     matchUs: matchCost(n),
-    deepRps,
-    fileRps,
-    oneRps,
+    deepRps: spread(deepRps).median,
+    fileRps: spread(fileRps).median,
+    oneRps: spread(oneRps).median,
+    deepRatio: spread(deepRps.map((r, k) => r / oneRps[k]!)),
+    fileRatio: spread(fileRps.map((r, k) => r / oneRps[k]!)),
   };
 }
 
@@ -248,13 +293,15 @@ for (const r of results) {
   const goal = r.routes <= 50_000;
   const g = (ok: boolean, text: string) => (goal ? `${ok ? 'met' : 'NOT met'} (goal ${text})` : '(reported)');
   console.log(`\n${r.routes} routes`);
-  console.log(`  start -> ready, 1 process       ${r.readyMs.toFixed(0).padStart(8)} ms   ${g(r.readyMs <= 2000, '<= 2000 ms')}`);
-  console.log(`    CPU meanwhile: gateway ${r.startCpuMs.toFixed(0)} ms, etcd ${r.etcdStartCpuMs.toFixed(0)} ms (what bounds the start)`);
-  console.log(`  start -> ready, workers: 2      ${r.readyMs2.toFixed(0).padStart(8)} ms   ${g(r.readyMs2 <= 2000, '<= 2000 ms')}`);
+  const ms = (x: Spread) => `${x.median.toFixed(0).padStart(8)} ms (${x.all.map((v) => v.toFixed(0)).join(', ')})`;
+  const starts = `median of ${r.readyMs.all.length}`;
+  console.log(`  start -> ready, 1 process     ${ms(r.readyMs)}   ${g(r.readyMs.median <= 2000, `<= 2000 ms, ${starts}`)}`);
+  console.log(`    CPU meanwhile: gateway ${r.startCpuMs.median.toFixed(0)} ms, etcd ${r.etcdStartCpuMs.median.toFixed(0)} ms (medians)`);
+  console.log(`  start -> ready, workers: 2    ${ms(r.readyMs2)}   ${g(r.readyMs2.median <= 2000, `<= 2000 ms, ${starts}`)}`);
   const cores = os.cpus().length;
   console.log(
-    `    CPU meanwhile: primary and workers ${r.startCpuMs2.toFixed(0)} ms, etcd ${r.etcdStartCpuMs2.toFixed(0)} ms: ` +
-      `on ${cores} cores no less than ${((r.startCpuMs2 + r.etcdStartCpuMs2) / cores).toFixed(0)} ms of wall time`,
+    `    CPU meanwhile: primary and workers ${r.startCpuMs2.median.toFixed(0)} ms, etcd ${r.etcdStartCpuMs2.median.toFixed(0)} ms (medians): ` +
+      `on ${cores} cores no less than ${((r.startCpuMs2.median + r.etcdStartCpuMs2.median) / cores).toFixed(0)} ms of wall time`,
   );
   const mb = (mib: number) => `${(mib * 1.048576).toFixed(0).padStart(8)} MB (${mib.toFixed(0)} MiB)`;
   console.log(`  RSS at ready                    ${mb(r.rssReady)}  ${g(r.rssReady * 1.048576 <= 200, '<= 200 MB')}`);
@@ -263,6 +310,7 @@ for (const r of results) {
   console.log(`  change applied p50 / p99 / max  ${r.p50.toFixed(2)} / ${r.p99.toFixed(2)} / ${r.max.toFixed(1)} ms   ${g(r.p99 <= 5, 'p99 <= 5 ms')}; ${r.over20} over 20 ms ${goal ? (r.over20 === 0 ? 'met' : 'NOT met') : ''}`);
   console.log(`  upstream of every route replaced ${r.upstreamMax.toFixed(1).padStart(8)} ms max of 20 (put -> /status revision)   ${g(r.upstreamMax <= 20, '<= 20 ms')}`);
   console.log(`  matching, router alone          ${r.matchUs.toFixed(2).padStart(8)} µs   ${g(r.matchUs <= 2, '<= 2 µs')}`);
-  console.log(`  deepest route vs 1-route table  ${r.deepRps.toFixed(0)} / ${r.oneRps.toFixed(0)} req/s = ${(r.deepRps / r.oneRps).toFixed(2)}x   ${g(r.deepRps / r.oneRps >= 0.9, '>= 0.9x')}`);
-  console.log(`  the same N routes from a file    ${r.fileRps.toFixed(0)} req/s = ${(r.fileRps / r.oneRps).toFixed(2)}x of the 1-route etcd table`);
+  const ratios = (x: Spread) => `${x.median.toFixed(2)}x (rounds: ${x.all.map((v) => v.toFixed(2)).join(', ')})`;
+  console.log(`  deepest route vs 1-route table  ${r.deepRps.toFixed(0)} / ${r.oneRps.toFixed(0)} req/s, ${ratios(r.deepRatio)}   ${g(r.deepRatio.median >= 0.9, '>= 0.9x, median round')}`);
+  console.log(`  the same N routes from a file    ${r.fileRps.toFixed(0)} req/s, ${ratios(r.fileRatio)} of the 1-route etcd table`);
 }
