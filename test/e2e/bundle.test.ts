@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -83,6 +83,38 @@ describe('the build: the CLI and the workers from the bundles', () => {
     assert.match(rejection!.reason, /upstream\/nodes/);
     assert.equal((await get(`${gw.url}/bad`)).status, 404);
     assert.equal((await get(`${gw.url}/a`)).status, 200);
+  });
+
+  test('undici: inside the CLI bundle, one copy (the node transport uses it), outside the worker bundle', async () => {
+    const dist = path.join(out, 'dist');
+    const chunks = readdirSync(dist).filter((n) => /^portico(-[A-Z0-9]+)?\.js$/.test(n));
+    const imports = /(from|import|require)\s*\(?\s*["']undici["']/;
+    for (const c of chunks) assert.doesNotMatch(readFileSync(path.join(dist, c), 'utf8'), imports, c);
+    // (DispatcherBase: a class of undici's, named nowhere in Portico's code)
+    assert.ok(chunks.some((c) => readFileSync(path.join(dist, c), 'utf8').includes('DispatcherBase')), 'undici is in a chunk');
+    assert.ok(!readFileSync(path.join(dist, 'worker-main.js'), 'utf8').includes('DispatcherBase'), 'the worker bundle leaves undici out');
+    // a one-process gateway on the node transport (its pools are undici's) loads nothing of
+    // node_modules/undici: a probe lists the CommonJS modules the process required when it exits
+    const probe = path.join(out, 'probe-undici.mjs');
+    const loaded = path.join(out, 'undici-loaded.txt');
+    writeFileSync(
+      probe,
+      `import { createRequire } from 'node:module'; import { writeFileSync } from 'node:fs';\n` +
+        `const cache = createRequire(import.meta.url).cache;\n` +
+        `process.on('exit', () => writeFileSync(${JSON.stringify(loaded)}, Object.keys(cache).filter((k) => k.includes('node_modules/undici/')).join('\\n')));\n`,
+    );
+    const one = await startGateway({
+      bin: path.join(out, 'bin', 'portico.js'),
+      routes: { routes: [route('a', '/a')] },
+      env: { PORTICO_PROXY_TRANSPORT: 'node', NODE_OPTIONS: `--import=${probe}` },
+    });
+    try {
+      for (let i = 0; i < 3; i++) assert.equal((await fetch(`${one.url}/a`)).headers.get('x-built'), 'a');
+      assert.equal(await one.stop(), 0);
+      assert.equal(readFileSync(loaded, 'utf8'), '', 'modules of node_modules/undici loaded');
+    } finally {
+      await one.cleanup();
+    }
   });
 
   test('bin/portico.js runs the CLI bundle, unless it is older than tsc\'s output', async () => {

@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { stringify } from 'yaml';
 import type { ChangeSet } from '../../src/config/changeset.ts';
 import { FileSource } from '../../src/sources/file.ts';
-import { sleep } from '../helpers/wait.ts';
+import { sleep, waitUntil } from '../helpers/wait.ts';
 
 test('a file saved every 10 ms is reloaded while the saves go on', async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'portico-churn-'));
@@ -38,10 +38,11 @@ test('a file saved every 10 ms is reloaded while the saves go on', async () => {
       save(++n);
       await sleep(10);
     }
+    // (a trailing-only debounce reloads 0 times meanwhile; this reloads every few debounce periods,
+    // ~5 times here, but a loaded machine may starve the source's thread: 2 is the bound asserted)
     const during = applied.filter((a) => a.at > started && a.at < started + 1000);
-    assert.ok(during.length >= 3, `reloads while saving: ${during.length} (of ${n} saves)`);
-    await sleep(300);
-    assert.equal(applied.at(-1)?.uri, `/v${n}`, 'the last save is applied');
+    assert.ok(during.length >= 2, `reloads while saving: ${during.length} (of ${n} saves)`);
+    await waitUntil(() => applied.at(-1)?.uri === `/v${n}`, 3000, 'the last save applied');
   } finally {
     await source.stop();
     rmSync(dir, { recursive: true, force: true });

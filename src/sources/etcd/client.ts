@@ -7,10 +7,16 @@
  * use the full int64 range.
  */
 import { readFileSync } from 'node:fs';
+import * as undici from 'undici';
 import { Agent, request, type Dispatcher } from 'undici';
 import { ErrorCode, PorticoError } from '../../errors.ts';
+import { provide } from '../../lazy-package.ts';
 import { log } from '../../observability/log.ts';
 import { GrpcKv, NotGrpcError, type GrpcRange, type RangePage } from './grpc.ts';
+
+// every process with an etcd client has undici loaded (in a build, the CLI bundle's own copy): the
+// node transport's pools use it rather than load another (upstream/pools.ts)
+provide('undici', undici);
 
 export interface EtcdTlsOptions {
   /** path of a PEM CA bundle to verify etcd's certificate */
