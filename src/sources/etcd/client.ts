@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import * as undici from 'undici';
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { ErrorCode, PorticoError } from '../../errors.ts';
 import { provide } from '../../lazy-package.ts';
 import { log } from '../../observability/log.ts';
@@ -282,7 +282,7 @@ export class EtcdClient {
       ...(tls.key ? { key: readFileSync(tls.key) } : {}),
     };
     this.grpc = new GrpcKv(files);
-    this.dispatcher = new Agent({
+    this.dispatcher = new undici.Agent({
       connectTimeout: this.timeoutMs,
       keepAliveTimeout: 30_000,
       connect: {
@@ -591,7 +591,7 @@ export class EtcdClient {
     stream: boolean,
   ): Promise<T> {
     const timeout = AbortSignal.timeout(this.timeoutMs);
-    const res = await request(endpoint + path, {
+    const res = await undici.request(endpoint + path, {
       method: 'POST',
       dispatcher: this.dispatcher,
       headers: { 'content-type': 'application/json', ...headers },
