@@ -78,7 +78,7 @@ interface Spread {
 }
 function spread(xs: readonly number[]): Spread {
   const sorted = [...xs].sort((a, b) => a - b);
-  return { median: sorted[Math.floor((sorted.length - 1) / 2)]!, min: sorted[0]!, max: sorted[sorted.length - 1]!, all: [...xs] };
+  return { median: pct(sorted, 50), min: sorted[0]!, max: sorted[sorted.length - 1]!, all: [...xs] };
 }
 
 interface Started {
