@@ -94,6 +94,10 @@ export class ConfigStore {
   private readonly prevalidated: Record<Kind, WeakMap<object, string | Verdict>> = perKind(() => new WeakMap());
   /** rejections counted since start, by code: exported as a metric */
   readonly rejectionCount = new Map<string, number>();
+  /** a first listing taken in page by page while it goes on (stage()), until apply() takes it */
+  private staging: Staging | undefined;
+  /** apply() ran once: stage() only takes a first listing into a store that holds nothing */
+  private applied = false;
 
   private readonly routerMode: RouterMode | undefined;
 
@@ -122,6 +126,14 @@ export class ConfigStore {
     const at = new Date().toISOString();
     const rejected: RejectionRecord[] = [];
     const reject = this.rejecter(at, rejected);
+    this.applied = true;
+    const staged = this.takeStaging(cs);
+    if (staged !== undefined) {
+      // the listing's objects are in `desired` (and `seen`) already: their rejections count now
+      for (const r of staged.invalid) reject(r, r.modRevision, this.invalid);
+      const diff = this.publish(staged.touched, { revision: cs.revision, source: cs.source, detail: cs.detail }, at, rejected);
+      return { snapshot: this.current, diff, rejected };
+    }
 
     // 1. Which changes are real: a full change set is diffed against what the source sent before.
     //    Bounds first: the diff serializes values, and JSON.stringify recurses.
@@ -197,6 +209,65 @@ export class ConfigStore {
       this.prevalidated[c.kind].set(c.value as object, verdict.ok && verdict.value === c.value ? c.id : verdict);
       if (verdict.ok && valid !== undefined) valid.push({ kind: c.kind, id: c.id, modRevision: c.modRevision, value: verdict.value, text: c.text });
     }
+  }
+
+  /**
+   * Takes a page of a store's first listing in while the listing goes on: each change validated
+   * (as prevalidate() does, `valid` likewise) and entered as the store's desired object, or as
+   * rejected, so that apply() of the full ChangeSet made of exactly these changes only resolves
+   * references and publishes — the work of the listing's last page, not of all 50,000 objects, is
+   * left between the end of the listing and the first snapshot. Nothing is visible before that
+   * apply(): the snapshot and the rejections are unchanged until then.
+   *
+   * A store that applied anything already (a relist, or a snapshot from disk served while the
+   * source was down) only prevalidates: a relist's objects must be compared with what is in force.
+   * apply() of any other ChangeSet drops what was staged (a listing that failed half way, then was
+   * listed again: its pages are staged again, but the first attempt's would be stale).
+   */
+  stage(changes: readonly Change[], valid?: ValidObject[]): void {
+    if (this.staging === undefined) {
+      if (this.applied) return this.prevalidate(changes, valid);
+      this.staging = { changes: new Set(), touched: perKind(() => new Set()), invalid: [] };
+    }
+    const { changes: staged, touched, invalid } = this.staging;
+    for (const raw of changes) {
+      staged.add(raw);
+      // (a listing carries no deletions; an apply() of one that did would not match the staging)
+      if (raw.deleted) continue;
+      const c = admit(raw);
+      const seen = seenOf(c);
+      const result: Verdict =
+        c.parseError !== undefined
+          ? { ok: false, rejection: { kind: c.kind, id: c.id, code: c.parseErrorCode ?? ErrorCode.PARSE, reason: `${key(c.kind, c.id)}: ${c.parseError}` } }
+          : this.validate(c);
+      if (!result.ok) {
+        this.setDesired(c.kind, c.id, undefined);
+        this.seen[c.kind].set(c.id, seen);
+        invalid.push({ ...result.rejection, modRevision: c.modRevision });
+        continue;
+      }
+      this.seen[c.kind].delete(c.id);
+      this.setDesired(c.kind, c.id, { id: c.id, modRevision: c.modRevision, value: result.value, h1: seen.h1, h2: seen.h2 });
+      touched[c.kind].add(c.id);
+      if (valid !== undefined) valid.push({ kind: c.kind, id: c.id, modRevision: c.modRevision, value: result.value, text: c.text });
+    }
+  }
+
+  /**
+   * The staging, when `cs` is the full ChangeSet made of exactly the staged changes; any other
+   * ChangeSet drops it (the store held nothing before it, so nothing else is lost).
+   */
+  private takeStaging(cs: ChangeSet): Staging | undefined {
+    const staging = this.staging;
+    if (staging === undefined) return undefined;
+    this.staging = undefined;
+    if (cs.full && cs.changes.length === staging.changes.size && cs.changes.every((c) => staging.changes.has(c))) return staging;
+    for (const kind of KINDS) {
+      this.desired[kind].clear();
+      this.seen[kind].clear();
+    }
+    this.dependents.clear();
+    return undefined;
   }
 
   /**
@@ -403,6 +474,16 @@ export class ConfigStore {
     }
     return undefined;
   }
+}
+
+/** A first listing staged page by page (ConfigStore.stage). */
+interface Staging {
+  /** the staged changes, by identity: apply() takes the staging for the ChangeSet made of exactly these */
+  changes: Set<Change>;
+  /** the valid objects, entered into `desired`: what the first snapshot resolves and publishes */
+  touched: Record<Kind, Set<string>>;
+  /** schema and parse rejections, recorded (and counted) when the listing is applied */
+  invalid: Array<Rejection & { modRevision: number }>;
 }
 
 /**

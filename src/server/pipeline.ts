@@ -104,9 +104,9 @@ export class ConfigPipeline {
     const events = {
       onChangeSet: (cs: ChangeSet) => this.applyChangeSet(cs),
       onPrefetch: (changes: readonly Change[]) => {
-        if (this.extra.listed === undefined) return this.store.prevalidate(changes);
+        if (this.extra.listed === undefined) return this.store.stage(changes);
         const valid: ValidObject[] = [];
-        this.store.prevalidate(changes, valid);
+        this.store.stage(changes, valid);
         if (valid.length > 0) this.extra.listed(valid);
       },
       onState: (s: SourceState) => {

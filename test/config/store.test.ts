@@ -198,3 +198,94 @@ describe('semantic checks', () => {
     assert.equal(store.snapshot.routes.size, 1000);
   });
 });
+
+describe('a first listing staged page by page', () => {
+  /** A listing with every outcome: valid, schema-invalid, unparsable, over the limits, dangling, through a service. */
+  function listing(revision: number): ChangeSet {
+    const changes: Change[] = [
+      { kind: 'upstreams', id: 'u1', modRevision: 2, value: up() },
+      { kind: 'services', id: 's1', modRevision: 3, value: { upstream_id: 'u1' } },
+      { kind: 'routes', id: 'ok', modRevision: 4, value: { uri: '/ok', upstream_id: 'u1' } },
+      { kind: 'routes', id: 'via', modRevision: 5, value: { uri: '/via', service_id: 's1' } },
+      { kind: 'routes', id: 'bad', modRevision: 6, value: { uri: '/bad', upstream: { nodes: { 'a:80': -1 } } } },
+      { kind: 'routes', id: 'json', modRevision: 7, parseError: 'routes/json: invalid JSON: Unexpected token' },
+      { kind: 'routes', id: 'deep', modRevision: 8, value: { uri: '/deep', upstream_id: 'u1', desc: 'x'.repeat(2_000_000) } },
+      { kind: 'routes', id: 'dangling', modRevision: 9, value: { uri: '/d', upstream_id: 'nope' } },
+      ...Array.from({ length: 20 }, (_, i) => ({ kind: 'routes' as const, id: `r${i}`, modRevision: 10 + i, value: { uri: `/r/${i}`, upstream_id: 'u1' } })),
+    ];
+    return { source: 'etcd', revision, full: true, changes };
+  }
+  const view = (store: ConfigStore) => ({
+    revision: store.snapshot.revision,
+    routes: [...store.snapshot.routes.keys()].sort(),
+    services: [...store.snapshot.services.keys()],
+    upstreams: [...store.snapshot.upstreams.keys()],
+    rejected: store.rejections().map((r) => [r.code, r.id, r.reason, r.modRevision]),
+    counts: [...store.rejectionCount].sort(),
+  });
+
+  test('publishes what applying the listing at once publishes, and nothing before', () => {
+    const whole = new ConfigStore();
+    const expected = whole.apply(listing(40));
+    const staged = new ConfigStore();
+    const cs = listing(40);
+    const valid: string[] = [];
+    for (let i = 0; i < cs.changes.length; i += 3) {
+      const out: { id: string }[] = [];
+      staged.stage(cs.changes.slice(i, i + 3), out as never);
+      valid.push(...out.map((o) => o.id));
+    }
+    // staged, not applied: no snapshot, no rejection yet
+    assert.equal(staged.snapshot.revision, 0);
+    assert.equal(staged.snapshot.routes.size, 0);
+    assert.deepEqual(staged.rejections(), []);
+    assert.deepEqual(valid.sort(), ['dangling', 'ok', 's1', 'u1', 'via', ...Array.from({ length: 20 }, (_, i) => `r${i}`)].sort());
+    const r = staged.apply(cs);
+    assert.deepEqual(view(staged), view(whole));
+    assert.deepEqual([...r.diff.routes].sort(), [...expected.diff.routes].sort());
+    assert.deepEqual(r.rejected.map((x) => x.id).sort(), ['bad', 'dangling', 'deep', 'json']);
+    assert.deepEqual(new Set(view(staged).rejected.map((x) => x[0])), new Set(['PORTICO_ERR_SCHEMA', 'PORTICO_ERR_PARSE', 'PORTICO_ERR_LIMIT', 'PORTICO_ERR_REFERENCE']));
+    // and it goes on as a store that applied the listing: a relist skips what did not change
+    const relist = listing(41);
+    staged.stage(relist.changes);
+    const again = staged.apply(relist);
+    assert.deepEqual([again.diff.routes.size, again.diff.upstreams.size], [0, 0]);
+    assert.equal(again.snapshot.routes.get('ok'), r.snapshot.routes.get('ok'), 'an unchanged object stays the same object');
+  });
+
+  test('a listing that failed half way and was listed again leaves nothing of the first attempt', () => {
+    const store = new ConfigStore();
+    const first = listing(40);
+    // the first attempt staged 'gone' (deleted before the second attempt) and a broken 'bad'
+    store.stage([{ kind: 'routes', id: 'gone', modRevision: 3, value: { uri: '/gone', upstream: up() } }, ...first.changes.slice(0, 5)]);
+    const second: ChangeSet = { source: 'etcd', revision: 50, full: true, changes: [
+      { kind: 'upstreams', id: 'u1', modRevision: 2, value: up() },
+      { kind: 'routes', id: 'bad', modRevision: 45, value: { uri: '/bad', upstream_id: 'u1' } },
+    ] };
+    store.stage(second.changes);
+    const r = store.apply(second);
+    assert.deepEqual([...r.snapshot.routes.keys()], ['bad']);
+    assert.deepEqual(store.rejections(), []);
+    assert.deepEqual([...store.rejectionCount], []);
+    // the dropped staging left no dependents behind: the upstream's removal touches 'bad' only
+    const gone = store.apply({ source: 'etcd', revision: 51, full: false, changes: [{ kind: 'upstreams', id: 'u1', modRevision: 51, deleted: true }] });
+    assert.deepEqual(store.rejections().map((x) => [x.code, x.id]), [['PORTICO_ERR_REFERENCE', 'bad']]);
+    assert.equal(gone.snapshot.routes.size, 0);
+  });
+
+  test('a store that applied anything (the snapshot from disk, say) only prevalidates a listing', () => {
+    const store = new ConfigStore();
+    store.apply({ source: 'etcd', revision: 30, full: true, changes: [
+      { kind: 'upstreams', id: 'u1', modRevision: 2, value: up() },
+      { kind: 'routes', id: 'old', modRevision: 3, value: { uri: '/old', upstream_id: 'u1' } },
+    ] });
+    const cs = listing(40);
+    store.stage(cs.changes);
+    // nothing entered before apply: 'old' still served, no new rejection
+    assert.deepEqual([...store.snapshot.routes.keys()], ['old']);
+    assert.deepEqual(store.rejections(), []);
+    const r = store.apply(cs);
+    assert.deepEqual(view(store).routes, view((() => { const s = new ConfigStore(); s.apply(listing(40)); return s; })()).routes);
+    assert.ok(r.diff.routes.has('old'), 'missing from the listing: deleted');
+  });
+});
