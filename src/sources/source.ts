@@ -15,8 +15,9 @@ export interface SourceEvents {
   onChangeSet(cs: ChangeSet): void | Promise<void>;
   /**
    * changes a full ChangeSet being read will carry (etcd: each page of the initial list, while the
-   * next one is fetched): the store may validate them ahead, so that the time etcd takes to send the
-   * rest is not lost. The ChangeSet itself still follows through onChangeSet.
+   * next one is fetched): the store may validate them ahead (or take a first listing in: see
+   * ConfigStore.stage), so that the time etcd takes to send the rest is not lost. The ChangeSet
+   * itself still follows through onChangeSet, made of these very Change objects.
    */
   onPrefetch?(changes: readonly Change[]): void;
   /** connection state changed (log once per change, not per retry) */

@@ -222,6 +222,7 @@ export class EtcdSource implements Source {
           this.events?.onPrefetch?.(page);
           for (const c of page) if (c.text !== undefined) c.text = undefined;
         }
+        log.debug({ endpoint, objects: changes.length }, 'etcd listing: a page taken');
       },
     );
     const first = this.lastRevision === 0;
