@@ -151,34 +151,40 @@ export class ConfigStore {
         touched[c.kind].add(c.id);
         continue;
       }
-      const seen = seenOf(c);
-      if (c.parseError !== undefined) {
-        this.seen[c.kind].set(c.id, seen);
-        const code = c.parseErrorCode ?? ErrorCode.PARSE;
-        reject({ kind: c.kind, id: c.id, code, reason: `${key(c.kind, c.id)}: ${c.parseError}` }, c.modRevision, this.invalid);
-        continue;
-      }
-      // admit() checked the limits
-      const early = this.prevalidated[c.kind].get(c.value as object);
       let result: Verdict;
-      if (early === c.id) result = { ok: true, value: c.value as ObjectValue };
-      else if (early !== undefined && typeof early !== 'string' && !early.ok && early.rejection.id === c.id) result = early;
-      else result = this.validate(c);
-      if (early !== undefined) this.prevalidated[c.kind].delete(c.value as object);
-      if (!result.ok) {
-        this.seen[c.kind].set(c.id, seen);
-        reject(result.rejection, c.modRevision, this.invalid);
-        continue;
+      if (c.parseError !== undefined) result = parseRejected(c);
+      else {
+        // admit() checked the limits
+        const early = this.prevalidated[c.kind].get(c.value as object);
+        if (early === c.id) result = { ok: true, value: c.value as ObjectValue };
+        else if (early !== undefined && typeof early !== 'string' && !early.ok && early.rejection.id === c.id) result = early;
+        else result = this.validate(c);
+        if (early !== undefined) this.prevalidated[c.kind].delete(c.value as object);
       }
-      // (no "kind/id" string per object while nothing is rejected: a first listing of 50,000)
-      if (this.invalid.size > 0) this.invalid.delete(key(c.kind, c.id));
-      this.seen[c.kind].delete(c.id); // the desired entry records it
-      this.setDesired(c.kind, c.id, { id: c.id, modRevision: c.modRevision, value: result.value, h1: seen.h1, h2: seen.h2 });
-      touched[c.kind].add(c.id);
+      this.enter(c, result);
+      if (result.ok) touched[c.kind].add(c.id);
+      else reject(result.rejection, c.modRevision, this.invalid);
     }
 
     const diff = this.publish(touched, { revision: cs.revision, source: cs.source, detail: cs.detail }, at, rejected);
     return { snapshot: this.current, diff, rejected };
+  }
+
+  /**
+   * Enters an admitted change that is not a deletion, by its verdict: as the desired object, or as
+   * what the source sent last, rejected (the desired object, if any, stays: an invalid newer version
+   * leaves the older one in force). Recording the rejection is the caller's.
+   */
+  private enter(c: Change, verdict: Verdict): void {
+    const seen = seenOf(c);
+    if (!verdict.ok) {
+      this.seen[c.kind].set(c.id, seen);
+      return;
+    }
+    // (no "kind/id" string per object while nothing is rejected: a first listing of 50,000)
+    if (this.invalid.size > 0) this.invalid.delete(key(c.kind, c.id));
+    this.seen[c.kind].delete(c.id); // the desired entry records it
+    this.setDesired(c.kind, c.id, { id: c.id, modRevision: c.modRevision, value: verdict.value, h1: seen.h1, h2: seen.h2 });
   }
 
   /** validateBounded, where a validator bug costs this object only, never the rest of the change set. */
@@ -235,19 +241,12 @@ export class ConfigStore {
       // (a listing carries no deletions; an apply() of one that did would not match the staging)
       if (raw.deleted) continue;
       const c = admit(raw);
-      const seen = seenOf(c);
-      const result: Verdict =
-        c.parseError !== undefined
-          ? { ok: false, rejection: { kind: c.kind, id: c.id, code: c.parseErrorCode ?? ErrorCode.PARSE, reason: `${key(c.kind, c.id)}: ${c.parseError}` } }
-          : this.validate(c);
+      const result = c.parseError !== undefined ? parseRejected(c) : this.validate(c);
+      this.enter(c, result);
       if (!result.ok) {
-        this.setDesired(c.kind, c.id, undefined);
-        this.seen[c.kind].set(c.id, seen);
         invalid.push({ ...result.rejection, modRevision: c.modRevision });
         continue;
       }
-      this.seen[c.kind].delete(c.id);
-      this.setDesired(c.kind, c.id, { id: c.id, modRevision: c.modRevision, value: result.value, h1: seen.h1, h2: seen.h2 });
       touched[c.kind].add(c.id);
       if (valid !== undefined) valid.push({ kind: c.kind, id: c.id, modRevision: c.modRevision, value: result.value, text: c.text });
     }
@@ -514,6 +513,12 @@ function admit(c: Change): Change {
   }
   if (over === undefined) return c;
   return { kind: c.kind, id: c.id, modRevision: c.modRevision, parseError: over, parseErrorCode: code };
+}
+
+/** The rejection of a change its source could not parse (or admit() refused). */
+function parseRejected(c: Change): Verdict {
+  const reason = `${key(c.kind, c.id)}: ${c.parseError}`;
+  return { ok: false, rejection: { kind: c.kind, id: c.id, code: c.parseErrorCode ?? ErrorCode.PARSE, reason } };
 }
 
 /** The snapshot's maps without the given ids. */
